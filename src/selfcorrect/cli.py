@@ -1,0 +1,213 @@
+"""The `selfcorrect` command."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.metadata
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.markup import escape
+from rich.table import Table
+
+from selfcorrect.config import Settings, load_settings
+from selfcorrect.errors import SelfcorrectError
+from selfcorrect.models.base import Completion, Message, SamplingParams
+from selfcorrect.models.cache import CachedModel
+from selfcorrect.models.load import load_model
+from selfcorrect.store import Store
+
+app = typer.Typer(
+    help="Make language models correct and improve themselves, and measure whether they did.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+out = Console()
+err = Console(stderr=True)
+
+
+@app.callback()
+def options(
+    ctx: typer.Context,
+    model: Annotated[
+        Optional[str], typer.Option("--model", "-m", help="embedded, gguf:PATH or openai:NAME")
+    ] = None,
+    base_url: Annotated[
+        Optional[list[str]],
+        typer.Option("--base-url", help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1 (repeat for replicas)"),
+    ] = None,
+    config: Annotated[
+        Optional[Path], typer.Option("--config", help="TOML settings (default: ./selfcorrect.toml if present)")
+    ] = None,
+    store: Annotated[Optional[Path], typer.Option("--store", help="SQLite store file")] = None,
+    threads: Annotated[Optional[int], typer.Option("--threads", help="llama.cpp threads")] = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="neither read nor write the sample cache")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="show tracebacks and debug logs")] = False,
+) -> None:
+    ctx.obj = load_settings(
+        config,
+        model=model,
+        base_url=base_url or None,
+        store=store,
+        threads=threads,
+        cache=False if no_cache else None,
+    )
+
+
+@app.command()
+def generate(
+    ctx: typer.Context,
+    prompt: Annotated[str, typer.Argument(help="the user message")],
+    system: Annotated[Optional[str], typer.Option(help="a system message")] = None,
+    n: Annotated[int, typer.Option("--n", "-n", help="samples to draw")] = 1,
+    temperature: Annotated[float, typer.Option(help="0 for greedy")] = 0.7,
+    top_p: Annotated[float, typer.Option(help="nucleus sampling mass")] = 1.0,
+    top_k: Annotated[int, typer.Option(help="0 for off")] = 0,
+    max_tokens: Annotated[int, typer.Option(help="most tokens per sample")] = 256,
+    seed: Annotated[int, typer.Option(help="sample k is seeded from (seed, k)")] = 0,
+    stop: Annotated[Optional[list[str]], typer.Option(help="stop string (repeatable)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON for machines")] = False,
+) -> None:
+    """Draw completions for one prompt through any backend."""
+    settings: Settings = ctx.obj
+    messages: list[Message] = [{"role": "system", "content": system}] if system else []
+    messages.append({"role": "user", "content": prompt})
+    params = SamplingParams(
+        temperature=temperature,
+        top_p=top_p,
+        top_k=top_k,
+        max_tokens=max_tokens,
+        seed=seed,
+        n=n,
+        stop=tuple(stop or ()),
+    )
+    identity, completions, wall = asyncio.run(_generate(settings, messages, params))
+    if as_json:
+        print(json.dumps({"model": identity, "completions": [c.to_dict() for c in completions]}, indent=2))
+        return
+    for c in completions:
+        if len(completions) > 1:
+            out.rule(f"sample {c.index}", style="dim")
+        out.print(c.text, markup=False, highlight=False)
+    _speed_line(identity, completions, wall)
+
+
+async def _generate(
+    settings: Settings, messages: list[Message], params: SamplingParams
+) -> tuple[str, list[Completion], float]:
+    engine = load_model(settings)  # before the store: a model that fails to load writes nothing
+    store = Store(settings.store) if settings.cache else None
+    model = CachedModel(engine, store) if store is not None else engine
+    try:
+        started = time.perf_counter()
+        completions = await model.generate(messages, params)
+        return model.identity, completions, time.perf_counter() - started
+    finally:
+        await model.aclose()
+        if store is not None:
+            store.close()
+
+
+def _speed_line(identity: str, completions: list[Completion], wall: float) -> None:
+    tokens = sum(c.completion_tokens for c in completions)
+    cached = sum(c.cached for c in completions)
+    finishes = ", ".join(sorted({c.finish_reason for c in completions}))
+    line = f"{identity} · {tokens} tokens ({finishes}) in {wall:.2f}s"
+    if cached == len(completions):
+        line += " · all from the sample cache"
+    else:
+        model_seconds = sum(c.seconds for c in completions if not c.cached)
+        fresh = sum(c.completion_tokens for c in completions if not c.cached)
+        line += f" · {fresh / max(model_seconds, 1e-9):.0f} tok/s"
+        if cached:
+            line += f" · {cached} of {len(completions)} from the sample cache"
+    err.print(escape(line), style="dim", soft_wrap=True)
+
+
+@app.command()
+def models(ctx: typer.Context) -> None:
+    """List the backends, check that the configured one works, and measure its speed."""
+    settings: Settings = ctx.obj
+    table = Table(title="selfcorrect backends")
+    table.add_column("backend")
+    table.add_column("spec")
+    table.add_column("status")
+    kind = settings.model.partition(":")[0]
+    table.add_row("embedded", "embedded", _check_local(settings, settings.model if kind == "gguf" else "embedded"))
+    table.add_row("gguf", "gguf:PATH", _llama_version())
+    table.add_row("openai", "openai:NAME --base-url URL", _check_http(settings) if kind == "openai" else "not configured")
+    out.print(table)
+
+
+def _llama_version() -> str:
+    try:
+        return f"available (llama-cpp-python {importlib.metadata.version('llama-cpp-python')})"
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed: pip install 'selfcorrect[embedded]'"
+
+
+def _check_local(settings: Settings, spec: str) -> str:
+    """Load the model and time a single sequence and 8 samples drawn together."""
+    try:
+        model = load_model(settings.model_copy(update={"model": spec}))
+    except SelfcorrectError as e:
+        return f"[red]unavailable[/]: {escape(str(e))}"
+    messages: list[Message] = [{"role": "user", "content": "Write a long story about a lighthouse."}]
+    try:
+        speeds = []
+        for n in (1, 8):
+            params = SamplingParams(temperature=0.8, top_k=40, max_tokens=64, n=n, seed=1)
+            completions = asyncio.run(model.generate(messages, params))
+            speeds.append(sum(c.completion_tokens for c in completions) / sum(c.seconds for c in completions))
+    finally:
+        model.close()
+    size = model.path.stat().st_size / 1e6
+    return (
+        f"[green]ok[/]: {escape(model.path.name)} ({size:.0f} MB), context {model.n_ctx}, "
+        f"{model.threads} threads: {speeds[0]:.0f} tok/s one sequence, {speeds[1]:.0f} tok/s 8 together"
+    )
+
+
+def _check_http(settings: Settings) -> str:
+    async def probe() -> list[str]:
+        model = load_model(settings)
+        try:
+            return await model.models()
+        finally:
+            await model.aclose()
+
+    try:
+        names = asyncio.run(probe())
+    except SelfcorrectError as e:
+        return f"[red]unavailable[/]: {escape(str(e))}"
+    urls = ", ".join(settings.base_url)
+    return f"[green]reachable[/]: {escape(urls)} serves {escape(', '.join(names) or '(no list)')}"
+
+
+def main() -> None:
+    debug = "--debug" in sys.argv
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.WARNING,
+        format="%(message)s",
+        handlers=[RichHandler(console=err, show_path=debug)],
+    )
+    if not debug:
+        logging.getLogger("httpx").setLevel(logging.WARNING)
+    try:
+        app()
+    except SelfcorrectError as e:
+        if debug:
+            raise
+        err.print(f"[bold red]error:[/] {escape(str(e))}", soft_wrap=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)

@@ -1,0 +1,166 @@
+"""The one model protocol every engine implements.
+
+Chat messages go in; completions come out with text, finish reason, token counts and
+seconds. A request asks for `params.n` samples numbered `first_index … first_index+n-1`:
+the sample index is part of a draw's identity (see `models/cache.py`), so sample 3 of a
+request is the same draw whoever asks for it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol, runtime_checkable
+
+from selfcorrect.errors import ConfigError
+
+Message = dict[str, str]
+"""An OpenAI-style chat message: {"role": "system" | "user" | "assistant", "content": str}."""
+
+ROLES = ("system", "user", "assistant")
+FinishReason = Literal["stop", "length"]
+
+
+def check_messages(messages: Sequence[Message]) -> list[Message]:
+    """Return the messages as plain dicts, or raise a ConfigError saying which one is wrong."""
+    if not messages:
+        raise ConfigError("no messages to send", "pass at least one user message")
+    checked = []
+    for i, message in enumerate(messages):
+        role, content = message.get("role"), message.get("content")
+        if role not in ROLES:
+            raise ConfigError(
+                f"message {i} has role {role!r}", f"use one of {', '.join(ROLES)}"
+            )
+        if not isinstance(content, str):
+            raise ConfigError(
+                f"message {i} has content of type {type(content).__name__}",
+                "message content must be a string",
+            )
+        checked.append({"role": role, "content": content})
+    return checked
+
+
+@dataclass(frozen=True, slots=True)
+class SamplingParams:
+    """How to sample. `n` is how many samples one request asks for; it is not part of a
+    draw's identity (sample k is sample k whatever n was asked). `top_k` 0 means off; it is
+    not part of OpenAI's own API (vLLM, SGLang, llama.cpp and Ollama accept it), so the HTTP
+    backend sends it only when set. On the embedded engine a small top_k makes sampling
+    cheap (a softmax over 40 tokens instead of the whole vocabulary)."""
+
+    temperature: float = 0.7
+    top_p: float = 1.0
+    top_k: int = 0
+    max_tokens: int = 256
+    stop: tuple[str, ...] = ()
+    seed: int = 0
+    n: int = 1
+    logprobs: bool = False
+
+    def __post_init__(self) -> None:
+        if isinstance(self.stop, (list, str)):
+            stops = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
+            object.__setattr__(self, "stop", stops)
+        problems = []
+        if not 0.0 <= self.temperature <= 5.0:
+            problems.append(f"temperature {self.temperature} is outside [0, 5]")
+        if not 0.0 < self.top_p <= 1.0:
+            problems.append(f"top_p {self.top_p} is outside (0, 1]")
+        if self.top_k < 0:
+            problems.append(f"top_k {self.top_k} must be 0 (off) or positive")
+        if self.max_tokens < 1:
+            problems.append(f"max_tokens {self.max_tokens} must be at least 1")
+        if self.n < 1:
+            problems.append(f"n {self.n} must be at least 1")
+        if self.seed < 0:
+            problems.append(f"seed {self.seed} must be non-negative")
+        if any(not s for s in self.stop):
+            problems.append("stop strings must not be empty")
+        if problems:
+            raise ConfigError("invalid sampling parameters: " + "; ".join(problems))
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
+
+    def replace(self, **changes) -> SamplingParams:
+        return dataclasses.replace(self, **changes)
+
+    def draw_fields(self) -> dict:
+        """The fields that decide what a draw is (everything but `n`)."""
+        return {
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "top_k": self.top_k,
+            "max_tokens": self.max_tokens,
+            "stop": list(self.stop),
+            "seed": self.seed,
+            "logprobs": self.logprobs,
+        }
+
+
+def sample_seed(seed: int, index: int) -> int:
+    """The seed for sample `index` of a request seeded `seed`: distinct per index, stable
+    across runs and machines, below 2**31 (llama.cpp reserves 0xFFFFFFFF for 'random')."""
+    digest = hashlib.blake2b(f"{seed}:{index}".encode(), digest_size=4).digest()
+    return int.from_bytes(digest, "little") & 0x7FFFFFFF
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """One sample. `seconds` is this sample's share of the model time that produced it;
+    `cached` says it came from the sample cache rather than a model call just now."""
+
+    text: str
+    finish_reason: FinishReason
+    prompt_tokens: int
+    completion_tokens: int
+    seconds: float
+    index: int = 0
+    logprobs: tuple[float, ...] | None = None
+    cached: bool = False
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What a backend can do, so that strategies and the runner can plan.
+
+    native_n: one request yields n samples without re-processing the prompt n times.
+    logprobs: per-token log-probabilities are available.
+    context_length: tokens of context (prompt plus completion) one sequence may use.
+    max_parallel: how many requests are worth having in flight at once.
+    """
+
+    native_n: bool
+    logprobs: bool
+    context_length: int
+    max_parallel: int
+
+
+@runtime_checkable
+class Model(Protocol):
+    """A chat model. Every engine (embedded llama.cpp, OpenAI-compatible HTTP, scripted)
+    implements this; wrappers such as the sample cache implement it too."""
+
+    @property
+    def identity(self) -> str:
+        """Names the weights and engine, so that cached draws of one model never serve another."""
+        ...
+
+    @property
+    def capabilities(self) -> Capabilities: ...
+
+    async def generate(
+        self, messages: Sequence[Message], params: SamplingParams, first_index: int = 0
+    ) -> list[Completion]:
+        """`params.n` completions, with indices first_index … first_index+n-1, in that order."""
+        ...
+
+    async def aclose(self) -> None: ...
+

@@ -1,0 +1,346 @@
+"""The project's SQLite store: the sample cache, runs and trajectories.
+
+One file per project directory (`.selfcorrect/store.sqlite` by default), in WAL mode so
+that readers never block the writer. Every write commits at once: a sample is on disk
+before the code that asked for it moves on, and every trajectory event is on disk before
+the next attempt starts, so an interrupted run loses nothing and resumes with no repeated
+model call.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import secrets
+import sqlite3
+import subprocess
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from selfcorrect import __version__
+from selfcorrect.errors import SelfcorrectError
+from selfcorrect.models.base import Completion
+
+DEFAULT_STORE = Path(".selfcorrect") / "store.sqlite"
+SCHEMA_VERSION = 1
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS samples (
+    request_key TEXT NOT NULL,
+    sample_index INTEGER NOT NULL,
+    model TEXT NOT NULL,
+    text TEXT NOT NULL,
+    finish_reason TEXT NOT NULL,
+    prompt_tokens INTEGER NOT NULL,
+    completion_tokens INTEGER NOT NULL,
+    seconds REAL NOT NULL,
+    logprobs TEXT,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (request_key, sample_index)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY,
+    created_at REAL NOT NULL,
+    finished_at REAL,
+    status TEXT NOT NULL,
+    oracle INTEGER NOT NULL,
+    config TEXT NOT NULL,
+    code_version TEXT NOT NULL,
+    prompt_hashes TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS events (
+    run_id TEXT NOT NULL,
+    strategy TEXT NOT NULL,
+    item_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    payload TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (run_id, strategy, item_id, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS results (
+    run_id TEXT NOT NULL,
+    strategy TEXT NOT NULL,
+    item_id TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (run_id, strategy, item_id)
+) WITHOUT ROWID;
+"""
+
+
+def code_version() -> str:
+    """The package version, plus the git commit (and '-dirty') when run from a checkout."""
+    source = Path(__file__).resolve().parent
+
+    def git(*args: str) -> str:
+        done = subprocess.run(
+            ["git", "-C", str(source), *args], capture_output=True, text=True, timeout=5
+        )
+        return done.stdout.strip() if done.returncode == 0 else ""
+
+    try:
+        commit = git("rev-parse", "--short=12", "HEAD")
+        dirty = bool(git("status", "--porcelain", "--untracked-files=no", "--", "."))
+    except (OSError, subprocess.TimeoutExpired):
+        commit, dirty = "", False
+    if not commit:
+        return __version__
+    return f"{__version__}+g{commit}{'-dirty' if dirty else ''}"
+
+
+@dataclass(frozen=True)
+class Run:
+    run_id: str
+    created_at: float
+    finished_at: float | None
+    status: str
+    oracle: bool
+    config: dict
+    code_version: str
+    prompt_hashes: dict[str, str]
+
+
+class Store:
+    """Thread-safe access to one store file (one connection behind a lock)."""
+
+    def __init__(self, path: str | Path = DEFAULT_STORE):
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, timeout=30
+            )
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(SCHEMA)
+        except sqlite3.Error as e:
+            raise SelfcorrectError(
+                f"cannot open the store {self.path}: {e}",
+                "check that the directory is writable and the file is a selfcorrect store, "
+                "or choose another with --store",
+            ) from e
+        self._lock = threading.Lock()
+        self._check_schema()
+
+    def _check_schema(self) -> None:
+        row = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+        if row is None:
+            self._db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+        elif int(row[0]) != SCHEMA_VERSION:
+            raise SelfcorrectError(
+                f"the store {self.path} has schema {row[0]}; this selfcorrect reads {SCHEMA_VERSION}",
+                "use a selfcorrect version that matches, or start a new store with --store",
+            )
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- the sample cache --------------------------------------------------------------
+
+    def get_samples(self, request_key: str, indices: Sequence[int]) -> dict[int, Completion]:
+        """The cached samples of a request among `indices`, by index."""
+        if not indices:
+            return {}
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT sample_index, text, finish_reason, prompt_tokens, completion_tokens,"
+                " seconds, logprobs FROM samples WHERE request_key = ?"
+                " AND sample_index BETWEEN ? AND ?",
+                (request_key, min(indices), max(indices)),
+            ).fetchall()
+        wanted = set(indices)
+        return {
+            row[0]: Completion(
+                text=row[1],
+                finish_reason=row[2],
+                prompt_tokens=row[3],
+                completion_tokens=row[4],
+                seconds=row[5],
+                index=row[0],
+                logprobs=tuple(json.loads(row[6])) if row[6] is not None else None,
+                cached=True,
+            )
+            for row in rows
+            if row[0] in wanted
+        }
+
+    def put_samples(self, request_key: str, model: str, completions: Iterable[Completion]) -> None:
+        """Store samples; a sample already stored wins (first draw of an index is the draw)."""
+        now = time.time()
+        rows = [
+            (
+                request_key,
+                c.index,
+                model,
+                c.text,
+                c.finish_reason,
+                c.prompt_tokens,
+                c.completion_tokens,
+                c.seconds,
+                json.dumps(c.logprobs) if c.logprobs is not None else None,
+                now,
+            )
+            for c in completions
+        ]
+        with self._lock, self._transaction():
+            self._db.executemany(
+                "INSERT OR IGNORE INTO samples VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows
+            )
+
+    def sample_count(self, model: str | None = None) -> int:
+        with self._lock:
+            if model is None:
+                return self._db.execute("SELECT COUNT(*) FROM samples").fetchone()[0]
+            return self._db.execute(
+                "SELECT COUNT(*) FROM samples WHERE model = ?", (model,)
+            ).fetchone()[0]
+
+    # -- runs ----------------------------------------------------------------------------
+
+    def create_run(
+        self,
+        config: dict,
+        *,
+        prompt_hashes: dict[str, str],
+        oracle: bool = False,
+        run_id: str | None = None,
+    ) -> Run:
+        """Record a new run with its full configuration, code version and prompt hashes."""
+        run_id = run_id or time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
+        created = time.time()
+        version = code_version()
+        with self._lock:
+            try:
+                self._db.execute(
+                    "INSERT INTO runs VALUES (?, ?, NULL, 'running', ?, ?, ?, ?)",
+                    (
+                        run_id,
+                        created,
+                        int(oracle),
+                        json.dumps(config, sort_keys=True),
+                        version,
+                        json.dumps(prompt_hashes, sort_keys=True),
+                    ),
+                )
+            except sqlite3.IntegrityError as e:
+                raise SelfcorrectError(
+                    f"a run named {run_id!r} already exists in {self.path}",
+                    "resume it, or choose another run id",
+                ) from e
+        return Run(run_id, created, None, "running", oracle, config, version, prompt_hashes)
+
+    def run(self, run_id: str) -> Run:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        if row is None:
+            raise SelfcorrectError(
+                f"no run {run_id!r} in {self.path}", "list the runs with `selfcorrect runs`"
+            )
+        return _run_from_row(row)
+
+    def runs(self) -> list[Run]:
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM runs ORDER BY created_at").fetchall()
+        return [_run_from_row(row) for row in rows]
+
+    def finish_run(self, run_id: str, status: str = "complete") -> None:
+        with self._lock:
+            self._db.execute(
+                "UPDATE runs SET status = ?, finished_at = ? WHERE run_id = ?",
+                (status, time.time(), run_id),
+            )
+
+    # -- trajectories --------------------------------------------------------------------
+
+    def append_event(self, run_id: str, strategy: str, item_id: str, payload: dict) -> int:
+        """Write one trajectory event (an attempt, a piece of feedback) and return its number."""
+        text = json.dumps(payload)
+        with self._lock, self._transaction():
+            seq = self._db.execute(
+                "SELECT COALESCE(MAX(seq) + 1, 0) FROM events"
+                " WHERE run_id = ? AND strategy = ? AND item_id = ?",
+                (run_id, strategy, item_id),
+            ).fetchone()[0]
+            self._db.execute(
+                "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?)",
+                (run_id, strategy, item_id, seq, text, time.time()),
+            )
+        return seq
+
+    def events(self, run_id: str, strategy: str, item_id: str) -> list[dict]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT payload FROM events WHERE run_id = ? AND strategy = ? AND item_id = ?"
+                " ORDER BY seq",
+                (run_id, strategy, item_id),
+            ).fetchall()
+        return [json.loads(row[0]) for row in rows]
+
+    def discard_partial(self, run_id: str, strategy: str, item_id: str) -> None:
+        """Drop the events of an item that never finished, before it runs again (its model
+        calls come back from the sample cache, so nothing is paid twice)."""
+        with self._lock:
+            self._db.execute(
+                "DELETE FROM events WHERE run_id = ? AND strategy = ? AND item_id = ?",
+                (run_id, strategy, item_id),
+            )
+
+    def put_result(self, run_id: str, strategy: str, item_id: str, payload: dict) -> None:
+        """Mark an item finished under a strategy, with its result."""
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?)",
+                (run_id, strategy, item_id, json.dumps(payload), time.time()),
+            )
+
+    def results(self, run_id: str, strategy: str | None = None) -> list[dict]:
+        query = "SELECT payload FROM results WHERE run_id = ?"
+        args: tuple = (run_id,)
+        if strategy is not None:
+            query += " AND strategy = ?"
+            args += (strategy,)
+        with self._lock:
+            rows = self._db.execute(query + " ORDER BY created_at", args).fetchall()
+        return [json.loads(row[0]) for row in rows]
+
+    def finished(self, run_id: str) -> set[tuple[str, str]]:
+        """The (strategy, item id) pairs of a run that have a result."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT strategy, item_id FROM results WHERE run_id = ?", (run_id,)
+            ).fetchall()
+        return {(row[0], row[1]) for row in rows}
+
+    @contextlib.contextmanager
+    def _transaction(self):
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+
+def _run_from_row(row) -> Run:
+    return Run(
+        run_id=row[0],
+        created_at=row[1],
+        finished_at=row[2],
+        status=row[3],
+        oracle=bool(row[4]),
+        config=json.loads(row[5]),
+        code_version=row[6],
+        prompt_hashes=json.loads(row[7]),
+    )

@@ -1,0 +1,186 @@
+"""The OpenAI-compatible backend against real HTTP servers on 127.0.0.1 (scripted stubs)."""
+
+import asyncio
+import logging
+import threading
+import time
+
+import pytest
+
+from selfcorrect.errors import BackendUnavailableError, ConfigError, ModelRequestError
+from selfcorrect.models.base import SamplingParams, sample_seed
+from selfcorrect.models.openai_http import OpenAICompatibleModel
+from tests.conftest import free_port
+from tests.httpstub import FaultProxy, HTTPStub, chat_reply, json_reply
+
+MESSAGES = [{"role": "user", "content": "hello"}]
+
+
+def fast(url, **kw):
+    """A client with short waits, so that retry tests take milliseconds."""
+    kw.setdefault("backoff", 0.01)
+    kw.setdefault("max_backoff", 0.05)
+    kw.setdefault("timeout", 2.0)
+    return OpenAICompatibleModel("m", url, **kw)
+
+
+@pytest.fixture
+def stubs():
+    made = []
+
+    def make(respond, **kw):
+        stub = HTTPStub(respond, **kw)
+        made.append(stub)
+        return stub
+
+    yield make
+    for stub in made:
+        stub.close()
+
+
+def honours_n(seen):
+    n = seen.body["n"]
+    return chat_reply([f"s{seen.body['seed']}-{k}" for k in range(n)])
+
+
+def ignores_n(seen):
+    return chat_reply([f"seed {seen.body['seed']}"])
+
+
+def test_native_n_is_one_request(stubs):
+    stub = stubs(honours_n)
+    model = fast(stub.url)
+    got = asyncio.run(model.generate(MESSAGES, SamplingParams(n=3, seed=5)))
+    assert len(stub.seen) == 1 and stub.seen[0].body["n"] == 3
+    assert [c.index for c in got] == [0, 1, 2]
+    assert model.capabilities.native_n is True
+
+
+def test_a_server_that_ignores_n_gets_one_request_per_sample_seeded_by_index(stubs):
+    stub = stubs(ignores_n)
+    model = fast(stub.url)
+    got = asyncio.run(model.generate(MESSAGES, SamplingParams(n=3, seed=5), first_index=10))
+    assert [c.text for c in got] == [f"seed {sample_seed(5, i)}" for i in (10, 11, 12)]
+    assert model.capabilities.native_n is False
+    asyncio.run(model.generate(MESSAGES, SamplingParams(n=2, seed=5)))
+    assert [s.body["n"] for s in stub.seen] == [3, 1, 1, 1, 1]
+
+
+def test_request_body_carries_the_sampling_parameters(stubs):
+    stub = stubs(lambda seen: json_reply({
+        "choices": [{"message": {"content": "x y"}, "finish_reason": "length",
+                     "logprobs": {"content": [{"logprob": -0.5}, {"logprob": -1.0}]}}],
+        "usage": {"prompt_tokens": 7, "completion_tokens": 2}}))
+    model = fast(stub.url)
+    plain = asyncio.run(model.generate(MESSAGES, SamplingParams(temperature=0.3, max_tokens=9)))[0]
+    body = stub.seen[0].body
+    assert (body["model"], body["temperature"], body["max_tokens"], body["messages"]) == ("m", 0.3, 9, MESSAGES)
+    assert "top_k" not in body and "stop" not in body and "logprobs" not in body  # OpenAI rejects top_k
+    rich = asyncio.run(model.generate(MESSAGES, SamplingParams(top_k=40, stop=["\n"], logprobs=True)))[0]
+    body = stub.seen[1].body
+    assert (body["top_k"], body["stop"], body["logprobs"]) == (40, ["\n"], True)
+    assert (plain.finish_reason, plain.prompt_tokens, plain.completion_tokens) == ("length", 7, 2)
+    assert rich.logprobs == (-0.5, -1.0)
+
+
+def test_transient_failures_are_retried_until_an_answer_comes(stubs):
+    upstream = stubs(honours_n)
+    schedule = ["500", "429", "garbage", "no-choices", "drop", "503", "hang"]
+    proxy = FaultProxy(upstream.url, schedule, hang_seconds=1.5)
+    try:
+        model = fast(proxy.url, timeout=0.5, retries=len(schedule))
+        got = asyncio.run(model.generate(MESSAGES, SamplingParams(n=2, seed=1)))
+        assert [c.text for c in got] == [f"s{sample_seed(1, 0)}-0", f"s{sample_seed(1, 0)}-1"]
+        assert proxy.faults_served == schedule and proxy.forwarded == 1
+    finally:
+        proxy.close()
+
+
+def test_retry_after_is_honoured(stubs):
+    schedule = iter([(429, {"retry-after": "0.4"}, b"wait")])
+    stub = stubs(lambda seen: next(schedule, None) or chat_reply(["ok"]))
+    model = fast(stub.url, retries=1)
+    started = time.perf_counter()
+    assert asyncio.run(model.generate(MESSAGES, SamplingParams()))[0].text == "ok"
+    assert time.perf_counter() - started >= 0.4
+
+
+def test_exhausted_retries_say_what_failed(stubs):
+    stub = stubs(lambda seen: (500, {}, b"model crashed"))
+    with pytest.raises(BackendUnavailableError, match=r"kept failing: .*500 model crashed \(3 attempts\)"):
+        asyncio.run(fast(stub.url, retries=2).generate(MESSAGES, SamplingParams()))
+    assert len(stub.seen) == 3
+
+
+def test_an_unreachable_server_is_a_clear_error():
+    url = f"http://127.0.0.1:{free_port()}/v1"
+    with pytest.raises(BackendUnavailableError) as e:
+        asyncio.run(fast(url, retries=1).generate(MESSAGES, SamplingParams()))
+    assert "cannot reach the model server" in str(e.value) and "--base-url" in e.value.fix
+
+
+def test_client_errors_are_not_retried_and_name_the_fix(stubs):
+    stub = stubs(lambda seen: json_reply({"error": {"message": "bad key"}}, status=401))
+    with pytest.raises(ModelRequestError) as e:
+        asyncio.run(fast(stub.url, api_key_env="MY_KEY").generate(MESSAGES, SamplingParams()))
+    assert "401" in str(e.value) and "$MY_KEY" in e.value.fix
+    assert len(stub.seen) == 1
+
+
+def test_the_api_key_is_sent_but_never_logged_or_shown(stubs, monkeypatch, caplog):
+    secret = "sk-test-0123456789-secret"
+    monkeypatch.setenv("MY_KEY", secret)
+    stub = stubs(lambda seen: (500, {}, b"nope"))
+    model = fast(stub.url, api_key_env="MY_KEY", retries=2)
+    caplog.set_level(logging.DEBUG)
+    with pytest.raises(BackendUnavailableError) as e:
+        asyncio.run(model.generate(MESSAGES, SamplingParams()))
+    assert stub.seen[0].headers["Authorization"] == f"Bearer {secret}"
+    assert secret not in caplog.text and secret not in str(e.value) and secret not in repr(model)
+    assert "retrying" in caplog.text  # the retries were logged, without the key
+
+
+def test_requests_spread_over_replicas_and_avoid_a_dead_one(stubs):
+    def slow(seen):
+        time.sleep(0.05)
+        return chat_reply(["ok"])
+
+    a, b = stubs(slow), stubs(slow)
+    dead = f"http://127.0.0.1:{free_port()}/v1"
+    model = fast([a.url, dead, b.url], concurrency=4)
+
+    async def many():
+        return await asyncio.gather(*(model.generate(MESSAGES, SamplingParams(seed=i)) for i in range(24)))
+
+    assert len(asyncio.run(many())) == 24
+    assert len(a.seen) >= 8 and len(b.seen) >= 8
+    assert len(a.seen) + len(b.seen) == 24
+
+
+def test_concurrency_per_replica_is_bounded(stubs):
+    lock, state = threading.Lock(), {"now": 0, "peak": 0}
+
+    def counting(seen):
+        with lock:
+            state["now"] += 1
+            state["peak"] = max(state["peak"], state["now"])
+        time.sleep(0.05)
+        with lock:
+            state["now"] -= 1
+        return chat_reply(["ok"])
+
+    stub = stubs(counting)
+    model = fast(stub.url, concurrency=3)
+
+    async def many():
+        await asyncio.gather(*(model.generate(MESSAGES, SamplingParams(seed=i)) for i in range(12)))
+
+    asyncio.run(many())
+    assert state["peak"] == 3
+
+
+def test_bad_settings_are_config_errors():
+    with pytest.raises(ConfigError, match="needs a server address"):
+        OpenAICompatibleModel("m", [])
+    with pytest.raises(ConfigError, match="not an http"):
+        OpenAICompatibleModel("m", "127.0.0.1:8000")
