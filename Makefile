@@ -18,5 +18,13 @@ run: install
 test: install
 	$(BIN)/pytest
 
+# Benchmarks print their figures; they are not tests (see BENCHMARKS.md).
+bench: install
+	$(BIN)/python bench/embedded_overhead.py
+	$(BIN)/python bench/embedded_batch.py
+	$(BIN)/python bench/embedded_batch.py --short-prompt --max-tokens 64
+	$(BIN)/python bench/http_throughput.py
+	$(BIN)/python bench/cache_rerun.py
+
 clean:
 	rm -rf $(VENV) .selfcorrect .pytest_cache
