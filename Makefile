@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml scripts/install.sh
 	touch $@
 
 run: install
-	$(BIN)/selfcorrect generate "A farmer has 17 sheep and buys 5 more. How many sheep does he have now?" --temperature 0
+	$(BIN)/selfcorrect eval
 
 test: install
 	$(BIN)/pytest

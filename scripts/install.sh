@@ -12,9 +12,11 @@ PYTHON=${PYTHON:-python3}
 
 # The sandbox for untrusted code needs bubblewrap, and a system Python that its unprivileged
 # user can read (/usr/bin/python3; a Python under a private home directory is out of reach).
+# The tests open the HTML report in a real browser (chromium).
 missing=()
 command -v bwrap >/dev/null || missing+=(bubblewrap)
 [ -x /usr/bin/python3 ] || missing+=(python3)
+command -v chromium >/dev/null || missing+=(chromium)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null

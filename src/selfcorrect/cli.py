@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.metadata
 import json
 import logging
@@ -253,6 +254,157 @@ def sandbox(ctx: typer.Context) -> None:
             outcome = result.tests[0].message or result.tests[0].error_type or "passed"
             table.add_row(label, f"[{'green' if ok else 'red'}]{'ok' if ok else 'NOT CONTAINED'}[/]: "
                                  f"{escape(str(outcome))[:80]}")
+    out.print(table)
+
+
+@app.command(name="eval")
+def eval_(
+    ctx: typer.Context,
+    task: Annotated[Optional[str], typer.Option(help="task[:key=value,...], e.g. arithmetic:digits=1 or mbpp")] = None,
+    strategy: Annotated[Optional[str], typer.Option("--strategy", "-s", help="comma-separated strategy specs")] = None,
+    limit: Annotated[Optional[int], typer.Option(help="the first K items")] = None,
+    ids: Annotated[Optional[str], typer.Option(help="item positions, e.g. 0-199")] = None,
+    sample: Annotated[Optional[int], typer.Option(help="a seeded random sample of N items")] = None,
+    seed: Annotated[int, typer.Option(help="draws and sampling")] = 0,
+    temperature: Annotated[float, typer.Option(help="sampling temperature for every strategy")] = 0.3,
+    top_k: Annotated[Optional[int], typer.Option(help="default: 40 on a local model, off on a server")] = None,
+    max_tokens: Annotated[Optional[int], typer.Option(help="default: 192 for math, 384 for code")] = None,
+    critic: Annotated[Optional[str], typer.Option(help="a model spec for critic-refine, or \"same\"")] = None,
+    no_reference: Annotated[bool, typer.Option("--no-reference", help="do not add self-consistency as the sampling pool")] = False,
+    resume: Annotated[Optional[str], typer.Option(help="continue an interrupted run")] = None,
+    folder: Annotated[Optional[Path], typer.Option("--out", help="report folder (default: runs/RUN_ID)")] = None,
+) -> None:
+    """Run strategies on a task and compare them. With no options: the main job on the
+    embedded model (arithmetic, four strategies, a few minutes on 2 cores)."""
+    from selfcorrect.runner import MAIN_JOB_LIMIT, EvalSpec, Evaluation
+
+    settings: Settings = ctx.obj
+    main_job = task is None and strategy is None and resume is None
+    spec = EvalSpec(task=task or "arithmetic", limit=limit if limit is not None else (MAIN_JOB_LIMIT if main_job else None),
+                    ids=ids, sample=sample, seed=seed, temperature=temperature, top_k=top_k, max_tokens=max_tokens,
+                    critic=critic, reference=not no_reference,
+                    **({"strategies": [s for s in strategy.split(",") if s]} if strategy else {}))
+    _check_strategies(spec.strategies)
+    with _progress() as (progress, on_progress):
+        evaluation = Evaluation(settings, spec, resume=resume, on_progress=on_progress)
+        progress.console.print(f"[bold]{escape(evaluation.task.name)}[/]: {len(evaluation.items)} items × "
+                               f"{', '.join(escape(s.spec) for s in evaluation.strategies)}")
+        try:
+            run = asyncio.run(evaluation.run())
+        except KeyboardInterrupt:
+            record = evaluation.run_record
+            if record is not None:
+                err.print(f"interrupted: resume with `selfcorrect eval --resume {record.run_id}`")
+            raise
+        except SelfcorrectError as e:
+            record = evaluation.run_record
+            if record is not None:
+                raise SelfcorrectError(e.what, f"{e.fix}; then resume with `selfcorrect eval --resume "
+                                               f"{record.run_id}`" if e.fix else
+                                       f"resume with `selfcorrect eval --resume {record.run_id}`") from e
+            raise
+    _finish_report(evaluation.store, run, evaluation.task.kind, folder)
+
+
+def _check_strategies(specs: list[str]) -> None:
+    from selfcorrect.strategies import parse_strategy
+
+    for spec in specs:
+        parse_strategy(spec)
+
+
+@contextlib.contextmanager
+def _progress():
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    progress = Progress(TextColumn("units"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"),
+                        TimeRemainingColumn(), console=err, transient=False)
+    state = {"task": None, "started": time.perf_counter(), "tokens": 0}
+
+    def on_progress(done: int, total: int, tokens: int) -> None:
+        if state["task"] is None:
+            state["task"] = progress.add_task("eval", total=total, completed=done, rate="")
+        elapsed = max(time.perf_counter() - state["started"], 1e-9)
+        progress.update(state["task"], completed=done, rate=f"{tokens / elapsed:.0f} tok/s")
+
+    with progress:
+        yield progress, on_progress
+
+
+def _finish_report(store: Store, run, kind: str, folder: Optional[Path]) -> None:
+    from selfcorrect.report import write_reports
+
+    paths = write_reports(store, run, kind, folder or Path("runs") / run.run_id)
+    console_table(json.loads(paths["json"].read_text()))
+    err.print(f"run {run.run_id}: " + ", ".join(f"{k} {v}" for k, v in paths.items()), soft_wrap=True)
+
+
+def console_table(report: dict) -> None:
+    from selfcorrect.report.build import label
+    from selfcorrect.report.markdown import pct, signed
+
+    title = f"{report['run']['config']['task']} · {report['run']['config']['items']} items"
+    if report["run"]["oracle"]:
+        title += " · includes ORACLE strategies (upper bounds)"
+    table = Table(title=title)
+    for column in ("strategy", "accuracy (95% CI)", "parse fail", "tokens/item", "vs baseline (p)", "vs sampling at equal tokens"):
+        table.add_column(column)
+    for s in report["strategies"].values():
+        low, high = s["interval"]
+        versus = s.get("versus_baseline")
+        vs = "baseline" if versus is None else f"{signed(versus['difference'])} (p={versus['p_value']:.2g})"
+        table.add_row(escape(label(s)), f"{pct(s['accuracy'])} ({pct(low)}–{pct(high)})", pct(s["parse_failure_rate"]),
+                      f"{s['tokens_per_item']:.0f}", vs, signed(s["compute_matched"]["gain"]))
+    out.print(table)
+
+
+@app.command()
+def report(
+    ctx: typer.Context,
+    run_id: Annotated[str, typer.Argument(help="the run (see `selfcorrect runs`)")],
+    folder: Annotated[Optional[Path], typer.Option("--out", help="report folder (default: runs/RUN_ID)")] = None,
+) -> None:
+    """Write report.json, report.md and report.html for a run."""
+    from selfcorrect.runner import check_complete
+
+    settings: Settings = ctx.obj
+    store = Store(settings.store)
+    run = store.run(run_id)
+    check_complete(store, run)
+    kind = load_task(run.config["spec"]["task"].partition(":")[0] if not run.config["spec"]["task"].endswith(".jsonl")
+                     else run.config["spec"]["task"], settings.data).kind
+    _finish_report(store, run, kind, folder)
+
+
+@app.command()
+def runs(ctx: typer.Context) -> None:
+    """List the runs in the store."""
+    settings: Settings = ctx.obj
+    store = Store(settings.store)
+    table = Table(title=str(settings.store))
+    table.add_column("run", no_wrap=True)  # ids are copied into other commands
+    for column in ("status", "task", "items", "strategies", "created"):
+        table.add_column(column)
+    for run in store.runs():
+        table.add_row(run.run_id, run.status + (" ORACLE" if run.oracle else ""), escape(run.config.get("task", "")),
+                      str(run.config.get("items", "")), escape(", ".join(run.config.get("strategies", []))),
+                      time.strftime("%Y-%m-%d %H:%M", time.localtime(run.created_at)))
+    out.print(table)
+
+
+@app.command()
+def strategies() -> None:
+    """List the strategies, the tasks they suit, and their options."""
+    from selfcorrect.strategies import STRATEGIES
+
+    table = Table(title="strategies (spec: name:key=value,...; any takes chains=K,select=vote|tests)")
+    for column in ("strategy", "tasks", "options", "feedback"):
+        table.add_column(column)
+    for name, cls in STRATEGIES.items():
+        options = ", ".join(f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in cls.options.items())
+        feedback = "oracle (upper bound)" if cls.oracle else ("critic model" if cls.needs_critic else "")
+        table.add_row(name, ", ".join(sorted(cls.kinds)), options or "—", feedback)
     out.print(table)
 
 

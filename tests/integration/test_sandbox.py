@@ -144,3 +144,14 @@ def test_without_bubblewrap_it_refuses_unless_asked_for_the_weaker_mode(monkeypa
     with Sandbox(workers=1, isolation="process") as weak:
         assert weak.run(ADD, ["assert add(2, 3) == 5"]).passed
     assert "WITHOUT file-system or network isolation" in caplog.text
+
+
+def test_what_a_program_prints_while_loading_is_kept_without_any_test(sandbox):
+    result = sandbox.run("x = 6 * 7\nprint(f'The answer is {x}')\n", [])
+    assert result.loaded and result.stdout == "The answer is 42\n"
+
+
+def test_tests_can_observe_what_the_program_returns(sandbox):
+    result = sandbox.run(ADD, ["__observe__(add(1, 2))", "__observe__(add('a', 'b'))", "__observe__(add(1))"])
+    assert [t.observed for t in result.tests] == [("3",), ("'ab'",), ()]
+    assert result.tests[2].error_type == "TypeError"

@@ -37,6 +37,7 @@ class CacheStats:
     misses: int = 0  # samples drawn from the model
     shared: int = 0  # samples another caller was already drawing
     model_calls: int = 0
+    fresh_tokens: int = 0  # completion tokens the model generated just now
 
 
 class CachedModel:
@@ -94,6 +95,7 @@ class CachedModel:
                 messages, params.replace(n=len(run)), first_index=run[0]
             )
             self.store.put_samples(key, self.inner.identity, completions)
+            self.stats.fresh_tokens += sum(c.completion_tokens for c in completions)
             return {c.index: c for c in completions}
         finally:
             for i in run:

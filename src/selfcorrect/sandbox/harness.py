@@ -79,6 +79,7 @@ class TestOutcome:
     timed_out: bool = False
     error_type: str | None = None
     message: str | None = None
+    observed: tuple[str, ...] = ()  # the reprs of values the test passed to __observe__
 
 
 @dataclass(frozen=True)
@@ -121,7 +122,7 @@ def _result(data: dict, tests: Sequence[TestCase]) -> RunResult:
         outcomes.append(TestOutcome(
             name=raw["name"], passed=raw["passed"], seconds=raw.get("seconds", 0.0),
             timed_out=raw.get("timed_out", False), error_type=error.get("type"),
-            message=error.get("message")))
+            message=error.get("message"), observed=tuple(raw.get("observed", ()))))
     load_error = data.get("load_error")
     return RunResult(
         loaded=data["loaded"],

@@ -269,6 +269,7 @@ def child_main(sock_fd, job, workdir):
         loaded = {"loaded": True, "names": names}
     except BaseException as error:
         loaded = {"loaded": False, "error": describe_error(error)}
+    flush_output()  # what loading printed must survive a program that is never called
     send_frame(sock_fd, loaded)
     if not loaded["loaded"]:
         return
@@ -285,12 +286,19 @@ def child_main(sock_fd, job, workdir):
             reply = {"value": encode(OPERATIONS[request["op"]](target, args, kwargs), to_handle)}
         except BaseException as error:
             reply = {"raise": describe_error(error)}
-        sys.stdout.flush()
-        sys.stderr.flush()
+        flush_output()
         try:
             send_frame(sock_fd, reply)  # serialises before it writes: a failure sends nothing
         except (TypeError, ValueError, OverflowError, RecursionError) as error:
             send_frame(sock_fd, {"raise": describe_error(error)})
+
+
+def flush_output():
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except BaseException:
+            pass  # the program closed or replaced its streams: nothing more to keep
 
 
 # -- the runner: trusted test code, the program behind proxies ----------------------------
@@ -416,7 +424,8 @@ def remote_exception(error):
 def test_namespace(names):
     """The tests' view of the program: modules it imported (imported here too), its
     plain-data values, and everything else as Remote."""
-    namespace = {"__name__": "__tests__", "__builtins__": builtins, "__check_equal__": check_equal}
+    namespace = {"__name__": "__tests__", "__builtins__": builtins, "__check_equal__": check_equal,
+                 "__observe__": observe}
     for name, spec in names.items():
         if "module" in spec:
             try:
@@ -429,6 +438,15 @@ def test_namespace(names):
         else:
             namespace[name] = Remote({"n": name}, name)
     return namespace
+
+
+OBSERVED = []  # what the current test passed to __observe__
+
+
+def observe(value):
+    """Tests may record values they see (a vote on behaviour compares them across programs)."""
+    OBSERVED.append(short(value))
+    return value
 
 
 def check_equal(left, right, source):
@@ -632,6 +650,7 @@ def runner_main(job, workdir):
             except (Late, ProgramGone):
                 pass  # the test below then fails with the reason
         began = time.monotonic()
+        del OBSERVED[:]
         outcome = {"name": test["name"], "passed": False, "timed_out": False, "error": None}
         try:
             if isinstance(code, BaseException):
@@ -652,6 +671,7 @@ def runner_main(job, workdir):
             outcome["error"] = info
             limit_hit = limit_hit or limit_from(info, None)
         outcome["seconds"] = time.monotonic() - began
+        outcome["observed"] = list(OBSERVED)
         results.append(outcome)
     return report(True, None, timed_out)
 

@@ -29,6 +29,12 @@ APPLY = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.
 
 class Arithmetic(MathTask):
     name = "arithmetic"
+    # Two worked examples: with them SmolLM2-135M answered 9 of 40 two-digit problems
+    # greedily, against 1 of 40 when asked to reason step by step.
+    template = ("Q: What is 12 + 5?\nA: 12 + 5 = 17. The answer is 17.\n"
+                "Q: What is 8 * 6?\nA: 8 * 6 = 48. The answer is 48.\n"
+                "Q: {question}\nA:")
+    stop = ("\n\n", "\nQ:")  # the examples answer in one line; the model then rambles on
 
     def __init__(self, n: int = 200, digits: int = 2, steps: int = 1, ops: str = "+-*",
                  form: str = "plain", seed: int = 0):

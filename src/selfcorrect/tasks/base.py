@@ -35,6 +35,7 @@ class ItemView:
     entry_point: str | None = None
     setup: str = ""  # what the tests import
     prompt_code: str = ""  # code the answer continues (HumanEval's signature and docstring)
+    stop: tuple[str, ...] = ()  # where an answer to the task's own prompt ends
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,16 @@ class Check:
         return data
 
 
+def extract(view: ItemView, reply: str) -> str | None:
+    """The answer a reply gives (a number or expression, or the program to test), the same
+    for strategies and for the gold check; None when it gives none."""
+    if view.kind == "math":
+        found = extract_answer(reply)
+        return found.answer if found else None
+    code = extract_code(reply, view.entry_point)
+    return assemble(code, view.prompt_code, view.entry_point) if code else None
+
+
 class Task(ABC):
     """A set of items and their gold check."""
 
@@ -88,8 +99,13 @@ class Task(ABC):
         """Every item, in a fixed order (positions are what --ids selects)."""
 
     @abstractmethod
+    async def grade(self, item: Item, answer: str | None, sandbox: Sandbox | None = None) -> Check:
+        """The gold check of an answer already extracted (a number, or a program); None
+        means the reply had none."""
+
     async def check(self, item: Item, reply: str, sandbox: Sandbox | None = None) -> Check:
-        """The gold check of a reply to an item."""
+        """The gold check of a whole reply."""
+        return await self.grade(item, extract(item.view, reply), sandbox)
 
     @property
     def template_hash(self) -> str:
@@ -99,42 +115,38 @@ class Task(ABC):
 class MathTask(Task):
     kind = "math"
     template = "{question}\nSolve it step by step, and end with: The answer is <number>."
+    stop: tuple[str, ...] = ()
 
     def messages(self, question: str) -> tuple[Message, ...]:
         return ({"role": "user", "content": self.template.format(question=question)},)
 
     def make_item(self, id: str, question: str, answer: str, **meta) -> Item:
         view = ItemView(id=id, task=self.name, kind="math", question=question,
-                        messages=self.messages(question))
+                        messages=self.messages(question), stop=self.stop)
         return Item(view, answer=answer, meta=meta)
 
-    async def check(self, item: Item, reply: str, sandbox: Sandbox | None = None) -> Check:
-        found = extract_answer(reply)
-        if found is None:
+    async def grade(self, item: Item, answer: str | None, sandbox: Sandbox | None = None) -> Check:
+        if answer is None:
             return Check(False, True, None, item.answer, "no answer found in the reply")
-        correct = answers_match(found.answer, item.answer)
-        detail = f"answer {found.answer} ({found.how}); expected {item.answer}"
-        return Check(correct, False, found.answer, item.answer, detail)
+        correct = answers_match(answer, item.answer)
+        return Check(correct, False, answer, item.answer, f"answer {answer}; expected {item.answer}")
 
 
 class CodeTask(Task):
     kind = "code"
 
-    async def check(self, item: Item, reply: str, sandbox: Sandbox | None = None) -> Check:
+    async def grade(self, item: Item, answer: str | None, sandbox: Sandbox | None = None) -> Check:
+        expected = f"{len(item.tests)} hidden tests"
+        if answer is None:
+            return Check(False, True, None, expected, "no code found in the reply")
         if sandbox is None:
             raise ConfigError(f"checking {self.name} needs a sandbox", "pass one to Task.check")
-        view = item.view
-        code = extract_code(reply, view.entry_point)
-        expected = f"{len(item.tests)} hidden tests"
-        if code is None:
-            return Check(False, True, None, expected, "no code found in the reply")
-        program = assemble(code, view.prompt_code, view.entry_point)
-        run = await sandbox.arun(program, [TestCase(f"hidden {i + 1}", t) for i, t in enumerate(item.tests)],
-                                 setup=view.setup)
+        run = await sandbox.arun(answer, [TestCase(f"hidden {i + 1}", t) for i, t in enumerate(item.tests)],
+                                 setup=item.view.setup)
         detail = f"{run.n_passed} of {len(item.tests)} hidden tests passed"
         if run.load_error:
             detail += f"; the program failed to load: {run.load_error}"
-        return Check(run.passed, False, program, expected, detail, run)
+        return Check(run.passed, False, answer, expected, detail, run)
 
 
 def select(items: Sequence[Item], ids: str | None = None, sample: int | None = None,

@@ -79,7 +79,7 @@ def _clean(answer: str) -> str:
         answer = boxed
     answer = answer.strip("$ ").rstrip(".").strip()
     answer = re.sub(r"^\\?\$", "", answer).strip()
-    if _as_number(answer) is not None:
+    if as_number(answer) is not None:
         return answer.replace(",", "")
     if not re.search(r"[\\^{}=]", answer):  # not LaTeX: take the number a phrase states
         numbers = _NUMBER_RE.findall(answer)
@@ -88,7 +88,7 @@ def _clean(answer: str) -> str:
     return answer
 
 
-def _as_number(text: str) -> Fraction | None:
+def as_number(text: str) -> Fraction | None:
     """A plain number (1,000 / -2.5 / 1/2 / 1e3) as an exact fraction, else None."""
     text = text.strip()
     if re.fullmatch(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?", text):
@@ -102,7 +102,7 @@ def _as_number(text: str) -> Fraction | None:
 def answers_match(predicted: str, gold: str) -> bool:
     """Whether a predicted answer equals the gold one (exactly for numbers, symbolically
     otherwise)."""
-    a, b = _as_number(predicted), _as_number(gold)
+    a, b = as_number(predicted), as_number(gold)
     if a is not None and b is not None:
         return a == b or abs(a - b) <= abs(b) * Fraction(1, 10**6)
     return _math_verify(predicted, gold)

@@ -1,0 +1,93 @@
+"""Compute-matched comparison: every strategy against plain sampling at equal tokens.
+
+From one pool of N samples per item (self-consistency's, or best-of-n's), the accuracy of
+voting over n = 1, 2, 4 ... N samples is read off the first n samples, which are exactly
+the draws self-consistency with n would have made (draws are sample-indexed): a whole
+curve, with no extra generation. A strategy's gain is its accuracy minus the sampling
+curve's at the same mean tokens per item (interpolated between pool sizes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from selfcorrect.strategies.base import majority, vote_key
+from selfcorrect.trajectory import Attempt
+
+
+def pool_sizes(n: int) -> list[int]:
+    sizes, size = [], 1
+    while size < n:
+        sizes.append(size)
+        size *= 2
+    return sizes + [n]
+
+
+def vote_curve(results: Sequence[dict]) -> list[dict]:
+    """Majority-vote accuracy and mean tokens per item at each pool size, from
+    self-consistency results: over answers, or for code over the behaviour each program
+    showed (kept in its feedback), exactly as self-consistency voted."""
+    if not results:
+        return []
+    n = min(_first_attempts(r) for r in results)
+    curve = []
+    for size in pool_sizes(n):
+        right, tokens = 0, 0
+        for result in results:
+            attempts = [Attempt(**a) for a in result["trajectory"]["attempts"][:size]]
+            chosen = majority(attempts, [_vote(a) for a in attempts])
+            right += bool(chosen is not None and result["grades"][chosen.index]["correct"])
+            tokens += attempts[0].prompt_tokens + sum(a.completion_tokens for a in attempts)
+        curve.append({"n": size, "accuracy": right / len(results), "tokens": tokens / len(results)})
+    return curve
+
+
+def best_of_curve(results: Sequence[dict], source: str) -> list[dict]:
+    """Best-of-n accuracy and mean tokens at each pool size: the verifier's favourite among
+    the first n samples (its calls counted in the tokens, shared out per sample)."""
+    if not results:
+        return []
+    n = min(_first_attempts(r) for r in results)
+    curve = []
+    for size in pool_sizes(n):
+        right, tokens = 0, 0.0
+        for result in results:
+            attempts = result["trajectory"]["attempts"][:size]
+            scored = [(_score(a, source), -a["index"], a["index"]) for a in attempts]
+            _, _, best = max(scored, key=lambda s: (s[0] if s[0] is not None else -1.0, s[1]))
+            right += result["grades"][best]["correct"]
+            feedback = result["trajectory"]["cost"]["feedback"]
+            per_sample = (feedback["prompt_tokens"] + feedback["completion_tokens"]) / _first_attempts(result)
+            tokens += attempts[0]["prompt_tokens"] + sum(a["completion_tokens"] for a in attempts) + per_sample * size
+        curve.append({"n": size, "accuracy": right / len(results), "tokens": tokens / len(results)})
+    return curve
+
+
+def accuracy_at(curve: Sequence[dict], tokens: float) -> tuple[float | None, str]:
+    """The curve's accuracy at a token budget (linear between points), and whether the
+    budget lies within it, below its first point, or beyond its last."""
+    if not curve:
+        return None, "no pool"
+    if tokens <= curve[0]["tokens"]:
+        return curve[0]["accuracy"], "below" if tokens < curve[0]["tokens"] else "within"
+    for low, high in zip(curve, curve[1:]):
+        if tokens <= high["tokens"]:
+            share = (tokens - low["tokens"]) / (high["tokens"] - low["tokens"]) if high["tokens"] > low["tokens"] else 1
+            return low["accuracy"] + share * (high["accuracy"] - low["accuracy"]), "within"
+    return curve[-1]["accuracy"], "beyond"
+
+
+def _vote(attempt: Attempt) -> str | None:
+    behaviour = [f.text for f in attempt.feedback if f.source == "behaviour"]
+    if behaviour:
+        return behaviour[-1] or None
+    return vote_key(attempt.answer)
+
+
+def _first_attempts(result: dict) -> int:
+    return sum(1 for a in result["trajectory"]["attempts"] if a["round"] == 0 and a["chain"] == 0)
+
+
+def _score(attempt: dict, source: str) -> float | None:
+    scores = [f["score"] for f in attempt["feedback"] if f["source"] == source and f["score"] is not None]
+    return scores[-1] if scores else None

@@ -1,0 +1,88 @@
+"""Per task and strategy: accuracy with its interval, parse failures, flips per revision
+round, cost per phase, paired tests against the baseline, and the compute-matched
+comparison with plain sampling."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+
+from selfcorrect.measure.compute import accuracy_at, best_of_curve, vote_curve
+from selfcorrect.measure.flips import flip_matrices
+from selfcorrect.measure.stats import mcnemar, wilson
+from selfcorrect.trajectory import PHASES
+
+COST_FIELDS = ("calls", "prompt_tokens", "completion_tokens", "seconds", "sandbox_runs", "sandbox_seconds")
+
+
+def summarize(results: dict[str, list[dict]], oracle: set[str], kind: str) -> dict:
+    """`results`: stored results by strategy spec, in the order the run listed them."""
+    strategies = {spec: _one(spec, rows, spec in oracle) for spec, rows in results.items()}
+    baseline = "single" if "single" in results else next(iter(results), None)
+    if baseline is not None:
+        for spec, rows in results.items():
+            strategies[spec]["versus_baseline"] = None if spec == baseline else _paired(results[baseline], rows)
+    pool = _pool(results, kind)
+    for spec, summary in strategies.items():
+        summary["compute_matched"] = _matched(summary, pool["vote"])
+    return {"baseline": baseline, "strategies": strategies, "curves": pool}
+
+
+def _one(spec: str, rows: Sequence[dict], oracle: bool) -> dict:
+    n = len(rows)
+    right = sum(r["final"]["correct"] for r in rows)
+    failures = sum(r["final"]["parse_failure"] for r in rows)
+    low, high = wilson(right, n)
+    cost = {phase: {f: _mean(r["trajectory"]["cost"][phase][f] for r in rows) for f in COST_FIELDS}
+            for phase in PHASES}
+    tokens = _mean(sum(r["trajectory"]["cost"][p]["prompt_tokens"] + r["trajectory"]["cost"][p]["completion_tokens"]
+                       for p in PHASES) for r in rows)
+    return {
+        "strategy": spec, "oracle": oracle, "items": n, "correct": right,
+        "accuracy": right / n if n else None, "interval": [low, high],
+        "parse_failures": failures, "parse_failure_rate": failures / n if n else None,
+        "tokens_per_item": tokens, "cost_per_item": cost,
+        "flips": [m.to_dict() for m in flip_matrices(rows)],
+        "stops": dict(Counter(r["trajectory"]["stop"] for r in rows)),
+        "attempts_per_item": _mean(len(r["trajectory"]["attempts"]) for r in rows),
+    }
+
+
+def _paired(baseline: Sequence[dict], rows: Sequence[dict]) -> dict:
+    """McNemar's exact test on the items both ran."""
+    base = {r["item"]: r["final"]["correct"] for r in baseline}
+    pairs = [(base[r["item"]], r["final"]["correct"]) for r in rows if r["item"] in base]
+    only_base = sum(b and not s for b, s in pairs)
+    only_this = sum(s and not b for b, s in pairs)
+    return {"items": len(pairs), "only_baseline_right": only_base, "only_this_right": only_this,
+            "difference": (only_this - only_base) / len(pairs) if pairs else None,
+            "p_value": mcnemar(only_base, only_this)}
+
+
+def _pool(results: dict[str, list[dict]], kind: str) -> dict:
+    """Sampling curves from the largest self-consistency and best-of-n pools in the run."""
+    def largest(name):
+        specs = [s for s in results if s.split(":")[0] == name and results[s]]
+        return max(specs, key=lambda s: len(results[s][0]["trajectory"]["attempts"]), default=None)
+
+    vote_spec, best_spec = largest("self-consistency"), largest("best-of-n")
+    best_source = None
+    if best_spec:
+        feedback = [f["source"] for a in results[best_spec][0]["trajectory"]["attempts"] for f in a["feedback"]]
+        best_source = feedback[0] if feedback else None
+    return {
+        "vote": {"strategy": vote_spec, "points": vote_curve(results[vote_spec]) if vote_spec else []},
+        "best_of": {"strategy": best_spec, "verifier": best_source,
+                    "points": best_of_curve(results[best_spec], best_source) if best_spec and best_source else []},
+    }
+
+
+def _matched(summary: dict, vote: dict) -> dict:
+    pool_accuracy, where = accuracy_at(vote["points"], summary["tokens_per_item"])
+    gain = summary["accuracy"] - pool_accuracy if pool_accuracy is not None and summary["accuracy"] is not None else None
+    return {"sampling_accuracy": pool_accuracy, "gain": gain, "budget": where}
+
+
+def _mean(values) -> float:
+    values = list(values)
+    return sum(values) / len(values) if values else 0.0

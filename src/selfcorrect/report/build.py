@@ -1,0 +1,64 @@
+"""The report's data: everything the JSON, Markdown and HTML reports show, from the store."""
+
+from __future__ import annotations
+
+import datetime
+import difflib
+
+from selfcorrect import __version__
+from selfcorrect.measure.summary import summarize
+from selfcorrect.runner import results_by_strategy
+from selfcorrect.store import Run, Store
+
+
+def build_report(store: Store, run: Run, kind: str) -> dict:
+    results = results_by_strategy(store, run)
+    oracle = {spec for spec, rows in results.items() if rows and rows[0]["trajectory"]["oracle"]}
+    summary = summarize(results, oracle, kind)
+    return {
+        "selfcorrect": __version__,
+        "run": {
+            "id": run.run_id, "status": run.status, "oracle": run.oracle,
+            "created": _time(run.created_at), "finished": _time(run.finished_at),
+            "code_version": run.code_version, "prompt_hashes": run.prompt_hashes,
+            "config": run.config,
+        },
+        "kind": kind,
+        **summary,
+        "items": [{"item": r["item"], "strategy": spec, "correct": r["final"]["correct"],
+                   "parse_failure": r["final"]["parse_failure"],
+                   "tokens": sum(c["prompt_tokens"] + c["completion_tokens"] for c in r["trajectory"]["cost"].values())}
+                  for spec, rows in results.items() for r in rows],
+    }
+
+
+def browser_data(store: Store, run: Run) -> list[dict]:
+    """Per item, every strategy's trajectory with its grades and the diff of each revision."""
+    by_item: dict[str, dict] = {}
+    for spec, rows in results_by_strategy(store, run).items():
+        for r in rows:
+            entry = by_item.setdefault(r["item"], {"item": r["item"], "question": r["question"],
+                                                   "expected": r["expected"], "strategies": []})
+            attempts = r["trajectory"]["attempts"]
+            revisions = [{**v, "diff": _diff(attempts[v["before"]]["text"], attempts[v["after"]]["text"])}
+                         for v in r["trajectory"]["revisions"]]
+            entry["strategies"].append({
+                "strategy": spec, "final": r["trajectory"]["final"], "stop": r["trajectory"]["stop"],
+                "correct": r["final"]["correct"], "attempts": attempts, "grades": r["grades"],
+                "revisions": revisions, "oracle": r["trajectory"]["oracle"]})
+    return list(by_item.values())
+
+
+def _diff(before: str, after: str) -> str:
+    return "\n".join(difflib.unified_diff(before.splitlines(), after.splitlines(), "before", "after", lineterm=""))
+
+
+def _time(stamp: float | None) -> str | None:
+    if stamp is None:
+        return None
+    return datetime.datetime.fromtimestamp(stamp, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def label(strategy: dict) -> str:
+    """A strategy's name as every report shows it: oracle runs are marked."""
+    return f"{strategy['strategy']} [ORACLE]" if strategy["oracle"] else strategy["strategy"]

@@ -1,0 +1,104 @@
+"""report.md: the comparison, flips, cost and the compute-matched statement, as text."""
+
+from __future__ import annotations
+
+from selfcorrect.report.build import label
+
+ORACLE_NOTE = ("**ORACLE** — this run includes strategies marked [ORACLE] that see the gold check; "
+               "their numbers are upper bounds for studies, not results a user could get.")
+
+
+def pct(value: float | None) -> str:
+    return "—" if value is None else f"{100 * value:.1f}%"
+
+
+def signed(value: float | None) -> str:
+    return "—" if value is None else f"{100 * value:+.1f} pts"
+
+
+def render(report: dict) -> str:
+    run, config = report["run"], report["run"]["config"]
+    lines = [f"# selfcorrect report: {config['task']} · run {run['id']}", ""]
+    if run["oracle"]:
+        lines += [f"> {ORACLE_NOTE}", ""]
+    params = config["params"]
+    lines += [
+        f"- model: `{config['model']}`" + (f"; critic: `{config['critic']}`" if config.get("critic") else ""),
+        f"- items: {config['items']} ({report['kind']}); sampling: temperature {params['temperature']}, "
+        f"top_p {params['top_p']}, top_k {params['top_k']}, max_tokens {params['max_tokens']}, seed {params['seed']}",
+        f"- run {run['status']}, created {run['created']}; code {run['code_version']}", "",
+        "## Comparison", "",
+        f"Paired tests are against `{report['baseline']}` on the same items (McNemar, exact). "
+        "\"At equal tokens\" is the strategy's accuracy minus that of voting over plain samples "
+        "with the same mean tokens per item.", "",
+        "| strategy | accuracy (95% CI) | parse failures | tokens / item | vs baseline (p) | vs sampling at equal tokens |",
+        "|---|---|---|---|---|---|",
+    ]
+    for s in report["strategies"].values():
+        low, high = s["interval"]
+        versus = s.get("versus_baseline")
+        vs = "baseline" if versus is None else f"{signed(versus['difference'])} (p={versus['p_value']:.3g})"
+        matched = s["compute_matched"]
+        at_equal = signed(matched["gain"]) + ("" if matched["budget"] == "within" else f" ({matched['budget']} the pool)")
+        lines.append(f"| {label(s)} | {pct(s['accuracy'])} ({pct(low)}–{pct(high)}) | "
+                     f"{pct(s['parse_failure_rate'])} | {s['tokens_per_item']:.0f} | {vs} | {at_equal} |")
+    lines += ["", *compute_section(report), "", *flips_section(report), "", *cost_section(report)]
+    return "\n".join(lines) + "\n"
+
+
+def compute_section(report: dict) -> list[str]:
+    lines = ["## Compute-matched comparison", ""]
+    vote = report["curves"]["vote"]
+    if not vote["points"]:
+        return lines + ["No sampling pool in this run: add self-consistency to compare at equal compute."]
+    lines += [f"Voting over the first n samples of `{vote['strategy']}` (no extra generation):", "",
+              "| n | tokens / item | accuracy |", "|---|---|---|"]
+    lines += [f"| {p['n']} | {p['tokens']:.0f} | {pct(p['accuracy'])} |" for p in vote["points"]]
+    best = report["curves"]["best_of"]
+    if best["points"]:
+        lines += ["", f"Best-of-n by {best['verifier']} over the first n samples of `{best['strategy']}`:", "",
+                  "| n | tokens / item | accuracy |", "|---|---|---|"]
+        lines += [f"| {p['n']} | {p['tokens']:.0f} | {pct(p['accuracy'])} |" for p in best["points"]]
+    lines.append("")
+    for s in report["strategies"].values():
+        matched = s["compute_matched"]
+        if matched["sampling_accuracy"] is None:
+            continue
+        where = {"within": "", "below": " (below the pool's smallest budget: compared with one sample)",
+                 "beyond": " (beyond the pool's largest budget: compared with its largest)"}[matched["budget"]]
+        lines.append(f"- {label(s)}: {pct(s['accuracy'])} at {s['tokens_per_item']:.0f} tokens per item; "
+                     f"sampling with a vote reaches {pct(matched['sampling_accuracy'])} at that budget{where}: "
+                     f"{signed(matched['gain'])}.")
+    return lines
+
+
+def flips_section(report: dict) -> list[str]:
+    rows = [(s, m) for s in report["strategies"].values() for m in s["flips"]]
+    lines = ["## Revision flips", ""]
+    if not rows:
+        return lines + ["No strategy in this run revised an answer."]
+    lines += ["Each cell: revisions, and how many of them left the answer unchanged. Confidence is "
+              "P(right after | right before); critique is P(right after | wrong before).", "",
+              "| strategy | round | revisions | right→right | right→wrong | wrong→right | wrong→wrong | confidence | critique | net |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
+    for s, m in rows:
+        cells = [f"{sum(m['counts'][c].values())} ({m['counts'][c]['unchanged']} unchanged)"
+                 for c in ("right_right", "right_wrong", "wrong_right", "wrong_wrong")]
+        lines.append(f"| {label(s)} | {m['round']} | {m['n']} | " + " | ".join(cells)
+                     + f" | {pct(m['confidence'])} | {pct(m['critique'])} | {m['net']:+d} |")
+    return lines
+
+
+def cost_section(report: dict) -> list[str]:
+    lines = ["## Cost per item", "",
+             "| strategy | phase | calls | prompt tokens | completion tokens | model seconds | sandbox runs | stops |",
+             "|---|---|---|---|---|---|---|---|"]
+    for s in report["strategies"].values():
+        stops = ", ".join(f"{k} {v}" for k, v in sorted(s["stops"].items()))
+        for i, (phase, cost) in enumerate(s["cost_per_item"].items()):
+            if not cost["calls"] and not cost["sandbox_runs"]:
+                continue
+            lines.append(f"| {label(s)} | {phase} | {cost['calls']:.2f} | {cost['prompt_tokens']:.0f} | "
+                         f"{cost['completion_tokens']:.0f} | {cost['seconds']:.2f} | {cost['sandbox_runs']:.2f} | "
+                         f"{stops if phase == 'generate' else ''} |")
+    return lines

@@ -1,0 +1,77 @@
+"""Plots as inline SVG (matplotlib), for the self-contained HTML report."""
+
+from __future__ import annotations
+
+import io
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display: draw to files only
+import matplotlib.pyplot as plt  # noqa: E402
+
+from selfcorrect.report.build import label  # noqa: E402
+
+PHASE_COLOURS = {"generate": "#4477aa", "feedback": "#ccbb44", "revise": "#ee6677"}
+FLIP_COLOURS = {"right_right": "#228833", "right_wrong": "#ee6677", "wrong_right": "#66ccee", "wrong_wrong": "#bbbbbb"}
+
+
+def _svg(figure) -> str:
+    buffer = io.StringIO()
+    figure.savefig(buffer, format="svg", bbox_inches="tight")
+    plt.close(figure)
+    text = buffer.getvalue()
+    return text[text.index("<svg"):]
+
+
+def accuracy_vs_tokens(report: dict) -> str:
+    figure, axes = plt.subplots(figsize=(7, 4.2))
+    for name, curve in (("sampling + vote", report["curves"]["vote"]), ("best-of-n", report["curves"]["best_of"])):
+        points = curve["points"]
+        if points:
+            axes.plot([p["tokens"] for p in points], [p["accuracy"] for p in points], "--o", alpha=0.6,
+                      label=f"{name} (n = {', '.join(str(p['n']) for p in points)})")
+    for strategy in report["strategies"].values():
+        low, high = strategy["interval"]
+        accuracy = strategy["accuracy"] or 0
+        axes.errorbar(strategy["tokens_per_item"], accuracy, yerr=[[accuracy - low], [high - accuracy]],
+                      fmt="s", capsize=3, label=label(strategy))
+    axes.set_xlabel("tokens per item (prompt + completion)")
+    axes.set_ylabel("accuracy (95% interval)")
+    axes.set_ylim(-0.02, 1.02)
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=7, loc="best")
+    axes.set_title("Accuracy against compute")
+    return _svg(figure)
+
+
+def flips(report: dict) -> str | None:
+    rows = [(label(s), m) for s in report["strategies"].values() for m in s["flips"]]
+    if not rows:
+        return None
+    figure, axes = plt.subplots(figsize=(7, 0.5 + 0.45 * len(rows)))
+    names = [f"{name} · round {m['round']}" for name, m in rows]
+    left = [0] * len(rows)
+    for cell, colour in FLIP_COLOURS.items():
+        values = [sum(m["counts"][cell].values()) for _, m in rows]
+        axes.barh(names, values, left=left, color=colour, label=cell.replace("_", " → "))
+        left = [a + b for a, b in zip(left, values)]
+    axes.invert_yaxis()
+    axes.set_xlabel("revisions")
+    axes.legend(fontsize=7, ncol=4, loc="lower center", bbox_to_anchor=(0.5, 1.0))
+    return _svg(figure)
+
+
+def cost(report: dict) -> str:
+    strategies = list(report["strategies"].values())
+    figure, axes = plt.subplots(figsize=(7, 0.6 + 0.45 * len(strategies)))
+    names = [label(s) for s in strategies]
+    left = [0.0] * len(strategies)
+    for phase, colour in PHASE_COLOURS.items():
+        values = [s["cost_per_item"][phase]["prompt_tokens"] + s["cost_per_item"][phase]["completion_tokens"]
+                  for s in strategies]
+        axes.barh(names, values, left=left, color=colour, label=phase)
+        left = [a + b for a, b in zip(left, values)]
+    axes.invert_yaxis()
+    axes.set_xlabel("tokens per item")
+    axes.legend(fontsize=7, ncol=3, loc="lower center", bbox_to_anchor=(0.5, 1.0))
+    return _svg(figure)

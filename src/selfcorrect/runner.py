@@ -1,0 +1,257 @@
+"""The evaluation runner: every strategy on the same items, with shared draws, in parallel up
+to the backend's capacity, resumable, and measured.
+
+A run is a list of units, one per (strategy, item). Each unit runs its strategy on the
+item's view, writing every event to the store as it happens; then the gold check grades
+every attempt the strategy made (measurement, after the strategy is done, never inside it
+unless the strategy is an oracle one), and the result is stored. An interrupted run resumes
+with `--resume RUN_ID`: finished units are kept, unfinished ones run again, and their
+model calls come back from the sample cache.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+from selfcorrect.config import Settings
+from selfcorrect.errors import ConfigError, SelfcorrectError
+from selfcorrect.models.base import Model, SamplingParams
+from selfcorrect.models.cache import CachedModel
+from selfcorrect.models.load import load_model
+from selfcorrect.sandbox import Sandbox
+from selfcorrect.store import Run, Store
+from selfcorrect.strategies import Context, Session, Strategy, parse_strategy
+from selfcorrect.tasks import Item, Task, load_task, select
+from selfcorrect.tasks.base import Check
+
+MAIN_JOB_STRATEGIES = ["single", "self-consistency:n=5", "self-refine:rounds=1", "program-aided:rounds=1"]
+MAIN_JOB_LIMIT = 60
+MAX_TOKENS = {"math": 192, "code": 384}
+
+
+class EvalSpec(BaseModel):
+    """What to run: it is stored with the run, so that a resumed run is the same run."""
+
+    task: str = "arithmetic"
+    strategies: list[str] = Field(default_factory=lambda: list(MAIN_JOB_STRATEGIES))
+    limit: int | None = None
+    ids: str | None = None
+    sample: int | None = None
+    seed: int = 0
+    # SmolLM2-135M's answers fall apart above 0.3: on 40 arithmetic items program-aided
+    # answered 30 at 0.3, 25 at 0.5, 11 at 0.7 (docs/FINDINGS.md).
+    temperature: float = 0.3
+    top_p: float = 1.0
+    top_k: int | None = None  # None: 40 on a local model (cheap sampling), off on a server
+    max_tokens: int | None = None  # None: by the task's kind
+    critic: str | None = None
+    reference: bool = True  # add self-consistency as the sampling pool when it is missing
+
+
+def parse_task(spec: str, data: Path | None) -> Task:
+    """A task from NAME or NAME:key=value,... ("arithmetic:digits=1,steps=2")."""
+    name, _, rest = spec.partition(":") if not spec.endswith(".jsonl") else (spec, "", "")
+    options = {}
+    for pair in filter(None, (p.strip() for p in rest.split(","))):
+        key, equals, value = pair.partition("=")
+        if not equals:
+            raise ConfigError(f"task option {pair!r} has no value", "write key=value")
+        options[key.strip()] = _number_or_text(value.strip())
+    try:
+        return load_task(name, data, **options)
+    except TypeError as e:
+        raise ConfigError(f"task {name} does not take these options: {e}", "see `selfcorrect tasks`") from None
+
+
+def _number_or_text(value: str):
+    for kind in (int, float):
+        try:
+            return kind(value)
+        except ValueError:
+            continue
+    return value
+
+
+class Evaluation:
+    """One run: set up from a spec (or resumed from the store), then `await run()`."""
+
+    def __init__(self, settings: Settings, spec: EvalSpec, resume: str | None = None,
+                 on_progress: Callable[[int, int, int], None] | None = None,
+                 task: Task | None = None, engine: Model | None = None):
+        """`task` and `engine` replace what the spec and settings name (tests, library use)."""
+        self.settings = settings
+        self.store = Store(settings.store)
+        if resume:
+            run = self.store.run(resume)
+            spec = EvalSpec(**run.config["spec"])
+        self.spec = spec
+        self.task = task or parse_task(spec.task, settings.data)
+        self.engine = engine
+        self.items = self._items()
+        self.strategies = self._strategies()
+        self.on_progress = on_progress
+        self.model: Model | None = None
+        self.critic: Model | None = None
+        self.sandbox: Sandbox | None = None
+        self.run_record: Run = self.store.run(resume) if resume else None
+        self._grades: dict[tuple[str, str | None], Check] = {}
+        self.fresh_tokens = 0
+
+    def _items(self) -> list[Item]:
+        items = select(self.task.items(), ids=self.spec.ids, sample=self.spec.sample, seed=self.spec.seed)
+        return items[: self.spec.limit] if self.spec.limit else items
+
+    def _strategies(self) -> list[Strategy]:
+        strategies = [parse_strategy(s) for s in self.spec.strategies]
+        unfit = [s.spec for s in strategies if self.task.kind not in s.kinds]
+        if unfit:
+            raise ConfigError(f"{', '.join(unfit)} cannot run on {self.task.name} ({self.task.kind} items)",
+                              "choose strategies for this kind of task: `selfcorrect strategies` lists them")
+        if self.spec.reference and not any(s.name == "self-consistency" for s in strategies):
+            strategies.append(parse_strategy("self-consistency"))  # the sampling pool for equal compute
+        specs = [s.spec for s in strategies]
+        if len(set(specs)) != len(specs):
+            raise ConfigError(f"a strategy is listed twice: {', '.join(specs)}", "list each once")
+        if any(s.needs_critic for s in strategies) and not self.spec.critic:
+            raise ConfigError("critic-refine needs a second model to critique",
+                              "pass --critic MODEL (it may be the same as --model)")
+        return strategies
+
+    @property
+    def oracle(self) -> bool:
+        return any(s.oracle for s in self.strategies)
+
+    def config(self) -> dict:
+        return {"spec": self.spec.model_dump(), "task": self.task.name, "items": len(self.items),
+                "item_ids": [i.id for i in self.items],
+                "model": self.model.identity if self.model else self.settings.model,
+                "critic": self.critic.identity if self.critic else None,
+                "params": self.params().draw_fields(), "strategies": [s.spec for s in self.strategies]}
+
+    def params(self) -> SamplingParams:
+        local = self.settings.model.partition(":")[0] in ("embedded", "gguf")
+        top_k = self.spec.top_k if self.spec.top_k is not None else (40 if local else 0)
+        return SamplingParams(temperature=self.spec.temperature, top_p=self.spec.top_p, top_k=top_k,
+                              max_tokens=self.spec.max_tokens or MAX_TOKENS[self.task.kind], seed=self.spec.seed)
+
+    async def run(self) -> Run:
+        """Run every unit that has no result yet; return the finished run's record."""
+        engine = self.engine or load_model(self.settings)
+        self.model = CachedModel(engine, self.store) if self.settings.cache else engine
+        critic_engine = None
+        try:
+            if self.spec.critic:
+                critic_engine = (engine if self.spec.critic in (self.settings.model, "same")
+                                 else load_model(self.settings.model_copy(update={"model": self.spec.critic})))
+                self.critic = CachedModel(critic_engine, self.store) if self.settings.cache else critic_engine
+            if self.task.kind == "code" or any(s.name == "program-aided" for s in self.strategies):
+                self.sandbox = Sandbox(workers=self.settings.sandbox_workers, isolation=self.settings.sandbox)
+            if self.run_record is None:
+                prompts = {s.spec: s.prompt_hash() for s in self.strategies}
+                prompts["task"] = self.task.template_hash
+                self.run_record = self.store.create_run(self.config(), prompt_hashes=prompts, oracle=self.oracle)
+            await self._units(engine)
+            self.store.finish_run(self.run_record.run_id)
+            return self.store.run(self.run_record.run_id)
+        finally:
+            if self.sandbox is not None:
+                self.sandbox.close()
+            if critic_engine is not None and critic_engine is not engine:
+                await critic_engine.aclose()
+            if self.engine is None:  # an engine we were given stays open for its owner
+                await engine.aclose()
+
+    async def _units(self, engine: Model) -> None:
+        done = self.store.finished(self.run_record.run_id)
+        todo = [(s, i) for i in self.items for s in self.strategies if (s.spec, i.id) not in done]
+        total = len(self.items) * len(self.strategies)
+        finished = total - len(todo)
+        self._report_progress(finished, total)
+        limit = asyncio.Semaphore(max(2, 2 * engine.capabilities.max_parallel))
+
+        async def one(strategy: Strategy, item: Item) -> None:
+            nonlocal finished
+            async with limit:
+                await self.unit(strategy, item)
+            finished += 1
+            self._report_progress(finished, total)
+
+        tasks = [asyncio.ensure_future(one(s, i)) for s, i in todo]
+        try:
+            await asyncio.gather(*tasks)
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            with contextlib.suppress(BaseException):
+                await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+
+    def _report_progress(self, finished: int, total: int) -> None:
+        if self.on_progress is not None:
+            stats = getattr(self.model, "stats", None)
+            self.on_progress(finished, total, getattr(stats, "fresh_tokens", 0))
+
+    async def unit(self, strategy: Strategy, item: Item) -> dict:
+        """One strategy on one item: run it, grade every attempt, store the result."""
+        run_id, spec = self.run_record.run_id, strategy.spec
+        self.store.discard_partial(run_id, spec, item.id)
+
+        def record(event: dict) -> None:
+            self.store.append_event(run_id, spec, item.id, event)
+
+        async def oracle(reply: str) -> bool:
+            return (await self.task.check(item, reply, self.sandbox)).correct
+
+        ctx = Context(model=self.model, params=self.params(), sandbox=self.sandbox, critic=self.critic,
+                      oracle=oracle if strategy.oracle else None, record=record)
+        session = Session(item.view, ctx, spec, oracle=strategy.oracle)
+        started = time.perf_counter()
+        outcome = await strategy.run(session)
+        trajectory = session.trajectory
+        trajectory.final = outcome.final.index if outcome.final is not None else None
+        trajectory.stop = outcome.stop
+        grades = [await self.grade(item, a.answer) for a in trajectory.attempts]
+        final = grades[trajectory.final] if trajectory.final is not None else Check(
+            False, True, None, None, "the strategy selected nothing")
+        result = {
+            "item": item.id, "strategy": spec, "question": item.view.question,
+            "expected": item.answer if item.answer is not None else f"{len(item.tests)} hidden tests",
+            "trajectory": trajectory.model_dump(), "seconds": time.perf_counter() - started,
+            "grades": [{"correct": g.correct, "parse_failure": g.parse_failure, "detail": g.detail} for g in grades],
+            "final": {"correct": final.correct, "parse_failure": final.parse_failure,
+                      "answer": final.answer, "detail": final.detail},
+        }
+        self.store.put_result(run_id, spec, item.id, result)
+        return result
+
+    async def grade(self, item: Item, answer: str | None) -> Check:
+        """The gold check of an answer; the same answer to the same item is graded once."""
+        key = (item.id, answer)
+        if key not in self._grades:
+            self._grades[key] = await self.task.grade(item, answer, self.sandbox)
+        return self._grades[key]
+
+
+def results_by_strategy(store: Store, run: Run) -> dict[str, list[dict]]:
+    """A run's results grouped by strategy, in the run's order, items in the run's order."""
+    grouped: dict[str, list[dict]] = {spec: [] for spec in run.config["strategies"]}
+    for result in store.results(run.run_id):
+        grouped.setdefault(result["strategy"], []).append(result)
+    position = {item: i for i, item in enumerate(run.config["item_ids"])}
+    for rows in grouped.values():
+        rows.sort(key=lambda r: position.get(r["item"], len(position)))
+    return grouped
+
+
+def check_complete(store: Store, run: Run) -> None:
+    expected = run.config["items"] * len(run.config["strategies"])
+    have = len(store.finished(run.run_id))
+    if have < expected:
+        raise SelfcorrectError(f"run {run.run_id} has {have} of {expected} results",
+                               f"finish it with `selfcorrect eval --resume {run.run_id}`")

@@ -1,0 +1,284 @@
+"""What every strategy stands on: the context it runs in, the session it works through, and
+the selection rules.
+
+A strategy is small: `run(session)` spends model calls and feedback through the session
+and returns its outcome, the attempt it selects and why it stopped. The session records
+everything as it happens (attempts, feedback, calls, sandbox runs, revisions), keeps the
+cost of each phase, and is the only way a strategy reaches the model and feedback sources.
+It never reaches the gold: the item view has none, and the oracle check exists only in
+sessions of oracle strategies.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+from selfcorrect.errors import ConfigError
+from selfcorrect.models.base import Completion, Message, Model, SamplingParams
+from selfcorrect.sandbox import RunResult, Sandbox, TestCase
+from selfcorrect.tasks.base import ItemView, extract
+from selfcorrect.trajectory import Attempt, Feedback, Revision, Trajectory
+from selfcorrect.verify.answers import as_number
+
+OracleCheck = Callable[[str], Awaitable[bool]]
+
+
+@dataclass
+class Context:
+    """What a run gives every strategy. `oracle` is set only for oracle strategies."""
+
+    model: Model
+    params: SamplingParams
+    sandbox: Sandbox | None = None
+    critic: Model | None = None
+    oracle: OracleCheck | None = None
+    record: Callable[[dict], None] | None = None  # writes each event before the next begins
+
+
+@dataclass
+class Outcome:
+    final: Attempt | None
+    stop: str
+
+
+class Session:
+    """One strategy on one item."""
+
+    def __init__(self, view: ItemView, ctx: Context, strategy: str, oracle: bool = False,
+                 chain: int = 0, trajectory: Trajectory | None = None):
+        self.view = view
+        self.ctx = ctx
+        self.chain_index = chain
+        self.trajectory = trajectory or Trajectory(strategy=strategy, item_id=view.id, oracle=oracle)
+
+    def chain(self, index: int) -> Session:
+        """An independent chain writing into the same trajectory, with its own draws."""
+        return Session(self.view, self.ctx, self.trajectory.strategy, self.trajectory.oracle,
+                       chain=index, trajectory=self.trajectory)
+
+    # -- model calls ---------------------------------------------------------------------
+
+    async def attempt(self, messages: Sequence[Message], *, phase: str = "generate", round: int = 0,
+                      parent: Attempt | None = None, n: int = 1, answers: bool = True,
+                      **params) -> list[Attempt]:
+        """Draw n answers; each becomes an attempt, recorded at once. With answers=False the
+        strategy sets `answer` itself (a program-aided attempt's answer is what it prints)."""
+        completions = await self.ask(messages, phase=phase, n=n, purpose="attempt", **params)
+        attempts = []
+        for completion in completions:
+            attempt = Attempt(
+                index=len(self.trajectory.attempts), round=round,
+                phase="revise" if phase == "revise" else "generate", chain=self.chain_index,
+                sample=completion.index, text=completion.text,
+                answer=extract(self.view, completion.text) if answers else None,
+                parent=parent.index if parent is not None else None,
+                prompt_tokens=completion.prompt_tokens, completion_tokens=completion.completion_tokens,
+                seconds=completion.seconds, cached=completion.cached)
+            self.trajectory.attempts.append(attempt)
+            self._record({"type": "attempt", **attempt.model_dump()})
+            attempts.append(attempt)
+        if parent is not None:
+            for attempt in attempts:
+                self.revised(parent, attempt)
+        return attempts
+
+    async def ask(self, messages: Sequence[Message], *, phase: str, n: int = 1, purpose: str,
+                  model: Model | None = None, **params) -> list[Completion]:
+        """A model call. Sample k of chain c is draw c*n + k, so chains draw apart and the
+        first chain shares its draws with every strategy that asks the same thing."""
+        params = self.ctx.params.replace(n=n, **params)
+        completions = await (model or self.ctx.model).generate(
+            list(messages), params, first_index=self.chain_index * n)
+        cost = self.trajectory.cost[phase]
+        cost.calls += 1
+        cost.prompt_tokens += completions[0].prompt_tokens
+        cost.completion_tokens += sum(c.completion_tokens for c in completions)
+        cost.seconds += sum(c.seconds for c in completions)
+        cost.cached_calls += all(c.cached for c in completions)
+        if purpose != "attempt":
+            self._record({"type": "call", "phase": phase, "purpose": purpose,
+                          "texts": [c.text for c in completions]})
+        return completions
+
+
+    # -- feedback ------------------------------------------------------------------------
+
+    def give(self, attempt: Attempt, feedback: Feedback) -> Feedback:
+        attempt.feedback.append(feedback)
+        self._record({"type": "feedback", "attempt": attempt.index, **feedback.model_dump()})
+        return feedback
+
+    async def run(self, program: str, tests: Sequence[str] = (), setup: str = "") -> RunResult:
+        """Run a program in the sandbox (external feedback), counted in the feedback phase."""
+        if self.ctx.sandbox is None:
+            raise ConfigError(f"{self.trajectory.strategy} needs a sandbox", "the runner gives one")
+        result = await self.ctx.sandbox.arun(
+            program, [TestCase(f"visible {i + 1}", t) for i, t in enumerate(tests)], setup=setup)
+        cost = self.trajectory.cost["feedback"]
+        cost.sandbox_runs += 1
+        cost.sandbox_seconds += result.seconds
+        return result
+
+    async def visible_tests(self, attempt: Attempt) -> Feedback | None:
+        """Run the item's visible tests on a code attempt (None when it has none to run)."""
+        if not self.view.visible_tests:
+            return None
+        if attempt.answer is None:
+            return self.give(attempt, Feedback(kind="external", source="visible tests", passed=False,
+                                               score=0.0, text="Your reply contained no code."))
+        result = await self.run(attempt.answer, self.view.visible_tests, self.view.setup)
+        return self.give(attempt, Feedback(
+            kind="external", source="visible tests", passed=result.passed,
+            score=result.n_passed / len(self.view.visible_tests), text=describe_run(result)))
+
+    async def oracle(self, attempt: Attempt) -> Feedback:
+        """The gold check's verdict: only in oracle runs, and only right or wrong."""
+        if not self.trajectory.oracle or self.ctx.oracle is None:
+            raise ConfigError(f"{self.trajectory.strategy} asked for the gold answer in a run that "
+                              "is not an oracle run", "only oracle strategies may")
+        correct = await self.ctx.oracle(attempt.text)
+        return self.give(attempt, Feedback(kind="oracle", source="gold check", passed=correct,
+                                           score=float(correct),
+                                           text="Correct." if correct else "Your answer is wrong."))
+
+    def revised(self, before: Attempt, after: Attempt) -> None:
+        revision = Revision(round=after.round, before=before.index, after=after.index)
+        self.trajectory.revisions.append(revision)
+        self._record({"type": "revision", **revision.model_dump()})
+
+    def done(self, final: Attempt | None, stop: str) -> Outcome:
+        return Outcome(final, stop)
+
+    def _record(self, event: dict) -> None:
+        if self.ctx.record is not None:
+            self.ctx.record(event)
+
+
+def describe_run(result: RunResult) -> str:
+    """Execution feedback as a model reads it: what failed, with what came out."""
+    if result.error:
+        return f"Running your code failed: {result.error}"
+    if not result.loaded:
+        return f"Your code did not load: {result.load_error}"
+    lines = []
+    for outcome in result.tests:
+        if outcome.passed:
+            lines.append(f"Passed: {outcome.name}")
+        elif outcome.timed_out:
+            lines.append(f"Timed out: {outcome.name}")
+        else:
+            lines.append(f"Failed: {outcome.message or outcome.error_type}")
+    return "\n".join(lines)
+
+
+# -- strategies --------------------------------------------------------------------------
+
+
+class Strategy:
+    """A self-correction method. Subclasses set `name`, `kinds` (the tasks they suit), and
+    `prompts`, the one place their prompts live; options are keyword arguments."""
+
+    name: str
+    kinds: frozenset[str] = frozenset({"math", "code"})
+    prompts: dict[str, str] = {}
+    oracle = False
+    needs_critic = False
+    options: dict = {}
+
+    def __init__(self, **options):
+        unknown = set(options) - set(self.options)
+        if unknown:
+            raise ConfigError(f"strategy {self.name} has no option {', '.join(sorted(unknown))}",
+                              f"its options are: {', '.join(self.options) or 'none'}")
+        self.settings = {**self.options, **options}
+
+    def __getattr__(self, name: str):
+        settings = self.__dict__.get("settings", {})
+        if name in settings:
+            return settings[name]
+        raise AttributeError(name)
+
+    @property
+    def spec(self) -> str:
+        changed = {k: v for k, v in self.settings.items() if v != self.options[k]}
+        text = ",".join(f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in changed.items())
+        return self.name + (f":{text}" if text else "")
+
+    def prompt_hash(self) -> str:
+        return hashlib.sha256(json.dumps(self.prompts, sort_keys=True).encode()).hexdigest()[:16]
+
+    async def run(self, session: Session) -> Outcome:
+        raise NotImplementedError
+
+
+async def solve(session: Session, *, round: int = 0, n: int = 1, **params) -> list[Attempt]:
+    """First attempts: the task's own prompt, as plain sampling would send it."""
+    if session.view.stop:
+        params.setdefault("stop", session.view.stop)
+    return await session.attempt(session.view.messages, round=round, n=n, **params)
+
+
+# -- selection rules ---------------------------------------------------------------------
+
+
+def vote_key(answer: str | None) -> str | None:
+    """Answers that are the same number vote together (1,000 = 1000.0)."""
+    if answer is None:
+        return None
+    number = as_number(answer)
+    return str(number) if number is not None else " ".join(answer.split())
+
+
+def majority(attempts: Sequence[Attempt], keys: Sequence[str | None] | None = None) -> Attempt | None:
+    """The attempt whose answer most attempts share; a tie goes to the answer that appeared
+    first. Attempts without an answer do not vote."""
+    keys = list(keys) if keys is not None else [vote_key(a.answer) for a in attempts]
+    counts: dict[str, int] = {}
+    first: dict[str, Attempt] = {}
+    for attempt, key in zip(attempts, keys):
+        if key is None:
+            continue
+        counts[key] = counts.get(key, 0) + 1
+        first.setdefault(key, attempt)
+    if not counts:
+        return None
+    best = max(counts, key=lambda k: (counts[k], -first[k].index))
+    return first[best]
+
+
+def best_by(attempts: Sequence[Attempt], score: Callable[[Attempt], float | None]) -> Attempt | None:
+    """The highest-scoring attempt; a tie goes to the earliest; unscored attempts lose."""
+    scored = [(s, a) for a in attempts if (s := score(a)) is not None]
+    if not scored:
+        return None
+    top = max(s for s, _ in scored)
+    return min((a for s, a in scored if s == top), key=lambda a: a.index)
+
+
+def feedback_score(attempt: Attempt, source: str) -> float | None:
+    scores = [f.score for f in attempt.feedback if f.source == source and f.score is not None]
+    return scores[-1] if scores else None
+
+
+def parse_score(text: str, scale: int = 10) -> float | None:
+    """A score the model was asked for ("Score: 7/10", "7 out of 10", "Confidence: 80%"),
+    as a fraction; None when the reply gives none."""
+    import re
+
+    for pattern, top in ((r"(\d+(?:\.\d+)?)\s*/\s*(\d+)", None), (r"(\d+(?:\.\d+)?)\s*out of\s*(\d+)", None),
+                         (r"(\d+(?:\.\d+)?)\s*%", 100), (r"(?:score|confidence)\D{0,12}(\d+(?:\.\d+)?)", scale)):
+        match = re.search(pattern, text, re.IGNORECASE)
+        if match:
+            value = float(match.group(1))
+            bound = float(match.group(2)) if top is None else float(top)
+            if bound > 0 and 0 <= value <= bound:
+                return value / bound
+    return None
+
+
+def same_answer(a: Attempt, b: Attempt) -> bool:
+    return vote_key(a.answer) == vote_key(b.answer)
+

@@ -1,0 +1,171 @@
+"""Strategies that revise an answer in the light of feedback, round after round.
+
+self-refine    the model critiques its own answer (and scores it), then revises
+critic-refine  a second model critiques, the first revises
+oracle-refine  the gold check says right or wrong, the model revises: an upper bound, for
+               studies only; every report marks it ORACLE
+gated-refine   the model says how sure it is; only an unsure answer is revised
+
+They stop when the feedback's verdict or score clears the threshold, when a revision gives
+the same answer as before, or when the rounds are spent. Every attempt gets feedback, and
+the attempt returned is the best by that feedback's score; a tie goes to the earlier
+attempt (a revision must earn its place), so a run of noisy critiques cannot drift away
+from an answer it could not fault.
+"""
+
+from __future__ import annotations
+
+import re
+
+from selfcorrect.strategies.base import (
+    Outcome,
+    Session,
+    Strategy,
+    best_by,
+    feedback_score,
+    parse_score,
+    same_answer,
+    solve,
+)
+from selfcorrect.trajectory import Attempt, Feedback
+
+CRITIQUE = {
+    "math": ("{question}\n\nProposed answer:\n{answer}\n\nCheck this answer step by step and point "
+             "out any mistake. Then rate it on the last line as: Score: N/10."),
+    "code": ("{question}\n\nProposed code:\n{answer}\n\nReview this code: does it do what the task "
+             "asks, for every input? Point out any bug. Then rate it on the last line as: Score: N/10."),
+}
+REVISE = {
+    "math": ("Here is feedback on your answer:\n{feedback}\n\nUsing the feedback, write an improved "
+             "answer. End with: The answer is <number>."),
+    "code": ("Here is feedback on your code:\n{feedback}\n\nUsing the feedback, write the whole "
+             "improved function in a ```python code block."),
+}
+
+
+def revise_messages(session: Session, attempt: Attempt, template: str, **fields: str) -> list:
+    """The conversation so far, and a request to revise: the model sees its own answer.
+    Model text only ever fills the template's fields (it may hold braces of its own)."""
+    request = template.format(**{k: v.strip() for k, v in fields.items()})
+    return [*session.view.messages, {"role": "assistant", "content": attempt.text},
+            {"role": "user", "content": request}]
+
+
+class Refine(Strategy):
+    """The loop; subclasses say where feedback comes from and which source ranks attempts."""
+
+    options = {"rounds": 2, "threshold": 0.9}
+    source = ""
+
+    async def feedback(self, session: Session, attempt: Attempt) -> Feedback:
+        raise NotImplementedError
+
+    def satisfied(self, feedback: Feedback) -> bool:
+        if feedback.passed is not None:
+            return feedback.passed
+        return feedback.score is not None and feedback.score >= self.threshold
+
+    async def run(self, session: Session) -> Outcome:
+        [current] = await solve(session)
+        attempts, stop = [current], "budget"
+        feedback = await self.feedback(session, current)
+        for round in range(1, self.rounds + 1):
+            if self.satisfied(feedback):
+                stop = "verified"
+                break
+            template = self.prompts[f"revise_{session.view.kind}"]
+            [revision] = await session.attempt(
+                revise_messages(session, current, template, feedback=feedback.text),
+                phase="revise", round=round, parent=current)
+            attempts.append(revision)
+            if same_answer(revision, current):
+                stop = "unchanged"
+                break
+            current = revision
+            feedback = await self.feedback(session, current)
+        else:
+            if self.satisfied(feedback):
+                stop = "verified"
+        final = best_by(attempts, lambda a: feedback_score(a, self.source))
+        return session.done(final or attempts[0], stop)
+
+
+class SelfRefine(Refine):
+    name = "self-refine"
+    source = "self-critique"
+    prompts = {"critique_math": CRITIQUE["math"], "critique_code": CRITIQUE["code"],
+               "revise_math": REVISE["math"], "revise_code": REVISE["code"]}
+
+    async def feedback(self, session: Session, attempt: Attempt) -> Feedback:
+        return await critique(session, attempt, self.prompts[f"critique_{session.view.kind}"],
+                              kind="intrinsic", source=self.source)
+
+
+class CriticRefine(SelfRefine):
+    name = "critic-refine"
+    source = "critic"
+    needs_critic = True
+
+    async def feedback(self, session: Session, attempt: Attempt) -> Feedback:
+        return await critique(session, attempt, self.prompts[f"critique_{session.view.kind}"],
+                              kind="critic", source=self.source, model=session.ctx.critic)
+
+
+class OracleRefine(Refine):
+    name = "oracle-refine"
+    oracle = True
+    source = "gold check"
+    options = {"rounds": 3}
+    prompts = {
+        "revise_math": "{feedback} Try again, checking each step. End with: The answer is <number>.",
+        "revise_code": "{feedback} Write the whole corrected function in a ```python code block.",
+    }
+
+    async def feedback(self, session: Session, attempt: Attempt) -> Feedback:
+        return await session.oracle(attempt)
+
+
+async def critique(session: Session, attempt: Attempt, template: str, *, kind: str, source: str,
+                   model=None) -> Feedback:
+    prompt = template.format(question=session.view.question, answer=attempt.text.strip())
+    [reply] = await session.ask([{"role": "user", "content": prompt}], phase="feedback",
+                                purpose=source, model=model)
+    score = parse_score(reply.text)
+    return session.give(attempt, Feedback(kind=kind, source=source, score=score, text=reply.text))
+
+
+class GatedRefine(Strategy):
+    name = "gated-refine"
+    options = {"threshold": 0.7}
+    prompts = {
+        "confidence": ("{question}\n\nAnswer:\n{answer}\n\nHow sure are you that this answer is "
+                       "correct? Reply with a number from 0 to 100."),
+        "critique_math": CRITIQUE["math"], "critique_code": CRITIQUE["code"],
+        "revise_math": REVISE["math"], "revise_code": REVISE["code"],
+    }
+
+    async def run(self, session: Session) -> Outcome:
+        [first] = await solve(session)
+        sure = await self.confidence(session, first)
+        if sure.score is not None and sure.score >= self.threshold:
+            return session.done(first, "confident")
+        kind = session.view.kind
+        critic = await critique(session, first, self.prompts[f"critique_{kind}"],
+                                kind="intrinsic", source="self-critique")
+        [revision] = await session.attempt(
+            revise_messages(session, first, self.prompts[f"revise_{kind}"], feedback=critic.text),
+            phase="revise", round=1, parent=first)
+        await self.confidence(session, revision)
+        final = best_by([first, revision], lambda a: feedback_score(a, "confidence"))
+        return session.done(final or first, "revised")
+
+    async def confidence(self, session: Session, attempt: Attempt) -> Feedback:
+        prompt = self.prompts["confidence"].format(question=session.view.question,
+                                                   answer=attempt.text.strip())
+        [reply] = await session.ask([{"role": "user", "content": prompt}], phase="feedback",
+                                    purpose="confidence", max_tokens=16)
+        match = re.search(r"\d+(?:\.\d+)?", reply.text)
+        value = float(match.group()) if match else None
+        score = value / 100 if value is not None and 0 <= value <= 100 else None
+        return session.give(attempt, Feedback(kind="intrinsic", source="confidence", score=score,
+                                              text=reply.text))

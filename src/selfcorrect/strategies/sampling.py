@@ -1,0 +1,161 @@
+"""Strategies that draw independent samples and select among them, with no revision.
+
+single                      one sample: the baseline (sample 0, the same draw every other
+                            strategy's first sample is)
+self-consistency            n samples, majority vote over answers; for code, over what the
+                            programs return on the visible tests' inputs
+universal-self-consistency  n samples, the model picks the most consistent one
+best-of-n                   n samples ranked by a verifier: the visible tests (code), the
+                            model's own judgement, or a critic model
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+
+from selfcorrect.errors import ConfigError
+from selfcorrect.strategies.base import (
+    Outcome,
+    Session,
+    Strategy,
+    best_by,
+    feedback_score,
+    majority,
+    solve,
+    vote_key,
+)
+from selfcorrect.trajectory import Attempt, Feedback
+
+
+class Single(Strategy):
+    name = "single"
+    options = {"greedy": False}
+
+    async def run(self, session: Session) -> Outcome:
+        [attempt] = await solve(session, **({"temperature": 0.0} if self.greedy else {}))
+        return session.done(attempt, "one sample")
+
+
+class SelfConsistency(Strategy):
+    name = "self-consistency"
+    options = {"n": 8}
+
+    async def run(self, session: Session) -> Outcome:
+        attempts = await solve(session, n=self.n)
+        keys = await behaviour_keys(session, attempts)
+        if session.view.kind == "code":  # kept, so that a vote over fewer samples can be replayed
+            for attempt, key in zip(attempts, keys):
+                session.give(attempt, Feedback(kind="intrinsic", source="behaviour", text=key or ""))
+        chosen = majority(attempts, keys)
+        if chosen is not None:
+            votes = keys.count(keys[attempts.index(chosen)])
+            session.give(chosen, Feedback(kind="intrinsic", source="vote", score=votes / len(attempts),
+                                          text=f"{votes} of {len(attempts)} samples agree"))
+        return session.done(chosen or attempts[0], "voted" if chosen else "no answers")
+
+
+async def behaviour_keys(session: Session, attempts: list[Attempt]) -> list[str | None]:
+    """What each attempt's vote is. Math: its answer. Code: what its program returns on the
+    inputs of the visible tests (the expected values are never looked at); with no visible
+    tests, its normalised code."""
+    if session.view.kind == "math":
+        return [vote_key(a.answer) for a in attempts]
+    calls = [left_side(t) for t in session.view.visible_tests]
+    probes = [f"__observe__({c})" for c in calls if c]
+    keys: list[str | None] = []
+    for attempt in attempts:
+        if attempt.answer is None:
+            keys.append(None)
+        elif not probes:
+            keys.append(" ".join(attempt.answer.split()))
+        else:
+            result = await session.run(attempt.answer, probes, session.view.setup)
+            keys.append("|".join(t.observed[0] if t.observed else f"<{t.error_type}>" for t in result.tests)
+                        if result.loaded else None)
+    return keys
+
+
+def left_side(test: str) -> str | None:
+    """`assert f(x) == y` -> `f(x)`: the call a visible test makes, without its expectation."""
+    try:
+        node = ast.parse(test).body[0]
+    except (SyntaxError, IndexError):
+        return None
+    if isinstance(node, ast.Assert) and isinstance(node.test, ast.Compare):
+        return ast.get_source_segment(test, node.test.left)
+    return None
+
+
+class UniversalSelfConsistency(Strategy):
+    name = "universal-self-consistency"
+    options = {"n": 5}
+    prompts = {
+        "select": ("{question}\n\nHere are {n} responses to this question.\n\n{responses}\n\nWhich "
+                   "response agrees most with the others? Reply with its number only."),
+    }
+
+    async def run(self, session: Session) -> Outcome:
+        attempts = await solve(session, n=self.n)
+        listing = "\n\n".join(f"Response {i + 1}:\n{a.text.strip()}" for i, a in enumerate(attempts))
+        prompt = self.prompts["select"].format(question=session.view.question, n=self.n, responses=listing)
+        [reply] = await session.ask([{"role": "user", "content": prompt}], phase="feedback",
+                                    purpose="select", temperature=0.0)
+        match = re.search(r"\d+", reply.text)
+        choice = int(match.group()) if match else 0
+        if 1 <= choice <= len(attempts):
+            chosen = attempts[choice - 1]
+            session.give(chosen, Feedback(kind="intrinsic", source="selection", score=1.0, text=reply.text))
+            return session.done(chosen, "selected")
+        return session.done(attempts[0], "unreadable selection: first sample")
+
+
+class BestOfN(Strategy):
+    name = "best-of-n"
+    options = {"n": 8, "verifier": "auto"}  # auto: visible tests for code, self-judgement for math
+    prompts = {
+        "judge": ("{question}\n\nProposed answer:\n{answer}\n\nIs the proposed answer correct? "
+                  "Reply with yes or no, then one sentence why."),
+    }
+
+    async def run(self, session: Session) -> Outcome:
+        attempts = await solve(session, n=self.n)
+        verifier = self.verifier
+        if verifier == "auto":
+            verifier = "tests" if session.view.kind == "code" and session.view.visible_tests else "self"
+        if verifier == "tests":
+            for attempt in attempts:
+                await session.visible_tests(attempt)
+            source = "visible tests"
+        elif verifier in ("self", "critic"):
+            for attempt in attempts:
+                await judge(session, attempt, self.prompts["judge"], critic=verifier == "critic")
+            source = "critic" if verifier == "critic" else "self-judgement"
+        else:
+            raise ConfigError(f"unknown verifier {verifier!r} for best-of-n", "use tests, self or critic")
+        chosen = best_by(attempts, lambda a: feedback_score(a, source))
+        return session.done(chosen or attempts[0], "ranked" if chosen else "nothing scored")
+
+
+async def judge(session: Session, attempt: Attempt, template: str, critic: bool = False,
+                votes: int = 3) -> Feedback:
+    """The model's (or the critic's) yes/no verdict on an attempt, drawn `votes` times; the
+    score is the share of yes."""
+    prompt = template.format(question=session.view.question, answer=attempt.text.strip())
+    model = session.ctx.critic if critic else None
+    if critic and model is None:
+        raise ConfigError("this strategy needs a critic model", "pass --critic MODEL")
+    replies = await session.ask([{"role": "user", "content": prompt}], phase="feedback", n=votes,
+                                purpose="judge", model=model)
+    verdicts = [yes_or_no(r.text) for r in replies]
+    counted = [v for v in verdicts if v is not None]
+    score = sum(counted) / len(counted) if counted else None
+    return session.give(attempt, Feedback(
+        kind="critic" if critic else "intrinsic", source="critic" if critic else "self-judgement",
+        passed=None if score is None else score > 0.5, score=score, text=replies[0].text))
+
+
+def yes_or_no(text: str) -> bool | None:
+    """The verdict a judge was asked to give first: its first word, yes or no."""
+    match = re.match(r"\W*(yes|no)\b", text, re.IGNORECASE)
+    return match.group(1).lower() == "yes" if match else None

@@ -1,0 +1,65 @@
+"""self-verify: draw candidates, then check each distinct answer backwards: hide a number
+of the question, state the candidate as the answer, and ask the model for the hidden
+number. An answer that lets the model recover the question's numbers scores higher
+(Weng et al., 2023). Ties go to the answer more samples gave, then to the earlier one.
+Intrinsic feedback.
+"""
+
+from __future__ import annotations
+
+import re
+
+from selfcorrect.strategies.base import Outcome, Session, Strategy, solve, vote_key
+from selfcorrect.trajectory import Feedback
+from selfcorrect.verify.answers import NUMBER, answers_match, extract_answer
+
+
+class SelfVerify(Strategy):
+    name = "self-verify"
+    kinds = frozenset({"math"})
+    options = {"n": 5, "masks": 1, "checks": 2}
+    prompts = {
+        "verify": ("{question}\nThe answer to this question is {answer}. What is the value of X? "
+                   "End with: The answer is <number>."),
+    }
+
+    async def run(self, session: Session) -> Outcome:
+        attempts = await solve(session, n=self.n)
+        groups: dict[str, list] = {}
+        for attempt in attempts:
+            if (key := vote_key(attempt.answer)) is not None:
+                groups.setdefault(key, []).append(attempt)
+        if not groups:
+            return session.done(attempts[0], "no answers")
+        masked = masked_questions(session.view.question, self.masks)
+        if not masked:
+            best = max(groups.values(), key=lambda g: (len(g), -g[0].index))
+            return session.done(best[0], "no number to hide: voted")
+        ranked = []
+        for group in groups.values():
+            score = await self.verify(session, group[0], masked)
+            ranked.append((score, len(group), -group[0].index, group[0]))
+        score, _, _, chosen = max(ranked, key=lambda r: r[:3])
+        return session.done(chosen, "verified backwards")
+
+    async def verify(self, session: Session, attempt, masked: list[tuple[str, str]]) -> float:
+        hits, total = 0, 0
+        for question, hidden in masked:
+            prompt = self.prompts["verify"].format(question=question, answer=attempt.answer)
+            replies = await session.ask([{"role": "user", "content": prompt}], phase="feedback",
+                                        n=self.checks, purpose="backward check")
+            for reply in replies:
+                found = extract_answer(reply.text)
+                hits += bool(found and answers_match(found.answer, hidden))
+                total += 1
+        score = hits / total
+        session.give(attempt, Feedback(kind="intrinsic", source="backward verification", score=score,
+                                       text=f"recovered {hits} of {total} hidden numbers"))
+        return score
+
+
+def masked_questions(question: str, masks: int) -> list[tuple[str, str]]:
+    """The question with one of its numbers replaced by X, for its first `masks` numbers."""
+    found = list(re.finditer(NUMBER, question))
+    return [(question[: m.start()] + "X" + question[m.end():], m.group().replace(",", ""))
+            for m in found[:masks]]

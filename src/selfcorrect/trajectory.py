@@ -1,0 +1,95 @@
+"""What a strategy did on one item, as plain data: every attempt, every piece of feedback,
+the revisions that link them, the selected answer and why it stopped, and what it cost in
+each phase (generate, feedback, revise).
+
+Feedback always carries its kind, because the research is clear that the kind decides
+whether correction helps:
+  external   execution, visible tests, a compiler, a checker the user gives
+  intrinsic  the model judging itself (critique, self-verification, confidence, a vote)
+  critic     a second model
+  oracle     the gold answer (only in runs marked oracle)
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+FeedbackKind = Literal["external", "intrinsic", "critic", "oracle"]
+Phase = Literal["generate", "feedback", "revise"]
+PHASES: tuple[Phase, ...] = ("generate", "feedback", "revise")
+
+
+class Feedback(BaseModel):
+    kind: FeedbackKind
+    source: str  # what gave it: "visible tests", "self-critique", "sandbox", "gold", ...
+    passed: bool | None = None  # its verdict, when it gives one
+    score: float | None = None  # in [0, 1], when it gives one
+    text: str = ""  # what a model (or a person) reads
+
+
+class Attempt(BaseModel):
+    """One answer the model gave. `answer` is what was extracted from `text` (a number, an
+    expression or a program); None means the reply had none (a parse failure)."""
+
+    index: int
+    round: int  # 0 for first attempts, r after r revisions
+    phase: Literal["generate", "revise"]
+    chain: int = 0  # independent chains of one composed strategy
+    sample: int = 0  # the sample index its draw used
+    text: str
+    answer: str | None
+    parent: int | None = None  # the attempt it revises
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    seconds: float = 0.0
+    cached: bool = False
+    feedback: list[Feedback] = Field(default_factory=list)
+
+
+class Revision(BaseModel):
+    """One revision step: the attempt handed to the model, and what it made of it."""
+
+    round: int
+    before: int
+    after: int
+
+
+class Cost(BaseModel):
+    calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    seconds: float = 0.0  # model time, also for draws served from the sample cache
+    cached_calls: int = 0
+    sandbox_runs: int = 0
+    sandbox_seconds: float = 0.0
+
+    @property
+    def tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def add(self, other: Cost) -> Cost:
+        return Cost(**{k: getattr(self, k) + getattr(other, k) for k in Cost.model_fields})
+
+
+class Trajectory(BaseModel):
+    strategy: str
+    item_id: str
+    oracle: bool = False
+    attempts: list[Attempt] = Field(default_factory=list)
+    revisions: list[Revision] = Field(default_factory=list)
+    final: int | None = None  # the attempt the strategy selected (None: it has nothing)
+    stop: str = ""  # why it stopped: "verified", "unchanged", "budget", "confident", ...
+    cost: dict[str, Cost] = Field(default_factory=lambda: {p: Cost() for p in PHASES})
+
+    @property
+    def final_attempt(self) -> Attempt | None:
+        return self.attempts[self.final] if self.final is not None else None
+
+    @property
+    def total_cost(self) -> Cost:
+        total = Cost()
+        for cost in self.cost.values():
+            total = total.add(cost)
+        return total

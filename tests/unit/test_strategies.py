@@ -1,0 +1,211 @@
+"""Every strategy on the scripted model: what it selects, when it stops, what it records."""
+
+import pytest
+
+from selfcorrect.errors import ConfigError
+from selfcorrect.measure.flips import flip_matrices
+from selfcorrect.strategies import parse_strategy
+from tests.scripts import Script, asked, evaluate, sample
+
+ONE = [("What is 2 + 2?", "4")]
+INITIAL = "Solve it step by step"
+
+
+def only(results, spec):
+    [result] = results[parse_strategy(spec).spec]
+    return result
+
+
+def final_answer(result):
+    return result["trajectory"]["attempts"][result["trajectory"]["final"]]["answer"]
+
+
+def test_single_is_sample_zero(tmp_path):
+    script = Script([(sample(0, INITIAL), "2 + 2 = 4. The answer is 4."), (asked(INITIAL), "The answer is 9.")])
+    _, _, results = evaluate(tmp_path, script, ["single"], ONE)
+    result = only(results, "single")
+    assert final_answer(result) == "4" and result["final"]["correct"]
+    assert result["trajectory"]["cost"]["generate"]["calls"] == 1
+
+
+@pytest.mark.parametrize("answers, chosen", [(["5", "4", "4", "7", "4"], "4"), (["5", "4", "5", "4", "3"], "5")])
+def test_self_consistency_votes_and_ties_go_to_the_first_seen(tmp_path, answers, chosen):
+    script = Script([(asked(INITIAL), lambda last, m, k: f"The answer is {answers[k]}.")])
+    _, _, results = evaluate(tmp_path, script, ["self-consistency:n=5"], ONE)
+    result = only(results, "self-consistency:n=5")
+    assert final_answer(result) == chosen
+    votes = [f for a in result["trajectory"]["attempts"] for f in a["feedback"] if f["source"] == "vote"]
+    assert votes[0]["kind"] == "intrinsic" and votes[0]["score"] == answers.count(chosen) / 5
+
+
+def test_strategies_share_draws(tmp_path):
+    script = Script([(asked(INITIAL), lambda last, m, k: f"The answer is {k}."),
+                     (asked("Check this answer"), "Score: 10/10")])
+    evaluate(tmp_path, script, ["single", "self-consistency:n=4", "self-refine:rounds=1"], ONE)
+    initial_calls = [c for c in script.model.calls if INITIAL in c.messages[-1]["content"]]
+    assert [(c.first_index, c.params.n) for c in initial_calls] in ([(0, 4)], [(0, 1), (1, 3)])
+
+
+def test_universal_self_consistency_follows_the_models_pick(tmp_path):
+    script = Script([(asked(INITIAL), lambda last, m, k: f"The answer is {k + 1}."),
+                     (asked("agrees most"), "Response 4")])
+    _, _, results = evaluate(tmp_path, script, ["universal-self-consistency:n=5"], ONE)
+    assert final_answer(only(results, "universal-self-consistency:n=5")) == "4"
+
+
+def test_universal_self_consistency_falls_back_to_the_first_sample(tmp_path):
+    script = Script([(asked(INITIAL), lambda last, m, k: f"The answer is {k + 1}."),
+                     (asked("agrees most"), "I like them all")])
+    _, _, results = evaluate(tmp_path, script, ["universal-self-consistency:n=3"], ONE)
+    result = only(results, "universal-self-consistency:n=3")
+    assert final_answer(result) == "1" and result["trajectory"]["stop"].startswith("unreadable")
+
+
+def test_best_of_n_ranks_by_the_self_judgement(tmp_path):
+    script = Script([(asked(INITIAL), lambda last, m, k: f"The answer is {[5, 5, 4][k]}."),
+                     (lambda last, m, k: "Is the proposed answer correct" in last and "is 4" in last, "Yes, it is."),
+                     (asked("Is the proposed answer correct"), "No, it is not.")])
+    _, _, results = evaluate(tmp_path, script, ["best-of-n:n=3"], ONE)
+    result = only(results, "best-of-n:n=3")
+    assert final_answer(result) == "4" and result["final"]["correct"]
+    assert result["trajectory"]["cost"]["feedback"]["calls"] == 3
+
+
+def refine_script(initial: str, revised: str, scores: dict[str, int]) -> Script:
+    return Script([
+        (asked(INITIAL), f"The answer is {initial}."),
+        (asked("Using the feedback"), f"Fixed it. The answer is {revised}."),
+        (lambda last, m, k: "Check this answer" in last, lambda last, m, k: next(
+            f"Looks fine. Score: {s}/10" for answer, s in scores.items() if f"The answer is {answer}." in last)),
+    ])
+
+
+def test_self_refine_repairs_a_wrong_answer_and_counts_the_flip(tmp_path):
+    script = refine_script("5", "4", {"5": 2, "4": 9})
+    _, _, results = evaluate(tmp_path, script, ["self-refine:rounds=2"], ONE)
+    result = only(results, "self-refine:rounds=2")
+    assert final_answer(result) == "4" and result["trajectory"]["stop"] == "verified"
+    [matrix] = flip_matrices([result])
+    assert matrix.counts["wrong_right"] == {"changed": 1, "unchanged": 0} and matrix.net == 1
+
+
+def test_self_refine_can_break_a_right_answer_and_the_flip_is_counted(tmp_path):
+    script = refine_script("4", "5", {"4": 5, "5": 8})
+    _, _, results = evaluate(tmp_path, script, ["self-refine:rounds=1"], ONE)
+    result = only(results, "self-refine:rounds=1")
+    assert final_answer(result) == "5" and not result["final"]["correct"]
+    [matrix] = flip_matrices([result])
+    assert matrix.counts["right_wrong"]["changed"] == 1
+    assert (matrix.confidence, matrix.critique, matrix.net) == (0.0, None, -1)
+
+
+def test_self_refine_keeps_the_earlier_answer_when_scores_tie(tmp_path):
+    script = refine_script("4", "5", {"4": 6, "5": 6})
+    _, _, results = evaluate(tmp_path, script, ["self-refine:rounds=1"], ONE)
+    assert final_answer(only(results, "self-refine:rounds=1")) == "4"
+
+
+def test_self_refine_stops_when_the_answer_does_not_change(tmp_path):
+    script = refine_script("5", "5", {"5": 3})
+    _, _, results = evaluate(tmp_path, script, ["self-refine:rounds=3"], ONE)
+    result = only(results, "self-refine:rounds=3")
+    assert result["trajectory"]["stop"] == "unchanged" and len(result["trajectory"]["attempts"]) == 2
+    [matrix] = flip_matrices([result])
+    assert matrix.counts["wrong_wrong"] == {"changed": 0, "unchanged": 1}
+
+
+def test_gated_refine_revises_only_when_unsure(tmp_path):
+    for sure, attempts in (("95", 1), ("20", 2)):
+        script = Script([(asked(INITIAL), "The answer is 5."), (asked("How sure"), sure),
+                         (asked("Check this answer"), "Wrong. Score: 1/10"),
+                         (asked("Using the feedback"), "The answer is 4.")])
+        _, _, results = evaluate(tmp_path / sure, script, ["gated-refine"], ONE)
+        assert len(only(results, "gated-refine")["trajectory"]["attempts"]) == attempts
+
+
+def test_reflexion_carries_its_lessons_into_the_next_attempt(tmp_path):
+    script = Script([(asked("Lessons from your earlier attempts"), "The answer is 4."),
+                     (asked(INITIAL), "The answer is 5."),
+                     (asked("say what went wrong"), "I added wrong; count again."),
+                     (lambda last, m, k: "Is the proposed answer correct" in last and "is 4" in last, "yes"),
+                     (asked("Is the proposed answer correct"), "no")])
+    _, _, results = evaluate(tmp_path, script, ["reflexion:trials=3"], ONE)
+    result = only(results, "reflexion:trials=3")
+    assert final_answer(result) == "4" and result["trajectory"]["stop"] == "verified"
+    retry = [c for c in script.model.calls if "Lessons" in c.messages[-1]["content"]][0]
+    assert "- I added wrong; count again." in retry.messages[-1]["content"]
+
+
+def test_self_verify_prefers_the_answer_that_recovers_the_question(tmp_path):
+    script = Script([
+        (asked("value of X"), lambda last, m, k: "The answer is 2." if "is 4." in last else "The answer is 7."),
+        (asked(INITIAL), lambda last, m, k: f"The answer is {[5, 5, 4][k]}."),
+    ])
+    _, _, results = evaluate(tmp_path, script, ["self-verify:n=3"], ONE)
+    result = only(results, "self-verify:n=3")
+    assert final_answer(result) == "4"  # the minority answer, verified backwards
+    masked = [c for c in script.model.calls if "value of X" in c.messages[-1]["content"]][0]
+    assert masked.messages[-1]["content"].startswith("What is X + 2?")
+
+
+def test_oracle_refine_uses_the_gold_check_and_is_marked(tmp_path):
+    script = Script([(asked("Your answer is wrong"), "The answer is 4."), (asked(INITIAL), "The answer is 5.")])
+    evaluation, run, results = evaluate(tmp_path, script, ["oracle-refine"], ONE)
+    result = only(results, "oracle-refine")
+    assert run.oracle and result["trajectory"]["oracle"]
+    assert final_answer(result) == "4"
+    kinds = {f["kind"] for a in result["trajectory"]["attempts"] for f in a["feedback"]}
+    assert kinds == {"oracle"}
+
+
+def test_a_strategy_that_is_not_an_oracle_cannot_reach_the_gold(tmp_path):
+    from selfcorrect.strategies.base import Strategy
+
+    class Cheater(Strategy):
+        name = "cheater"
+
+        async def run(self, session):
+            [attempt] = await session.attempt(session.view.messages)
+            await session.oracle(attempt)
+
+    assert not hasattr(ONE, "answer")
+    script = Script([(asked(INITIAL), "The answer is 5.")])
+    from selfcorrect.strategies import STRATEGIES
+
+    STRATEGIES["cheater"] = Cheater
+    try:
+        with pytest.raises(ConfigError, match="not an oracle run"):
+            evaluate(tmp_path, script, ["cheater"], ONE)
+    finally:
+        del STRATEGIES["cheater"]
+
+
+def test_chains_vote_over_independent_chains(tmp_path):
+    script = Script([(asked(INITIAL), lambda last, m, k: f"The answer is {[4, 5, 4][k]}."),
+                     (asked("Check this answer"), "Score: 10/10")])
+    _, _, results = evaluate(tmp_path, script, ["self-refine:chains=3,select=vote"], ONE)
+    result = only(results, "self-refine:chains=3,select=vote")
+    assert final_answer(result) == "4"
+    assert sorted(a["chain"] for a in result["trajectory"]["attempts"]) == [0, 1, 2]
+
+
+def test_specs_are_checked():
+    assert parse_strategy("self-debug:explain=true").spec == "self-debug:explain=true"
+    assert parse_strategy("self-refine:rounds=2").spec == "self-refine"  # defaults are not spelled out
+    for bad, message in (("nope", "unknown strategy"), ("single:n=3", "has no option n"),
+                         ("self-refine:rounds=many", "not a int"), ("single:greedy", "has no value"),
+                         ("single:chains=2,select=best", "unknown selection")):
+        with pytest.raises(ConfigError, match=message):
+            parse_strategy(bad)
+
+
+def test_composition_needs_at_least_two_chains():
+    from selfcorrect.strategies.compose import Chains
+
+    with pytest.raises(ConfigError, match="at least 2"):
+        Chains(parse_strategy("single"), 1)
+
+
+def test_strategies_that_do_not_fit_the_task_are_refused(tmp_path):
+    with pytest.raises(ConfigError, match="self-debug cannot run on list"):
+        evaluate(tmp_path, Script([]), ["self-debug"], ONE)
