@@ -25,6 +25,9 @@ bench: install
 	$(BIN)/python bench/embedded_batch.py --short-prompt --max-tokens 64
 	$(BIN)/python bench/http_throughput.py
 	$(BIN)/python bench/cache_rerun.py
+	$(BIN)/python bench/sandbox_throughput.py
+	$(BIN)/python bench/runner_overhead.py
+	$(BIN)/python bench/eval_wall.py
 
 clean:
 	rm -rf $(VENV) .selfcorrect .pytest_cache

@@ -24,6 +24,7 @@ from selfcorrect.trajectory import Attempt, Feedback, Revision, Trajectory
 from selfcorrect.verify.answers import as_number
 
 OracleCheck = Callable[[str], Awaitable[bool]]
+CODE_STOP = ("\n```\n",)  # the end of a fenced code block (the opening fence names a language)
 
 
 @dataclass
@@ -65,7 +66,10 @@ class Session:
                       parent: Attempt | None = None, n: int = 1, answers: bool = True,
                       **params) -> list[Attempt]:
         """Draw n answers; each becomes an attempt, recorded at once. With answers=False the
-        strategy sets `answer` itself (a program-aided attempt's answer is what it prints)."""
+        strategy sets `answer` itself (a program-aided attempt's answer is what it prints).
+        A code attempt ends with its code block: what a model writes after it is not read."""
+        if self.view.kind == "code":
+            params.setdefault("stop", CODE_STOP)
         completions = await self.ask(messages, phase=phase, n=n, purpose="attempt", **params)
         attempts = []
         for completion in completions:

@@ -6,7 +6,7 @@ first attempt whose program ran and printed a number.
 
 from __future__ import annotations
 
-from selfcorrect.strategies.base import Outcome, Session, Strategy, best_by, feedback_score
+from selfcorrect.strategies.base import CODE_STOP, Outcome, Session, Strategy, best_by, feedback_score
 from selfcorrect.trajectory import Attempt, Feedback
 from selfcorrect.verify.answers import extract_answer
 from selfcorrect.verify.code import extract_code
@@ -25,7 +25,7 @@ class ProgramAided(Strategy):
 
     async def run(self, session: Session) -> Outcome:
         messages = [{"role": "user", "content": self.prompts["program"].format(question=session.view.question)}]
-        [current] = await session.attempt(messages, answers=False)
+        [current] = await session.attempt(messages, answers=False, stop=CODE_STOP)
         feedback = await self.execute(session, current)
         attempts = [current]
         for round in range(1, self.rounds + 1):
@@ -34,7 +34,7 @@ class ProgramAided(Strategy):
             messages = [*messages, {"role": "assistant", "content": current.text},
                         {"role": "user", "content": self.prompts["fix"].format(feedback=feedback.text)}]
             [current] = await session.attempt(messages, phase="revise", round=round, parent=current,
-                                              answers=False)
+                                              answers=False, stop=CODE_STOP)
             attempts.append(current)
             feedback = await self.execute(session, current)
         final = best_by(attempts, lambda a: feedback_score(a, "sandbox"))
