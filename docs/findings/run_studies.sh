@@ -5,7 +5,7 @@
 # LIMIT=3 runs a quick check of the same commands.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-sc=(.venv/bin/selfcorrect --data ../shared/data --store "${STORE:-.selfcorrect/findings.sqlite}")
+sc=("${PYTHON:-.venv/bin/python}" -m selfcorrect.cli --data "${DATA:-../shared/data}" --store "${STORE:-.selfcorrect/findings.sqlite}")
 out=${OUT:-docs/findings}
 "${sc[@]}" eval --task arithmetic --critic same ${LIMIT:+--limit $LIMIT} --out "$out/arithmetic" \
   --strategy single,self-consistency,universal-self-consistency,best-of-n:n=4,self-refine,reflexion,critic-refine,gated-refine,program-aided,self-verify,oracle-refine
