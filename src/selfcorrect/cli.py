@@ -341,21 +341,31 @@ def _finish_report(store: Store, run, kind: str, folder: Optional[Path]) -> None
 
 
 def console_table(report: dict) -> None:
+    """The comparison, compact enough for a terminal: percentages and points without units."""
     from selfcorrect.report.build import label
-    from selfcorrect.report.markdown import pct, signed
+
+    def number(value: float | None, sign: bool = False) -> str:
+        return "—" if value is None else f"{100 * value:{'+' if sign else ''}.1f}"
 
     title = f"{report['run']['config']['task']} · {report['run']['config']['items']} items"
     if report["run"]["oracle"]:
         title += " · includes ORACLE strategies (upper bounds)"
-    table = Table(title=title)
-    for column in ("strategy", "accuracy (95% CI)", "parse fail", "tokens/item", "vs baseline (p)", "vs sampling at equal tokens"):
-        table.add_column(column)
+    table = Table(title=title, box=None, padding=(0, 1), pad_edge=False, caption=(
+        f"acc: accuracy %; none: no answer %; tokens per item; Δ base: points against "
+        f"{report['baseline']}, p: McNemar; Δ pool: points against voting over plain samples "
+        "at equal tokens"))
+    table.add_column("strategy", no_wrap=True)
+    for column, width in (("acc", 4), ("95% CI", 9), ("none", 4), ("tokens", 6), ("Δ base", 6),
+                          ("p", 7), ("Δ pool", 6)):
+        table.add_column(column, justify="right", min_width=width)
     for s in report["strategies"].values():
         low, high = s["interval"]
-        versus = s.get("versus_baseline")
-        vs = "baseline" if versus is None else f"{signed(versus['difference'])} (p={versus['p_value']:.2g})"
-        table.add_row(escape(label(s)), f"{pct(s['accuracy'])} ({pct(low)}–{pct(high)})", pct(s["parse_failure_rate"]),
-                      f"{s['tokens_per_item']:.0f}", vs, signed(s["compute_matched"]["gain"]))
+        versus = s.get("versus_baseline") or {}
+        table.add_row(escape(label(s)), number(s["accuracy"]), f"{number(low)}–{number(high)}",
+                      number(s["parse_failure_rate"]), f"{s['tokens_per_item']:.0f}",
+                      number(versus.get("difference"), True),
+                      f"{versus['p_value']:.2g}" if versus else "—",
+                      number(s["compute_matched"]["gain"], True))
     out.print(table)
 
 
@@ -372,8 +382,11 @@ def report(
     store = Store(settings.store)
     run = store.run(run_id)
     check_complete(store, run)
-    kind = load_task(run.config["spec"]["task"].partition(":")[0] if not run.config["spec"]["task"].endswith(".jsonl")
-                     else run.config["spec"]["task"], settings.data).kind
+    kind = run.config.get("kind")  # runs from before it was recorded: ask the task
+    if kind is None:
+        from selfcorrect.runner import parse_task
+
+        kind = parse_task(run.config["spec"]["task"], settings.data).kind
     _finish_report(store, run, kind, folder)
 
 

@@ -128,7 +128,8 @@ class Evaluation:
         return any(s.oracle for s in self.strategies)
 
     def config(self) -> dict:
-        return {"spec": self.spec.model_dump(), "task": self.task.name, "items": len(self.items),
+        return {"spec": self.spec.model_dump(), "task": self.task.name, "kind": self.task.kind,
+                "items": len(self.items),
                 "item_ids": [i.id for i in self.items],
                 "model": self.model.identity if self.model else self.settings.model,
                 "critic": self.critic.identity if self.critic else None,
@@ -243,7 +244,7 @@ def results_by_strategy(store: Store, run: Run) -> dict[str, list[dict]]:
     grouped: dict[str, list[dict]] = {spec: [] for spec in run.config["strategies"]}
     for result in store.results(run.run_id):
         grouped.setdefault(result["strategy"], []).append(result)
-    position = {item: i for i, item in enumerate(run.config["item_ids"])}
+    position = {item: i for i, item in enumerate(run.config.get("item_ids", []))}  # older runs: stored order
     for rows in grouped.values():
         rows.sort(key=lambda r: position.get(r["item"], len(position)))
     return grouped

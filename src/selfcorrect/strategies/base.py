@@ -198,12 +198,8 @@ class Strategy:
             raise ConfigError(f"strategy {self.name} has no option {', '.join(sorted(unknown))}",
                               f"its options are: {', '.join(self.options) or 'none'}")
         self.settings = {**self.options, **options}
-
-    def __getattr__(self, name: str):
-        settings = self.__dict__.get("settings", {})
-        if name in settings:
-            return settings[name]
-        raise AttributeError(name)
+        for name, value in self.settings.items():  # self.rounds, self.n, ...
+            setattr(self, name, value)
 
     @property
     def spec(self) -> str:
