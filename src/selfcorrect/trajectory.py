@@ -65,13 +65,6 @@ class Cost(BaseModel):
     sandbox_runs: int = 0
     sandbox_seconds: float = 0.0
 
-    @property
-    def tokens(self) -> int:
-        return self.prompt_tokens + self.completion_tokens
-
-    def add(self, other: Cost) -> Cost:
-        return Cost(**{k: getattr(self, k) + getattr(other, k) for k in Cost.model_fields})
-
 
 class Trajectory(BaseModel):
     strategy: str
@@ -82,14 +75,3 @@ class Trajectory(BaseModel):
     final: int | None = None  # the attempt the strategy selected (None: it has nothing)
     stop: str = ""  # why it stopped: "verified", "unchanged", "budget", "confident", ...
     cost: dict[str, Cost] = Field(default_factory=lambda: {p: Cost() for p in PHASES})
-
-    @property
-    def final_attempt(self) -> Attempt | None:
-        return self.attempts[self.final] if self.final is not None else None
-
-    @property
-    def total_cost(self) -> Cost:
-        total = Cost()
-        for cost in self.cost.values():
-            total = total.add(cost)
-        return total

@@ -27,38 +27,41 @@ def vote_curve(results: Sequence[dict]) -> list[dict]:
     """Majority-vote accuracy and mean tokens per item at each pool size, from
     self-consistency results: over answers, or for code over the behaviour each program
     showed (kept in its feedback), exactly as self-consistency voted."""
-    if not results:
-        return []
-    n = min(_first_attempts(r) for r in results)
-    curve = []
-    for size in pool_sizes(n):
-        right, tokens = 0, 0
-        for result in results:
-            attempts = [Attempt(**a) for a in result["trajectory"]["attempts"][:size]]
-            chosen = majority(attempts, [_vote(a) for a in attempts])
-            right += bool(chosen is not None and result["grades"][chosen.index]["correct"])
-            tokens += attempts[0].prompt_tokens + sum(a.completion_tokens for a in attempts)
-        curve.append({"n": size, "accuracy": right / len(results), "tokens": tokens / len(results)})
-    return curve
+
+    def pick(attempts: list[dict]) -> int | None:
+        chosen = majority([Attempt(**a) for a in attempts], [_vote(Attempt(**a)) for a in attempts])
+        return chosen.index if chosen is not None else None
+
+    return _curve(results, pick)
 
 
 def best_of_curve(results: Sequence[dict], source: str) -> list[dict]:
     """Best-of-n accuracy and mean tokens at each pool size: the verifier's favourite among
     the first n samples (its calls counted in the tokens, shared out per sample)."""
+
+    def pick(attempts: list[dict]) -> int:
+        return max(attempts, key=lambda a: (s if (s := _score(a, source)) is not None else -1.0, -a["index"]))["index"]
+
+    def verifier_tokens(result: dict, size: int) -> float:
+        feedback = result["trajectory"]["cost"]["feedback"]
+        return (feedback["prompt_tokens"] + feedback["completion_tokens"]) * size / _first_attempts(result)
+
+    return _curve(results, pick, verifier_tokens)
+
+
+def _curve(results: Sequence[dict], pick, extra_tokens=lambda result, size: 0.0) -> list[dict]:
+    """Accuracy and mean tokens per item when `pick` chooses among the first n samples."""
     if not results:
         return []
-    n = min(_first_attempts(r) for r in results)
     curve = []
-    for size in pool_sizes(n):
+    for size in pool_sizes(min(_first_attempts(r) for r in results)):
         right, tokens = 0, 0.0
         for result in results:
             attempts = result["trajectory"]["attempts"][:size]
-            scored = [(_score(a, source), -a["index"], a["index"]) for a in attempts]
-            _, _, best = max(scored, key=lambda s: (s[0] if s[0] is not None else -1.0, s[1]))
-            right += result["grades"][best]["correct"]
-            feedback = result["trajectory"]["cost"]["feedback"]
-            per_sample = (feedback["prompt_tokens"] + feedback["completion_tokens"]) / _first_attempts(result)
-            tokens += attempts[0]["prompt_tokens"] + sum(a["completion_tokens"] for a in attempts) + per_sample * size
+            chosen = pick(attempts)
+            right += chosen is not None and result["grades"][chosen]["correct"]
+            tokens += (attempts[0]["prompt_tokens"] + sum(a["completion_tokens"] for a in attempts)
+                       + extra_tokens(result, size))
         curve.append({"n": size, "accuracy": right / len(results), "tokens": tokens / len(results)})
     return curve
 

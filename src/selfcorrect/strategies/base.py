@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
@@ -266,8 +267,6 @@ def feedback_score(attempt: Attempt, source: str) -> float | None:
 def parse_score(text: str, scale: int = 10) -> float | None:
     """A score the model was asked for ("Score: 7/10", "7 out of 10", "Confidence: 80%"),
     as a fraction; None when the reply gives none."""
-    import re
-
     for pattern, top in ((r"(\d+(?:\.\d+)?)\s*/\s*(\d+)", None), (r"(\d+(?:\.\d+)?)\s*out of\s*(\d+)", None),
                          (r"(\d+(?:\.\d+)?)\s*%", 100), (r"(?:score|confidence)\D{0,12}(\d+(?:\.\d+)?)", scale)):
         match = re.search(pattern, text, re.IGNORECASE)
