@@ -147,9 +147,10 @@ class Evaluation:
         self.model = CachedModel(engine, self.store) if self.settings.cache else engine
         critic_engine = None
         try:
-            if self.spec.critic:
-                critic_engine = (engine if self.spec.critic in (self.settings.model, "same")
-                                 else load_model(self.settings.model_copy(update={"model": self.spec.critic})))
+            if self.spec.critic in (self.settings.model, "same"):
+                critic_engine, self.critic = engine, self.model  # one model: one cache, shared draws
+            elif self.spec.critic:
+                critic_engine = load_model(self.settings.model_copy(update={"model": self.spec.critic}))
                 self.critic = CachedModel(critic_engine, self.store) if self.settings.cache else critic_engine
             if self.task.kind == "code" or any(s.name == "program-aided" for s in self.strategies):
                 self.sandbox = Sandbox(workers=self.settings.sandbox_workers, isolation=self.settings.sandbox)

@@ -149,3 +149,18 @@ def test_a_thousand_cached_requests_take_well_under_two_seconds(store):
     asyncio.run(run_all(replay))
     assert replay.stats.model_calls == 0 and replay.stats.hits == 1000
     assert time.perf_counter() - started < 2.0
+
+
+def test_two_caches_on_one_store_agree_on_every_draw(tmp_path):
+    """The first draw stored is the draw, even when another cache drew the same sample."""
+    counter = iter(range(100))
+    shared = ScriptedModel(lambda m, p, i: f"draw number {next(counter)}")
+    with Store(tmp_path / "s.sqlite") as store:
+        first, second = CachedModel(shared, store), CachedModel(shared, store)
+
+        async def both():
+            return await asyncio.gather(first.generate(MESSAGES, SAMPLED), second.generate(MESSAGES, SAMPLED))
+
+        a, b = asyncio.run(both())
+    assert len(shared.calls) == 2  # both drew (they do not share in-flight draws)...
+    assert a[0].text == b[0].text  # ...and both answer with the one that was stored

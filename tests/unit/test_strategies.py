@@ -209,3 +209,18 @@ def test_composition_needs_at_least_two_chains():
 def test_strategies_that_do_not_fit_the_task_are_refused(tmp_path):
     with pytest.raises(ConfigError, match="self-debug cannot run on list"):
         evaluate(tmp_path, Script([]), ["self-debug"], ONE)
+
+
+def test_critic_refine_with_the_same_model_shares_its_draws(tmp_path):
+    script = refine_script("5", "4", {"5": 2, "4": 9})
+    _, _, results = evaluate(tmp_path, script, ["self-refine", "critic-refine"], ONE, critic="same")
+    own, critic = only(results, "self-refine"), only(results, "critic-refine")
+    texts = lambda r, kind: [f["text"] for a in r["trajectory"]["attempts"] for f in a["feedback"] if f["kind"] == kind]
+    assert texts(critic, "critic") == texts(own, "intrinsic") != []
+    critiques = [c for c in script.model.calls if "Check this answer" in c.messages[-1]["content"]]
+    assert len(critiques) == 2  # one per attempt, drawn once for both strategies
+
+
+def test_critic_refine_needs_a_critic(tmp_path):
+    with pytest.raises(ConfigError, match="needs a second model"):
+        evaluate(tmp_path, Script([]), ["critic-refine"], ONE)

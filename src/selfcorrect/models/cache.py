@@ -96,7 +96,11 @@ class CachedModel:
             )
             self.store.put_samples(key, self.inner.identity, completions)
             self.stats.fresh_tokens += sum(c.completion_tokens for c in completions)
-            return {c.index: c for c in completions}
+            # The first draw stored is the draw: another cache on the same store (another
+            # process, another model object) may have stored one of these indices first.
+            stored = self.store.get_samples(key, run)
+            return {c.index: replace(stored[c.index], cached=False) if c.index in stored else c
+                    for c in completions}
         finally:
             for i in run:
                 self._in_flight.pop((key, i), None)
