@@ -315,18 +315,19 @@ def _check_strategies(specs: list[str]) -> None:
 
 @contextlib.contextmanager
 def _progress():
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    progress = Progress(TextColumn("units"), BarColumn(), MofNCompleteColumn(),
+    progress = Progress(TextColumn("items {task.fields[items]}"), BarColumn(), TextColumn("units {task.fields[units]}"),
                         TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"),
                         TimeRemainingColumn(), console=err, transient=False)
-    state = {"task": None, "started": time.perf_counter(), "tokens": 0}
+    state = {"task": None, "started": time.perf_counter()}
 
-    def on_progress(done: int, total: int, tokens: int) -> None:
+    def on_progress(p) -> None:
+        fields = {"items": f"{p.items_done}/{p.items_total}", "units": f"{p.units_done}/{p.units_total}",
+                  "rate": f"{p.fresh_tokens / max(time.perf_counter() - state['started'], 1e-9):.0f} tok/s"}
         if state["task"] is None:
-            state["task"] = progress.add_task("eval", total=total, completed=done, rate="")
-        elapsed = max(time.perf_counter() - state["started"], 1e-9)
-        progress.update(state["task"], completed=done, rate=f"{tokens / elapsed:.0f} tok/s")
+            state["task"] = progress.add_task("eval", total=p.units_total, completed=p.units_done, **fields)
+        progress.update(state["task"], completed=p.units_done, **fields)
 
     with progress:
         yield progress, on_progress

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import BaseModel, Field
@@ -33,6 +34,17 @@ from selfcorrect.tasks.base import Check
 MAIN_JOB_STRATEGIES = ["single", "self-consistency:n=5", "self-refine:rounds=1", "program-aided:rounds=1"]
 MAIN_JOB_LIMIT = 60
 MAX_TOKENS = {"math": 192, "code": 384}
+
+
+@dataclass
+class Progress:
+    """How far a run is: items are done when every strategy has finished them."""
+
+    units_total: int
+    items_total: int
+    units_done: int = 0
+    items_done: int = 0
+    fresh_tokens: int = 0  # completion tokens generated so far (not served from the cache)
 
 
 class EvalSpec(BaseModel):
@@ -82,7 +94,7 @@ class Evaluation:
     """One run: set up from a spec (or resumed from the store), then `await run()`."""
 
     def __init__(self, settings: Settings, spec: EvalSpec, resume: str | None = None,
-                 on_progress: Callable[[int, int, int], None] | None = None,
+                 on_progress: Callable[[Progress], None] | None = None,
                  task: Task | None = None, engine: Model | None = None):
         """`task` and `engine` replace what the spec and settings name (tests, library use)."""
         self.settings = settings
@@ -172,17 +184,22 @@ class Evaluation:
     async def _units(self, engine: Model) -> None:
         done = self.store.finished(self.run_record.run_id)
         todo = [(s, i) for i in self.items for s in self.strategies if (s.spec, i.id) not in done]
-        total = len(self.items) * len(self.strategies)
-        finished = total - len(todo)
-        self._report_progress(finished, total)
+        remaining = {i.id: 0 for i in self.items}  # units left per item: an item is done at 0
+        for _, item in todo:
+            remaining[item.id] += 1
+        progress = Progress(units_total=len(self.items) * len(self.strategies), items_total=len(self.items),
+                            units_done=len(self.items) * len(self.strategies) - len(todo),
+                            items_done=sum(left == 0 for left in remaining.values()))
+        self._report_progress(progress)
         limit = asyncio.Semaphore(max(2, 2 * engine.capabilities.max_parallel))
 
         async def one(strategy: Strategy, item: Item) -> None:
-            nonlocal finished
             async with limit:
                 await self.unit(strategy, item)
-            finished += 1
-            self._report_progress(finished, total)
+            progress.units_done += 1
+            remaining[item.id] -= 1
+            progress.items_done += remaining[item.id] == 0
+            self._report_progress(progress)
 
         tasks = [asyncio.ensure_future(one(s, i)) for s, i in todo]
         try:
@@ -194,10 +211,10 @@ class Evaluation:
                 await asyncio.gather(*tasks, return_exceptions=True)
             raise
 
-    def _report_progress(self, finished: int, total: int) -> None:
+    def _report_progress(self, progress: Progress) -> None:
         if self.on_progress is not None:
-            stats = getattr(self.model, "stats", None)
-            self.on_progress(finished, total, getattr(stats, "fresh_tokens", 0))
+            progress.fresh_tokens = getattr(getattr(self.model, "stats", None), "fresh_tokens", 0)
+            self.on_progress(progress)
 
     async def unit(self, strategy: Strategy, item: Item) -> dict:
         """One strategy on one item: run it, grade every attempt, store the result."""

@@ -99,9 +99,10 @@ def test_progress_is_reported(tmp_path):
     settings = load_settings(store=tmp_path / "store.sqlite")
     evaluation = Evaluation(settings, EvalSpec(strategies=["single"], reference=False), task=ListTask(PROBLEMS),
                             engine=Script([(asked(INITIAL), right_on_even)]).model,
-                            on_progress=lambda done, total, tokens: seen.append((done, total)))
+                            on_progress=lambda p: seen.append((p.units_done, p.units_total, p.items_done)))
     asyncio.run(evaluation.run())
-    assert seen[0] == (0, 6) and seen[-1] == (6, 6)
+    assert seen[0] == (0, 6, 0) and seen[-1] == (6, 6, 6)
+    assert [items for _, _, items in seen] == sorted(items for _, _, items in seen)
 
 
 def test_results_by_strategy_follow_the_run_order(tmp_path):
