@@ -47,7 +47,8 @@ def listener():
 @pytest.fixture(scope="module")
 def sandbox():
     os.environ["SELFCORRECT_TEST_SECRET"] = SECRET  # the harness's environment holds a secret
-    limits = Limits(wall_seconds=2, cpu_seconds=2, memory_bytes=256 * 2**20, processes=8,
+    # CPU time above the wall time, so that a busy loop meets the wall deadline first
+    limits = Limits(wall_seconds=2, cpu_seconds=4, memory_bytes=256 * 2**20, processes=8,
                     file_bytes=1 * 2**20, scratch_bytes=16 * 2**20)
     with Sandbox(workers=2, limits=limits) as box:
         yield box

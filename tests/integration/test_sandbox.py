@@ -107,6 +107,13 @@ def test_a_test_that_runs_too_long_times_out_and_later_tests_are_not_run(sandbox
     assert result.tests[1].timed_out and result.tests[2].error_type == "NotRun"
 
 
+def test_a_program_that_uses_up_its_cpu_time_is_stopped_by_the_cpu_limit(sandbox):
+    program = "def spin():\n    while True:\n        pass\n"
+    result = sandbox.run(program, ["spin()"], limits=Limits(wall_seconds=6, cpu_seconds=1))
+    assert not result.passed and result.limit == "cpu"
+    assert result.seconds < 4  # stopped at the CPU limit, long before the wall deadline
+
+
 def test_tests_after_a_crash_get_a_fresh_copy_of_the_program(sandbox):
     program = "import os\ndef boom():\n    os._exit(3)\ndef one():\n    return 1\n"
     result = sandbox.run(program, ["boom()", "assert one() == 1"])

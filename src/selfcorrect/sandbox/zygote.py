@@ -231,8 +231,10 @@ def child_main(sock_fd, job, workdir):
     os.closerange(3, sock_fd)
     os.closerange(sock_fd + 1, 65536)
     os.chdir(workdir)
-    for limit, value in ((resource.RLIMIT_CPU, limits["cpu_seconds"]),
-                         (resource.RLIMIT_AS, limits["memory_bytes"]),
+    # The hard CPU limit lies a second past the soft one: the kernel sends SIGKILL at the hard
+    # limit, and with the two equal it would, so the report could not name the CPU limit.
+    resource.setrlimit(resource.RLIMIT_CPU, (limits["cpu_seconds"], limits["cpu_seconds"] + 1))
+    for limit, value in ((resource.RLIMIT_AS, limits["memory_bytes"]),
                          (resource.RLIMIT_FSIZE, limits["file_bytes"]),
                          (resource.RLIMIT_CORE, 0),
                          (resource.RLIMIT_NPROC, job["nproc"])):
