@@ -49,9 +49,9 @@ def sample(k: int, phrase: str) -> Callable:
     return lambda last, messages, index: phrase in last and index == k
 
 
-def evaluate(tmp_path, script: Script, strategies: list[str], problems, **spec):
+def evaluate(tmp_path, script: Script, strategies: list[str], problems, critic_engine=None, **spec):
     settings = load_settings(store=tmp_path / "store.sqlite")
     evaluation = Evaluation(settings, EvalSpec(strategies=strategies, reference=False, **spec),
-                            task=ListTask(problems), engine=script.model)
+                            task=ListTask(problems), engine=script.model, critic_engine=critic_engine)
     run = asyncio.run(evaluation.run())
     return evaluation, run, results_by_strategy(evaluation.store, run)

@@ -95,8 +95,10 @@ class Evaluation:
 
     def __init__(self, settings: Settings, spec: EvalSpec, resume: str | None = None,
                  on_progress: Callable[[Progress], None] | None = None,
-                 task: Task | None = None, engine: Model | None = None):
-        """`task` and `engine` replace what the spec and settings name (tests, library use)."""
+                 task: Task | None = None, engine: Model | None = None,
+                 critic_engine: Model | None = None):
+        """`task`, `engine` and `critic_engine` replace what the spec and settings name (tests,
+        library use); engines given here stay open for their owner."""
         self.settings = settings
         self.store = Store(settings.store)
         if resume:
@@ -104,7 +106,7 @@ class Evaluation:
             spec = EvalSpec(**run.config["spec"])
         self.spec = spec
         self.task = task or parse_task(spec.task, settings.data)
-        self.engine = engine
+        self.engine, self.critic_engine = engine, critic_engine
         self.items = self._items()
         self.strategies = self._strategies()
         self.on_progress = on_progress
@@ -162,7 +164,8 @@ class Evaluation:
             if self.spec.critic in (self.settings.model, "same"):
                 critic_engine, self.critic = engine, self.model  # one model: one cache, shared draws
             elif self.spec.critic:
-                critic_engine = load_model(self.settings.model_copy(update={"model": self.spec.critic}))
+                critic_engine = self.critic_engine or load_model(
+                    self.settings.model_copy(update={"model": self.spec.critic}))
                 self.critic = CachedModel(critic_engine, self.store) if self.settings.cache else critic_engine
             if self.task.kind == "code" or any(s.name == "program-aided" for s in self.strategies):
                 self.sandbox = Sandbox(workers=self.settings.sandbox_workers, isolation=self.settings.sandbox)
@@ -176,7 +179,7 @@ class Evaluation:
         finally:
             if self.sandbox is not None:
                 self.sandbox.close()
-            if critic_engine is not None and critic_engine is not engine:
+            if critic_engine is not None and critic_engine not in (engine, self.critic_engine):
                 await critic_engine.aclose()
             if self.engine is None:  # an engine we were given stays open for its owner
                 await engine.aclose()

@@ -5,6 +5,7 @@ import pytest
 from selfcorrect.errors import ConfigError
 from selfcorrect.measure.flips import flip_matrices
 from selfcorrect.strategies import parse_strategy
+from selfcorrect.models.scripted import ScriptedModel
 from tests.scripts import Script, asked, evaluate, sample
 
 ONE = [("What is 2 + 2?", "4")]
@@ -219,6 +220,24 @@ def test_critic_refine_with_the_same_model_shares_its_draws(tmp_path):
     assert texts(critic, "critic") == texts(own, "intrinsic") != []
     critiques = [c for c in script.model.calls if "Check this answer" in c.messages[-1]["content"]]
     assert len(critiques) == 2  # one per attempt, drawn once for both strategies
+
+
+def test_critic_refine_takes_its_critique_from_the_second_model(tmp_path):
+    script = Script([(asked(INITIAL), "The answer is 5."),
+                     (asked("Using the feedback"), "Fixed it. The answer is 4."),
+                     (asked("Check this answer"), "Score: 10/10")])  # the model would not fault itself
+    critic = ScriptedModel(lambda messages, params, index: (
+        "Wrong. Score: 1/10" if "The answer is 5." in messages[-1]["content"] else "Right. Score: 9/10"),
+        identity="scripted-critic")
+    _, run, results = evaluate(tmp_path, script, ["critic-refine"], ONE, critic="scripted-critic",
+                               critic_engine=critic)
+    result = only(results, "critic-refine")
+    feedback = [f for a in result["trajectory"]["attempts"] for f in a["feedback"]]
+    assert [(f["kind"], f["text"]) for f in feedback] == [("critic", "Wrong. Score: 1/10"),
+                                                          ("critic", "Right. Score: 9/10")]
+    assert final_answer(result) == "4" and result["final"]["correct"]
+    assert not any("Check this answer" in c.messages[-1]["content"] for c in script.model.calls)
+    assert run.config["critic"] == "scripted-critic"
 
 
 def test_critic_refine_needs_a_critic(tmp_path):
