@@ -13,7 +13,7 @@ evaluation of it. The direct baseline runs in its own process: two llama.cpp con
 driven from two threads of one process make their OpenMP thread teams compete (measured
 here: 150 tok/s fell to 85), which would flatter selfcorrect.
 
-    python bench/embedded_batch.py [--threads 2] [--max-tokens 128] [--repeats 3]
+    python bench/embedded_batch.py [--threads 2] [--max-tokens 128] [--repeats 3] [--model PATH]
 """
 
 from __future__ import annotations
@@ -49,13 +49,17 @@ NOTES = (
     "lighthouse keeper.")
 
 
-def direct_worker(conn, threads: int, max_tokens: int, n: int, short: bool) -> None:
+def direct_worker(conn, path: str, threads: int, max_tokens: int, n: int, short: bool) -> None:
     """Draws n samples per request with llama_cpp.Llama, one after another."""
     global SHORT
     SHORT = short
     from llama_cpp import Llama
 
-    llama = Llama(str(default_model_path()), n_ctx=4096, n_threads=threads,
+    from selfcorrect.models.llama_server import plain_cpu_buffers
+
+    plain_cpu_buffers()  # the same weight buffers as selfcorrect's engine uses
+
+    llama = Llama(path, n_ctx=4096, n_threads=threads,
                   n_threads_batch=threads, verbose=False)
     while (day := conn.recv()) is not None:
         started = time.perf_counter()
@@ -75,14 +79,16 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--n", type=int, default=8)
     parser.add_argument("--short-prompt", action="store_true")
+    parser.add_argument("--model", help="a GGUF file (default: the embedded model's file)")
     args = parser.parse_args()
+    path = args.model or str(default_model_path())
     global SHORT
     SHORT = args.short_prompt
 
-    ours = EmbeddedModel(default_model_path(), threads=args.threads, n_ctx=8192, parallel=args.n)
+    ours = EmbeddedModel(path, threads=args.threads, n_ctx=8192, parallel=args.n)
     conn, child = multiprocessing.Pipe()
     worker = multiprocessing.get_context("spawn").Process(
-        target=direct_worker, args=(child, args.threads, args.max_tokens, args.n, SHORT))
+        target=direct_worker, args=(child, path, args.threads, args.max_tokens, args.n, SHORT))
     worker.start()
     prompt_tokens = len(ours.tokenize_chat(prompt(0)))
     params = SamplingParams(temperature=0.8, top_k=40, max_tokens=args.max_tokens)
@@ -124,6 +130,7 @@ def main() -> None:
     ours.close()
 
     median = {name: statistics.median(v) for name, v in throughput.items()}
+    print(f"model: {path}")
     print(f"prompt: {prompt_tokens} tokens; {args.n} samples of up to {args.max_tokens} tokens; "
           f"{args.threads} threads; median of {args.repeats}")
     for name in ways:

@@ -38,6 +38,9 @@ def main() -> None:
 
     from llama_cpp import Llama
 
+    from selfcorrect.models.llama_server import plain_cpu_buffers
+
+    plain_cpu_buffers()  # the same weight buffers as selfcorrect's engine uses
     path = default_model_path()
     direct = Llama(str(path), n_ctx=4096, n_threads=args.threads, n_threads_batch=args.threads,
                    n_batch=512, verbose=False)

@@ -29,7 +29,7 @@ PORT = 8391
 
 def start_server(threads: int) -> subprocess.Popen:
     process = subprocess.Popen(
-        [sys.executable, "-m", "llama_cpp.server", "--model", str(default_model_path()),
+        [sys.executable, "-m", "selfcorrect.models.llama_server", "--model", str(default_model_path()),
          "--model_alias", "smollm2", "--port", str(PORT), "--n_threads", str(threads),
          "--verbose", "false"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     for _ in range(300):

@@ -46,7 +46,7 @@ def llama_server(tmp_path_factory):
     log = tmp_path_factory.mktemp("server") / "server.log"
     with log.open("wb") as sink:
         process = subprocess.Popen(
-            [sys.executable, "-m", "llama_cpp.server", "--model", str(default_model_path()),
+            [sys.executable, "-m", "selfcorrect.models.llama_server", "--model", str(default_model_path()),
              "--model_alias", "smollm2", "--host", "127.0.0.1", "--port", str(port),
              "--n_threads", "1", "--n_ctx", "2048", "--verbose", "false"],
             stdout=sink, stderr=subprocess.STDOUT,

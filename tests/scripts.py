@@ -51,7 +51,7 @@ def sample(k: int, phrase: str) -> Callable:
 
 def evaluate(tmp_path, script: Script, strategies: list[str], problems, critic_engine=None, **spec):
     settings = load_settings(store=tmp_path / "store.sqlite")
-    evaluation = Evaluation(settings, EvalSpec(strategies=strategies, reference=False, **spec),
+    evaluation = Evaluation(settings, EvalSpec(**{"strategies": strategies, "reference": False, **spec}),
                             task=ListTask(problems), engine=script.model, critic_engine=critic_engine)
     run = asyncio.run(evaluation.run())
     return evaluation, run, results_by_strategy(evaluation.store, run)

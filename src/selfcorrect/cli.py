@@ -352,21 +352,23 @@ def console_table(report: dict) -> None:
     if report["run"]["oracle"]:
         title += " · includes ORACLE strategies (upper bounds)"
     table = Table(title=title, box=None, padding=(0, 1), pad_edge=False, caption=(
-        f"acc: accuracy %; none: no answer %; tokens per item; Δ base: points against "
-        f"{report['baseline']}, p: McNemar; Δ pool: points against voting over plain samples "
-        "at equal tokens"))
+        f"acc: accuracy %; none: no answer % (cut: of them truncated at the token cap); no sig: % of "
+        f"items where the selector or stop rule had nothing to act on; tokens per item; Δ base: points "
+        f"against {report['baseline']}, p: McNemar; Δ pool: points against voting over plain samples "
+        "at equal tokens (beyond: past the largest pool, not measured)"))
     table.add_column("strategy", no_wrap=True)
-    for column, width in (("acc", 4), ("95% CI", 9), ("none", 4), ("tokens", 6), ("Δ base", 6),
-                          ("p", 7), ("Δ pool", 6)):
+    for column, width in (("acc", 4), ("95% CI", 9), ("none", 4), ("cut", 4), ("no sig", 4), ("tokens", 6),
+                          ("Δ base", 6), ("p", 7), ("Δ pool", 6)):
         table.add_column(column, justify="right", min_width=width)
     for s in report["strategies"].values():
         low, high = s["interval"]
         versus = s.get("versus_baseline") or {}
+        matched = s["compute_matched"]
+        pool = number(matched["gain"], True) + (" beyond" if matched["budget"] == "beyond" else "")
         table.add_row(escape(label(s)), number(s["accuracy"]), f"{number(low)}–{number(high)}",
-                      number(s["parse_failure_rate"]), f"{s['tokens_per_item']:.0f}",
-                      number(versus.get("difference"), True),
-                      f"{versus['p_value']:.2g}" if versus else "—",
-                      number(s["compute_matched"]["gain"], True))
+                      number(s["parse_failure_rate"]), number(s["truncation_rate"]), number(s["no_signal_rate"]),
+                      f"{s['tokens_per_item']:.0f}", number(versus.get("difference"), True),
+                      f"{versus['p_value']:.2g}" if versus else "—", pool)
     out.print(table)
 
 

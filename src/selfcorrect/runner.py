@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,18 +23,23 @@ from pydantic import BaseModel, Field
 
 from selfcorrect.config import Settings
 from selfcorrect.errors import ConfigError, SelfcorrectError
+from selfcorrect.measure.compute import vote_curve
 from selfcorrect.models.base import Model, SamplingParams
 from selfcorrect.models.cache import CachedModel
 from selfcorrect.models.load import load_model
 from selfcorrect.sandbox import Sandbox
-from selfcorrect.store import Run, Store
+from selfcorrect.store import Run, Store, code_version
 from selfcorrect.strategies import Context, Session, Strategy, parse_strategy
+from selfcorrect.strategies.base import ModelHandle
+from selfcorrect.strategies.sampling import SelfConsistency
 from selfcorrect.tasks import Item, Task, load_task, select
 from selfcorrect.tasks.base import Check
 
 MAIN_JOB_STRATEGIES = ["single", "self-consistency:n=5", "self-refine:rounds=1", "program-aided:rounds=1"]
 MAIN_JOB_LIMIT = 60
 MAX_TOKENS = {"math": 192, "code": 384}
+POOL_START = 8  # the reference pool's first size; it grows to the largest budget in the run
+POOL_CAP = 16
 
 
 @dataclass
@@ -63,7 +69,10 @@ class EvalSpec(BaseModel):
     top_k: int | None = None  # None: 40 on a local model (cheap sampling), off on a server
     max_tokens: int | None = None  # None: by the task's kind
     critic: str | None = None
-    reference: bool = True  # add self-consistency as the sampling pool when it is missing
+    # Draw a reference pool of plain samples (self-consistency) large enough for voting to
+    # reach every strategy's mean tokens, up to pool_cap samples per item.
+    reference: bool = True
+    pool_cap: int = POOL_CAP
 
 
 def parse_task(spec: str, data: Path | None) -> Task:
@@ -96,30 +105,35 @@ class Evaluation:
     def __init__(self, settings: Settings, spec: EvalSpec, resume: str | None = None,
                  on_progress: Callable[[Progress], None] | None = None,
                  task: Task | None = None, engine: Model | None = None,
-                 critic_engine: Model | None = None):
+                 critic_engine: Model | None = None, force: bool = False):
         """`task`, `engine` and `critic_engine` replace what the spec and settings name (tests,
-        library use); engines given here stay open for their owner."""
+        library use); engines given here stay open for their owner. `force` resumes a run
+        made by another code version or with other prompts (the run then records both)."""
         self.settings = settings
         self.store = Store(settings.store)
-        if resume:
-            run = self.store.run(resume)
-            spec = EvalSpec(**run.config["spec"])
+        self.run_record: Run | None = self.store.run(resume) if resume else None
+        if self.run_record is not None:
+            spec = EvalSpec(**self.run_record.config["spec"])
         self.spec = spec
+        self.force = force
         self.task = task or parse_task(spec.task, settings.data)
         self.engine, self.critic_engine = engine, critic_engine
         self.items = self._items()
         self.strategies = self._strategies()
+        pool = self.run_record.config.get("pool") if self.run_record else None
+        self.pool: Strategy | None = parse_strategy(pool) if pool else None
         self.on_progress = on_progress
         self.model: Model | None = None
         self.critic: Model | None = None
         self.sandbox: Sandbox | None = None
-        self.run_record: Run = self.store.run(resume) if resume else None
-        self._grades: dict[tuple[str, str | None], Check] = {}
-        self.fresh_tokens = 0
+        self._grades: dict[tuple[str, str | None, str | None], Check] = {}
 
     def _items(self) -> list[Item]:
         items = select(self.task.items(), ids=self.spec.ids, sample=self.spec.sample, seed=self.spec.seed)
-        return items[: self.spec.limit] if self.spec.limit else items
+        items = items[: self.spec.limit] if self.spec.limit else items
+        if self.task.kind == "code":
+            _refuse_visible_gold(items)
+        return items
 
     def _strategies(self) -> list[Strategy]:
         strategies = [parse_strategy(s) for s in self.spec.strategies]
@@ -127,8 +141,6 @@ class Evaluation:
         if unfit:
             raise ConfigError(f"{', '.join(unfit)} cannot run on {self.task.name} ({self.task.kind} items)",
                               "choose strategies for this kind of task: `selfcorrect strategies` lists them")
-        if self.spec.reference and not any(s.name == "self-consistency" for s in strategies):
-            strategies.append(parse_strategy("self-consistency"))  # the sampling pool for equal compute
         specs = [s.spec for s in strategies]
         if len(set(specs)) != len(specs):
             raise ConfigError(f"a strategy is listed twice: {', '.join(specs)}", "list each once")
@@ -136,6 +148,11 @@ class Evaluation:
             raise ConfigError("critic-refine needs a second model to critique",
                               "pass --critic MODEL (it may be the same as --model)")
         return strategies
+
+    @property
+    def all_strategies(self) -> list[Strategy]:
+        """The strategies asked for, and the reference pool when one was drawn."""
+        return self.strategies + ([self.pool] if self.pool is not None else [])
 
     @property
     def oracle(self) -> bool:
@@ -147,7 +164,14 @@ class Evaluation:
                 "item_ids": [i.id for i in self.items],
                 "model": self.model.identity if self.model else self.settings.model,
                 "critic": self.critic.identity if self.critic else None,
-                "params": self.params().draw_fields(), "strategies": [s.spec for s in self.strategies]}
+                "params": self.params().draw_fields(), "strategies": [s.spec for s in self.all_strategies],
+                "pool": self.pool.spec if self.pool else None,
+                "prompt_reuse": self.model.capabilities.native_n if self.model else None}
+
+    def prompt_hashes(self) -> dict[str, str]:
+        prompts = {s.spec: s.prompt_hash() for s in self.strategies}
+        prompts["task"] = self.task.template_hash
+        return prompts
 
     def params(self) -> SamplingParams:
         local = self.settings.model.partition(":")[0] in ("embedded", "gguf")
@@ -167,15 +191,24 @@ class Evaluation:
                 critic_engine = self.critic_engine or load_model(
                     self.settings.model_copy(update={"model": self.spec.critic}))
                 self.critic = CachedModel(critic_engine, self.store) if self.settings.cache else critic_engine
-            if self.task.kind == "code" or any(s.name == "program-aided" for s in self.strategies):
-                self.sandbox = Sandbox(workers=self.settings.sandbox_workers, isolation=self.settings.sandbox)
             if self.run_record is None:
-                prompts = {s.spec: s.prompt_hash() for s in self.strategies}
-                prompts["task"] = self.task.template_hash
-                self.run_record = self.store.create_run(self.config(), prompt_hashes=prompts, oracle=self.oracle)
-            await self._units(engine)
-            self.store.finish_run(self.run_record.run_id)
-            return self.store.run(self.run_record.run_id)
+                self.run_record = self.store.create_run(self.config(), prompt_hashes=self.prompt_hashes(),
+                                                        oracle=self.oracle)
+            else:
+                self._check_resume()
+            run_id = self.run_record.run_id
+            self.store.claim_writer(run_id)  # before anything of the run is touched
+            try:
+                if self.task.kind == "code" or any(s.name == "program-aided" for s in self.strategies):
+                    self.sandbox = Sandbox(workers=self.settings.sandbox_workers, isolation=self.settings.sandbox)
+                await self._units(self.all_strategies)
+                if self.spec.reference:
+                    await self._grow_pool()
+                self._record_config()
+                self.store.finish_run(run_id)
+            finally:
+                self.store.release_writer(run_id)
+            return self.store.run(run_id)
         finally:
             if self.sandbox is not None:
                 self.sandbox.close()
@@ -184,21 +217,87 @@ class Evaluation:
             if self.engine is None:  # an engine we were given stays open for its owner
                 await engine.aclose()
 
-    async def _units(self, engine: Model) -> None:
+    def _check_resume(self) -> None:
+        """A resumed run goes on with the same model; with another code version or other
+        prompts only when forced, and then the run lists both."""
+        run, config = self.run_record, self.run_record.config
+        for role, model in (("model", self.model), ("critic", self.critic)):
+            had = config.get(role)
+            if had and model is not None and had != model.identity:
+                raise ConfigError(
+                    f"run {run.run_id} was drawn from {role} {had}; this {role} is {model.identity}",
+                    f"resume it with the same --{role}, or start a new run: one run holds one model's draws")
+        version, prompts = code_version(), self.prompt_hashes()
+        changed = []
+        if version != run.code_version:
+            changed.append(f"code version {run.code_version} (now {version})")
+        differing = sorted(k for k in set(prompts) | set(run.prompt_hashes)
+                           if prompts.get(k) != run.prompt_hashes.get(k))
+        if differing:
+            changed.append(f"other prompts for {', '.join(differing)}")
+        if not changed:
+            return
+        if not self.force:
+            raise ConfigError(f"run {run.run_id} was made with {'; '.join(changed)}",
+                              "start a new run, or pass --force to go on (the run then records both)")
+        config.setdefault("resumed_with", []).append(
+            {"code_version": version, "prompt_hashes": prompts, "at": time.time()})
+        self.store.update_run_config(run.run_id, config)
+
+    def _record_config(self) -> None:
+        """The run's record, with what is known only once it ran: the pool, prompt reuse."""
+        config = {**self.run_record.config, "strategies": [s.spec for s in self.all_strategies],
+                  "pool": self.pool.spec if self.pool else None,
+                  "prompt_reuse": self.model.capabilities.native_n}
+        self.store.update_run_config(self.run_record.run_id, config)
+        self.run_record = self.store.run(self.run_record.run_id)
+
+    async def _grow_pool(self) -> None:
+        """Draw plain samples until voting over them reaches every strategy's mean tokens
+        per item, or the cap. Draws are sample-indexed, so growing a pool from 8 to 16
+        samples draws only the 8 new ones; the outgrown pool's results are dropped."""
+        for _ in range(4):
+            results = results_by_strategy(self.store, self.store.run(self.run_record.run_id))
+            ours = {s.spec for s in self.strategies}
+            budget = max((_mean_tokens(rows) for spec, rows in results.items()
+                          if spec in ours and rows), default=0.0)
+            pools = [s for s in self.all_strategies if isinstance(s, SelfConsistency) and results.get(s.spec)]
+            largest = max(pools, key=lambda s: s.n, default=None)
+            if largest is None:
+                size = POOL_START
+            else:
+                curve = vote_curve(results[largest.spec])
+                if budget <= curve[-1]["tokens"] or largest.n >= self.spec.pool_cap:
+                    return
+                first, last = curve[0], curve[-1]
+                per_sample = (last["tokens"] - first["tokens"]) / max(last["n"] - 1, 1) or first["tokens"]
+                size = math.ceil((budget - (first["tokens"] - per_sample)) / per_sample)
+                size = max(size, largest.n + 1)
+            size = min(max(size, 2), self.spec.pool_cap)
+            if largest is not None and size <= largest.n:
+                return
+            outgrown, self.pool = self.pool, parse_strategy(f"self-consistency:n={size}")
+            if outgrown is not None and outgrown.spec != self.pool.spec:
+                self.store.delete_results(self.run_record.run_id, outgrown.spec)
+            self._record_config()
+            await self._units([self.pool])
+
+    async def _units(self, strategies: list[Strategy]) -> None:
         done = self.store.finished(self.run_record.run_id)
-        todo = [(s, i) for i in self.items for s in self.strategies if (s.spec, i.id) not in done]
+        todo = [(s, i) for i in self.items for s in strategies if (s.spec, i.id) not in done]
         remaining = {i.id: 0 for i in self.items}  # units left per item: an item is done at 0
         for _, item in todo:
             remaining[item.id] += 1
-        progress = Progress(units_total=len(self.items) * len(self.strategies), items_total=len(self.items),
-                            units_done=len(self.items) * len(self.strategies) - len(todo),
+        progress = Progress(units_total=len(self.items) * len(strategies), items_total=len(self.items),
+                            units_done=len(self.items) * len(strategies) - len(todo),
                             items_done=sum(left == 0 for left in remaining.values()))
         self._report_progress(progress)
-        limit = asyncio.Semaphore(max(2, 2 * engine.capabilities.max_parallel))
+        limit = asyncio.Semaphore(max(2, 2 * self.model.capabilities.max_parallel))
+        handles = (ModelHandle(self.model), ModelHandle(self.critic) if self.critic is not None else None)
 
         async def one(strategy: Strategy, item: Item) -> None:
             async with limit:
-                await self.unit(strategy, item)
+                await self.unit(strategy, item, handles)
             progress.units_done += 1
             remaining[item.id] -= 1
             progress.items_done += remaining[item.id] == 0
@@ -219,10 +318,11 @@ class Evaluation:
             progress.fresh_tokens = getattr(getattr(self.model, "stats", None), "fresh_tokens", 0)
             self.on_progress(progress)
 
-    async def unit(self, strategy: Strategy, item: Item) -> dict:
+    async def unit(self, strategy: Strategy, item: Item, handles: tuple | None = None) -> dict:
         """One strategy on one item: run it, grade every attempt, store the result."""
         run_id, spec = self.run_record.run_id, strategy.spec
         self.store.discard_partial(run_id, spec, item.id)
+        model, critic = handles or (ModelHandle(self.model), self.critic and ModelHandle(self.critic))
 
         def record(event: dict) -> None:
             self.store.append_event(run_id, spec, item.id, event)
@@ -230,7 +330,7 @@ class Evaluation:
         async def oracle(reply: str) -> bool:
             return (await self.task.check(item, reply, self.sandbox)).correct
 
-        ctx = Context(model=self.model, params=self.params(), sandbox=self.sandbox, critic=self.critic,
+        ctx = Context(model=model, params=self.params(), sandbox=self.sandbox, critic=critic,
                       oracle=oracle if strategy.oracle else None, record=record)
         session = Session(item.view, ctx, spec, oracle=strategy.oracle)
         started = time.perf_counter()
@@ -238,26 +338,57 @@ class Evaluation:
         trajectory = session.trajectory
         trajectory.final = outcome.final.index if outcome.final is not None else None
         trajectory.stop = outcome.stop
-        grades = [await self.grade(item, a.answer) for a in trajectory.attempts]
-        final = grades[trajectory.final] if trajectory.final is not None else Check(
-            False, True, None, None, "the strategy selected nothing")
-        result = {
-            "item": item.id, "strategy": spec, "question": item.view.question,
-            "expected": item.answer if item.answer is not None else f"{len(item.tests)} hidden tests",
-            "trajectory": trajectory.model_dump(), "seconds": time.perf_counter() - started,
-            "grades": [{"correct": g.correct, "parse_failure": g.parse_failure, "detail": g.detail} for g in grades],
-            "final": {"correct": final.correct, "parse_failure": final.parse_failure,
-                      "answer": final.answer, "detail": final.detail},
-        }
+        trajectory.signal, trajectory.no_signal = outcome.signal, outcome.no_signal
+        result = await self.grade_result(item, spec, trajectory)
+        result["seconds"] = time.perf_counter() - started
         self.store.put_result(run_id, spec, item.id, result)
         return result
 
-    async def grade(self, item: Item, answer: str | None) -> Check:
+    async def grade_result(self, item: Item, spec: str, trajectory) -> dict:
+        """The stored result of a unit: its trajectory and the gold check of every attempt."""
+        grades = [await self.grade(item, a.answer, a.read or None) for a in trajectory.attempts]
+        final = grades[trajectory.final] if trajectory.final is not None else Check(
+            False, True, None, None, "the strategy selected nothing", failure="nothing selected")
+        return {
+            "item": item.id, "strategy": spec, "question": item.view.question,
+            "expected": item.answer if item.answer is not None else f"{len(item.tests)} hidden tests",
+            "trajectory": trajectory.model_dump(),
+            "grades": [_grade_dict(g) for g in grades],
+            "final": {**_grade_dict(final), "answer": final.answer},
+        }
+
+    async def grade(self, item: Item, answer: str | None, read: str | None = None) -> Check:
         """The gold check of an answer; the same answer to the same item is graded once."""
-        key = (item.id, answer)
+        failure = read if answer is None else None
+        key = (item.id, answer, failure)
         if key not in self._grades:
-            self._grades[key] = await self.task.grade(item, answer, self.sandbox)
+            self._grades[key] = await self.task.grade(item, answer, self.sandbox, failure)
         return self._grades[key]
+
+
+def _grade_dict(check: Check) -> dict:
+    return {"correct": check.correct, "parse_failure": check.parse_failure, "failure": check.failure,
+            "detail": check.detail}
+
+
+def _mean_tokens(rows: list[dict]) -> float:
+    return sum(sum(c["prompt_tokens"] + c["completion_tokens"] for c in r["trajectory"]["cost"].values())
+               for r in rows) / len(rows)
+
+
+def _refuse_visible_gold(items: list[Item]) -> None:
+    """A code item whose visible tests include all its hidden tests would let best-of-n and
+    self-debug stop on the gold check itself: such a run is refused."""
+    def norm(tests):
+        return {" ".join(t.split()) for t in tests}
+
+    exposed = [i.id for i in items if i.tests and norm(i.tests) <= norm(i.view.visible_tests)]
+    if exposed:
+        raise ConfigError(
+            f"{len(exposed)} of {len(items)} items show all their hidden tests as visible tests "
+            f"(first: {exposed[0]}); strategies that run visible tests would stop on the gold check",
+            "show fewer visible tests (e.g. mbpp:visible=1), or give such JSONL items visible_tests "
+            "that are not all of their tests")
 
 
 def results_by_strategy(store: Store, run: Run) -> dict[str, list[dict]]:

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import secrets
+import socket
 import sqlite3
 import subprocess
 import threading
@@ -69,6 +71,12 @@ CREATE TABLE IF NOT EXISTS results (
     created_at REAL NOT NULL,
     PRIMARY KEY (run_id, strategy, item_id)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS writers (
+    run_id TEXT PRIMARY KEY,
+    host TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    since REAL NOT NULL
+);
 """
 
 
@@ -105,30 +113,56 @@ class Run:
 
 
 class Store:
-    """Thread-safe access to one store file (one connection behind a lock)."""
+    """Thread-safe access to one store file (one connection behind a lock). `read_only`
+    opens an existing store for reading, also where its directory is not writable."""
 
-    def __init__(self, path: str | Path = DEFAULT_STORE):
+    def __init__(self, path: str | Path = DEFAULT_STORE, *, read_only: bool = False):
         self.path = Path(path)
+        self.read_only = read_only
+        self._lock = threading.Lock()
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(
-                self.path, isolation_level=None, check_same_thread=False, timeout=30
-            )
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(SCHEMA)
+            self._db = self._open_read_only() if read_only else self._open()
+            self._check_schema()
         except sqlite3.Error as e:
             raise SelfcorrectError(
-                f"cannot open the store {self.path}: {e}",
-                "check that the directory is writable and the file is a selfcorrect store, "
-                "or choose another with --store",
-            ) from e
-        self._lock = threading.Lock()
-        self._check_schema()
+                f"cannot use the store {self.path}: {e}",
+                "if the file is damaged, restore it from a backup or choose another with --store; "
+                "otherwise check that its directory is writable",
+            ) from None
+
+    def _open(self) -> sqlite3.Connection:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise SelfcorrectError(
+                f"cannot create the store's folder {self.path.parent}: {e.strerror}",
+                "choose a store in a writable place with --store",
+            ) from None
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.executescript(SCHEMA)
+        return db
+
+    def _open_read_only(self) -> sqlite3.Connection:
+        if not self.path.is_file():
+            raise SelfcorrectError(f"no store at {self.path}", "run an evaluation first, or pass --store")
+        uri = self.path.resolve().as_uri()
+        try:
+            db = sqlite3.connect(f"{uri}?mode=ro", uri=True, isolation_level=None, check_same_thread=False)
+            db.execute("SELECT 1 FROM meta LIMIT 1").fetchall()
+        except sqlite3.OperationalError:
+            # A WAL store in a directory we cannot write has no -shm file to map: read the file
+            # as it is (a writer elsewhere would not be seen, which listing can live with).
+            db = sqlite3.connect(f"{uri}?immutable=1", uri=True, isolation_level=None,
+                                 check_same_thread=False)
+        return db
 
     def _check_schema(self) -> None:
         row = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
         if row is None:
+            if self.read_only:
+                raise SelfcorrectError(f"{self.path} is not a selfcorrect store", "pass the right --store")
             self._db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
         elif int(row[0]) != SCHEMA_VERSION:
             raise SelfcorrectError(
@@ -254,6 +288,32 @@ class Store:
             rows = self._db.execute("SELECT * FROM runs ORDER BY created_at").fetchall()
         return [_run_from_row(row) for row in rows]
 
+    def update_run_config(self, run_id: str, config: dict) -> None:
+        """Replace a run's configuration (the reference pool it grew, the resumes it had)."""
+        with self._lock:
+            self._db.execute("UPDATE runs SET config = ? WHERE run_id = ?",
+                             (json.dumps(config, sort_keys=True), run_id))
+
+    def claim_writer(self, run_id: str) -> None:
+        """Make this process the run's one writer, or raise naming the process that is. A
+        claim left by a process that has died (on this host) is taken over."""
+        host, pid = socket.gethostname(), os.getpid()
+        with self._lock, self._transaction():
+            row = self._db.execute("SELECT host, pid, since FROM writers WHERE run_id = ?",
+                                   (run_id,)).fetchone()
+            if row is not None and tuple(row[:2]) != (host, pid) and _alive(row[0], row[1]):
+                since = time.strftime("%Y-%m-%d %H:%M", time.localtime(row[2]))
+                raise SelfcorrectError(
+                    f"run {run_id} is being written by process {row[1]} on {row[0]} (since {since})",
+                    "wait for it to finish, or stop that process; one run has one writer at a time")
+            self._db.execute("INSERT OR REPLACE INTO writers VALUES (?, ?, ?, ?)",
+                             (run_id, host, pid, time.time()))
+
+    def release_writer(self, run_id: str) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM writers WHERE run_id = ? AND host = ? AND pid = ?",
+                             (run_id, socket.gethostname(), os.getpid()))
+
     def finish_run(self, run_id: str, status: str = "complete") -> None:
         with self._lock:
             self._db.execute(
@@ -304,6 +364,13 @@ class Store:
                 (run_id, strategy, item_id, json.dumps(payload), time.time()),
             )
 
+    def delete_results(self, run_id: str, strategy: str) -> None:
+        """Drop a strategy's results and events from a run (a reference pool outgrown)."""
+        with self._lock, self._transaction():
+            for table in ("results", "events"):
+                self._db.execute(f"DELETE FROM {table} WHERE run_id = ? AND strategy = ?",
+                                 (run_id, strategy))
+
     def results(self, run_id: str, strategy: str | None = None) -> list[dict]:
         query = "SELECT payload FROM results WHERE run_id = ?"
         args: tuple = (run_id,)
@@ -331,6 +398,19 @@ class Store:
             self._db.execute("ROLLBACK")
             raise
         self._db.execute("COMMIT")
+
+
+def _alive(host: str, pid: int) -> bool:
+    """Whether a process holds on: on another host we cannot tell, so assume it does."""
+    if host != socket.gethostname():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _run_from_row(row) -> Run:

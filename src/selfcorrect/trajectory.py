@@ -40,8 +40,16 @@ class Attempt(BaseModel):
     sample: int = 0  # the sample index its draw used
     text: str
     answer: str | None
+    # How the answer was read ("answer is", "final equation", "code", "printed"), or why
+    # there is none ("truncated", "expression", "ambiguous", "no answer").
+    read: str = ""
+    finish_reason: str = "stop"  # "length": the reply hit the token cap
     parent: int | None = None  # the attempt it revises
     prompt_tokens: int = 0
+    # The prompt tokens this attempt's request was charged: a backend that evaluates a
+    # prompt once for n samples charges it to the first; one that takes a request per
+    # sample charges each (what was actually sent).
+    prompt_billed: int = 0
     completion_tokens: int = 0
     seconds: float = 0.0
     cached: bool = False
@@ -74,4 +82,9 @@ class Trajectory(BaseModel):
     revisions: list[Revision] = Field(default_factory=list)
     final: int | None = None  # the attempt the strategy selected (None: it has nothing)
     stop: str = ""  # why it stopped: "verified", "unchanged", "budget", "confident", ...
+    # Whether the strategy's selector or stop rule had a signal to act on: False when no
+    # critique had a readable score, a vote was all ties, ...; None for strategies with
+    # neither (single). `no_signal` says what was missing.
+    signal: bool | None = None
+    no_signal: str = ""
     cost: dict[str, Cost] = Field(default_factory=lambda: {p: Cost() for p in PHASES})

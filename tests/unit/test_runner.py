@@ -6,6 +6,7 @@ import json
 import pytest
 
 from selfcorrect.config import load_settings
+from selfcorrect.errors import SelfcorrectError
 from selfcorrect.report import write_reports
 from selfcorrect.runner import EvalSpec, Evaluation, results_by_strategy
 from selfcorrect.store import Store
@@ -78,11 +79,120 @@ def test_results_and_paired_statistics(tmp_path):
     assert [r["item"] for r in results["single"]] == [f"list/{i}" for i in range(6)]
 
 
-def test_the_sampling_pool_is_added_for_equal_compute(tmp_path):
-    settings = load_settings(store=tmp_path / "store.sqlite")
-    evaluation = Evaluation(settings, EvalSpec(strategies=["single"]), task=ListTask(PROBLEMS),
-                            engine=Script([(asked(INITIAL), right_on_even)]).model)
-    assert [s.spec for s in evaluation.strategies] == ["single", "self-consistency"]
+def test_the_sampling_pool_grows_to_the_largest_budget_in_the_run(tmp_path):
+    script = Script([(asked(INITIAL), right_on_even), (asked("Is the proposed answer correct"), "yes")])
+    evaluation, run, results = evaluate(tmp_path, script, ["single", "best-of-n:n=2"], PROBLEMS,
+                                        reference=True, pool_cap=40)
+    pool = run.config["pool"]
+    assert pool.startswith("self-consistency:n=") and pool in results and pool != "self-consistency:n=8"
+    report = json.loads(write_reports(evaluation.store, run, "math", tmp_path / "r")["json"].read_text())
+    best = report["strategies"]["best-of-n:n=2"]
+    assert best["compute_matched"]["budget"] == "within"  # the pool reaches its budget
+    assert report["curves"]["vote"]["points"][-1]["tokens"] >= best["tokens_per_item"]
+    assert [s for s in results if s.startswith("self-consistency")] == [pool]  # outgrown pools dropped
+
+
+def test_a_budget_beyond_a_capped_pool_is_said_in_every_report(tmp_path):
+    script = Script([(asked(INITIAL), right_on_even), (asked("Is the proposed answer correct"), "yes")])
+    evaluation, run, _ = evaluate(tmp_path, script, ["single", "best-of-n:n=6"], PROBLEMS,
+                                  reference=True, pool_cap=2)
+    assert run.config["pool"] == "self-consistency:n=2"
+    paths = write_reports(evaluation.store, run, "math", tmp_path / "r")
+    report = json.loads(paths["json"].read_text())
+    assert report["strategies"]["best-of-n:n=6"]["compute_matched"]["budget"] == "beyond"
+    assert "beyond the pool" in paths["md"].read_text()
+    assert "beyond the pool" in paths["html"].read_text()
+
+
+def test_resume_refuses_another_model(tmp_path):
+    script = Script([(asked(INITIAL), right_on_even)])
+    evaluation, run, _ = evaluate(tmp_path, script, ["single"], PROBLEMS)
+    other = ScriptedModel(script.reply, identity="another-model")
+    again = Evaluation(evaluation.settings, EvalSpec(), resume=run.run_id, task=ListTask(PROBLEMS), engine=other)
+    with pytest.raises(SelfcorrectError, match="was drawn from model scripted; this model is another-model"):
+        asyncio.run(again.run())
+
+
+def test_resume_refuses_another_code_version_unless_forced(tmp_path, monkeypatch):
+    script = Script([(asked(INITIAL), right_on_even)])
+    evaluation, run, _ = evaluate(tmp_path, script, ["single"], PROBLEMS)
+    monkeypatch.setattr("selfcorrect.runner.code_version", lambda: "9.9.9+gfeedface")
+    again = Evaluation(evaluation.settings, EvalSpec(), resume=run.run_id, task=ListTask(PROBLEMS),
+                       engine=script.model)
+    with pytest.raises(SelfcorrectError, match="made with code version .* \\(now 9.9.9\\+gfeedface\\)"):
+        asyncio.run(again.run())
+    forced = Evaluation(evaluation.settings, EvalSpec(), resume=run.run_id, task=ListTask(PROBLEMS),
+                        engine=script.model, force=True)
+    record = asyncio.run(forced.run())
+    assert record.config["resumed_with"][0]["code_version"] == "9.9.9+gfeedface"
+    assert record.code_version != "9.9.9+gfeedface"  # the first version stays on record
+
+
+def test_a_run_has_one_writer_at_a_time(tmp_path):
+    import subprocess
+    import sys
+
+    script = Script([(asked(INITIAL), right_on_even)])
+    evaluation, run, _ = evaluate(tmp_path, script, ["single"], PROBLEMS)
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        store = Store(evaluation.settings.store)
+        with store._lock:  # another process holds the run, as a second `eval --resume` would find it
+            store._db.execute("INSERT INTO writers VALUES (?, ?, ?, ?)",
+                              (run.run_id, __import__("socket").gethostname(), holder.pid, 0.0))
+        again = Evaluation(evaluation.settings, EvalSpec(), resume=run.run_id, task=ListTask(PROBLEMS),
+                           engine=script.model)
+        with pytest.raises(SelfcorrectError, match=f"being written by process {holder.pid}"):
+            asyncio.run(again.run())
+    finally:
+        holder.kill()
+        holder.wait()
+    asyncio.run(Evaluation(evaluation.settings, EvalSpec(), resume=run.run_id, task=ListTask(PROBLEMS),
+                           engine=script.model).run())  # a dead holder's claim is taken over
+
+
+def test_a_strategy_has_no_path_to_the_store(tmp_path):
+    """The sample cache's store holds finished units' grades: no attribute of what a
+    strategy is handed may lead there."""
+    from selfcorrect.strategies.base import Context
+
+    seen = []
+
+    class Peek(ScriptedModel):
+        pass
+
+    script = Script([(asked(INITIAL), right_on_even)])
+    evaluation, run, _ = evaluate(tmp_path, script, ["single"], PROBLEMS)
+    original = evaluation.unit
+
+    async def spy(strategy, item, handles=None):
+        seen.append(handles)
+        return await original(strategy, item, handles)
+
+    evaluation.unit = spy
+    asyncio.run(Evaluation(evaluation.settings, EvalSpec(strategies=["single"], reference=False),
+                           task=ListTask(PROBLEMS), engine=script.model).run())
+
+    def reachable(root, depth=4):
+        found, frontier = [], [root]
+        for _ in range(depth):
+            nxt = []
+            for obj in frontier:
+                names = list(getattr(obj, "__dict__", {})) + list(getattr(type(obj), "__slots__", ()))
+                for name in names:
+                    if not name.startswith("__"):
+                        with __import__("contextlib").suppress(Exception):
+                            nxt.append(getattr(obj, name))
+            found += nxt
+            frontier = nxt
+        return found
+
+    from selfcorrect.strategies.base import ModelHandle
+    from selfcorrect.models.cache import CachedModel
+
+    handle = ModelHandle(CachedModel(script.model, Store(tmp_path / "other.sqlite")))
+    assert not any(isinstance(x, (Store, CachedModel)) for x in reachable(handle))
+    assert not any(isinstance(x, Store) for x in reachable(Context(model=handle, params=None)))
 
 
 def test_oracle_runs_are_marked_in_every_report(tmp_path):

@@ -86,7 +86,7 @@ def test_a_store_from_another_schema_is_refused_and_left_untouched(tmp_path):
 def test_a_file_that_is_not_a_store_is_a_clear_error(tmp_path):
     path = tmp_path / "notes.txt"
     path.write_text("not a database, but someone's notes\n" * 100)
-    with pytest.raises(SelfcorrectError, match="cannot open the store"):
+    with pytest.raises(SelfcorrectError, match="cannot use the store"):
         Store(path)
     assert path.read_text().startswith("not a database")
 

@@ -77,7 +77,7 @@ def refine_script(initial: str, revised: str, scores: dict[str, int]) -> Script:
         (asked(INITIAL), f"The answer is {initial}."),
         (asked("Using the feedback"), f"Fixed it. The answer is {revised}."),
         (lambda last, m, k: "Check this answer" in last, lambda last, m, k: next(
-            f"Looks fine. Score: {s}/10" for answer, s in scores.items() if f"The answer is {answer}." in last)),
+            f"Looks fine.\nScore: {s}" for answer, s in scores.items() if f"The answer is {answer}." in last)),
     ])
 
 
@@ -116,11 +116,11 @@ def test_self_refine_stops_when_the_answer_does_not_change(tmp_path):
 
 
 def test_gated_refine_revises_only_when_unsure(tmp_path):
-    for sure, attempts in (("95", 1), ("20", 2)):
+    for sure, attempts in (("Confidence: 95", 1), ("Confidence: 20", 2), ("95", 2)):
         script = Script([(asked(INITIAL), "The answer is 5."), (asked("How sure"), sure),
-                         (asked("Check this answer"), "Wrong. Score: 1/10"),
+                         (asked("Check this answer"), "Wrong.\nScore: 1"),
                          (asked("Using the feedback"), "The answer is 4.")])
-        _, _, results = evaluate(tmp_path / sure, script, ["gated-refine"], ONE)
+        _, _, results = evaluate(tmp_path / sure.replace(":", ""), script, ["gated-refine"], ONE)
         assert len(only(results, "gated-refine")["trajectory"]["attempts"]) == attempts
 
 
@@ -227,14 +227,14 @@ def test_critic_refine_takes_its_critique_from_the_second_model(tmp_path):
                      (asked("Using the feedback"), "Fixed it. The answer is 4."),
                      (asked("Check this answer"), "Score: 10/10")])  # the model would not fault itself
     critic = ScriptedModel(lambda messages, params, index: (
-        "Wrong. Score: 1/10" if "The answer is 5." in messages[-1]["content"] else "Right. Score: 9/10"),
+        "Wrong.\nScore: 1" if "The answer is 5." in messages[-1]["content"] else "Right.\nScore: 9"),
         identity="scripted-critic")
     _, run, results = evaluate(tmp_path, script, ["critic-refine"], ONE, critic="scripted-critic",
                                critic_engine=critic)
     result = only(results, "critic-refine")
     feedback = [f for a in result["trajectory"]["attempts"] for f in a["feedback"]]
-    assert [(f["kind"], f["text"]) for f in feedback] == [("critic", "Wrong. Score: 1/10"),
-                                                          ("critic", "Right. Score: 9/10")]
+    assert [(f["kind"], f["text"]) for f in feedback] == [("critic", "Wrong.\nScore: 1"),
+                                                          ("critic", "Right.\nScore: 9")]
     assert final_answer(result) == "4" and result["final"]["correct"]
     assert not any("Check this answer" in c.messages[-1]["content"] for c in script.model.calls)
     assert run.config["critic"] == "scripted-critic"

@@ -1,20 +1,46 @@
-"""The small parsers strategies lean on: scores, verdicts, test calls, hidden numbers."""
+"""The small parsers strategies lean on: scores, verdicts, choices, test calls, hidden
+numbers. Scores have their own case file (tests/data/scores.jsonl)."""
+
+import json
+from pathlib import Path
 
 import pytest
 
 from selfcorrect.sandbox import RunResult, TestOutcome
-from selfcorrect.strategies.base import describe_run, majority, parse_score, vote_key
-from selfcorrect.strategies.sampling import left_side, yes_or_no
+from selfcorrect.strategies.base import describe_run, majority, vote_key
+from selfcorrect.strategies.refine import CRITIQUE, GatedRefine
+from selfcorrect.strategies.sampling import left_side, read_choice, yes_or_no
 from selfcorrect.strategies.self_verify import masked_questions
 from selfcorrect.trajectory import Attempt
+from selfcorrect.verify.scores import read_score
+
+SCORES = [json.loads(line) for line in (Path(__file__).parent.parent / "data" / "scores.jsonl").open()
+          if line.strip()]
 
 
-@pytest.mark.parametrize("text, score", [
-    ("The answer is fine. Score: 7/10", 0.7), ("I'd give it 3 out of 10.", 0.3), ("Confidence: 80%", 0.8),
-    ("score 9", 0.9), ("Score: 12/10", None), ("no score at all", None), ("Score: 7.5 / 10", 0.75),
-])
-def test_scores_are_read_as_fractions(text, score):
-    assert parse_score(text) == (pytest.approx(score) if score is not None else None)
+@pytest.mark.parametrize("case", SCORES, ids=[c["note"] for c in SCORES])
+def test_a_score_is_read_from_the_final_line_only(case):
+    score = read_score(case["reply"], case["label"], case["scale"])
+    assert score == (pytest.approx(case["score"]) if case["score"] is not None else None)
+
+
+def test_the_score_case_file_is_large_and_has_placeholders():
+    assert len(SCORES) >= 25
+    assert sum("placeholder" in c["note"] for c in SCORES) >= 3
+
+
+@pytest.mark.parametrize("prompt", [*CRITIQUE.values(), GatedRefine.prompts["confidence"]])
+def test_no_prompt_can_be_echoed_into_a_score(prompt):
+    """Whatever line of its prompt a model echoes back, none parses as a score."""
+    for line in prompt.splitlines():
+        for fragment in (line, line.split(". ")[-1], line.replace("`", "")):
+            assert read_score(fragment) is None and read_score(fragment, "Confidence", 100) is None
+
+
+@pytest.mark.parametrize("text, choice", [("3", 3), ("Response 2 agrees most.", 2), ("**4**", 4),
+                                          ("All 5 responses agree.", None), ("I think 3", None), ("", None)])
+def test_a_choice_is_the_response_a_reply_starts_by_naming(text, choice):
+    assert read_choice(text) == choice
 
 
 @pytest.mark.parametrize("text, verdict", [("Yes, it is right.", True), ("no.", False), ("**No** because", False),
@@ -37,6 +63,17 @@ def test_hidden_numbers_for_backward_checks():
 
 def attempts(*answers):
     return [Attempt(index=i, round=0, phase="generate", text=str(a), answer=a) for i, a in enumerate(answers)]
+
+
+def test_votes_use_the_answer_grading_reads():
+    """An equation and a marker stating the same number vote together, as they grade."""
+    from selfcorrect.tasks.arithmetic import Arithmetic
+    from selfcorrect.tasks.base import read
+
+    view = Arithmetic(n=1).items()[0].view
+    replies = ["37 + 75 = 112", "The answer is 112.", "The answer is 37 + 75."]
+    keys = [vote_key(read(view, r).answer) for r in replies]
+    assert keys == ["112", "112", None]
 
 
 def test_votes_count_equal_numbers_together_and_skip_missing_answers():

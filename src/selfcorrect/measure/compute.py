@@ -60,7 +60,7 @@ def _curve(results: Sequence[dict], pick, extra_tokens=lambda result, size: 0.0)
             attempts = result["trajectory"]["attempts"][:size]
             chosen = pick(attempts)
             right += chosen is not None and result["grades"][chosen]["correct"]
-            tokens += (attempts[0]["prompt_tokens"] + sum(a["completion_tokens"] for a in attempts)
+            tokens += (_prompt_tokens(attempts) + sum(a["completion_tokens"] for a in attempts)
                        + extra_tokens(result, size))
         curve.append({"n": size, "accuracy": right / len(results), "tokens": tokens / len(results)})
     return curve
@@ -78,6 +78,15 @@ def accuracy_at(curve: Sequence[dict], tokens: float) -> tuple[float | None, str
             share = (tokens - low["tokens"]) / (high["tokens"] - low["tokens"]) if high["tokens"] > low["tokens"] else 1
             return low["accuracy"] + share * (high["accuracy"] - low["accuracy"]), "within"
     return curve[-1]["accuracy"], "beyond"
+
+
+def _prompt_tokens(attempts: list[dict]) -> int:
+    """The prompt tokens the first n samples were charged: once where the backend shares a
+    prompt among a request's samples, per sample where it does not (runs recorded before
+    per-attempt billing: once)."""
+    if "prompt_billed" in attempts[0]:
+        return sum(a["prompt_billed"] for a in attempts) or attempts[0]["prompt_tokens"]
+    return attempts[0]["prompt_tokens"]
 
 
 def _vote(attempt: Attempt) -> str | None:

@@ -32,6 +32,8 @@ def _one(spec: str, rows: Sequence[dict], oracle: bool) -> dict:
     n = len(rows)
     right = sum(r["final"]["correct"] for r in rows)
     failures = sum(r["final"]["parse_failure"] for r in rows)
+    truncated = sum(r["final"].get("failure") == "truncated" for r in rows)
+    judged = [r["trajectory"].get("signal") for r in rows if r["trajectory"].get("signal") is not None]
     low, high = wilson(right, n)
     cost = {phase: {f: _mean(r["trajectory"]["cost"][phase][f] for r in rows) for f in COST_FIELDS}
             for phase in PHASES}
@@ -41,6 +43,11 @@ def _one(spec: str, rows: Sequence[dict], oracle: bool) -> dict:
         "strategy": spec, "oracle": oracle, "items": n, "correct": right,
         "accuracy": right / n if n else None, "interval": [low, high],
         "parse_failures": failures, "parse_failure_rate": failures / n if n else None,
+        "truncated": truncated, "truncation_rate": truncated / n if n else None,
+        # Items where the selector or stop rule had nothing to act on, of those where it applies
+        "no_signal": judged.count(False), "no_signal_rate": judged.count(False) / len(judged) if judged else None,
+        "no_signal_reasons": dict(Counter(r["trajectory"].get("no_signal", "") for r in rows
+                                          if r["trajectory"].get("signal") is False)),
         "tokens_per_item": tokens, "cost_per_item": cost,
         "flips": [m.to_dict() for m in flip_matrices(rows)],
         "stops": dict(Counter(r["trajectory"]["stop"] for r in rows)),

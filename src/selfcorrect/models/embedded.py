@@ -40,6 +40,7 @@ from selfcorrect.errors import (
     ModelNotFoundError,
     SelfcorrectError,
 )
+from selfcorrect.models.llama_server import cpu_has_amx
 from selfcorrect.models.base import (
     Capabilities,
     Completion,
@@ -211,9 +212,13 @@ class EmbeddedModel:
         self.threads = threads or min(os.cpu_count() or 1, 8)
         self._identity = f"gguf:{self.path.name}:{file_fingerprint(self.path)}"
 
-        self._model = llama_cpp.llama_model_load_from_file(
-            str(self.path).encode(), llama_cpp.llama_model_default_params()
-        )
+        model_params = llama_cpp.llama_model_default_params()
+        if cpu_has_amx():
+            # llama.cpp's AMX matrix kernels segfault at the first decode on Sapphire Rapids
+            # class CPUs (ggml-org/llama.cpp#20824; seen here with 0.3.36): keep the weights
+            # in plain CPU buffers, which the AVX-512 kernels serve.
+            model_params.use_extra_bufts = False
+        self._model = llama_cpp.llama_model_load_from_file(str(self.path).encode(), model_params)
         if not self._model:
             raise ModelNotFoundError(
                 f"llama.cpp could not load {self.path}",

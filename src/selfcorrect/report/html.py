@@ -9,7 +9,7 @@ import json
 
 from selfcorrect.report import plots
 from selfcorrect.report.build import label
-from selfcorrect.report.markdown import ORACLE_NOTE, pct, signed
+from selfcorrect.report.markdown import ORACLE_NOTE, at_equal_tokens, pct, prompt_accounting, signed
 
 STYLE = """
 body{font:14px/1.45 system-ui,sans-serif;margin:0 auto;max-width:1200px;padding:1rem 2rem;color:#222}
@@ -99,7 +99,8 @@ def render(report: dict, browser: list[dict]) -> str:
     if run["oracle"]:
         parts.append(f"<p class='oracle'>{e(ORACLE_NOTE).replace('**ORACLE**', '<b>ORACLE</b>')}</p>")
     parts.append(f"<p>model <code>{e(config['model'])}</code> · {config['items']} items ({e(report['kind'])}) · "
-                 f"run {e(run['status'])}, created {e(str(run['created']))} · code {e(run['code_version'])}</p>")
+                 f"run {e(run['status'])}, created {e(str(run['created']))} · code {e(run['code_version'])} · "
+                 f"{e(prompt_accounting(config))}</p>")
     parts.append("<h2>Comparison</h2>" + comparison_table(report))
     figures = [("Accuracy against tokens per item", plots.accuracy_vs_tokens(report)),
                ("Revision flips per round", plots.flips(report)),
@@ -119,15 +120,16 @@ def render(report: dict, browser: list[dict]) -> str:
 
 def comparison_table(report: dict) -> str:
     e = html.escape
-    rows = ["<table><tr><th>strategy</th><th>accuracy (95% CI)</th><th>parse failures</th>"
-            "<th>tokens / item</th><th>vs baseline (p)</th><th>vs sampling at equal tokens</th></tr>"]
+    rows = ["<table><tr><th>strategy</th><th>accuracy (95% CI)</th><th>parse failures</th><th>truncated</th>"
+            "<th>no signal</th><th>tokens / item</th><th>vs baseline (p)</th><th>vs sampling at equal tokens</th></tr>"]
     for s in report["strategies"].values():
         low, high = s["interval"]
         versus = s.get("versus_baseline")
         vs = "baseline" if versus is None else f"{signed(versus['difference'])} (p={versus['p_value']:.3g})"
         rows.append(f"<tr><td>{e(label(s))}</td><td>{pct(s['accuracy'])} ({pct(low)}–{pct(high)})</td>"
-                    f"<td>{pct(s['parse_failure_rate'])}</td><td>{s['tokens_per_item']:.0f}</td><td>{vs}</td>"
-                    f"<td>{signed(s['compute_matched']['gain'])}</td></tr>")
+                    f"<td>{pct(s['parse_failure_rate'])}</td><td>{pct(s['truncation_rate'])}</td>"
+                    f"<td>{pct(s['no_signal_rate'])}</td><td>{s['tokens_per_item']:.0f}</td><td>{vs}</td>"
+                    f"<td>{e(at_equal_tokens(s['compute_matched']))}</td></tr>")
     return "".join(rows) + "</table>"
 
 

@@ -16,6 +16,24 @@ def signed(value: float | None) -> str:
     return "—" if value is None else f"{100 * value:+.1f} pts"
 
 
+def at_equal_tokens(matched: dict) -> str:
+    """A strategy's gain over voting at its token budget; outside the pool's range, said so
+    next to the number (beyond the largest pool the gain is not measured)."""
+    note = {"within": "", "below": " (below the pool: vs one sample)",
+            "beyond": " (beyond the pool: not measured)", "no pool": ""}[matched["budget"]]
+    return signed(matched["gain"]) + note
+
+
+def prompt_accounting(config: dict) -> str:
+    reuse = config.get("prompt_reuse")
+    if reuse is None:
+        return "prompt tokens counted once per request (recorded before per-request accounting)"
+    if reuse:
+        return ("prompt tokens counted once per request of n samples: the backend evaluates a prompt "
+                "once for all its samples")
+    return "prompt tokens counted for every sample: the backend took a request per sample"
+
+
 def render(report: dict) -> str:
     run, config = report["run"], report["run"]["config"]
     lines = [f"# selfcorrect report: {config['task']} · run {run['id']}", ""]
@@ -26,22 +44,28 @@ def render(report: dict) -> str:
         f"- model: `{config['model']}`" + (f"; critic: `{config['critic']}`" if config.get("critic") else ""),
         f"- items: {config['items']} ({report['kind']}); sampling: temperature {params['temperature']}, "
         f"top_p {params['top_p']}, top_k {params['top_k']}, max_tokens {params['max_tokens']}, seed {params['seed']}",
-        f"- run {run['status']}, created {run['created']}; code {run['code_version']}", "",
+        f"- run {run['status']}, created {run['created']}; code {run['code_version']}"
+        + (f"; resumed with {', '.join(r['code_version'] for r in config['resumed_with'])}"
+           if config.get("resumed_with") else ""),
+        f"- cost: {prompt_accounting(config)}", "",
         "## Comparison", "",
         f"Paired tests are against `{report['baseline']}` on the same items (McNemar, exact). "
         "\"At equal tokens\" is the strategy's accuracy minus that of voting over plain samples "
         "with the same mean tokens per item.", "",
-        "| strategy | accuracy (95% CI) | parse failures | tokens / item | vs baseline (p) | vs sampling at equal tokens |",
-        "|---|---|---|---|---|---|",
+        "Parse failures count replies with no readable answer, truncated ones (cut at the token cap "
+        "with no answer marker) included; *no signal* is the share of items where the strategy's "
+        "selector or stop rule had nothing to act on (e.g. no critique with a readable score) and "
+        "fell back to its default.", "",
+        "| strategy | accuracy (95% CI) | parse failures | truncated | no signal | tokens / item | vs baseline (p) | vs sampling at equal tokens |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for s in report["strategies"].values():
         low, high = s["interval"]
         versus = s.get("versus_baseline")
         vs = "baseline" if versus is None else f"{signed(versus['difference'])} (p={versus['p_value']:.3g})"
-        matched = s["compute_matched"]
-        at_equal = signed(matched["gain"]) + ("" if matched["budget"] == "within" else f" ({matched['budget']} the pool)")
         lines.append(f"| {label(s)} | {pct(s['accuracy'])} ({pct(low)}–{pct(high)}) | "
-                     f"{pct(s['parse_failure_rate'])} | {s['tokens_per_item']:.0f} | {vs} | {at_equal} |")
+                     f"{pct(s['parse_failure_rate'])} | {pct(s['truncation_rate'])} | {pct(s['no_signal_rate'])} | "
+                     f"{s['tokens_per_item']:.0f} | {vs} | {at_equal_tokens(s['compute_matched'])} |")
     lines += ["", *compute_section(report), "", *flips_section(report), "", *cost_section(report)]
     return "\n".join(lines) + "\n"
 
@@ -65,7 +89,8 @@ def compute_section(report: dict) -> list[str]:
         if matched["sampling_accuracy"] is None:
             continue
         where = {"within": "", "below": " (below the pool's smallest budget: compared with one sample)",
-                 "beyond": " (beyond the pool's largest budget: compared with its largest)"}[matched["budget"]]
+                 "beyond": " (beyond the pool's largest budget: compared with its largest; the gain is "
+                           "not measured, and overstated if sampling keeps improving)"}[matched["budget"]]
         lines.append(f"- {label(s)}: {pct(s['accuracy'])} at {s['tokens_per_item']:.0f} tokens per item; "
                      f"sampling with a vote reaches {pct(matched['sampling_accuracy'])} at that budget{where}: "
                      f"{signed(matched['gain'])}.")

@@ -39,7 +39,9 @@ def parse_strategy(spec: str) -> Strategy:
         if not equals:
             raise ConfigError(f"option {pair!r} of strategy {name} has no value", "write key=value")
         options[key.strip()] = value.strip()
-    chains = int(options.pop("chains", 1))
+    chains = _typed(name, "chains", options.pop("chains", "1"), 1)
+    if not 1 <= chains <= 32:
+        raise ConfigError(f"{name}:chains={chains} is outside 1 to 32", "choose chains from 2 to 32")
     select = options.pop("select", "vote")
     typed = {key: _typed(name, key, value, cls.options.get(key)) for key, value in options.items()}
     strategy = cls(**typed)

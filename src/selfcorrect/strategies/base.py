@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from selfcorrect.errors import ConfigError
 from selfcorrect.models.base import Completion, Message, Model, SamplingParams
 from selfcorrect.sandbox import RunResult, Sandbox, TestCase
-from selfcorrect.tasks.base import ItemView, extract
+from selfcorrect.tasks.base import ItemView, read
 from selfcorrect.trajectory import Attempt, Feedback, Revision, Trajectory
 from selfcorrect.verify.answers import as_number
 
@@ -28,9 +27,37 @@ OracleCheck = Callable[[str], Awaitable[bool]]
 CODE_STOP = ("\n```\n",)  # the end of a fenced code block (the opening fence names a language)
 
 
+class ModelHandle:
+    """What a strategy holds of a model: `generate`, `identity` and `capabilities`, and no
+    attribute that leads to what stands behind it (the sample cache's store holds the
+    grades of finished units; a strategy must not find a way to the gold there)."""
+
+    __slots__ = ("_generate", "_describe")
+
+    def __init__(self, model: Model):
+        async def generate(messages, params, first_index=0):
+            return await model.generate(messages, params, first_index)
+
+        self._generate = generate
+        self._describe = lambda: (model.identity, model.capabilities)
+
+    @property
+    def identity(self) -> str:
+        return self._describe()[0]
+
+    @property
+    def capabilities(self):
+        return self._describe()[1]  # live: a server's native n is learned at its first reply
+
+    async def generate(self, messages: Sequence[Message], params: SamplingParams,
+                       first_index: int = 0) -> list[Completion]:
+        return await self._generate(messages, params, first_index)
+
+
 @dataclass
 class Context:
-    """What a run gives every strategy. `oracle` is set only for oracle strategies."""
+    """What a run gives every strategy. `oracle` is set only for oracle strategies. Models
+    are handed to strategies as ModelHandles."""
 
     model: Model
     params: SamplingParams
@@ -44,6 +71,8 @@ class Context:
 class Outcome:
     final: Attempt | None
     stop: str
+    signal: bool | None = None  # whether the selector or stop rule had anything to act on
+    no_signal: str = ""  # what it lacked
 
 
 class Session:
@@ -73,14 +102,18 @@ class Session:
             params.setdefault("stop", CODE_STOP)
         completions = await self.ask(messages, phase=phase, n=n, purpose="attempt", **params)
         attempts = []
-        for completion in completions:
+        billed = billed_prompts(completions, self.ctx.model)
+        for completion, billed in zip(completions, billed):
+            reading = read(self.view, completion.text, completion.finish_reason) if answers else None
             attempt = Attempt(
                 index=len(self.trajectory.attempts), round=round,
                 phase="revise" if phase == "revise" else "generate", chain=self.chain_index,
                 sample=completion.index, text=completion.text,
-                answer=extract(self.view, completion.text) if answers else None,
+                answer=reading.answer if reading else None, read=reading.how if reading else "",
+                finish_reason=completion.finish_reason,
                 parent=parent.index if parent is not None else None,
-                prompt_tokens=completion.prompt_tokens, completion_tokens=completion.completion_tokens,
+                prompt_tokens=completion.prompt_tokens, prompt_billed=billed,
+                completion_tokens=completion.completion_tokens,
                 seconds=completion.seconds, cached=completion.cached)
             self.trajectory.attempts.append(attempt)
             self._record({"type": "attempt", **attempt.model_dump()})
@@ -95,11 +128,11 @@ class Session:
         """A model call. Sample k of chain c is draw c*n + k, so chains draw apart and the
         first chain shares its draws with every strategy that asks the same thing."""
         params = self.ctx.params.replace(n=n, **params)
-        completions = await (model or self.ctx.model).generate(
-            list(messages), params, first_index=self.chain_index * n)
+        model = model or self.ctx.model
+        completions = await model.generate(list(messages), params, first_index=self.chain_index * n)
         cost = self.trajectory.cost[phase]
         cost.calls += 1
-        cost.prompt_tokens += completions[0].prompt_tokens
+        cost.prompt_tokens += sum(billed_prompts(completions, model))
         cost.completion_tokens += sum(c.completion_tokens for c in completions)
         cost.seconds += sum(c.seconds for c in completions)
         cost.cached_calls += all(c.cached for c in completions)
@@ -154,12 +187,23 @@ class Session:
         self.trajectory.revisions.append(revision)
         self._record({"type": "revision", **revision.model_dump()})
 
-    def done(self, final: Attempt | None, stop: str) -> Outcome:
-        return Outcome(final, stop)
+    def done(self, final: Attempt | None, stop: str, *, signal: bool | None = None,
+             no_signal: str = "") -> Outcome:
+        """The outcome. `signal`: whether the selector or stop rule had anything to act on
+        (None: the strategy has neither); `no_signal` says what it lacked."""
+        return Outcome(final, stop, signal, no_signal if signal is False else "")
 
     def _record(self, event: dict) -> None:
         if self.ctx.record is not None:
             self.ctx.record(event)
+
+
+def billed_prompts(completions: Sequence[Completion], model) -> list[int]:
+    """Prompt tokens as sent, per completion: where the backend evaluates a prompt once for
+    the n samples of a request, the first carries it; where it takes a request per sample
+    (a server that ignores `n`), each carries its own, as the server reported it."""
+    shared = model.capabilities.native_n
+    return [c.prompt_tokens if not shared or k == 0 else 0 for k, c in enumerate(completions)]
 
 
 def describe_run(result: RunResult) -> str:
@@ -192,12 +236,24 @@ class Strategy:
     oracle = False
     needs_critic = False
     options: dict = {}
+    # Bounds and choices of options, checked before anything is stored: a budget beyond
+    # them is a typo, and would grow memory and outlast a Ctrl-C.
+    bounds: dict[str, tuple[float, float]] = {}
+    choices: dict[str, tuple[str, ...]] = {}
 
     def __init__(self, **options):
         unknown = set(options) - set(self.options)
         if unknown:
             raise ConfigError(f"strategy {self.name} has no option {', '.join(sorted(unknown))}",
                               f"its options are: {', '.join(self.options) or 'none'}")
+        for key, value in options.items():
+            if key in self.bounds and not self.bounds[key][0] <= value <= self.bounds[key][1]:
+                low, high = self.bounds[key]
+                raise ConfigError(f"{self.name}:{key}={value} is outside {low:g} to {high:g}",
+                                  f"choose {key} from {low:g} to {high:g}")
+            if key in self.choices and value not in self.choices[key]:
+                raise ConfigError(f"{self.name}:{key}={value!r} is not an option",
+                                  f"use one of: {', '.join(self.choices[key])}")
         self.settings = {**self.options, **options}
         for name, value in self.settings.items():  # self.rounds, self.n, ...
             setattr(self, name, value)
@@ -262,20 +318,6 @@ def best_by(attempts: Sequence[Attempt], score: Callable[[Attempt], float | None
 def feedback_score(attempt: Attempt, source: str) -> float | None:
     scores = [f.score for f in attempt.feedback if f.source == source and f.score is not None]
     return scores[-1] if scores else None
-
-
-def parse_score(text: str, scale: int = 10) -> float | None:
-    """A score the model was asked for ("Score: 7/10", "7 out of 10", "Confidence: 80%"),
-    as a fraction; None when the reply gives none."""
-    for pattern, top in ((r"(\d+(?:\.\d+)?)\s*/\s*(\d+)", None), (r"(\d+(?:\.\d+)?)\s*out of\s*(\d+)", None),
-                         (r"(\d+(?:\.\d+)?)\s*%", 100), (r"(?:score|confidence)\D{0,12}(\d+(?:\.\d+)?)", scale)):
-        match = re.search(pattern, text, re.IGNORECASE)
-        if match:
-            value = float(match.group(1))
-            bound = float(match.group(2)) if top is None else float(top)
-            if bound > 0 and 0 <= value <= bound:
-                return value / bound
-    return None
 
 
 def same_answer(a: Attempt, b: Attempt) -> bool:

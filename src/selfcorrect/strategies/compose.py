@@ -38,12 +38,16 @@ class Chains(Strategy):
         outcomes = await asyncio.gather(*(self.inner.run(session.chain(c)) for c in range(self.chains)))
         finals = [o.final for o in outcomes if o.final is not None]
         if not finals:
-            return session.done(None, "no chain answered")
+            return session.done(None, "no chain answered", signal=False, no_signal="no chain answered")
         if self.select == "tests":
             for final in finals:
                 if feedback_score(final, "visible tests") is None:
                     await session.visible_tests(final)
             chosen = best_by(finals, lambda a: feedback_score(a, "visible tests"))
+            signal = len({feedback_score(f, "visible tests") for f in finals}) > 1
         else:
-            chosen = majority(finals, await behaviour_keys(session, finals))
-        return session.done(chosen or finals[0], f"{self.select} over {self.chains} chains")
+            keys = await behaviour_keys(session, finals)
+            chosen = majority(finals, keys)
+            signal = chosen is not None and keys.count(keys[finals.index(chosen)]) > 1
+        return session.done(chosen or finals[0], f"{self.select} over {self.chains} chains", signal=signal,
+                            no_signal="the chains' answers gave nothing to choose between")

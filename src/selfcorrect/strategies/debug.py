@@ -17,6 +17,7 @@ class SelfDebug(Strategy):
     name = "self-debug"
     kinds = frozenset({"code"})
     options = {"rounds": 3, "explain": False}
+    bounds = {"rounds": (0, 10)}
     prompts = {
         "explain": ("Here is your code:\n```python\n{code}\n```\nExplain what it does, line by line, "
                     "in a few short sentences."),
@@ -31,7 +32,7 @@ class SelfDebug(Strategy):
         [current] = await solve(session)
         feedback = await session.visible_tests(current)
         if feedback is None:
-            return session.done(current, "no visible tests")
+            return session.done(current, "no visible tests", signal=False, no_signal="no visible tests")
         attempts, stop = [current], "budget"
         for round in range(1, self.rounds + 1):
             if feedback.passed:
@@ -54,7 +55,7 @@ class SelfDebug(Strategy):
             if feedback.passed:
                 stop = "verified"
         final = best_by(attempts, lambda a: feedback_score(a, "visible tests"))
-        return session.done(final or attempts[0], stop)
+        return session.done(final or attempts[0], stop, signal=True)
 
     async def explanation(self, session: Session, attempt) -> str:
         prompt = self.prompts["explain"].format(code=attempt.answer.strip())

@@ -1,14 +1,15 @@
 """program-aided: for math, the model writes a Python program that computes the answer;
-the sandbox runs it, and the answer is the last number it prints. An error, or a program
-that prints no number, goes back to the model to fix (external feedback). Returns the
-first attempt whose program ran and printed a number.
+the sandbox runs it, and the answer is its last line of output when that line is a number
+(a program that ends on text, or prints an expression, has no answer). An error, or a
+program that prints no number, goes back to the model to fix (external feedback). Returns
+the first attempt whose program ran and printed a number.
 """
 
 from __future__ import annotations
 
 from selfcorrect.strategies.base import CODE_STOP, Outcome, Session, Strategy, best_by, feedback_score
 from selfcorrect.trajectory import Attempt, Feedback
-from selfcorrect.verify.answers import extract_answer
+from selfcorrect.verify.answers import read_printed_number
 from selfcorrect.verify.code import extract_code
 
 
@@ -16,6 +17,7 @@ class ProgramAided(Strategy):
     name = "program-aided"
     kinds = frozenset({"math"})
     options = {"rounds": 2}
+    bounds = {"rounds": (0, 10)}
     prompts = {
         "program": ("Write a short Python program that computes the answer to this problem and "
                     "prints it.\nProblem: {question}\nReply with only a ```python code block."),
@@ -38,22 +40,24 @@ class ProgramAided(Strategy):
             attempts.append(current)
             feedback = await self.execute(session, current)
         final = best_by(attempts, lambda a: feedback_score(a, "sandbox"))
-        return session.done(final or attempts[0], "executed" if feedback.passed else "budget")
+        return session.done(final or attempts[0], "executed" if feedback.passed else "budget", signal=True)
 
     async def execute(self, session: Session, attempt: Attempt) -> Feedback:
         code = extract_code(attempt.text)
         if code is None:
+            attempt.read = "no answer"
             return session.give(attempt, Feedback(kind="external", source="sandbox", passed=False, score=0.0,
                                                   text="Your reply contained no program."))
         result = await session.run(code)
         if not result.loaded:
             text = result.error or result.load_error or "the program failed"
+            attempt.read = "program failed"
         else:
-            found = extract_answer(result.stdout)
-            attempt.answer = found.answer if found else None
+            reading = read_printed_number(result.stdout)
+            attempt.answer, attempt.read = reading.answer, reading.how
             text = result.stdout.strip()[-500:] or "(the program printed nothing)"
             if attempt.answer is None:
-                text += "\nThe program printed no number."
+                text += "\nThe program's last line of output is not a number."
         passed = attempt.answer is not None
         return session.give(attempt, Feedback(kind="external", source="sandbox", passed=passed,
                                               score=float(passed), text=text))

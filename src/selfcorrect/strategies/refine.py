@@ -11,11 +11,13 @@ the same answer as before, or when the rounds are spent. Every attempt gets feed
 the attempt returned is the best by that feedback's score; a tie goes to the earlier
 attempt (a revision must earn its place), so a run of noisy critiques cannot drift away
 from an answer it could not fault.
+
+Scores and confidences are read only from the final line the prompt asks for (`Score: N`,
+`Confidence: N`; verify/scores.py). When no critique has a readable score, the selector has
+no signal and returns the first attempt: reports count how often that happens.
 """
 
 from __future__ import annotations
-
-import re
 
 from selfcorrect.strategies.base import (
     Outcome,
@@ -23,17 +25,19 @@ from selfcorrect.strategies.base import (
     Strategy,
     best_by,
     feedback_score,
-    parse_score,
     same_answer,
     solve,
 )
 from selfcorrect.trajectory import Attempt, Feedback
+from selfcorrect.verify.scores import CONFIDENCE_LINE, SCORE_LINE, read_score
 
+RATE = (f"Then give your rating on a last line of its own, in the form `{SCORE_LINE}`, where N is a "
+        "whole number from 0 (wrong) to 10 (surely right).")
 CRITIQUE = {
     "math": ("{question}\n\nProposed answer:\n{answer}\n\nCheck this answer step by step and point "
-             "out any mistake. Then rate it on the last line as: Score: N/10."),
+             "out any mistake. " + RATE),
     "code": ("{question}\n\nProposed code:\n{answer}\n\nReview this code: does it do what the task "
-             "asks, for every input? Point out any bug. Then rate it on the last line as: Score: N/10."),
+             "asks, for every input? Point out any bug. " + RATE),
 }
 REVISE = {
     "math": ("Here is feedback on your answer:\n{feedback}\n\nUsing the feedback, write an improved "
@@ -55,6 +59,7 @@ class Refine(Strategy):
     """The loop; subclasses say where feedback comes from and which source ranks attempts."""
 
     options = {"rounds": 2, "threshold": 0.9}
+    bounds = {"rounds": (0, 10), "threshold": (0.0, 1.0)}
     source = ""
 
     async def feedback(self, session: Session, attempt: Attempt) -> Feedback:
@@ -87,7 +92,8 @@ class Refine(Strategy):
             if self.satisfied(feedback):
                 stop = "verified"
         final = best_by(attempts, lambda a: feedback_score(a, self.source))
-        return session.done(final or attempts[0], stop)
+        return session.done(final or attempts[0], stop, signal=final is not None,
+                            no_signal=f"no {self.source} had a readable score")
 
 
 class SelfRefine(Refine):
@@ -130,16 +136,18 @@ async def critique(session: Session, attempt: Attempt, template: str, *, kind: s
     prompt = template.format(question=session.view.question, answer=attempt.text.strip())
     [reply] = await session.ask([{"role": "user", "content": prompt}], phase="feedback",
                                 purpose=source, model=model)
-    score = parse_score(reply.text)
+    score = read_score(reply.text)
     return session.give(attempt, Feedback(kind=kind, source=source, score=score, text=reply.text))
 
 
 class GatedRefine(Strategy):
     name = "gated-refine"
     options = {"threshold": 0.7}
+    bounds = {"threshold": (0.0, 1.0)}
     prompts = {
         "confidence": ("{question}\n\nAnswer:\n{answer}\n\nHow sure are you that this answer is "
-                       "correct? Reply with a number from 0 to 100."),
+                       f"correct? Reply with one line in the form `{CONFIDENCE_LINE}`, where N is a "
+                       "whole number from 0 to 100."),
         "critique_math": CRITIQUE["math"], "critique_code": CRITIQUE["code"],
         "revise_math": REVISE["math"], "revise_code": REVISE["code"],
     }
@@ -148,7 +156,7 @@ class GatedRefine(Strategy):
         [first] = await solve(session)
         sure = await self.confidence(session, first)
         if sure.score is not None and sure.score >= self.threshold:
-            return session.done(first, "confident")
+            return session.done(first, "confident", signal=True)
         kind = session.view.kind
         critic = await critique(session, first, self.prompts[f"critique_{kind}"],
                                 kind="intrinsic", source="self-critique")
@@ -157,15 +165,15 @@ class GatedRefine(Strategy):
             phase="revise", round=1, parent=first)
         await self.confidence(session, revision)
         final = best_by([first, revision], lambda a: feedback_score(a, "confidence"))
-        return session.done(final or first, "revised")
+        # Without a readable first confidence the gate itself had nothing to go on.
+        return session.done(final or first, "revised", signal=sure.score is not None and final is not None,
+                            no_signal="no readable confidence")
 
     async def confidence(self, session: Session, attempt: Attempt) -> Feedback:
         prompt = self.prompts["confidence"].format(question=session.view.question,
                                                    answer=attempt.text.strip())
         [reply] = await session.ask([{"role": "user", "content": prompt}], phase="feedback",
-                                    purpose="confidence", max_tokens=16)
-        match = re.search(r"\d+(?:\.\d+)?", reply.text)
-        value = float(match.group()) if match else None
-        score = value / 100 if value is not None and 0 <= value <= 100 else None
+                                    purpose="confidence", max_tokens=24, stop=("\n\n",))
+        score = read_score(reply.text, "Confidence", 100)
         return session.give(attempt, Feedback(kind="intrinsic", source="confidence", score=score,
                                               text=reply.text))

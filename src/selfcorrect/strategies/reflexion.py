@@ -17,6 +17,7 @@ from selfcorrect.trajectory import Attempt, Feedback
 class Reflexion(Strategy):
     name = "reflexion"
     options = {"trials": 3}
+    bounds = {"trials": (1, 10)}
     prompts = {
         "reflect": ("{question}\n\nYour earlier attempt:\n{answer}\n\nIt was judged wrong:\n{feedback}"
                     "\n\nIn one or two sentences, say what went wrong and what to do differently next time."),
@@ -43,7 +44,8 @@ class Reflexion(Strategy):
             if verdict.passed:
                 stop = "verified"
         final = best_by(attempts, lambda a: feedback_score(a, self.source(session)))
-        return session.done(final or attempts[0], stop)
+        return session.done(final or attempts[0], stop, signal=final is not None,
+                            no_signal="no verdict was readable")
 
     def source(self, session: Session) -> str:
         return "visible tests" if session.view.kind == "code" and session.view.visible_tests else "self-judgement"

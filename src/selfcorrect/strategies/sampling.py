@@ -40,6 +40,7 @@ class Single(Strategy):
 class SelfConsistency(Strategy):
     name = "self-consistency"
     options = {"n": 8}
+    bounds = {"n": (1, 256)}
 
     async def run(self, session: Session) -> Outcome:
         attempts = await solve(session, n=self.n)
@@ -48,11 +49,14 @@ class SelfConsistency(Strategy):
             for attempt, key in zip(attempts, keys):
                 session.give(attempt, Feedback(kind="intrinsic", source="behaviour", text=key or ""))
         chosen = majority(attempts, keys)
+        votes = keys.count(keys[attempts.index(chosen)]) if chosen is not None else 0
         if chosen is not None:
-            votes = keys.count(keys[attempts.index(chosen)])
             session.give(chosen, Feedback(kind="intrinsic", source="vote", score=votes / len(attempts),
                                           text=f"{votes} of {len(attempts)} samples agree"))
-        return session.done(chosen or attempts[0], "voted" if chosen else "no answers")
+        # A vote where no two answers agree picks the first sample: no signal (n=1 has no vote).
+        return session.done(chosen or attempts[0], "voted" if chosen else "no answers",
+                            signal=None if self.n == 1 else votes > 1,
+                            no_signal="no answers" if chosen is None else "no two answers agree")
 
 
 async def behaviour_keys(session: Session, attempts: list[Attempt]) -> list[str | None]:
@@ -90,6 +94,7 @@ def left_side(test: str) -> str | None:
 class UniversalSelfConsistency(Strategy):
     name = "universal-self-consistency"
     options = {"n": 5}
+    bounds = {"n": (2, 16)}  # every response goes into one prompt
     prompts = {
         "select": ("{question}\n\nHere are {n} responses to this question.\n\n{responses}\n\nWhich "
                    "response agrees most with the others? Reply with its number only."),
@@ -100,19 +105,21 @@ class UniversalSelfConsistency(Strategy):
         listing = "\n\n".join(f"Response {i + 1}:\n{a.text.strip()}" for i, a in enumerate(attempts))
         prompt = self.prompts["select"].format(question=session.view.question, n=self.n, responses=listing)
         [reply] = await session.ask([{"role": "user", "content": prompt}], phase="feedback",
-                                    purpose="select", temperature=0.0)
-        match = re.search(r"\d+", reply.text)
-        choice = int(match.group()) if match else 0
-        if 1 <= choice <= len(attempts):
+                                    purpose="select", temperature=0.0, max_tokens=8, stop=("\n",))
+        choice = read_choice(reply.text)
+        if choice is not None and 1 <= choice <= len(attempts):
             chosen = attempts[choice - 1]
             session.give(chosen, Feedback(kind="intrinsic", source="selection", score=1.0, text=reply.text))
-            return session.done(chosen, "selected")
-        return session.done(attempts[0], "unreadable selection: first sample")
+            return session.done(chosen, "selected", signal=True)
+        return session.done(attempts[0], "unreadable selection: first sample", signal=False,
+                            no_signal="the selection named no response")
 
 
 class BestOfN(Strategy):
     name = "best-of-n"
     options = {"n": 8, "verifier": "auto"}  # auto: visible tests for code, self-judgement for math
+    bounds = {"n": (1, 256)}
+    choices = {"verifier": ("auto", "tests", "self", "critic")}
     prompts = {
         "judge": ("{question}\n\nProposed answer:\n{answer}\n\nIs the proposed answer correct? "
                   "Reply with yes or no, then one sentence why."),
@@ -134,7 +141,16 @@ class BestOfN(Strategy):
         else:
             raise ConfigError(f"unknown verifier {verifier!r} for best-of-n", "use tests, self or critic")
         chosen = best_by(attempts, lambda a: feedback_score(a, source))
-        return session.done(chosen or attempts[0], "ranked" if chosen else "nothing scored")
+        scores = {feedback_score(a, source) for a in attempts} - {None}
+        return session.done(chosen or attempts[0], "ranked" if chosen else "nothing scored",
+                            signal=len(scores) > 1,
+                            no_signal="no verdict was readable" if not scores else "every verdict was the same")
+
+
+def read_choice(text: str) -> int | None:
+    """The response a selector names, when its reply starts by naming one ("3", "Response 3")."""
+    match = re.match(r"\W*(?:response\s*#?\s*)?(\d+)\b", text, re.IGNORECASE)
+    return int(match.group(1)) if match else None
 
 
 async def judge(session: Session, attempt: Attempt, template: str, critic: bool = False,
@@ -146,7 +162,7 @@ async def judge(session: Session, attempt: Attempt, template: str, critic: bool 
     if critic and model is None:
         raise ConfigError("this strategy needs a critic model", "pass --critic MODEL")
     replies = await session.ask([{"role": "user", "content": prompt}], phase="feedback", n=votes,
-                                purpose="judge", model=model)
+                                purpose="judge", model=model, stop=("\n",))
     verdicts = [yes_or_no(r.text) for r in replies]
     counted = [v for v in verdicts if v is not None]
     score = sum(counted) / len(counted) if counted else None

@@ -11,13 +11,14 @@ import re
 
 from selfcorrect.strategies.base import Outcome, Session, Strategy, solve, vote_key
 from selfcorrect.trajectory import Feedback
-from selfcorrect.verify.answers import NUMBER, answers_match, extract_answer
+from selfcorrect.verify.answers import NUMBER, answers_match, read_answer
 
 
 class SelfVerify(Strategy):
     name = "self-verify"
     kinds = frozenset({"math"})
     options = {"n": 5, "masks": 1, "checks": 2}
+    bounds = {"n": (1, 64), "masks": (1, 5), "checks": (1, 16)}
     prompts = {
         "verify": ("{question}\nThe answer to this question is {answer}. What is the value of X? "
                    "End with: The answer is <number>."),
@@ -30,17 +31,19 @@ class SelfVerify(Strategy):
             if (key := vote_key(attempt.answer)) is not None:
                 groups.setdefault(key, []).append(attempt)
         if not groups:
-            return session.done(attempts[0], "no answers")
+            return session.done(attempts[0], "no answers", signal=False, no_signal="no answers")
         masked = masked_questions(session.view.question, self.masks)
         if not masked:
             best = max(groups.values(), key=lambda g: (len(g), -g[0].index))
-            return session.done(best[0], "no number to hide: voted")
+            return session.done(best[0], "no number to hide: voted", signal=False,
+                                no_signal="no number in the question to hide")
         ranked = []
         for group in groups.values():
             score = await self.verify(session, group[0], masked)
             ranked.append((score, len(group), -group[0].index, group[0]))
         score, _, _, chosen = max(ranked, key=lambda r: r[:3])
-        return session.done(chosen, "verified backwards")
+        return session.done(chosen, "verified backwards", signal=len({r[0] for r in ranked}) > 1,
+                            no_signal="every answer checked back equally")
 
     async def verify(self, session: Session, attempt, masked: list[tuple[str, str]]) -> float:
         hits, total = 0, 0
@@ -49,8 +52,8 @@ class SelfVerify(Strategy):
             replies = await session.ask([{"role": "user", "content": prompt}], phase="feedback",
                                         n=self.checks, purpose="backward check")
             for reply in replies:
-                found = extract_answer(reply.text)
-                hits += bool(found and answers_match(found.answer, hidden))
+                found = read_answer(reply.text, finish_reason=reply.finish_reason)
+                hits += bool(found.answer is not None and answers_match(found.answer, hidden))
                 total += 1
         score = hits / total
         session.give(attempt, Feedback(kind="intrinsic", source="backward verification", score=score,

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from selfcorrect.errors import ConfigError
 from selfcorrect.models.base import Message
 from selfcorrect.sandbox import RunResult, Sandbox, TestCase
-from selfcorrect.verify.answers import answers_match, extract_answer
+from selfcorrect.verify.answers import NO_ANSWER, TRUNCATED, Reading, answers_match, is_numeric, read_answer
 from selfcorrect.verify.code import assemble, extract_code
 
 
@@ -36,6 +36,9 @@ class ItemView:
     setup: str = ""  # what the tests import
     prompt_code: str = ""  # code the answer continues (HumanEval's signature and docstring)
     stop: tuple[str, ...] = ()  # where an answer to the task's own prompt ends
+    # Math: whether the expected answer is a number (then only a stated number is read).
+    # The form of the answer, not the answer: a task says as much in its instructions.
+    numeric: bool = True
 
 
 @dataclass(frozen=True)
@@ -68,22 +71,22 @@ class Check:
     expected: str | None  # the gold answer, or a summary of the hidden tests
     detail: str
     run: RunResult | None = None
-
-    def to_dict(self) -> dict:
-        data = {k: getattr(self, k) for k in ("correct", "parse_failure", "answer", "expected", "detail")}
-        if self.run is not None:
-            data["run"] = self.run.to_dict()
-        return data
+    failure: str | None = None  # why there was no answer: "truncated", "expression", ...
 
 
-def extract(view: ItemView, reply: str) -> str | None:
+def read(view: ItemView, reply: str, finish_reason: str = "stop") -> Reading:
     """The answer a reply gives (a number or expression, or the program to test), the same
-    for strategies and for the gold check; None when it gives none."""
+    for strategies, votes and the gold check; on a parse failure, why there is none."""
     if view.kind == "math":
-        found = extract_answer(reply)
-        return found.answer if found else None
+        return read_answer(reply, numeric=view.numeric, finish_reason=finish_reason)
     code = extract_code(reply, view.entry_point)
-    return assemble(code, view.prompt_code, view.entry_point) if code else None
+    if code is None:
+        return Reading(None, TRUNCATED if finish_reason == "length" else NO_ANSWER)
+    return Reading(assemble(code, view.prompt_code, view.entry_point), "code")
+
+
+def extract(view: ItemView, reply: str, finish_reason: str = "stop") -> str | None:
+    return read(view, reply, finish_reason).answer
 
 
 class Task(ABC):
@@ -99,13 +102,16 @@ class Task(ABC):
         """Every item, in a fixed order (positions are what --ids selects)."""
 
     @abstractmethod
-    async def grade(self, item: Item, answer: str | None, sandbox: Sandbox | None = None) -> Check:
+    async def grade(self, item: Item, answer: str | None, sandbox: Sandbox | None = None,
+                    failure: str | None = None) -> Check:
         """The gold check of an answer already extracted (a number, or a program); None
-        means the reply had none."""
+        means the reply had none, and `failure` says why."""
 
-    async def check(self, item: Item, reply: str, sandbox: Sandbox | None = None) -> Check:
+    async def check(self, item: Item, reply: str, sandbox: Sandbox | None = None,
+                    finish_reason: str = "stop") -> Check:
         """The gold check of a whole reply."""
-        return await self.grade(item, extract(item.view, reply), sandbox)
+        reading = read(item.view, reply, finish_reason)
+        return await self.grade(item, reading.answer, sandbox, None if reading.answer else reading.how)
 
     @property
     def template_hash(self) -> str:
@@ -116,29 +122,38 @@ class MathTask(Task):
     kind = "math"
     template = "{question}\nSolve it step by step, and end with: The answer is <number>."
     stop: tuple[str, ...] = ()
+    # Relative tolerance on numeric answers: off, since integers and finite decimals are
+    # exact; a task whose answers are measured floats may set one (jsonl: tolerance=1e-6).
+    tolerance: float = 0.0
 
     def messages(self, question: str) -> tuple[Message, ...]:
         return ({"role": "user", "content": self.template.format(question=question)},)
 
     def make_item(self, id: str, question: str, answer: str, **meta) -> Item:
         view = ItemView(id=id, task=self.name, kind="math", question=question,
-                        messages=self.messages(question), stop=self.stop)
+                        messages=self.messages(question), stop=self.stop, numeric=is_numeric(answer))
         return Item(view, answer=answer, meta=meta)
 
-    async def grade(self, item: Item, answer: str | None, sandbox: Sandbox | None = None) -> Check:
+    async def grade(self, item: Item, answer: str | None, sandbox: Sandbox | None = None,
+                    failure: str | None = None) -> Check:
         if answer is None:
-            return Check(False, True, None, item.answer, "no answer found in the reply")
-        correct = answers_match(answer, item.answer)
+            failure = failure or NO_ANSWER
+            return Check(False, True, None, item.answer, f"no answer in the reply ({failure})",
+                         failure=failure)
+        correct = answers_match(answer, item.answer, self.tolerance)
         return Check(correct, False, answer, item.answer, f"answer {answer}; expected {item.answer}")
 
 
 class CodeTask(Task):
     kind = "code"
 
-    async def grade(self, item: Item, answer: str | None, sandbox: Sandbox | None = None) -> Check:
+    async def grade(self, item: Item, answer: str | None, sandbox: Sandbox | None = None,
+                    failure: str | None = None) -> Check:
         expected = f"{len(item.tests)} hidden tests"
         if answer is None:
-            return Check(False, True, None, expected, "no code found in the reply")
+            failure = failure or NO_ANSWER
+            return Check(False, True, None, expected, f"no code found in the reply ({failure})",
+                         failure=failure)
         if sandbox is None:
             raise ConfigError(f"checking {self.name} needs a sandbox", "pass one to Task.check")
         run = await sandbox.arun(answer, [TestCase(f"hidden {i + 1}", t) for i, t in enumerate(item.tests)],

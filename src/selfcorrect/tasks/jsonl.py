@@ -21,6 +21,9 @@ from selfcorrect.verify.code import guess_entry_point
 
 CODE_TEMPLATE = "{prompt}\nWrite the Python code in a ```python code block."
 MAX_REPORTED = 10
+# An item longer than this is almost surely a mistake (a whole file pasted into a field);
+# it would only fail later, after minutes, for want of context. The option max_chars raises it.
+MAX_CHARS = 100_000
 
 
 class MathRecord(BaseModel):
@@ -48,45 +51,67 @@ class CodeRecord(BaseModel):
     visible_tests: list[str] | None = None
 
 
-def load_jsonl(path, visible: int = 1) -> Task:
-    """The task a JSONL file describes (math or code, by its keys)."""
+def load_jsonl(path, visible: int = 1, tolerance: float = 0.0, max_chars: int = MAX_CHARS) -> Task:
+    """The task a JSONL file describes (math or code, by its keys). `tolerance`: a relative
+    tolerance on numeric answers (off: answers compare exactly); `max_chars`: the longest
+    item line accepted."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise ConfigError(f"task file not found: {path}", "check the path to your .jsonl file")
-    records, kind = _read(path)
-    return JsonlMath(path, records) if kind == "math" else JsonlCode(path, records, visible)
+    if not 0 <= tolerance < 1:
+        raise ConfigError(f"tolerance={tolerance} is not in [0, 1)", "use e.g. tolerance=1e-6, or 0 for exact")
+    if max_chars < 1:
+        raise ConfigError(f"max_chars={max_chars} must be positive", f"the default is {MAX_CHARS}")
+    records, kind = _read(path, max_chars)
+    if kind == "math":
+        return JsonlMath(path, records, tolerance)
+    return JsonlCode(path, records, visible)
 
 
-def _read(path: Path) -> tuple[list, str]:
+def _lines(path: Path, max_chars: int, problems: list[str]):
+    """(number, text) of each line; a line that is not UTF-8 or too long becomes a problem
+    (read in binary, so one bad byte names its line rather than ending the file)."""
+    with path.open("rb") as f:
+        for number, raw in enumerate(f, start=1):
+            if len(raw) > max_chars:
+                problems.append(f"line {number}: {len(raw):,} bytes, over the limit of {max_chars:,} "
+                                "(raise it with the task option max_chars=N if the item is meant to be this long)")
+                continue
+            try:
+                yield number, raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                problems.append(f"line {number}: not UTF-8 (byte {raw[e.start]:#04x} at column {e.start + 1})")
+
+
+def _read(path: Path, max_chars: int) -> tuple[list, str]:
     records, problems, kinds, seen = [], [], set(), {}
-    with path.open(encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                data = json.loads(line)
-            except json.JSONDecodeError as e:
-                problems.append(f"line {number}: not JSON ({e.msg} at column {e.colno})")
-                continue
-            if not isinstance(data, dict):
-                problems.append(f"line {number}: not a JSON object")
-                continue
-            kind = "code" if "tests" in data or "prompt" in data else "math"
-            try:
-                record = (CodeRecord if kind == "code" else MathRecord)(**data)
-            except ValidationError as e:
-                for error in e.errors():
-                    where = ".".join(str(p) for p in error["loc"]) or "the line"
-                    message = "unknown key" if error["type"] == "extra_forbidden" else error["msg"].lower()
-                    problems.append(f"line {number}: {where}: {message} ({kind} item)")
-                continue
-            item_id = str(record.id) if record.id is not None else str(len(records))
-            if item_id in seen:
-                problems.append(f"line {number}: id {item_id!r} repeats line {seen[item_id]}")
-                continue
-            seen[item_id] = number
-            kinds.add(kind)
-            records.append((item_id, record))
+    for number, line in _lines(path, max_chars, problems):
+        if not line.strip():
+            continue
+        try:
+            data = json.loads(line)
+        except json.JSONDecodeError as e:
+            problems.append(f"line {number}: not JSON ({e.msg} at column {e.colno})")
+            continue
+        if not isinstance(data, dict):
+            problems.append(f"line {number}: not a JSON object")
+            continue
+        kind = "code" if "tests" in data or "prompt" in data else "math"
+        try:
+            record = (CodeRecord if kind == "code" else MathRecord)(**data)
+        except ValidationError as e:
+            for error in e.errors():
+                where = ".".join(str(p) for p in error["loc"]) or "the line"
+                message = "unknown key" if error["type"] == "extra_forbidden" else error["msg"].lower()
+                problems.append(f"line {number}: {where}: {message} ({kind} item)")
+            continue
+        item_id = str(record.id) if record.id is not None else str(len(records))
+        if item_id in seen:
+            problems.append(f"line {number}: id {item_id!r} repeats line {seen[item_id]}")
+            continue
+        seen[item_id] = number
+        kinds.add(kind)
+        records.append((item_id, record))
     if len(kinds) > 1:
         problems.append("the file mixes math items (question, answer) and code items (prompt, tests)")
     if not records and not problems:
@@ -100,9 +125,10 @@ def _read(path: Path) -> tuple[list, str]:
 
 
 class JsonlMath(MathTask):
-    def __init__(self, path: Path, records: list[tuple[str, MathRecord]]):
+    def __init__(self, path: Path, records: list[tuple[str, MathRecord]], tolerance: float = 0.0):
         self.name = f"jsonl:{path.name}"
         self.records = records
+        self.tolerance = tolerance
 
     def items(self) -> list[Item]:
         return [self.make_item(f"{self.name}/{i}", r.question, r.answer) for i, r in self.records]

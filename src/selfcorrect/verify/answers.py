@@ -1,18 +1,32 @@
-"""Final answers: find one in a reply, and decide whether two answers are equal.
+"""Final answers: read one from a reply, and decide whether two answers are equal.
 
-Extraction looks for the most explicit marker first: GSM8K's `#### N`, then LaTeX's
-`\\boxed{...}`, then "the answer is ..." or "Answer: ...", and only then the last number in
-the reply. A reply with none of these has no answer: a parse failure, which reports count
-apart from wrong answers.
+This module is a measuring instrument: every accuracy selfcorrect reports rests on it, so
+it refuses to guess. Its cases, with the verdict a careful human grader gives, are kept in
+`tests/data/answers.jsonl`.
 
-Equality is exact on numbers (1,000 = 1000 = 1000.0, 0.5 = 1/2), and falls back to
-math-verify (symbolic equivalence through sympy) for anything else, such as \\frac{1}{2}
-or 2\\sqrt{2}.
+Reading. The most explicit marker wins: GSM8K's `#### N`, then LaTeX's `\\boxed{...}`, then
+"the answer is ..." / "Answer: ..." (the last one in the reply). Where the expected answer
+is a number, only a stated number counts:
+- the number the marker states ("The answer is $1,234 dollars." -> 1234; "... is not 5 but
+  7" -> 7; "... is 18, because 9 * 2 = 18" -> 18), or the right-hand side of an equation
+  after it ("The answer is 64 * 49 = 3136" -> 3136);
+- without a marker, the right-hand side of the reply's final equation (`... = 60`), when no
+  number follows it.
+An unevaluated expression ("The answer is 64 * 49.") is a parse failure, never a match: it
+is what a model writes when it restates the question. So are several numbers with nothing
+to choose between them ("ambiguous"), and a reply cut off at the token cap with no marker
+("truncated", counted apart: "Step 10:" is not an answer of 10).
+
+Equality. Integers, finite decimals and fractions compare exactly (1,000 = 1000 = 1000.0,
+0.5 = 1/2; 1000001 != 1000000). A tolerance exists only as a task option, off by default.
+Where the expected answer is symbolic (a fraction in LaTeX, a root, a formula), answers are
+compared with math-verify (symbolic equivalence through sympy).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import re
 from dataclasses import dataclass
 from fractions import Fraction
@@ -23,32 +37,172 @@ logging.getLogger("math_verify").setLevel(logging.ERROR)
 
 NUMBER = r"-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|-?\.\d+"
 _NUMBER_RE = re.compile(NUMBER)
-_HASHES_RE = re.compile(r"####\s*([^\n]+)")
+_HASHES_RE = re.compile(r"####\s*([^\n]*)")
 # "answer is X" up to the end of its sentence: a period before a space or the line's end
 _ANSWER_IS_RE = re.compile(
-    r"answer\s*(?:is|:|=)\s*:?\s*(.+?)(?=\.\s|\.?$)", re.IGNORECASE | re.MULTILINE)
+    r"answer\s*(?:is|was|would be|will be|:|=)\s*:?\s*([^\n]*?)(?=\.\s|\.?\s*$)",
+    re.IGNORECASE | re.MULTILINE)
+_FILLERS = (r"(?:indeed|simply|just|probably|exactly|clearly|definitely|actually|finally|therefore|"
+            r"thus|so|then|now|still|about|approximately|roughly|around|equal to|equals|the number|"
+            r"a total of|total of|in total|of|=|:)")
+_LEADING_RE = re.compile(rf"^(?:{_FILLERS}\s*)*(?:[$€£]|usd\s*|rs\.?\s*)?\s*({NUMBER})", re.IGNORECASE)
+_FRACTION_RE = re.compile(r"^(-?\d+)\s*/\s*(\d+)")
+_OPERATOR_NEXT_RE = re.compile(r"^\s*(?:[-+*/×÷^x]|\*\*)\s*[\d(.]", re.IGNORECASE)
+# Where the statement of the answer ends and an explanation begins.
+_TERMINATOR_RE = re.compile(r"[,;:!?()\[\]]|\.(?:\s|$)|\b(?:which|because|since|as|so|but|if|when|"
+                            r"where|from|after|given|for|by|per)\b", re.IGNORECASE)
+_NOT_BUT_RE = re.compile(rf"^\s*not\s+(?:{NUMBER})\b[^\d]*?\b(?:but|rather)\s+", re.IGNORECASE)
+_EQUATION_RE = re.compile(rf"=\s*\$?\s*\\?\$?\s*({NUMBER})")
+
+# Why a reply gave no answer. Reports count "truncated" apart from the others.
+TRUNCATED, EXPRESSION, AMBIGUOUS, NO_ANSWER = "truncated", "expression", "ambiguous", "no answer"
+FAILURES = (TRUNCATED, EXPRESSION, AMBIGUOUS, NO_ANSWER)
 
 
 @dataclass(frozen=True)
-class Extracted:
-    answer: str
-    how: str  # "####", "boxed", "answer is", "last number"
+class Reading:
+    """What a reply answers. `answer` is None on a parse failure, and `how` then says why
+    (one of FAILURES); otherwise `how` names the marker it was read from."""
+
+    answer: str | None
+    how: str
+
+    @property
+    def failed(self) -> bool:
+        return self.answer is None
 
 
-def extract_answer(text: str) -> Extracted | None:
-    """The final answer a reply gives, or None when it gives none."""
+def read_answer(text: str, *, numeric: bool = True, finish_reason: str = "stop") -> Reading:
+    """The final answer a reply gives. `numeric`: the expected answer is a number (only a
+    stated number counts); `finish_reason` "length" means the reply hit the token cap."""
+    truncated = finish_reason == "length"
+    text = _normalise(text)
+    for how, phrase, at_end in _markers(text):
+        if truncated and at_end:  # the number may have been cut short ("The answer is 12" of 128)
+            return Reading(None, TRUNCATED)
+        if numeric:
+            answer, failure = _stated_number(phrase)
+        else:
+            answer, failure = (_clean_symbolic(phrase) or None), NO_ANSWER
+        if answer is not None:
+            return Reading(answer, how)
+        if failure != NO_ANSWER:
+            return Reading(None, failure)
+    if truncated:
+        return Reading(None, TRUNCATED)
+    if numeric and (answer := _final_equation(text)) is not None:
+        return Reading(answer, "final equation")
+    return Reading(None, NO_ANSWER)
+
+
+def read_printed_number(stdout: str) -> Reading:
+    """A program's answer: its last line of output, when that line is a number and nothing
+    else (a program that prints a number from the question among other text is not read)."""
+    lines = [line.strip() for line in stdout.strip().splitlines() if line.strip()]
+    if not lines:
+        return Reading(None, NO_ANSWER)
+    last = _normalise(lines[-1]).strip()
+    if as_number(last) is None:
+        return Reading(None, NO_ANSWER)
+    return Reading(_plain(last), "printed")
+
+
+def _markers(text: str):
+    """(how, phrase, phrase runs to the reply's end) for each marker present, most explicit
+    first; of each kind, the last one in the reply."""
+    end = len(text.rstrip())
     if match := _last(_HASHES_RE, text):
-        if answer := _clean(match.group(1)):
-            return Extracted(answer, "####")
-    if (boxed := last_boxed(text)) is not None and (answer := _clean(boxed)):
-        return Extracted(answer, "boxed")
+        yield "####", match.group(1), match.end(1) >= end
+    start = max(text.rfind("\\boxed{"), text.rfind("\\fbox{"))
+    if start >= 0:
+        boxed = last_boxed(text)
+        yield "boxed", boxed or "", boxed is None  # an unclosed box was cut off
     if match := _last(_ANSWER_IS_RE, text):
-        if answer := _clean(match.group(1)):
-            return Extracted(answer, "answer is")
-    numbers = _NUMBER_RE.findall(text)
-    if numbers:
-        return Extracted(numbers[-1].replace(",", ""), "last number")
-    return None
+        phrase = match.group(1)
+        terminated = match.end(1) < end or text.rstrip().endswith(".")
+        yield "answer is", phrase, not terminated
+
+
+def _stated_number(phrase: str) -> tuple[str | None, str]:
+    """The number a marker's phrase states, or why it states none."""
+    phrase = _strip_markup(phrase)
+    if "=" in phrase:  # "64 * 49 = 3136", "x = 5": the right-hand side
+        right = phrase.rsplit("=", 1)[1]
+        if _NUMBER_RE.search(right):
+            phrase = right
+    phrase = _NOT_BUT_RE.sub("", phrase).strip()
+    if not _NUMBER_RE.search(phrase):
+        return None, NO_ANSWER
+    if fraction := _FRACTION_RE.match(phrase):  # 1/2 is a number; 64/8 is a division left undone
+        top, bottom = int(fraction.group(1)), int(fraction.group(2))
+        rest = phrase[fraction.end():]
+        if bottom > 1 and math.gcd(top, bottom) == 1 and not _OPERATOR_NEXT_RE.match(rest):
+            return _checked_rest(f"{top}/{bottom}", rest)
+        return None, EXPRESSION
+    if leading := _LEADING_RE.match(phrase):
+        rest = phrase[leading.end():]
+        if _OPERATOR_NEXT_RE.match(rest):
+            return None, EXPRESSION
+        rest = re.sub(r"^\s*%", "", rest)
+        return _checked_rest(_plain(leading.group(1)), rest)
+    if re.match(r"^\s*[(\[]", phrase) or re.search(rf"(?:{NUMBER})\s*[-+*/×÷^]\s*\(?\s*(?:{NUMBER})", phrase):
+        return None, EXPRESSION
+    stated = _TERMINATOR_RE.split(phrase, maxsplit=1)[0]
+    numbers = _NUMBER_RE.findall(stated)
+    if len(numbers) == 1:  # "Ben has 18 apples"
+        return _plain(numbers[0]), ""
+    return None, AMBIGUOUS if numbers else NO_ANSWER
+
+
+def _checked_rest(number: str, rest: str) -> tuple[str | None, str]:
+    """A stated number followed by units or an explanation is that number; followed by
+    another number before any explanation begins ("18 and 20"), it is ambiguous."""
+    before_explanation = _TERMINATOR_RE.split(rest, maxsplit=1)[0]
+    if _NUMBER_RE.search(before_explanation):
+        return None, AMBIGUOUS
+    return number, ""
+
+
+def _final_equation(text: str) -> str | None:
+    """The right-hand side of the reply's last equation, when it is the last number in the
+    reply and not itself the start of an expression ("= 5 + 3")."""
+    match = _last(_EQUATION_RE, text)
+    if match is None:
+        return None
+    after = text[match.end():]
+    if _NUMBER_RE.search(after) or _OPERATOR_NEXT_RE.match(after) or not text[: match.start()].strip():
+        return None
+    return _plain(match.group(1))
+
+
+def _normalise(text: str) -> str:
+    """Typography that changes no value: Unicode minus and times, LaTeX spacing."""
+    return (text.replace("\u2212", "-").replace("\u00d7", "*").replace("\\times", "*")
+            .replace("\\cdot", "*").replace("\\div", "/").replace("\\,", "").replace("\\!", "")
+            .replace("\\%", "%").replace("\\$", "$"))
+
+
+def _strip_markup(phrase: str) -> str:
+    phrase = phrase.strip().strip("*").strip()
+    if (boxed := last_boxed(phrase)) is not None:
+        phrase = boxed
+    phrase = re.sub(r"\\(?:text|mathrm|textbf|mathbf)\{([^{}]*)\}", r"\1", phrase)
+    phrase = re.sub(r"\\[dt]?frac\{(-?\d+)\}\{(\d+)\}", r"\1/\2", phrase)
+    phrase = re.sub(r"\\[()\[\]]", " ", phrase)
+    return phrase.replace("**", "").replace("$", "").strip()
+
+
+def _clean_symbolic(phrase: str) -> str:
+    """An answer where the expected one is symbolic: kept as written, minus what surrounds it."""
+    phrase = phrase.strip().strip("*").strip()
+    if (boxed := last_boxed(phrase)) is not None:
+        phrase = boxed
+    phrase = phrase.strip("$ ").rstrip(".").strip()
+    return re.sub(r"^\\?\$", "", phrase).strip()
+
+
+def _plain(number: str) -> str:
+    return number.replace(",", "").lstrip("+")
 
 
 def last_boxed(text: str) -> str | None:
@@ -71,40 +225,37 @@ def _last(pattern: re.Pattern, text: str) -> re.Match | None:
     return found
 
 
-def _clean(answer: str) -> str:
-    """Strip what surrounds an answer without changing it: $...$, bold, a trailing period,
-    currency, thousands separators. A short phrase with one number becomes that number."""
-    answer = answer.strip().strip("*").strip()
-    if (boxed := last_boxed(answer)) is not None:
-        answer = boxed
-    answer = answer.strip("$ ").rstrip(".").strip()
-    answer = re.sub(r"^\\?\$", "", answer).strip()
-    if as_number(answer) is not None:
-        return answer.replace(",", "")
-    if not re.search(r"[\\^{}=]", answer):  # not LaTeX: take the number a phrase states
-        numbers = _NUMBER_RE.findall(answer)
-        if len(numbers) == 1:
-            return numbers[0].replace(",", "")
-    return answer
-
-
 def as_number(text: str) -> Fraction | None:
-    """A plain number (1,000 / -2.5 / 1/2 / 1e3) as an exact fraction, else None."""
-    text = text.strip()
-    if re.fullmatch(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?", text):
+    """A plain number (1,000 / -2.5 / 1/2 / \\frac{1}{2}) as an exact fraction, else None.
+    An expression (5-3, 64*49) is not a number."""
+    text = re.sub(r"^\\[dt]?frac\{(-?\d+)\}\{(\d+)\}$", r"\1/\2", text.strip().replace("\u2212", "-"))
+    if re.fullmatch(r"[-+]?\d{1,3}(?:,\d{3})+(?:\.\d+)?", text):
         text = text.replace(",", "")
+    if not re.fullmatch(r"[-+]?(?:\d+(?:\.\d+)?|\.\d+)(?:/\d+)?", text):
+        return None
     try:
         return Fraction(text)
     except (ValueError, ZeroDivisionError):
         return None
 
 
-def answers_match(predicted: str, gold: str) -> bool:
-    """Whether a predicted answer equals the gold one (exactly for numbers, symbolically
-    otherwise)."""
-    a, b = as_number(predicted), as_number(gold)
-    if a is not None and b is not None:
-        return a == b or abs(a - b) <= abs(b) * Fraction(1, 10**6)
+def is_numeric(answer: str) -> bool:
+    """Whether an expected answer is a number (then only stated numbers are read)."""
+    return as_number(answer) is not None
+
+
+def answers_match(predicted: str, gold: str, tolerance: float = 0.0) -> bool:
+    """Whether a predicted answer equals the gold one: exactly for numbers (within a
+    relative `tolerance` only where a task sets one), symbolically where the gold is
+    symbolic. A number expected and an expression given is never a match."""
+    expected = as_number(gold)
+    if expected is not None:
+        given = as_number(predicted)
+        if given is None:
+            return False
+        if tolerance > 0:
+            return abs(given - expected) <= abs(expected) * Fraction(str(tolerance))
+        return given == expected
     return _math_verify(predicted, gold)
 
 
