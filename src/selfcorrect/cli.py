@@ -7,6 +7,7 @@ import contextlib
 import importlib.metadata
 import json
 import logging
+import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -19,7 +20,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from selfcorrect.config import Settings, load_settings
-from selfcorrect.errors import SelfcorrectError
+from selfcorrect.errors import ConfigError, SelfcorrectError
 from selfcorrect.models.base import Completion, Message, SamplingParams
 from selfcorrect.models.cache import CachedModel
 from selfcorrect.models.load import load_model
@@ -218,17 +219,23 @@ def tasks(
         table.add_row("PATH.jsonl", "math or code", "your file: question+answer, or prompt+tests")
         out.print(table)
         return
-    task = load_task(name, settings.data)
+    from selfcorrect.runner import parse_task
+
+    task = parse_task(name, settings.data)
     items = task.items()
     out.print(f"[bold]{escape(task.name)}[/]: {len(items)} {task.kind} items")
     for item in items[:limit]:
         view = item.view
         out.rule(escape(view.id), style="dim")
-        out.print(view.question, markup=False, highlight=False)
+        out.print(_preview(view.question), markup=False, highlight=False)
         gold = item.answer if item.answer is not None else f"{len(item.tests)} hidden tests"
-        out.print(f"[dim]gold:[/] {escape(gold)}")
+        out.print(f"[dim]gold:[/] {escape(_preview(gold))}")
         for test in view.visible_tests:
-            out.print(f"[dim]visible:[/] {escape(test)}")
+            out.print(f"[dim]visible:[/] {escape(_preview(test))}")
+
+
+def _preview(text: str, limit: int = 1000) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text):,} characters in all)"
 
 
 @app.command()
@@ -270,8 +277,10 @@ def eval_(
     top_k: Annotated[Optional[int], typer.Option(help="default: 40 on a local model, off on a server")] = None,
     max_tokens: Annotated[Optional[int], typer.Option(help="default: 192 for math, 384 for code")] = None,
     critic: Annotated[Optional[str], typer.Option(help="a model spec for critic-refine, or \"same\"")] = None,
-    no_reference: Annotated[bool, typer.Option("--no-reference", help="do not add self-consistency as the sampling pool")] = False,
+    no_reference: Annotated[bool, typer.Option("--no-reference", help="draw no reference pool of plain samples")] = False,
+    pool_cap: Annotated[int, typer.Option(help="the most samples per item the reference pool may grow to")] = 16,
     resume: Annotated[Optional[str], typer.Option(help="continue an interrupted run")] = None,
+    force: Annotated[bool, typer.Option("--force", help="resume a run made by another code version or prompts")] = False,
     folder: Annotated[Optional[Path], typer.Option("--out", help="report folder (default: runs/RUN_ID)")] = None,
 ) -> None:
     """Run strategies on a task and compare them. With no options: the main job on the
@@ -279,14 +288,20 @@ def eval_(
     from selfcorrect.runner import MAIN_JOB_LIMIT, EvalSpec, Evaluation
 
     settings: Settings = ctx.obj
+    for flag, value, low, high in (("--limit", limit, 1, None), ("--sample", sample, 1, None),
+                                   ("--pool-cap", pool_cap, 1, 256), ("--max-tokens", max_tokens, 1, None)):
+        if value is not None and (value < low or (high is not None and value > high)):
+            raise ConfigError(f"{flag} {value} is out of range",
+                              f"use a number from {low}" + (f" to {high}" if high else " up") +
+                              (", or omit it to run every item" if flag in ("--limit", "--sample") else ""))
     main_job = task is None and strategy is None and resume is None
     spec = EvalSpec(task=task or "arithmetic", limit=limit if limit is not None else (MAIN_JOB_LIMIT if main_job else None),
                     ids=ids, sample=sample, seed=seed, temperature=temperature, top_k=top_k, max_tokens=max_tokens,
-                    critic=critic, reference=not no_reference,
+                    critic=critic, reference=not no_reference, pool_cap=pool_cap,
                     **({"strategies": [s for s in strategy.split(",") if s]} if strategy else {}))
     _check_strategies(spec.strategies)
     with _progress() as (progress, on_progress):
-        evaluation = Evaluation(settings, spec, resume=resume, on_progress=on_progress)
+        evaluation = Evaluation(settings, spec, resume=resume, on_progress=on_progress, force=force)
         progress.console.print(f"[bold]{escape(evaluation.task.name)}[/]: {len(evaluation.items)} items × "
                                f"{', '.join(escape(s.spec) for s in evaluation.strategies)}")
         try:
@@ -352,24 +367,24 @@ def console_table(report: dict) -> None:
     if report["run"]["oracle"]:
         title += " · includes ORACLE strategies (upper bounds)"
     table = Table(title=title, box=None, padding=(0, 1), pad_edge=False, caption=(
-        f"acc: accuracy %; none: no answer % (cut: of them truncated at the token cap); no sig: % of "
-        f"items where the selector or stop rule had nothing to act on; tokens per item; Δ base: points "
-        f"against {report['baseline']}, p: McNemar; Δ pool: points against voting over plain samples "
-        "at equal tokens (beyond: past the largest pool, not measured)"))
+        f"acc: accuracy % (95% CI); none: no answer %; cut: truncated at the token cap %; no sig: % of "
+        f"items where the selector or stop rule had nothing to act on; tok: tokens per item; vs base: "
+        f"points against {report['baseline']} (McNemar p); vs pool: points against voting over plain "
+        "samples at equal tokens (*: beyond the largest pool, not measured)"))
     table.add_column("strategy", no_wrap=True)
-    for column, width in (("acc", 4), ("95% CI", 9), ("none", 4), ("cut", 4), ("no sig", 4), ("tokens", 6),
-                          ("Δ base", 6), ("p", 7), ("Δ pool", 6)):
-        table.add_column(column, justify="right", min_width=width)
+    for column in ("acc", "none", "cut", "no sig", "tok", "vs base", "vs pool"):
+        table.add_column(column, justify="right", no_wrap=True)
     for s in report["strategies"].values():
         low, high = s["interval"]
         versus = s.get("versus_baseline") or {}
         matched = s["compute_matched"]
-        pool = number(matched["gain"], True) + (" beyond" if matched["budget"] == "beyond" else "")
-        table.add_row(escape(label(s)), number(s["accuracy"]), f"{number(low)}–{number(high)}",
+        table.add_row(escape(label(s)), f"{number(s['accuracy'])} ({number(low)}–{number(high)})",
                       number(s["parse_failure_rate"]), number(s["truncation_rate"]), number(s["no_signal_rate"]),
-                      f"{s['tokens_per_item']:.0f}", number(versus.get("difference"), True),
-                      f"{versus['p_value']:.2g}" if versus else "—", pool)
-    out.print(table)
+                      f"{s['tokens_per_item']:.0f}",
+                      f"{number(versus['difference'], True)} ({versus['p_value']:.2g})" if versus else "—",
+                      number(matched["gain"], True) + ("*" if matched["budget"] == "beyond" else ""))
+    # a table of numbers is never squeezed into a pipe's default 80 columns
+    (out if out.is_terminal else Console(width=112)).print(table)
 
 
 @app.command()
@@ -382,7 +397,7 @@ def report(
     from selfcorrect.runner import check_complete
 
     settings: Settings = ctx.obj
-    store = Store(settings.store)
+    store = Store(settings.store, read_only=True)
     run = store.run(run_id)
     check_complete(store, run)
     kind = run.config.get("kind")  # runs from before it was recorded: ask the task
@@ -394,10 +409,29 @@ def report(
 
 
 @app.command()
+def regrade(
+    ctx: typer.Context,
+    run_id: Annotated[str, typer.Argument(help="the run (see `selfcorrect runs`)")],
+    folder: Annotated[Optional[Path], typer.Option("--out", help="report folder (default: runs/RUN_ID)")] = None,
+) -> None:
+    """Grade a run's stored attempts again with the current answer readers and gold checks
+    (no model call), and write its reports. Strategies' selections stay as they were made."""
+    from selfcorrect.runner import regrade as regrade_run
+
+    settings: Settings = ctx.obj
+    run, changed = asyncio.run(regrade_run(settings, run_id))
+    err.print(f"regraded {changed['attempts']} attempts of {changed['units']} units: "
+              f"{changed['answers']} answers read differently, {changed['grades']} grades changed, "
+              f"{changed['finals']} final verdicts changed")
+    with Store(settings.store, read_only=True) as store:
+        _finish_report(store, run, run.config["kind"], folder)
+
+
+@app.command()
 def runs(ctx: typer.Context) -> None:
     """List the runs in the store."""
     settings: Settings = ctx.obj
-    store = Store(settings.store)
+    store = Store(settings.store, read_only=True)
     table = Table(title=str(settings.store))
     table.add_column("run", no_wrap=True)  # ids are copied into other commands
     for column in ("status", "task", "items", "strategies", "created"):
@@ -439,6 +473,12 @@ def main() -> None:
         if debug:
             raise
         err.print(f"[bold red]error:[/] {escape(str(e))}", soft_wrap=True)
+        sys.exit(1)
+    except sqlite3.DatabaseError as e:
+        if debug:
+            raise
+        err.print(f"[bold red]error:[/] the store is damaged or unreadable ({escape(str(e))}) — restore "
+                  "it from a backup, or start a new one with --store", soft_wrap=True)
         sys.exit(1)
     except KeyboardInterrupt:
         err.print("interrupted")

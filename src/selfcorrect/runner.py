@@ -110,9 +110,10 @@ class Evaluation:
         library use); engines given here stay open for their owner. `force` resumes a run
         made by another code version or with other prompts (the run then records both)."""
         self.settings = settings
-        self.store = Store(settings.store)
-        self.run_record: Run | None = self.store.run(resume) if resume else None
-        if self.run_record is not None:
+        self.run_record: Run | None = None
+        if resume:
+            self.store = Store(settings.store)
+            self.run_record = self.store.run(resume)
             spec = EvalSpec(**self.run_record.config["spec"])
         self.spec = spec
         self.force = force
@@ -120,6 +121,8 @@ class Evaluation:
         self.engine, self.critic_engine = engine, critic_engine
         self.items = self._items()
         self.strategies = self._strategies()
+        if not resume:  # opened once the spec holds: a refused run leaves nothing behind
+            self.store = Store(settings.store)
         pool = self.run_record.config.get("pool") if self.run_record else None
         self.pool: Strategy | None = parse_strategy(pool) if pool else None
         self.on_progress = on_progress
@@ -408,3 +411,60 @@ def check_complete(store: Store, run: Run) -> None:
     if have < expected:
         raise SelfcorrectError(f"run {run.run_id} has {have} of {expected} results",
                                f"finish it with `selfcorrect eval --resume {run.run_id}`")
+
+
+async def regrade(settings: Settings, run_id: str, task: Task | None = None) -> tuple[Run, dict]:
+    """Re-read every stored attempt of a run with the current answer readers and grade it
+    with the current gold checks: no model call. A program-aided attempt's answer is what
+    its program prints, so its program runs again in the sandbox. Selections (which attempt
+    a strategy returned) stay as they were made; re-running the strategy, free from the
+    sample cache, replays them. Attempts recorded before finish reasons were kept count as
+    cut off when they used the whole token budget. `task` replaces the one the run names
+    (library use, tests)."""
+    from selfcorrect.tasks.base import read
+    from selfcorrect.trajectory import Trajectory
+    from selfcorrect.verify.answers import read_printed_number
+    from selfcorrect.verify.code import extract_code
+
+    evaluation = Evaluation(settings, EvalSpec(), resume=run_id, task=task)
+    run = evaluation.run_record
+    evaluation.store.claim_writer(run_id)
+    max_tokens = run.config["params"]["max_tokens"]
+    items = {item.id: item for item in evaluation.items}
+    changed = {"units": 0, "attempts": 0, "answers": 0, "grades": 0, "finals": 0}
+    needs_sandbox = evaluation.task.kind == "code" or any(
+        s.name == "program-aided" for s in evaluation.strategies)
+    evaluation.sandbox = Sandbox(workers=settings.sandbox_workers, isolation=settings.sandbox) if needs_sandbox else None
+    try:
+        for old in evaluation.store.results(run_id):
+            item = items[old["item"]]
+            trajectory = Trajectory(**old["trajectory"])
+            for attempt in trajectory.attempts:
+                before = attempt.answer
+                if any(f.source == "sandbox" for f in attempt.feedback):  # program-aided
+                    code = extract_code(attempt.text)
+                    result = await evaluation.sandbox.arun(code) if code else None
+                    reading = (read_printed_number(result.stdout) if result is not None and result.loaded
+                               else None)
+                    attempt.answer, attempt.read = (reading.answer, reading.how) if reading else (None, "no answer")
+                else:
+                    if "finish_reason" not in old["trajectory"]["attempts"][attempt.index]:
+                        attempt.finish_reason = "length" if attempt.completion_tokens >= max_tokens else "stop"
+                    reading = read(item.view, attempt.text, attempt.finish_reason)
+                    attempt.answer, attempt.read = reading.answer, reading.how
+                changed["attempts"] += 1
+                changed["answers"] += attempt.answer != before
+            result = await evaluation.grade_result(item, old["strategy"], trajectory)
+            result["seconds"] = old.get("seconds", 0.0)
+            changed["units"] += 1
+            changed["grades"] += sum(a["correct"] != b["correct"] for a, b in zip(result["grades"], old["grades"]))
+            changed["finals"] += result["final"]["correct"] != old["final"]["correct"]
+            evaluation.store.put_result(run_id, old["strategy"], old["item"], result)
+        config = {**run.config, "regraded": [*run.config.get("regraded", []),
+                                             {"code_version": code_version(), "at": time.time(), **changed}]}
+        evaluation.store.update_run_config(run_id, config)
+    finally:
+        evaluation.store.release_writer(run_id)
+        if evaluation.sandbox is not None:
+            evaluation.sandbox.close()
+    return evaluation.store.run(run_id), changed

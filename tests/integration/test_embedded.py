@@ -130,3 +130,31 @@ def test_a_cancelled_request_frees_the_engine(embedded):
 def test_a_prompt_longer_than_the_context_is_refused(embedded):
     with pytest.raises(ConfigError, match="the context holds 4096"):
         generate(embedded, [{"role": "user", "content": "word " * 5000}], max_tokens=4)
+
+
+def test_the_default_is_a_q8_0_conversion_made_once_and_checked_by_hash(tmp_path, monkeypatch):
+    import shutil
+
+    from selfcorrect.models import embedded as module
+
+    shipped = tmp_path / "pkg" / module.DEFAULT_MODEL_FILE
+    shipped.parent.mkdir()
+    shutil.copy(module.default_model_path(), shipped)
+    monkeypatch.setattr(module, "default_model_path", lambda: shipped)
+    converted = module.embedded_model_path("q8_0")
+    assert converted == shipped.parent / "SmolLM2-135M-Instruct.Q8_0.gguf" and converted.is_file()
+    assert module.embedded_model_path("q8_0") == converted  # made once: found, not converted again
+    stamp = converted.stat().st_mtime_ns
+    assert module.embedded_model_path("q8_0").stat().st_mtime_ns == stamp
+    with open(converted, "r+b") as f:  # a damaged conversion fails its hash and is made again
+        f.seek(-16, 2)
+        f.write(b"\0" * 16)
+    assert module.embedded_model_path("q8_0").stat().st_mtime_ns != stamp
+    assert module.embedded_model_path("q4_1") == shipped
+    with EmbeddedModel(quant="q8_0", threads=1, parallel=1, n_ctx=512) as q8, \
+            EmbeddedModel(quant="q4_1", threads=1, parallel=1, n_ctx=512) as q4:
+        assert "Q8_0" in q8.identity and "Q4_1" in q4.identity and q8.identity != q4.identity
+        [answer] = generate(q8, QUESTION, temperature=0, max_tokens=8)
+        assert answer.text.strip()
+    with pytest.raises(ConfigError, match="unknown embedded quantization"):
+        module.embedded_model_path("q2_k")

@@ -1,5 +1,6 @@
 """The sandbox's behaviour with ordinary programs: verdicts, messages, limits, data types."""
 
+import os
 import shutil
 
 import pytest
@@ -150,7 +151,10 @@ def test_without_bubblewrap_it_refuses_unless_asked_for_the_weaker_mode(monkeypa
         Sandbox(workers=1)
     with Sandbox(workers=1, isolation="process") as weak:
         assert weak.run(ADD, ["assert add(2, 3) == 5"]).passed
+        scratch = [w.owned_scratch for w in weak._workers if w is not None]
+        assert scratch and all(os.path.isdir(s) for s in scratch)
     assert "WITHOUT file-system or network isolation" in caplog.text
+    assert not any(os.path.exists(s) for s in scratch)  # its scratch folders go with it
 
 
 def test_what_a_program_prints_while_loading_is_kept_without_any_test(sandbox):

@@ -52,11 +52,12 @@ def test_an_expression_never_matches_a_number():
 
 @pytest.mark.parametrize("stdout, answer", [
     ("3136\n", "3136"), ("  -7  \n", "-7"), ("1,234\n", "1234"), ("3136.0\n", "3136.0"),
-    ("The numbers are 64 and 49\n3136\n", "3136"),
-    ("64 * 49\n", None), ("The answer is 3136\n", None), ("3136\nDone\n", None), ("", None),
-    ("Ben has 20 apples\n", None),
+    ("The numbers are 64 and 49\n3136\n", "3136"), ("The answer is 31.\n", "31"),
+    ("The answer is: 1826\n", "1826"), ("64 * 49 = 3136\n", "3136"),
+    ("64 * 49\n", None), ("3136\nDone\n", None), ("", None), ("Ben has 20 apples\n", None),
+    ("64 49\n", None), ("The answer is 3136\nBen has 20 apples\n", None),
 ])
-def test_a_program_answer_is_a_final_line_that_is_a_number(stdout, answer):
+def test_a_program_answer_is_a_final_line_that_states_a_number(stdout, answer):
     assert read_printed_number(stdout).answer == answer
 
 

@@ -59,3 +59,105 @@ def test_debug_shows_the_traceback(tmp_path, args):
 def test_nothing_is_written_when_the_command_fails(tmp_path):
     selfcorrect("--model", "gguf:/no/such.gguf", "generate", "hi", cwd=tmp_path)
     assert not (tmp_path / ".selfcorrect").exists()
+
+
+@pytest.mark.parametrize("args, phrases", [
+    (["--limit", "0"], ["--limit 0 is out of range"]),
+    (["--limit", "-1"], ["--limit -1 is out of range"]),
+    (["--ids", "5-2"], ["item range 5-2 is reversed", "2-5"]),
+    (["--strategy", "self-consistency:n=-1"], ["self-consistency:n=-1 is outside 1 to 256"]),
+    (["--strategy", "self-consistency:n=0"], ["self-consistency:n=0 is outside"]),
+    (["--strategy", "best-of-n:n=100000"], ["best-of-n:n=100000 is outside 1 to 256"]),
+    (["--strategy", "best-of-n:verifier=bogus"], ["verifier='bogus' is not an option", "tests, self, critic"]),
+    (["--strategy", "self-consistency:chains=abc"], ["chains='abc'", "not a int"]),
+    (["--pool-cap", "0"], ["--pool-cap 0 is out of range"]),
+])
+def test_bad_eval_options_are_refused_before_anything_is_stored(tmp_path, args, phrases):
+    done = selfcorrect("--model", "gguf:/no/such.gguf", "eval", "--task", "arithmetic", *args, cwd=tmp_path)
+    assert_one_line_error(done, *phrases)
+    assert not (tmp_path / ".selfcorrect").exists()
+
+
+def test_a_jsonl_file_with_bytes_that_are_not_utf8(tmp_path):
+    path = tmp_path / "items.jsonl"
+    path.write_bytes(b'{"question": "What is 1 + 1?", "answer": "2"}\n{"question": "caf\xe9", "answer": "1"}\n')
+    for command in (["tasks", str(path)], ["eval", "--task", str(path)]):
+        done = selfcorrect("--model", "gguf:/no/such.gguf", *command, cwd=tmp_path)
+        assert_one_line_error(done, "line 2: not UTF-8 (byte 0xe9 at column 18)")
+
+
+def test_an_over_long_item_is_rejected_at_load_with_its_line(tmp_path):
+    path = tmp_path / "items.jsonl"
+    path.write_text('{"question": "What is 1 + 1?", "answer": "2"}\n'
+                    + '{"question": "' + "x" * 200_000 + '", "answer": "1"}\n')
+    done = selfcorrect("tasks", str(path), cwd=tmp_path, timeout=30)
+    assert_one_line_error(done, "line 2: 200,", "over the limit of 100,000", "max_chars=N")
+    done = selfcorrect("tasks", f"{path}:max_chars=300000", cwd=tmp_path, timeout=30)
+    assert done.returncode == 0 and len(done.stdout) < 5_000  # the preview is cut short
+
+
+def test_a_store_whose_folder_cannot_be_made(tmp_path):
+    (tmp_path / "file").write_text("")
+    done = selfcorrect("--store", str(tmp_path / "file" / "sub" / "store.sqlite"), "--model", "openai:m",
+                       "--base-url", "http://127.0.0.1:9/v1", "eval", cwd=tmp_path)
+    assert_one_line_error(done, "cannot create the store's folder", "--store")
+
+
+def test_a_damaged_store(tmp_path):
+    from selfcorrect.store import Store
+
+    path = tmp_path / "store.sqlite"
+    with Store(path) as store:
+        store.create_run({"task": "t", "items": 1, "strategies": []}, prompt_hashes={})
+    data = bytearray(path.read_bytes())
+    data[4096:8192] = b"\xff" * 4096  # a garbled page
+    path.write_bytes(data)
+    done = selfcorrect("--store", str(path), "runs", cwd=tmp_path)
+    assert_one_line_error(done, "store", "restore it from a backup")
+
+
+def test_runs_are_listed_from_a_read_only_folder(tmp_path):
+    import subprocess
+
+    from selfcorrect.store import Store
+    from tests.cli import EXE
+
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    with Store(folder / "store.sqlite") as store:
+        store.create_run({"task": "arithmetic", "items": 3, "strategies": ["single"]}, prompt_hashes={},
+                         run_id="the-run")
+    # A read-only mount, which holds for root too (bubblewrap makes it).
+    command = ["bwrap", "--dev-bind", "/", "/", "--ro-bind", str(folder), str(folder),
+               str(EXE), "--store", str(folder / "store.sqlite"), "runs"]
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "the-run" in done.stdout
+
+
+def test_ctrl_c_stops_a_run_promptly_with_the_resume_hint_and_no_traceback(tmp_path):
+    import signal
+    import subprocess
+    import time
+
+    from tests.cli import EXE
+    from tests.httpstub import HTTPStub
+
+    stub = HTTPStub(lambda seen: "hang", hang_seconds=60)
+    try:
+        process = subprocess.Popen(
+            [str(EXE), "--model", "openai:m", "--base-url", stub.url, "eval", "--limit", "20"],
+            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 30
+        while not stub.seen and time.monotonic() < deadline:  # the run is under way
+            time.sleep(0.1)
+        assert stub.seen, "the run never asked the model"
+        started = time.monotonic()
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=15)
+        assert time.monotonic() - started < 10
+    finally:
+        stub.close()
+    assert process.returncode == 130, stderr
+    assert "resume with `selfcorrect eval --resume" in stderr
+    assert "Traceback" not in stderr and "never retrieved" not in stderr

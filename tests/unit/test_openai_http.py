@@ -184,3 +184,47 @@ def test_bad_settings_are_config_errors():
         OpenAICompatibleModel("m", [])
     with pytest.raises(ConfigError, match="not an http"):
         OpenAICompatibleModel("m", "127.0.0.1:8000")
+
+
+def test_cost_counts_every_prompt_a_server_that_ignores_n_was_sent(stubs, tmp_path):
+    """llama.cpp's server returns one choice whatever n asks: each sample is then a request
+    of its own, and the cost of a vote counts each request's prompt."""
+    from tests.scripts import ListTask
+
+    from selfcorrect.config import load_settings
+    from selfcorrect.runner import EvalSpec, Evaluation, results_by_strategy
+
+    stub = stubs(lambda seen: chat_reply(["The answer is 4."], prompt_tokens=30))
+    settings = load_settings(store=tmp_path / "store.sqlite")
+    evaluation = Evaluation(settings, EvalSpec(strategies=["self-consistency:n=5"], reference=False),
+                            task=ListTask([("What is 2 + 2?", "4")]), engine=fast(stub.url))
+    run = asyncio.run(evaluation.run())
+    [result] = results_by_strategy(evaluation.store, run)["self-consistency:n=5"]
+    assert len(stub.seen) == 5  # one request per sample
+    assert result["trajectory"]["cost"]["generate"]["prompt_tokens"] == 5 * 30
+    assert [a["prompt_billed"] for a in result["trajectory"]["attempts"]] == [30] * 5
+    assert run.config["prompt_reuse"] is False
+
+
+def test_a_failed_request_leaves_no_unretrieved_task(stubs, caplog):
+    """With n=3 drawn one by one, a failure of one request is raised once, after the others
+    finished: asyncio has nothing left to complain about."""
+    import gc
+
+    stub = stubs(lambda seen: (500, {}, b"down") if seen.body["seed"] == sample_seed(0, 1)
+                 else chat_reply(["one"]))
+    model = fast(stub.url, retries=0)
+    model._native_n = False
+    with caplog.at_level(logging.ERROR, logger="asyncio"):
+        with pytest.raises(BackendUnavailableError):
+            asyncio.run(model.generate(MESSAGES, SamplingParams(n=3)))
+        gc.collect()
+    assert "never retrieved" not in caplog.text
+
+
+def test_a_server_that_drops_connections_is_not_called_unreachable(stubs):
+    stub = stubs(lambda seen: "drop")
+    with pytest.raises(BackendUnavailableError) as caught:
+        asyncio.run(fast(stub.url, retries=1).generate(MESSAGES, SamplingParams()))
+    assert "closed it without a reply" in str(caught.value)
+    assert "cannot reach" not in str(caught.value)

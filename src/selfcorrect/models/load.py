@@ -6,21 +6,23 @@ from selfcorrect.config import Settings
 from selfcorrect.errors import ConfigError
 from selfcorrect.models.base import Model
 
-SPECS = ("embedded", "gguf:PATH", "openai:NAME")
+SPECS = ("embedded", "embedded:QUANT", "gguf:PATH", "openai:NAME")
 
 
 def load_model(settings: Settings) -> Model:
     """The engine a settings' model spec names, without the cache."""
     kind, _, arg = settings.model.partition(":")
     if kind in ("embedded", "gguf"):
-        if kind == "embedded" and arg:
-            raise ConfigError(f"unknown model {settings.model!r}", "use embedded, or gguf:PATH")
         if kind == "gguf" and not arg:
             raise ConfigError("--model gguf: needs a path", "write --model gguf:/path/to/model.gguf")
-        from selfcorrect.models.embedded import EmbeddedModel
+        from selfcorrect.models.embedded import EMBEDDED_QUANTS, EmbeddedModel
 
+        if kind == "embedded" and arg and arg not in EMBEDDED_QUANTS:
+            raise ConfigError(f"unknown model {settings.model!r}",
+                              f"use embedded, embedded:{' or embedded:'.join(EMBEDDED_QUANTS)}, or gguf:PATH")
         return EmbeddedModel(
-            arg or None,
+            arg if kind == "gguf" else None,
+            quant=arg if kind == "embedded" and arg else EMBEDDED_QUANTS[0],
             threads=settings.threads,
             n_ctx=settings.n_ctx,
             parallel=settings.parallel,

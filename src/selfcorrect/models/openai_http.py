@@ -145,7 +145,7 @@ class OpenAICompatibleModel:
             self._native_n = honoured
             drawn = drawn[: params.n]
         rest = range(first_index + len(drawn), first_index + params.n)
-        singles = await asyncio.gather(*(self._request(messages, params, 1, i) for i in rest))
+        singles = await gather_all(*(self._request(messages, params, 1, i) for i in rest))
         drawn += [choices[0] for choices in singles]
         return [replace(c, index=first_index + k) for k, c in enumerate(drawn)]
 
@@ -209,7 +209,8 @@ class OpenAICompatibleModel:
                 ) from None
             raise BackendUnavailableError(
                 f"the model server kept failing: {e} ({attempts} attempts)",
-                "check the server's log, lower concurrency, or raise retries",
+                "check the server's log (it may be crashing or overloaded), lower concurrency, "
+                "or raise retries",
             ) from None
         raise AssertionError("unreachable: tenacity either returns or raises")
 
@@ -257,14 +258,27 @@ class OpenAICompatibleModel:
         except httpx.TimeoutException:
             replica.passed_over_until = time.monotonic() + REPLICA_COOLDOWN
             raise _Retryable(f"{replica.url} did not answer within {self.timeout:g}s") from None
-        except httpx.TransportError as e:
+        except httpx.ConnectError as e:
+            replica.passed_over_until = time.monotonic() + REPLICA_COOLDOWN
+            raise _Retryable(f"{replica.url}: {e or 'connection refused'}", unreachable=True) from None
+        except httpx.TransportError as e:  # it accepted the connection, then dropped it
             replica.passed_over_until = time.monotonic() + REPLICA_COOLDOWN
             raise _Retryable(
-                f"{replica.url}: {type(e).__name__} {e}".rstrip(), unreachable=True
-            ) from None
+                f"{replica.url} accepted the connection but closed it without a reply "
+                f"({type(e).__name__}{': ' + str(e) if str(e) else ''})") from None
         finally:
             replica.in_flight -= 1
         return _parse(response, replica.url, self.api_key_env)
+
+
+async def gather_all(*awaitables):
+    """Like asyncio.gather, but every awaitable is finished (its exception retrieved) before
+    the first exception is raised: no "Task exception was never retrieved" after a failure."""
+    results = await asyncio.gather(*awaitables, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return results
 
 
 def _parse(response: httpx.Response, url: str, api_key_env: str) -> dict:

@@ -150,6 +150,8 @@ class _Worker:
 
     def __init__(self, command: list[str], env: dict, user: int | None, scratch: str,
                  isolated: bool, nproc: int, cwd: str | None):
+        # A scratch folder on the host (isolation "process") is the worker's own, removed with it.
+        self.owned_scratch = None if isolated else scratch
         self.stderr = tempfile.TemporaryFile()
         ids = {"user": user, "group": user, "extra_groups": []} if user is not None else {}
         self.process = subprocess.Popen(
@@ -186,6 +188,8 @@ class _Worker:
         for stream in (self.process.stdin, self.process.stdout):
             stream.close()
         self.stderr.close()
+        if self.owned_scratch is not None:
+            shutil.rmtree(self.owned_scratch, ignore_errors=True)
 
 
 class Sandbox:

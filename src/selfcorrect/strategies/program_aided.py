@@ -1,6 +1,7 @@
 """program-aided: for math, the model writes a Python program that computes the answer;
 the sandbox runs it, and the answer is its last line of output when that line is a number
-(a program that ends on text, or prints an expression, has no answer). An error, or a
+or states one ("The answer is 31."); a number among other text, or an expression, is no
+answer. An error, or a
 program that prints no number, goes back to the model to fix (external feedback). Returns
 the first attempt whose program ran and printed a number.
 """
@@ -57,7 +58,7 @@ class ProgramAided(Strategy):
             attempt.answer, attempt.read = reading.answer, reading.how
             text = result.stdout.strip()[-500:] or "(the program printed nothing)"
             if attempt.answer is None:
-                text += "\nThe program's last line of output is not a number."
+                text += "\nThe program's last line of output does not state a number."
         passed = attempt.answer is not None
         return session.give(attempt, Feedback(kind="external", source="sandbox", passed=passed,
                                               score=float(passed), text=text))

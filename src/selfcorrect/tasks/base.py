@@ -187,7 +187,9 @@ def _positions(spec: str, count: int) -> list[int]:
             raise ConfigError(f"bad item range {part!r} in {spec!r}", "write ranges like 0-99 or 3,7,10-19")
         low = int(match.group(1))
         high = int(match.group(2)) if match.group(2) else low
-        if high < low or high >= count:
+        if high < low:
+            raise ConfigError(f"item range {part.strip()} is reversed", f"write it low to high: {high}-{low}")
+        if high >= count:
             raise ConfigError(f"item range {part.strip()} is outside 0-{count - 1}",
                               f"the task has {count} items")
         positions.extend(range(low, high + 1))

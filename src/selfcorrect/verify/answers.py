@@ -96,15 +96,18 @@ def read_answer(text: str, *, numeric: bool = True, finish_reason: str = "stop")
 
 
 def read_printed_number(stdout: str) -> Reading:
-    """A program's answer: its last line of output, when that line is a number and nothing
-    else (a program that prints a number from the question among other text is not read)."""
+    """A program's answer: its last line of output, when that line is a number, or states
+    one as a reply would ("The answer is 31.", "64 * 49 = 3136"). A number merely among
+    other text on that line ("Ben has 20 apples"), an earlier line, or an expression is not
+    read: a program that prints a number from the question has no answer."""
     lines = [line.strip() for line in stdout.strip().splitlines() if line.strip()]
     if not lines:
         return Reading(None, NO_ANSWER)
     last = _normalise(lines[-1]).strip()
-    if as_number(last) is None:
-        return Reading(None, NO_ANSWER)
-    return Reading(_plain(last), "printed")
+    if as_number(last) is not None:
+        return Reading(_plain(last), "printed")
+    stated = read_answer(last)
+    return Reading(stated.answer, "printed") if stated.answer is not None else stated
 
 
 def _markers(text: str):
