@@ -278,7 +278,7 @@ def eval_(
     max_tokens: Annotated[Optional[int], typer.Option(help="default: 192 for math, 384 for code")] = None,
     critic: Annotated[Optional[str], typer.Option(help="a model spec for critic-refine, or \"same\"")] = None,
     no_reference: Annotated[bool, typer.Option("--no-reference", help="draw no reference pool of plain samples")] = False,
-    pool_cap: Annotated[int, typer.Option(help="the most samples per item the reference pool may grow to")] = 16,
+    pool_cap: Annotated[int, typer.Option(help="the most samples per item the reference pool may grow to")] = 32,
     resume: Annotated[Optional[str], typer.Option(help="continue an interrupted run")] = None,
     force: Annotated[bool, typer.Option("--force", help="resume a run made by another code version or prompts")] = False,
     folder: Annotated[Optional[Path], typer.Option("--out", help="report folder (default: runs/RUN_ID)")] = None,

@@ -39,7 +39,7 @@ MAIN_JOB_STRATEGIES = ["single", "self-consistency:n=5", "self-refine:rounds=1",
 MAIN_JOB_LIMIT = 60
 MAX_TOKENS = {"math": 192, "code": 384}
 POOL_START = 8  # the reference pool's first size; it grows to the largest budget in the run
-POOL_CAP = 16
+POOL_CAP = 32
 
 
 @dataclass
@@ -443,7 +443,7 @@ async def regrade(settings: Settings, run_id: str, task: Task | None = None) -> 
                 before = attempt.answer
                 if any(f.source == "sandbox" for f in attempt.feedback):  # program-aided
                     code = extract_code(attempt.text)
-                    result = await evaluation.sandbox.arun(code) if code else None
+                    result = await evaluation.sandbox.arun(code, []) if code else None
                     reading = (read_printed_number(result.stdout) if result is not None and result.loaded
                                else None)
                     attempt.answer, attempt.read = (reading.answer, reading.how) if reading else (None, "no answer")

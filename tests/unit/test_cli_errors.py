@@ -22,7 +22,7 @@ def test_missing_model_file(tmp_path):
 
 def test_unknown_model_spec(tmp_path):
     done = selfcorrect("--model", "gpt5", "generate", "hi", cwd=tmp_path)
-    assert_one_line_error(done, "unknown model 'gpt5'", "embedded, gguf:PATH, openai:NAME")
+    assert_one_line_error(done, "unknown model 'gpt5'", "embedded, embedded:QUANT, gguf:PATH, openai:NAME")
 
 
 def test_bad_config_key(tmp_path):
