@@ -12,7 +12,7 @@ def test_generate_then_replay_from_the_cache(tmp_path):
     first = selfcorrect(*args, cwd=tmp_path)
     assert first.returncode == 0, first.stderr
     data = json.loads(first.stdout)
-    assert data["model"].startswith("gguf:SmolLM2-135M-Instruct.Q4_1.gguf:")
+    assert data["model"].startswith("gguf:SmolLM2-135M-Instruct.Q8_0.gguf:")
     assert [c["index"] for c in data["completions"]] == [0, 1]
     assert not any(c["cached"] for c in data["completions"])
     assert (tmp_path / ".selfcorrect" / "store.sqlite").exists()
@@ -34,5 +34,5 @@ def test_plain_output_and_speed_line(tmp_path):
 def test_models_checks_the_embedded_model_and_its_speed(tmp_path):
     done = selfcorrect("--threads", "1", "models", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    assert "ok: SmolLM2-135M-Instruct.Q4_1.gguf" in done.stdout
+    assert "ok: SmolLM2-135M-Instruct.Q8_0.gguf" in done.stdout
     assert "tok/s" in done.stdout

@@ -30,14 +30,18 @@ def evaluated(embedded, tmp_path_factory):
 def test_every_strategy_ran_on_every_item_and_was_graded(evaluated):
     evaluation, run, paths = evaluated
     report = json.loads(paths["json"].read_text())
-    assert run.status == "complete" and list(report["strategies"]) == STRATEGIES
+    pool = run.config["pool"]  # the reference pool, sized to the largest budget
+    assert run.status == "complete" and list(report["strategies"]) == [*STRATEGIES, pool]
     for spec, summary in report["strategies"].items():
         assert summary["items"] == 4 and 0 <= summary["accuracy"] <= 1
         assert summary["tokens_per_item"] > 0 and summary["cost_per_item"]["generate"]["calls"] >= 1
     refine = report["strategies"]["self-refine:rounds=1"]
     assert refine["flips"][0]["n"] == 4  # one revision per item, each counted in the flip matrix
     assert report["strategies"]["program-aided:rounds=1"]["cost_per_item"]["feedback"]["sandbox_runs"] >= 1
-    assert [p["n"] for p in report["curves"]["vote"]["points"]] == [1, 2, 3]
+    assert report["curves"]["vote"]["strategy"] == pool and report["curves"]["vote"]["points"][0]["n"] == 1
+    top = report["curves"]["vote"]["points"][-1]["tokens"]
+    assert all(s["tokens_per_item"] <= top or s["compute_matched"]["budget"] == "beyond"
+               for s in report["strategies"].values())
     assert run.prompt_hashes.keys() == set(STRATEGIES) | {"task"}
 
 

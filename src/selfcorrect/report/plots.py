@@ -33,7 +33,8 @@ def accuracy_vs_tokens(report: dict) -> str:
     for strategy in report["strategies"].values():
         low, high = strategy["interval"]
         accuracy = strategy["accuracy"] or 0
-        axes.errorbar(strategy["tokens_per_item"], accuracy, yerr=[[accuracy - low], [high - accuracy]],
+        # max(0, ...): a Wilson bound can sit a rounding error past the estimate itself
+        axes.errorbar(strategy["tokens_per_item"], accuracy, yerr=[[max(0.0, accuracy - low)], [max(0.0, high - accuracy)]],
                       fmt="s", capsize=3, label=label(strategy))
     axes.set_xlabel("tokens per item (prompt + completion)")
     axes.set_ylabel("accuracy (95% interval)")
