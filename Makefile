@@ -23,6 +23,8 @@ bench: install
 	$(BIN)/python bench/embedded_overhead.py
 	$(BIN)/python bench/embedded_batch.py
 	$(BIN)/python bench/embedded_batch.py --short-prompt --max-tokens 64
+	$(BIN)/python bench/embedded_mixed.py --quant q4_1
+	$(BIN)/python bench/embedded_mixed.py --quant q8_0
 	$(BIN)/python bench/http_throughput.py
 	$(BIN)/python bench/cache_rerun.py
 	$(BIN)/python bench/sandbox_throughput.py
