@@ -47,6 +47,9 @@ class Settings(BaseModel):
         None, ge=1, description="how many programs the sandbox runs at once (default: the cores)"
     )
     cache: bool = Field(True, description="whether to use the sample cache (true or false)")
+    record_tokens: bool = Field(
+        True, description="whether to keep every sample's token ids and log-probabilities (embedded)"
+    )
 
     @field_validator("base_url", mode="before")
     @classmethod

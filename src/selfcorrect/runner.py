@@ -328,6 +328,9 @@ class Evaluation:
         model, critic = handles or (ModelHandle(self.model), self.critic and ModelHandle(self.critic))
 
         def record(event: dict) -> None:
+            if event["type"] == "messages":  # a conversation is kept once, by its hash
+                self.store.put_messages(event["messages"])
+                return
             self.store.append_event(run_id, spec, item.id, event)
 
         async def oracle(reply: str) -> bool:

@@ -9,6 +9,7 @@ model call.
 
 from __future__ import annotations
 
+import array
 import contextlib
 import json
 import os
@@ -18,16 +19,17 @@ import sqlite3
 import subprocess
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from selfcorrect import __version__
 from selfcorrect.errors import SelfcorrectError
-from selfcorrect.models.base import Completion
+from selfcorrect.models.base import Completion, messages_hash
+from selfcorrect.trajectory import Attempt
 
 DEFAULT_STORE = Path(".selfcorrect") / "store.sqlite"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -40,9 +42,14 @@ CREATE TABLE IF NOT EXISTS samples (
     prompt_tokens INTEGER NOT NULL,
     completion_tokens INTEGER NOT NULL,
     seconds REAL NOT NULL,
-    logprobs TEXT,
+    logprobs,  -- packed float32 (JSON text in stores of schema 1)
     created_at REAL NOT NULL,
+    token_ids BLOB,  -- packed int32
     PRIMARY KEY (request_key, sample_index)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS messages (
+    hash TEXT PRIMARY KEY,
+    content TEXT NOT NULL  -- a conversation, kept once however many attempts it produced
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS runs (
     run_id TEXT PRIMARY KEY,
@@ -98,6 +105,28 @@ def code_version() -> str:
     if not commit:
         return __version__
     return f"{__version__}+g{commit}{'-dirty' if dirty else ''}"
+
+
+@dataclass(frozen=True)
+class GradedAttempt:
+    """One attempt as stored, with its gold-check verdict and its provenance: what training
+    data and the error memory are built from."""
+
+    run_id: str
+    task: str
+    strategy: str
+    item_id: str
+    model: str  # the identity of the model that drew it
+    oracle: bool  # the run included oracle strategies: its data must say so
+    attempt: Attempt
+    correct: bool
+    parse_failure: bool
+    failure: str | None
+    final: bool  # the attempt the strategy returned
+    messages: list[dict] | None  # the conversation that produced it (None in runs before it was kept)
+    feedback_kinds: frozenset[str]  # on this attempt, and on the attempt it revises
+    token_ids: tuple[int, ...] | None = None
+    logprobs: tuple[float, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -164,11 +193,25 @@ class Store:
             if self.read_only:
                 raise SelfcorrectError(f"{self.path} is not a selfcorrect store", "pass the right --store")
             self._db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+        elif int(row[0]) == 1 and not self.read_only:
+            self._migrate_from_1()
+        elif int(row[0]) == 1:
+            self._columns = {"token_ids": False}  # read as it is
         elif int(row[0]) != SCHEMA_VERSION:
             raise SelfcorrectError(
                 f"the store {self.path} has schema {row[0]}; this selfcorrect reads {SCHEMA_VERSION}",
                 "use a selfcorrect version that matches, or start a new store with --store",
             )
+
+    def _migrate_from_1(self) -> None:
+        """Schema 1 had no token ids and no kept conversations: add them; nothing is lost."""
+        with self._transaction():
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(samples)")}
+            if "token_ids" not in columns:
+                self._db.execute("ALTER TABLE samples ADD COLUMN token_ids BLOB")
+            self._db.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (str(SCHEMA_VERSION),))
+
+    _columns = {"token_ids": True}
 
     def close(self) -> None:
         with self._lock:
@@ -186,10 +229,11 @@ class Store:
         """The cached samples of a request among `indices`, by index."""
         if not indices:
             return {}
+        tokens = "token_ids" if self._columns["token_ids"] else "NULL"
         with self._lock:
             rows = self._db.execute(
                 "SELECT sample_index, text, finish_reason, prompt_tokens, completion_tokens,"
-                " seconds, logprobs FROM samples WHERE request_key = ?"
+                f" seconds, logprobs, {tokens} FROM samples WHERE request_key = ?"
                 " AND sample_index BETWEEN ? AND ?",
                 (request_key, min(indices), max(indices)),
             ).fetchall()
@@ -202,8 +246,9 @@ class Store:
                 completion_tokens=row[4],
                 seconds=row[5],
                 index=row[0],
-                logprobs=tuple(json.loads(row[6])) if row[6] is not None else None,
+                logprobs=unpack_floats(row[6]),
                 cached=True,
+                token_ids=unpack_ints(row[7]),
             )
             for row in rows
             if row[0] in wanted
@@ -222,15 +267,37 @@ class Store:
                 c.prompt_tokens,
                 c.completion_tokens,
                 c.seconds,
-                json.dumps(c.logprobs) if c.logprobs is not None else None,
+                pack_floats(c.logprobs),
                 now,
+                pack_ints(c.token_ids),
             )
             for c in completions
         ]
         with self._lock, self._transaction():
             self._db.executemany(
-                "INSERT OR IGNORE INTO samples VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows
+                "INSERT OR IGNORE INTO samples (request_key, sample_index, model, text, finish_reason,"
+                " prompt_tokens, completion_tokens, seconds, logprobs, created_at, token_ids)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows
             )
+
+    # -- conversations -------------------------------------------------------------------
+
+    def put_messages(self, messages: Sequence[dict]) -> str:
+        """Keep a conversation once, under its content hash, and return the hash."""
+        key = messages_hash(messages)
+        content = json.dumps([{"role": m["role"], "content": m["content"]} for m in messages],
+                             ensure_ascii=False)
+        with self._lock:
+            self._db.execute("INSERT OR IGNORE INTO messages VALUES (?, ?)", (key, content))
+        return key
+
+    def messages(self, key: str) -> list[dict] | None:
+        with self._lock:
+            try:
+                row = self._db.execute("SELECT content FROM messages WHERE hash = ?", (key,)).fetchone()
+            except sqlite3.OperationalError:  # a store of schema 1, opened read-only
+                return None
+        return json.loads(row[0]) if row else None
 
     def sample_count(self, model: str | None = None) -> int:
         with self._lock:
@@ -381,6 +448,69 @@ class Store:
             rows = self._db.execute(query + " ORDER BY created_at", args).fetchall()
         return [json.loads(row[0]) for row in rows]
 
+    def graded_attempts(self, *, task: str | None = None, run_ids: Sequence[str] | None = None,
+                        strategy: str | None = None, item_ids: Sequence[str] | None = None,
+                        correct: bool | None = None, feedback_kind: str | None = None,
+                        model: str | None = None, final_only: bool = False,
+                        include_oracle: bool = False, tokens: bool = False) -> Iterator[GradedAttempt]:
+        """Graded attempts across runs, with their conversations and provenance. Filters:
+        the task's name, runs, a strategy (its spec, or its name for every spec of it), item
+        ids, right or wrong, a kind of feedback seen (on the attempt or the one it revised),
+        the model's identity, returned attempts only. Runs with oracle strategies are left
+        out unless `include_oracle`. `tokens` adds token ids and log-probabilities from the
+        sample cache where kept."""
+        query = "SELECT r.run_id, r.strategy, r.item_id, r.payload, x.config, x.oracle FROM results r JOIN runs x USING (run_id)"
+        clauses, args = [], []
+        if run_ids is not None:
+            clauses.append(f"r.run_id IN ({','.join('?' * len(run_ids))})")
+            args += list(run_ids)
+        if item_ids is not None:
+            clauses.append(f"r.item_id IN ({','.join('?' * len(item_ids))})")
+            args += list(item_ids)
+        if strategy is not None:
+            clauses.append("(r.strategy = ? OR r.strategy LIKE ?)")
+            args += [strategy, f"{strategy}:%"]
+        if not include_oracle:
+            clauses.append("x.oracle = 0")
+        if clauses:
+            query += " WHERE " + " AND ".join(clauses)
+        with self._lock:
+            rows = self._db.execute(query + " ORDER BY r.run_id, r.created_at", args).fetchall()
+        conversations: dict[str, list[dict] | None] = {}
+        for run_id, spec, item_id, payload, config, oracle in rows:
+            config = json.loads(config)
+            if task is not None and config.get("task") != task:
+                continue
+            if model is not None and config.get("model") != model:
+                continue
+            result = json.loads(payload)
+            attempts = [Attempt(**a) for a in result["trajectory"]["attempts"]]
+            selected = result["trajectory"].get("final")
+            for attempt, grade in zip(attempts, result["grades"]):
+                if final_only and attempt.index != selected:
+                    continue
+                if correct is not None and grade["correct"] != correct:
+                    continue
+                kinds = {f.kind for f in attempt.feedback}
+                if attempt.parent is not None:
+                    kinds |= {f.kind for f in attempts[attempt.parent].feedback}
+                if feedback_kind is not None and feedback_kind not in kinds:
+                    continue
+                key = attempt.messages_hash
+                if key and key not in conversations:
+                    conversations[key] = self.messages(key)
+                drawn = None
+                if tokens and attempt.request:
+                    index = 0 if attempt.params.get("temperature") == 0 else attempt.sample
+                    drawn = self.get_samples(attempt.request, [index]).get(index)
+                yield GradedAttempt(
+                    run_id=run_id, task=config.get("task", ""), strategy=spec, item_id=item_id,
+                    model=config.get("model", ""), oracle=bool(oracle), attempt=attempt,
+                    correct=grade["correct"], parse_failure=grade["parse_failure"],
+                    failure=grade.get("failure"), final=attempt.index == selected,
+                    messages=conversations.get(key) if key else None, feedback_kinds=frozenset(kinds),
+                    token_ids=drawn.token_ids if drawn else None, logprobs=drawn.logprobs if drawn else None)
+
     def finished(self, run_id: str) -> set[tuple[str, str]]:
         """The (strategy, item id) pairs of a run that have a result."""
         with self._lock:
@@ -398,6 +528,26 @@ class Store:
             self._db.execute("ROLLBACK")
             raise
         self._db.execute("COMMIT")
+
+
+def pack_floats(values) -> bytes | None:
+    return array.array("f", values).tobytes() if values is not None else None
+
+
+def unpack_floats(data) -> tuple[float, ...] | None:
+    if data is None:
+        return None
+    if isinstance(data, str):  # schema 1 kept them as JSON
+        return tuple(json.loads(data))
+    return tuple(array.array("f", data))
+
+
+def pack_ints(values) -> bytes | None:
+    return array.array("i", values).tobytes() if values is not None else None
+
+
+def unpack_ints(data) -> tuple[int, ...] | None:
+    return tuple(array.array("i", data)) if data is not None else None
 
 
 def _alive(host: str, pid: int) -> bool:

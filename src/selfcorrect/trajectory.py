@@ -45,6 +45,12 @@ class Attempt(BaseModel):
     read: str = ""
     finish_reason: str = "stop"  # "length": the reply hit the token cap
     parent: int | None = None  # the attempt it revises
+    # What produced it: the conversation sent (kept once in the store, under this hash), the
+    # sampling parameters, and the sample cache's key of the request (its token ids and
+    # log-probabilities are kept there, under this key and `sample`).
+    messages_hash: str = ""
+    params: dict = Field(default_factory=dict)
+    request: str = ""
     prompt_tokens: int = 0
     # The prompt tokens this attempt's request was charged: a backend that evaluates a
     # prompt once for n samples charges it to the first; one that takes a request per

@@ -94,3 +94,14 @@ def test_eval_rejects_a_strategy_that_does_not_fit(tmp_path):
     done = selfcorrect("eval", "--task", "arithmetic:n=3", "--strategy", "self-debug", cwd=tmp_path)
     assert done.returncode == 1 and "self-debug cannot run on arithmetic" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_attempts_keep_token_ids_and_logprobs_of_the_embedded_model(evaluated):
+    evaluation, run, _ = evaluated
+    attempts = list(evaluation.store.graded_attempts(run_ids=[run.run_id], strategy="single", tokens=True))
+    assert len(attempts) == 4
+    for graded in attempts:
+        assert graded.messages and graded.messages[-1]["role"] == "user"
+        assert graded.token_ids and len(graded.token_ids) == len(graded.logprobs)
+        assert len(graded.token_ids) >= graded.attempt.completion_tokens  # a stop string's tokens included
+        assert all(lp <= 0 for lp in graded.logprobs)

@@ -161,3 +161,13 @@ def test_ctrl_c_stops_a_run_promptly_with_the_resume_hint_and_no_traceback(tmp_p
     assert process.returncode == 130, stderr
     assert "resume with `selfcorrect eval --resume" in stderr
     assert "Traceback" not in stderr and "never retrieved" not in stderr
+
+
+def test_an_eval_against_a_server_that_is_down_ends_in_one_error_with_the_resume_hint(tmp_path):
+    (tmp_path / "selfcorrect.toml").write_text("retries = 1\n")
+    url = f"http://127.0.0.1:{free_port()}/v1"
+    done = selfcorrect("--model", "openai:m", "--base-url", url, "eval", "--limit", "3", cwd=tmp_path)
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr and "never retrieved" not in done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: cannot reach the model server") and "selfcorrect eval --resume" in last

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
@@ -102,6 +103,13 @@ class SamplingParams:
         }
 
 
+def messages_hash(messages: Sequence[Message]) -> str:
+    """A conversation's content hash: the key under which the store keeps it once."""
+    canonical = json.dumps([[m["role"], m["content"]] for m in messages], ensure_ascii=False,
+                           separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
 def sample_seed(seed: int, index: int) -> int:
     """The seed for sample `index` of a request seeded `seed`: distinct per index, stable
     across runs and machines, below 2**31 (llama.cpp reserves 0xFFFFFFFF for 'random')."""
@@ -122,6 +130,7 @@ class Completion:
     index: int = 0
     logprobs: tuple[float, ...] | None = None
     cached: bool = False
+    token_ids: tuple[int, ...] | None = None  # where the backend gives them
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -233,6 +233,7 @@ class _Sequence:
     text: bytearray = field(default_factory=bytearray)
     scanned: int = 0  # characters of text already searched for stop strings
     logprobs: list[float] | None = None
+    token_ids: list[int] = field(default_factory=list)
     seconds: float = 0.0
     finish: str | None = None
 
@@ -253,6 +254,8 @@ class EmbeddedModel:
     parallel: sequences decoded together.
     prefix_cache: recently evaluated prompts kept for reuse (0: off, for draws that repeat
         exactly in one process; a revision then pays for its whole conversation again).
+    record_tokens: return every sample's token ids and per-token log-probabilities, so a
+        trajectory can become training data (off for huge runs: logprobs cost ~2% of decode).
     """
 
     def __init__(
@@ -265,6 +268,7 @@ class EmbeddedModel:
         parallel: int = 8,
         prefix_cache: int = 4,
         n_batch: int = 512,
+        record_tokens: bool = True,
     ):
         if parallel < 1 or prefix_cache < 0 or n_ctx < 64:
             raise ConfigError(
@@ -301,6 +305,7 @@ class EmbeddedModel:
         self.n_ctx = min(n_ctx, llama_cpp.llama_model_n_ctx_train(self._model))
         self.parallel = parallel
         self.n_batch = n_batch
+        self.record_tokens = record_tokens
 
         cparams = llama_cpp.llama_context_default_params()
         cparams.n_ctx = self.n_ctx
@@ -575,7 +580,7 @@ class EmbeddedModel:
                 sampler=self._sampler(request.params, index),
                 budget=budget,
                 pos=len(prompt),
-                logprobs=[] if request.params.logprobs else None,
+                logprobs=[] if request.params.logprobs or self.record_tokens else None,
                 seconds=share,
             )
             self._running.append(seq)
@@ -643,6 +648,7 @@ class EmbeddedModel:
             return
         n = llama_cpp.llama_token_to_piece(self._vocab, token, self._piece, 256, 0, False)
         seq.text += self._piece.raw[:n]
+        seq.token_ids.append(token)
         seq.generated += 1
         seq.last_token = token
         self.stats.generated_tokens += 1
@@ -702,6 +708,7 @@ class EmbeddedModel:
             seconds=seq.seconds,
             index=seq.index,
             logprobs=tuple(seq.logprobs) if seq.logprobs is not None else None,
+            token_ids=tuple(seq.token_ids) if self.record_tokens else None,
         )
         if not request.pending and len(request.results) == request.params.n:
             _resolve(request.future, [request.results[i] for i in sorted(request.results)])

@@ -27,6 +27,7 @@ def load_model(settings: Settings) -> Model:
             n_ctx=settings.n_ctx,
             parallel=settings.parallel,
             prefix_cache=settings.prefix_cache,
+            record_tokens=settings.record_tokens,
         )
     if kind == "openai":
         from selfcorrect.models.openai_http import OpenAICompatibleModel

@@ -17,7 +17,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from selfcorrect.errors import ConfigError
-from selfcorrect.models.base import Completion, Message, Model, SamplingParams
+from selfcorrect.models.base import Completion, Message, Model, SamplingParams, messages_hash
+from selfcorrect.models.cache import request_key
 from selfcorrect.sandbox import RunResult, Sandbox, TestCase
 from selfcorrect.tasks.base import ItemView, read
 from selfcorrect.trajectory import Attempt, Feedback, Revision, Trajectory
@@ -101,6 +102,10 @@ class Session:
         if self.view.kind == "code":
             params.setdefault("stop", CODE_STOP)
         completions = await self.ask(messages, phase=phase, n=n, purpose="attempt", **params)
+        sent = self.ctx.params.replace(n=n, **params)
+        provenance = {"messages_hash": messages_hash(messages), "params": sent.draw_fields(),
+                      "request": request_key(self.ctx.model.identity, messages, sent)}
+        self._record({"type": "messages", "messages": list(messages)})
         attempts = []
         billed = billed_prompts(completions, self.ctx.model)
         for completion, billed in zip(completions, billed):
@@ -111,7 +116,7 @@ class Session:
                 sample=completion.index, text=completion.text,
                 answer=reading.answer if reading else None, read=reading.how if reading else "",
                 finish_reason=completion.finish_reason,
-                parent=parent.index if parent is not None else None,
+                parent=parent.index if parent is not None else None, **provenance,
                 prompt_tokens=completion.prompt_tokens, prompt_billed=billed,
                 completion_tokens=completion.completion_tokens,
                 seconds=completion.seconds, cached=completion.cached)
