@@ -34,6 +34,7 @@ from selfcorrect.strategies.base import ModelHandle
 from selfcorrect.strategies.sampling import SelfConsistency
 from selfcorrect.tasks import Item, Task, load_task, select
 from selfcorrect.tasks.base import Check
+from selfcorrect.trajectory import FinalGrade, Grade, Trajectory, UnitResult
 
 MAIN_JOB_STRATEGIES = ["single", "self-consistency:n=5", "self-refine:rounds=1", "program-aided:rounds=1"]
 MAIN_JOB_LIMIT = 60
@@ -321,7 +322,7 @@ class Evaluation:
             progress.fresh_tokens = getattr(getattr(self.model, "stats", None), "fresh_tokens", 0)
             self.on_progress(progress)
 
-    async def unit(self, strategy: Strategy, item: Item, handles: tuple | None = None) -> dict:
+    async def unit(self, strategy: Strategy, item: Item, handles: tuple | None = None) -> UnitResult:
         """One strategy on one item: run it, grade every attempt, store the result."""
         run_id, spec = self.run_record.run_id, strategy.spec
         self.store.discard_partial(run_id, spec, item.id)
@@ -346,22 +347,21 @@ class Evaluation:
         trajectory.stop = outcome.stop
         trajectory.signal, trajectory.no_signal = outcome.signal, outcome.no_signal
         result = await self.grade_result(item, spec, trajectory)
-        result["seconds"] = time.perf_counter() - started
-        self.store.put_result(run_id, spec, item.id, result)
+        result.seconds = time.perf_counter() - started
+        self.store.put_result(run_id, spec, item.id, result.model_dump())
         return result
 
-    async def grade_result(self, item: Item, spec: str, trajectory) -> dict:
-        """The stored result of a unit: its trajectory and the gold check of every attempt."""
-        grades = [await self.grade(item, a.answer, a.read or None) for a in trajectory.attempts]
-        final = grades[trajectory.final] if trajectory.final is not None else Check(
+    async def grade_result(self, item: Item, spec: str, trajectory: Trajectory) -> UnitResult:
+        """The result of a unit: its trajectory and the gold check of every attempt. The one
+        place a result is built."""
+        checks = [await self.grade(item, a.answer, a.read or None) for a in trajectory.attempts]
+        final = checks[trajectory.final] if trajectory.final is not None else Check(
             False, True, None, None, "the strategy selected nothing", failure="nothing selected")
-        return {
-            "item": item.id, "strategy": spec, "question": item.view.question,
-            "expected": item.answer if item.answer is not None else f"{len(item.tests)} hidden tests",
-            "trajectory": trajectory.model_dump(),
-            "grades": [_grade_dict(g) for g in grades],
-            "final": {**_grade_dict(final), "answer": final.answer},
-        }
+        return UnitResult(
+            item=item.id, strategy=spec, question=item.view.question,
+            expected=item.answer if item.answer is not None else f"{len(item.tests)} hidden tests",
+            trajectory=trajectory, grades=[_grade(c) for c in checks],
+            final=FinalGrade(**_grade(final).model_dump(), answer=final.answer))
 
     async def grade(self, item: Item, answer: str | None, read: str | None = None) -> Check:
         """The gold check of an answer; the same answer to the same item is graded once."""
@@ -372,14 +372,13 @@ class Evaluation:
         return self._grades[key]
 
 
-def _grade_dict(check: Check) -> dict:
-    return {"correct": check.correct, "parse_failure": check.parse_failure, "failure": check.failure,
-            "detail": check.detail}
+def _grade(check: Check) -> Grade:
+    return Grade(correct=check.correct, parse_failure=check.parse_failure, failure=check.failure,
+                 detail=check.detail)
 
 
-def _mean_tokens(rows: list[dict]) -> float:
-    return sum(sum(c["prompt_tokens"] + c["completion_tokens"] for c in r["trajectory"]["cost"].values())
-               for r in rows) / len(rows)
+def _mean_tokens(rows: list[UnitResult]) -> float:
+    return sum(r.tokens for r in rows) / len(rows)
 
 
 def _refuse_visible_gold(items: list[Item]) -> None:
@@ -397,14 +396,15 @@ def _refuse_visible_gold(items: list[Item]) -> None:
             "that are not all of their tests")
 
 
-def results_by_strategy(store: Store, run: Run) -> dict[str, list[dict]]:
+def results_by_strategy(store: Store, run: Run) -> dict[str, list[UnitResult]]:
     """A run's results grouped by strategy, in the run's order, items in the run's order."""
-    grouped: dict[str, list[dict]] = {spec: [] for spec in run.config["strategies"]}
-    for result in store.results(run.run_id):
-        grouped.setdefault(result["strategy"], []).append(result)
+    grouped: dict[str, list[UnitResult]] = {spec: [] for spec in run.config["strategies"]}
+    for payload in store.results(run.run_id):
+        result = UnitResult.model_validate(payload)
+        grouped.setdefault(result.strategy, []).append(result)
     position = {item: i for i, item in enumerate(run.config.get("item_ids", []))}  # older runs: stored order
     for rows in grouped.values():
-        rows.sort(key=lambda r: position.get(r["item"], len(position)))
+        rows.sort(key=lambda r: position.get(r.item, len(position)))
     return grouped
 
 
@@ -425,7 +425,6 @@ async def regrade(settings: Settings, run_id: str, task: Task | None = None) -> 
     cut off when they used the whole token budget. `task` replaces the one the run names
     (library use, tests)."""
     from selfcorrect.tasks.base import read
-    from selfcorrect.trajectory import Trajectory
     from selfcorrect.verify.answers import read_printed_number
     from selfcorrect.verify.code import extract_code
 
@@ -439,9 +438,10 @@ async def regrade(settings: Settings, run_id: str, task: Task | None = None) -> 
         s.name == "program-aided" for s in evaluation.strategies)
     evaluation.sandbox = Sandbox(workers=settings.sandbox_workers, isolation=settings.sandbox) if needs_sandbox else None
     try:
-        for old in evaluation.store.results(run_id):
-            item = items[old["item"]]
-            trajectory = Trajectory(**old["trajectory"])
+        for payload in evaluation.store.results(run_id):
+            old = UnitResult.model_validate(payload)
+            item = items[old.item]
+            trajectory = old.trajectory.model_copy(deep=True)
             for attempt in trajectory.attempts:
                 before = attempt.answer
                 if any(f.source == "sandbox" for f in attempt.feedback):  # program-aided
@@ -451,18 +451,18 @@ async def regrade(settings: Settings, run_id: str, task: Task | None = None) -> 
                                else None)
                     attempt.answer, attempt.read = (reading.answer, reading.how) if reading else (None, "no answer")
                 else:
-                    if "finish_reason" not in old["trajectory"]["attempts"][attempt.index]:
+                    if "finish_reason" not in payload["trajectory"]["attempts"][attempt.index]:
                         attempt.finish_reason = "length" if attempt.completion_tokens >= max_tokens else "stop"
                     reading = read(item.view, attempt.text, attempt.finish_reason)
                     attempt.answer, attempt.read = reading.answer, reading.how
                 changed["attempts"] += 1
                 changed["answers"] += attempt.answer != before
-            result = await evaluation.grade_result(item, old["strategy"], trajectory)
-            result["seconds"] = old.get("seconds", 0.0)
+            result = await evaluation.grade_result(item, old.strategy, trajectory)
+            result.seconds = old.seconds
             changed["units"] += 1
-            changed["grades"] += sum(a["correct"] != b["correct"] for a, b in zip(result["grades"], old["grades"]))
-            changed["finals"] += result["final"]["correct"] != old["final"]["correct"]
-            evaluation.store.put_result(run_id, old["strategy"], old["item"], result)
+            changed["grades"] += sum(a.correct != b.correct for a, b in zip(result.grades, old.grades))
+            changed["finals"] += result.final.correct != old.final.correct
+            evaluation.store.put_result(run_id, old.strategy, old.item, result.model_dump())
         config = {**run.config, "regraded": [*run.config.get("regraded", []),
                                              {"code_version": code_version(), "at": time.time(), **changed}]}
         evaluation.store.update_run_config(run_id, config)

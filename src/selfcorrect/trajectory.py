@@ -94,3 +94,35 @@ class Trajectory(BaseModel):
     signal: bool | None = None
     no_signal: str = ""
     cost: dict[str, Cost] = Field(default_factory=lambda: {p: Cost() for p in PHASES})
+
+
+class Grade(BaseModel):
+    """The gold check's verdict on one attempt (measurement: made after the strategy ran)."""
+
+    correct: bool
+    parse_failure: bool
+    failure: str | None = None  # why there was no answer: "truncated", "expression", ...
+    detail: str = ""
+
+
+class FinalGrade(Grade):
+    answer: str | None = None  # the answer of the attempt the strategy returned
+
+
+class UnitResult(BaseModel):
+    """One strategy on one item, as stored and as every report reads it: the trajectory,
+    one grade per attempt (in attempt order), and the grade of the returned attempt."""
+
+    item: str
+    strategy: str
+    question: str
+    expected: str
+    trajectory: Trajectory
+    grades: list[Grade]
+    final: FinalGrade
+    seconds: float = 0.0
+
+    @property
+    def tokens(self) -> int:
+        """Prompt and completion tokens of every phase."""
+        return sum(c.prompt_tokens + c.completion_tokens for c in self.trajectory.cost.values())

@@ -38,9 +38,9 @@ def run(tmp_path, script, strategies, task):
 def test_self_debug_shows_the_failure_and_fixes_the_code(tmp_path):
     script = Script([(asked("returned -1, expected 3"), RIGHT), (asked("add(a, b) that returns"), WRONG)])
     [result] = run(tmp_path, script, ["self-debug"], code_task(tmp_path))["self-debug"]
-    trajectory = result["trajectory"]
-    assert trajectory["stop"] == "verified" and result["final"]["correct"]
-    assert [f["kind"] for a in trajectory["attempts"] for f in a["feedback"]] == ["external", "external"]
+    trajectory = result.trajectory
+    assert trajectory.stop == "verified" and result.final.correct
+    assert [f.kind for a in trajectory.attempts for f in a.feedback] == ["external", "external"]
     [matrix] = flip_matrices([result])
     assert matrix.counts["wrong_right"]["changed"] == 1
 
@@ -49,7 +49,7 @@ def test_self_debug_can_explain_its_code_first(tmp_path):
     script = Script([(asked("Explain what it does"), "It subtracts b from a."),
                      (asked("You explained your code"), RIGHT), (asked("add(a, b) that returns"), WRONG)])
     [result] = run(tmp_path, script, ["self-debug:explain=true"], code_task(tmp_path))["self-debug:explain=true"]
-    assert result["final"]["correct"]
+    assert result.final.correct
     fix = [c for c in script.model.calls if "You explained your code" in c.messages[-1]["content"]][0]
     assert "It subtracts b from a." in fix.messages[-1]["content"]
 
@@ -57,7 +57,7 @@ def test_self_debug_can_explain_its_code_first(tmp_path):
 def test_best_of_n_keeps_the_sample_that_passes_the_visible_test(tmp_path):
     script = Script([(asked("add(a, b) that returns"), lambda last, m, k: [WRONG, RIGHT, WRONG][k])])
     [result] = run(tmp_path, script, ["best-of-n:n=3"], code_task(tmp_path))["best-of-n:n=3"]
-    assert result["final"]["correct"] and result["trajectory"]["final"] == 1
+    assert result.final.correct and result.trajectory.final == 1
 
 
 def test_self_consistency_votes_on_behaviour_not_text(tmp_path):
@@ -65,7 +65,7 @@ def test_self_consistency_votes_on_behaviour_not_text(tmp_path):
     script = Script([(asked("add(a, b) that returns"), lambda last, m, k: samples[k])])
     results = run(tmp_path, script, ["self-consistency:n=5"], code_task(tmp_path))["self-consistency:n=5"]
     [result] = results
-    assert result["final"]["correct"] and result["trajectory"]["final"] == 1  # 3 programs return 3
+    assert result.final.correct and result.trajectory.final == 1  # 3 programs return 3
     assert vote_curve(results)[-1]["accuracy"] == 1.0  # the curve replays the same vote
 
 
@@ -74,6 +74,6 @@ def test_program_aided_runs_the_program_and_fixes_errors(tmp_path):
                      (asked("Write a short Python program"), "```python\nprint(six + six)\n```")])
     results = run(tmp_path, script, ["program-aided"], ListTask([("What is 6 + 6?", "12")]))
     [result] = results["program-aided"]
-    first, second = result["trajectory"]["attempts"]
-    assert first["answer"] is None and second["answer"] == "12" and result["final"]["correct"]
-    assert result["trajectory"]["cost"]["feedback"]["sandbox_runs"] == 2
+    first, second = result.trajectory.attempts
+    assert first.answer is None and second.answer == "12" and result.final.correct
+    assert result.trajectory.cost["feedback"].sandbox_runs == 2

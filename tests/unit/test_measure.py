@@ -3,7 +3,7 @@ import pytest
 from selfcorrect.measure.compute import accuracy_at, pool_sizes, vote_curve
 from selfcorrect.measure.flips import flip_matrices
 from selfcorrect.measure.stats import mcnemar, wilson
-from selfcorrect.trajectory import Attempt, Revision, Trajectory
+from selfcorrect.trajectory import Attempt, FinalGrade, Grade, Revision, Trajectory, UnitResult
 
 
 def test_wilson_interval_matches_known_values():
@@ -21,15 +21,14 @@ def test_mcnemar_exact_p_values():
 
 def result(item, answers, gold, revisions=(), prompt=10, completion=5):
     attempts = [Attempt(index=i, round=0, phase="generate", sample=i, text=a, answer=a,
-                        prompt_tokens=prompt, completion_tokens=completion).model_dump()
-                for i, a in enumerate(answers)]
+                        prompt_tokens=prompt, completion_tokens=completion) for i, a in enumerate(answers)]
     for before, after in revisions:
-        attempts[after]["round"], attempts[after]["phase"] = 1, "revise"
-    trajectory = Trajectory(strategy="s", item_id=item,
-                            revisions=[Revision(round=1, before=b, after=a) for b, a in revisions]).model_dump()
-    trajectory["attempts"] = attempts
-    return {"item": item, "trajectory": trajectory,
-            "grades": [{"correct": a == gold, "parse_failure": False} for a in answers]}
+        attempts[after].round, attempts[after].phase = 1, "revise"
+    trajectory = Trajectory(strategy="s", item_id=item, attempts=attempts,
+                            revisions=[Revision(round=1, before=b, after=a) for b, a in revisions])
+    grades = [Grade(correct=a == gold, parse_failure=False) for a in answers]
+    return UnitResult(item=item, strategy="s", question="?", expected=gold, trajectory=trajectory,
+                      grades=grades, final=FinalGrade(**grades[-1].model_dump()))
 
 
 def test_vote_curve_reads_the_first_n_samples():

@@ -201,8 +201,8 @@ def test_cost_counts_every_prompt_a_server_that_ignores_n_was_sent(stubs, tmp_pa
     run = asyncio.run(evaluation.run())
     [result] = results_by_strategy(evaluation.store, run)["self-consistency:n=5"]
     assert len(stub.seen) == 5  # one request per sample
-    assert result["trajectory"]["cost"]["generate"]["prompt_tokens"] == 5 * 30
-    assert [a["prompt_billed"] for a in result["trajectory"]["attempts"]] == [30] * 5
+    assert result.trajectory.cost["generate"].prompt_tokens == 5 * 30
+    assert [a.prompt_billed for a in result.trajectory.attempts] == [30] * 5
     assert run.config["prompt_reuse"] is False
 
 

@@ -76,7 +76,7 @@ def test_results_and_paired_statistics(tmp_path):
     assert vote["correct"] == 3 and vote["versus_baseline"]["p_value"] == 1.0
     assert report["curves"]["vote"]["points"][0]["accuracy"] == 0.5
     assert report["run"]["config"]["item_ids"] == [f"list/{i}" for i in range(6)]
-    assert [r["item"] for r in results["single"]] == [f"list/{i}" for i in range(6)]
+    assert [r.item for r in results["single"]] == [f"list/{i}" for i in range(6)]
 
 
 def test_the_sampling_pool_grows_to_the_largest_budget_in_the_run(tmp_path):
@@ -252,9 +252,9 @@ def test_a_reply_cut_at_the_token_cap_is_truncated_not_answered(tmp_path):
     script = Script([(asked(INITIAL), lambda last, m, k: "Step 1: 2 + 2 = 4 " * 20 + "Step 10:")])
     evaluation, run, results = evaluate(tmp_path, script, ["single"], [("What is 5 + 5?", "10")], max_tokens=12)
     [result] = results["single"]
-    attempt = result["trajectory"]["attempts"][0]
-    assert attempt["finish_reason"] == "length" and attempt["answer"] is None and attempt["read"] == "truncated"
-    assert result["final"]["failure"] == "truncated" and not result["final"]["correct"]
+    attempt = result.trajectory.attempts[0]
+    assert attempt.finish_reason == "length" and attempt.answer is None and attempt.read == "truncated"
+    assert result.final.failure == "truncated" and not result.final.correct
     paths = write_reports(evaluation.store, run, "math", tmp_path / "r")
     single = json.loads(paths["json"].read_text())["strategies"]["single"]
     assert (single["truncated"], single["truncation_rate"]) == (1, 1.0)
@@ -266,9 +266,9 @@ def test_an_echoed_placeholder_is_no_score_and_the_report_says_the_selector_had_
                      (asked("Using the feedback"), "The answer is 4.")])
     evaluation, run, results = evaluate(tmp_path, script, ["self-refine:rounds=1"], [("What is 2 + 2?", "4")])
     [result] = results["self-refine:rounds=1"]
-    assert result["trajectory"]["stop"] != "verified"  # the placeholder never stops the loop
-    assert result["trajectory"]["signal"] is False and "readable score" in result["trajectory"]["no_signal"]
-    assert result["trajectory"]["final"] == 0  # no signal: the first attempt stands
+    assert result.trajectory.stop != "verified"  # the placeholder never stops the loop
+    assert result.trajectory.signal is False and "readable score" in result.trajectory.no_signal
+    assert result.trajectory.final == 0  # no signal: the first attempt stands
     report = json.loads(write_reports(evaluation.store, run, "math", tmp_path / "r")["json"].read_text())
     assert report["strategies"]["self-refine:rounds=1"]["no_signal_rate"] == 1.0
 

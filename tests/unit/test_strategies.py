@@ -18,15 +18,15 @@ def only(results, spec):
 
 
 def final_answer(result):
-    return result["trajectory"]["attempts"][result["trajectory"]["final"]]["answer"]
+    return result.trajectory.attempts[result.trajectory.final].answer
 
 
 def test_single_is_sample_zero(tmp_path):
     script = Script([(sample(0, INITIAL), "2 + 2 = 4. The answer is 4."), (asked(INITIAL), "The answer is 9.")])
     _, _, results = evaluate(tmp_path, script, ["single"], ONE)
     result = only(results, "single")
-    assert final_answer(result) == "4" and result["final"]["correct"]
-    assert result["trajectory"]["cost"]["generate"]["calls"] == 1
+    assert final_answer(result) == "4" and result.final.correct
+    assert result.trajectory.cost["generate"].calls == 1
 
 
 @pytest.mark.parametrize("answers, chosen", [(["5", "4", "4", "7", "4"], "4"), (["5", "4", "5", "4", "3"], "5")])
@@ -35,8 +35,8 @@ def test_self_consistency_votes_and_ties_go_to_the_first_seen(tmp_path, answers,
     _, _, results = evaluate(tmp_path, script, ["self-consistency:n=5"], ONE)
     result = only(results, "self-consistency:n=5")
     assert final_answer(result) == chosen
-    votes = [f for a in result["trajectory"]["attempts"] for f in a["feedback"] if f["source"] == "vote"]
-    assert votes[0]["kind"] == "intrinsic" and votes[0]["score"] == answers.count(chosen) / 5
+    votes = [f for a in result.trajectory.attempts for f in a.feedback if f.source == "vote"]
+    assert votes[0].kind == "intrinsic" and votes[0].score == answers.count(chosen) / 5
 
 
 def test_strategies_share_draws(tmp_path):
@@ -59,7 +59,7 @@ def test_universal_self_consistency_falls_back_to_the_first_sample(tmp_path):
                      (asked("agrees most"), "I like them all")])
     _, _, results = evaluate(tmp_path, script, ["universal-self-consistency:n=3"], ONE)
     result = only(results, "universal-self-consistency:n=3")
-    assert final_answer(result) == "1" and result["trajectory"]["stop"].startswith("unreadable")
+    assert final_answer(result) == "1" and result.trajectory.stop.startswith("unreadable")
 
 
 def test_best_of_n_ranks_by_the_self_judgement(tmp_path):
@@ -68,8 +68,8 @@ def test_best_of_n_ranks_by_the_self_judgement(tmp_path):
                      (asked("Is the proposed answer correct"), "No, it is not.")])
     _, _, results = evaluate(tmp_path, script, ["best-of-n:n=3"], ONE)
     result = only(results, "best-of-n:n=3")
-    assert final_answer(result) == "4" and result["final"]["correct"]
-    assert result["trajectory"]["cost"]["feedback"]["calls"] == 3
+    assert final_answer(result) == "4" and result.final.correct
+    assert result.trajectory.cost["feedback"].calls == 3
 
 
 def refine_script(initial: str, revised: str, scores: dict[str, int]) -> Script:
@@ -85,7 +85,7 @@ def test_self_refine_repairs_a_wrong_answer_and_counts_the_flip(tmp_path):
     script = refine_script("5", "4", {"5": 2, "4": 9})
     _, _, results = evaluate(tmp_path, script, ["self-refine:rounds=2"], ONE)
     result = only(results, "self-refine:rounds=2")
-    assert final_answer(result) == "4" and result["trajectory"]["stop"] == "verified"
+    assert final_answer(result) == "4" and result.trajectory.stop == "verified"
     [matrix] = flip_matrices([result])
     assert matrix.counts["wrong_right"] == {"changed": 1, "unchanged": 0} and matrix.net == 1
 
@@ -94,7 +94,7 @@ def test_self_refine_can_break_a_right_answer_and_the_flip_is_counted(tmp_path):
     script = refine_script("4", "5", {"4": 5, "5": 8})
     _, _, results = evaluate(tmp_path, script, ["self-refine:rounds=1"], ONE)
     result = only(results, "self-refine:rounds=1")
-    assert final_answer(result) == "5" and not result["final"]["correct"]
+    assert final_answer(result) == "5" and not result.final.correct
     [matrix] = flip_matrices([result])
     assert matrix.counts["right_wrong"]["changed"] == 1
     assert (matrix.confidence, matrix.critique, matrix.net) == (0.0, None, -1)
@@ -110,7 +110,7 @@ def test_self_refine_stops_when_the_answer_does_not_change(tmp_path):
     script = refine_script("5", "5", {"5": 3})
     _, _, results = evaluate(tmp_path, script, ["self-refine:rounds=3"], ONE)
     result = only(results, "self-refine:rounds=3")
-    assert result["trajectory"]["stop"] == "unchanged" and len(result["trajectory"]["attempts"]) == 2
+    assert result.trajectory.stop == "unchanged" and len(result.trajectory.attempts) == 2
     [matrix] = flip_matrices([result])
     assert matrix.counts["wrong_wrong"] == {"changed": 0, "unchanged": 1}
 
@@ -121,7 +121,7 @@ def test_gated_refine_revises_only_when_unsure(tmp_path):
                          (asked("Check this answer"), "Wrong.\nScore: 1"),
                          (asked("Using the feedback"), "The answer is 4.")])
         _, _, results = evaluate(tmp_path / sure.replace(":", ""), script, ["gated-refine"], ONE)
-        assert len(only(results, "gated-refine")["trajectory"]["attempts"]) == attempts
+        assert len(only(results, "gated-refine").trajectory.attempts) == attempts
 
 
 def test_reflexion_carries_its_lessons_into_the_next_attempt(tmp_path):
@@ -132,7 +132,7 @@ def test_reflexion_carries_its_lessons_into_the_next_attempt(tmp_path):
                      (asked("Is the proposed answer correct"), "no")])
     _, _, results = evaluate(tmp_path, script, ["reflexion:trials=3"], ONE)
     result = only(results, "reflexion:trials=3")
-    assert final_answer(result) == "4" and result["trajectory"]["stop"] == "verified"
+    assert final_answer(result) == "4" and result.trajectory.stop == "verified"
     retry = [c for c in script.model.calls if "Lessons" in c.messages[-1]["content"]][0]
     assert "- I added wrong; count again." in retry.messages[-1]["content"]
 
@@ -153,9 +153,9 @@ def test_oracle_refine_uses_the_gold_check_and_is_marked(tmp_path):
     script = Script([(asked("Your answer is wrong"), "The answer is 4."), (asked(INITIAL), "The answer is 5.")])
     evaluation, run, results = evaluate(tmp_path, script, ["oracle-refine"], ONE)
     result = only(results, "oracle-refine")
-    assert run.oracle and result["trajectory"]["oracle"]
+    assert run.oracle and result.trajectory.oracle
     assert final_answer(result) == "4"
-    kinds = {f["kind"] for a in result["trajectory"]["attempts"] for f in a["feedback"]}
+    kinds = {f.kind for a in result.trajectory.attempts for f in a.feedback}
     assert kinds == {"oracle"}
 
 
@@ -187,7 +187,7 @@ def test_chains_vote_over_independent_chains(tmp_path):
     _, _, results = evaluate(tmp_path, script, ["self-refine:chains=3,select=vote"], ONE)
     result = only(results, "self-refine:chains=3,select=vote")
     assert final_answer(result) == "4"
-    assert sorted(a["chain"] for a in result["trajectory"]["attempts"]) == [0, 1, 2]
+    assert sorted(a.chain for a in result.trajectory.attempts) == [0, 1, 2]
 
 
 def test_specs_are_checked():
@@ -216,7 +216,7 @@ def test_critic_refine_with_the_same_model_shares_its_draws(tmp_path):
     script = refine_script("5", "4", {"5": 2, "4": 9})
     _, _, results = evaluate(tmp_path, script, ["self-refine", "critic-refine"], ONE, critic="same")
     own, critic = only(results, "self-refine"), only(results, "critic-refine")
-    texts = lambda r, kind: [f["text"] for a in r["trajectory"]["attempts"] for f in a["feedback"] if f["kind"] == kind]
+    texts = lambda r, kind: [f.text for a in r.trajectory.attempts for f in a.feedback if f.kind == kind]
     assert texts(critic, "critic") == texts(own, "intrinsic") != []
     critiques = [c for c in script.model.calls if "Check this answer" in c.messages[-1]["content"]]
     assert len(critiques) == 2  # one per attempt, drawn once for both strategies
@@ -232,10 +232,10 @@ def test_critic_refine_takes_its_critique_from_the_second_model(tmp_path):
     _, run, results = evaluate(tmp_path, script, ["critic-refine"], ONE, critic="scripted-critic",
                                critic_engine=critic)
     result = only(results, "critic-refine")
-    feedback = [f for a in result["trajectory"]["attempts"] for f in a["feedback"]]
-    assert [(f["kind"], f["text"]) for f in feedback] == [("critic", "Wrong.\nScore: 1"),
+    feedback = [f for a in result.trajectory.attempts for f in a.feedback]
+    assert [(f.kind, f.text) for f in feedback] == [("critic", "Wrong.\nScore: 1"),
                                                           ("critic", "Right.\nScore: 9")]
-    assert final_answer(result) == "4" and result["final"]["correct"]
+    assert final_answer(result) == "4" and result.final.correct
     assert not any("Check this answer" in c.messages[-1]["content"] for c in script.model.calls)
     assert run.config["critic"] == "scripted-critic"
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from selfcorrect.strategies.base import majority, vote_key
-from selfcorrect.trajectory import Attempt
+from selfcorrect.trajectory import Attempt, UnitResult
 
 
 def pool_sizes(n: int) -> list[int]:
@@ -23,33 +23,33 @@ def pool_sizes(n: int) -> list[int]:
     return sizes + [n]
 
 
-def vote_curve(results: Sequence[dict]) -> list[dict]:
+def vote_curve(results: Sequence[UnitResult]) -> list[dict]:
     """Majority-vote accuracy and mean tokens per item at each pool size, from
     self-consistency results: over answers, or for code over the behaviour each program
     showed (kept in its feedback), exactly as self-consistency voted."""
 
-    def pick(attempts: list[dict]) -> int | None:
-        chosen = majority([Attempt(**a) for a in attempts], [_vote(Attempt(**a)) for a in attempts])
+    def pick(attempts: list[Attempt]) -> int | None:
+        chosen = majority(attempts, [_vote(a) for a in attempts])
         return chosen.index if chosen is not None else None
 
     return _curve(results, pick)
 
 
-def best_of_curve(results: Sequence[dict], source: str) -> list[dict]:
+def best_of_curve(results: Sequence[UnitResult], source: str) -> list[dict]:
     """Best-of-n accuracy and mean tokens at each pool size: the verifier's favourite among
     the first n samples (its calls counted in the tokens, shared out per sample)."""
 
-    def pick(attempts: list[dict]) -> int:
-        return max(attempts, key=lambda a: (s if (s := _score(a, source)) is not None else -1.0, -a["index"]))["index"]
+    def pick(attempts: list[Attempt]) -> int:
+        return max(attempts, key=lambda a: (s if (s := _score(a, source)) is not None else -1.0, -a.index)).index
 
-    def verifier_tokens(result: dict, size: int) -> float:
-        feedback = result["trajectory"]["cost"]["feedback"]
-        return (feedback["prompt_tokens"] + feedback["completion_tokens"]) * size / _first_attempts(result)
+    def verifier_tokens(result: UnitResult, size: int) -> float:
+        feedback = result.trajectory.cost["feedback"]
+        return (feedback.prompt_tokens + feedback.completion_tokens) * size / _first_attempts(result)
 
     return _curve(results, pick, verifier_tokens)
 
 
-def _curve(results: Sequence[dict], pick, extra_tokens=lambda result, size: 0.0) -> list[dict]:
+def _curve(results: Sequence[UnitResult], pick, extra_tokens=lambda result, size: 0.0) -> list[dict]:
     """Accuracy and mean tokens per item when `pick` chooses among the first n samples."""
     if not results:
         return []
@@ -57,10 +57,10 @@ def _curve(results: Sequence[dict], pick, extra_tokens=lambda result, size: 0.0)
     for size in pool_sizes(min(_first_attempts(r) for r in results)):
         right, tokens = 0, 0.0
         for result in results:
-            attempts = result["trajectory"]["attempts"][:size]
+            attempts = result.trajectory.attempts[:size]
             chosen = pick(attempts)
-            right += chosen is not None and result["grades"][chosen]["correct"]
-            tokens += (_prompt_tokens(attempts) + sum(a["completion_tokens"] for a in attempts)
+            right += chosen is not None and result.grades[chosen].correct
+            tokens += (_prompt_tokens(attempts) + sum(a.completion_tokens for a in attempts)
                        + extra_tokens(result, size))
         curve.append({"n": size, "accuracy": right / len(results), "tokens": tokens / len(results)})
     return curve
@@ -80,13 +80,11 @@ def accuracy_at(curve: Sequence[dict], tokens: float) -> tuple[float | None, str
     return curve[-1]["accuracy"], "beyond"
 
 
-def _prompt_tokens(attempts: list[dict]) -> int:
+def _prompt_tokens(attempts: list[Attempt]) -> int:
     """The prompt tokens the first n samples were charged: once where the backend shares a
     prompt among a request's samples, per sample where it does not (runs recorded before
-    per-attempt billing: once)."""
-    if "prompt_billed" in attempts[0]:
-        return sum(a["prompt_billed"] for a in attempts) or attempts[0]["prompt_tokens"]
-    return attempts[0]["prompt_tokens"]
+    per-attempt billing, with nothing billed: once)."""
+    return sum(a.prompt_billed for a in attempts) or attempts[0].prompt_tokens
 
 
 def _vote(attempt: Attempt) -> str | None:
@@ -96,10 +94,10 @@ def _vote(attempt: Attempt) -> str | None:
     return vote_key(attempt.answer)
 
 
-def _first_attempts(result: dict) -> int:
-    return sum(1 for a in result["trajectory"]["attempts"] if a["round"] == 0 and a["chain"] == 0)
+def _first_attempts(result: UnitResult) -> int:
+    return sum(1 for a in result.trajectory.attempts if a.round == 0 and a.chain == 0)
 
 
-def _score(attempt: dict, source: str) -> float | None:
-    scores = [f["score"] for f in attempt["feedback"] if f["source"] == source and f["score"] is not None]
+def _score(attempt: Attempt, source: str) -> float | None:
+    scores = [f.score for f in attempt.feedback if f.source == source and f.score is not None]
     return scores[-1] if scores else None

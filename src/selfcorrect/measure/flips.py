@@ -14,6 +14,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 
+from selfcorrect.trajectory import UnitResult
+
 CELLS = ("right_right", "right_wrong", "wrong_right", "wrong_wrong")
 
 
@@ -53,17 +55,16 @@ class FlipMatrix:
                 "critique": self.critique, "net": self.net}
 
 
-def flip_matrices(results: Iterable[dict]) -> list[FlipMatrix]:
+def flip_matrices(results: Iterable[UnitResult]) -> list[FlipMatrix]:
     """One matrix per revision round, from stored results (trajectory plus grades)."""
     rounds: dict[int, FlipMatrix] = {}
     for result in results:
-        attempts = result["trajectory"]["attempts"]
-        grades = result["grades"]
-        for revision in result["trajectory"]["revisions"]:
-            before, after = revision["before"], revision["after"]
-            matrix = rounds.setdefault(revision["round"], FlipMatrix(revision["round"]))
-            changed = _key(attempts[before]["answer"]) != _key(attempts[after]["answer"])
-            matrix.add(grades[before]["correct"], grades[after]["correct"], changed)
+        attempts, grades = result.trajectory.attempts, result.grades
+        for revision in result.trajectory.revisions:
+            before, after = revision.before, revision.after
+            matrix = rounds.setdefault(revision.round, FlipMatrix(revision.round))
+            changed = _key(attempts[before].answer) != _key(attempts[after].answer)
+            matrix.add(grades[before].correct, grades[after].correct, changed)
     return [rounds[r] for r in sorted(rounds)]
 
 

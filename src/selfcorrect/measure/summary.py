@@ -10,12 +10,12 @@ from collections.abc import Sequence
 from selfcorrect.measure.compute import accuracy_at, best_of_curve, vote_curve
 from selfcorrect.measure.flips import flip_matrices
 from selfcorrect.measure.stats import mcnemar, wilson
-from selfcorrect.trajectory import PHASES
+from selfcorrect.trajectory import PHASES, UnitResult
 
 COST_FIELDS = ("calls", "prompt_tokens", "completion_tokens", "seconds", "sandbox_runs", "sandbox_seconds")
 
 
-def summarize(results: dict[str, list[dict]], oracle: set[str], kind: str) -> dict:
+def summarize(results: dict[str, list[UnitResult]], oracle: set[str], kind: str) -> dict:
     """`results`: stored results by strategy spec, in the order the run listed them."""
     strategies = {spec: _one(spec, rows, spec in oracle) for spec, rows in results.items()}
     baseline = "single" if "single" in results else next(iter(results), None)
@@ -28,17 +28,16 @@ def summarize(results: dict[str, list[dict]], oracle: set[str], kind: str) -> di
     return {"baseline": baseline, "strategies": strategies, "curves": pool}
 
 
-def _one(spec: str, rows: Sequence[dict], oracle: bool) -> dict:
+def _one(spec: str, rows: Sequence[UnitResult], oracle: bool) -> dict:
     n = len(rows)
-    right = sum(r["final"]["correct"] for r in rows)
-    failures = sum(r["final"]["parse_failure"] for r in rows)
-    truncated = sum(r["final"].get("failure") == "truncated" for r in rows)
-    judged = [r["trajectory"].get("signal") for r in rows if r["trajectory"].get("signal") is not None]
+    right = sum(r.final.correct for r in rows)
+    failures = sum(r.final.parse_failure for r in rows)
+    truncated = sum(r.final.failure == "truncated" for r in rows)
+    judged = [r.trajectory.signal for r in rows if r.trajectory.signal is not None]
     low, high = wilson(right, n)
-    cost = {phase: {f: _mean(r["trajectory"]["cost"][phase][f] for r in rows) for f in COST_FIELDS}
+    cost = {phase: {f: _mean(getattr(r.trajectory.cost[phase], f) for r in rows) for f in COST_FIELDS}
             for phase in PHASES}
-    tokens = _mean(sum(r["trajectory"]["cost"][p]["prompt_tokens"] + r["trajectory"]["cost"][p]["completion_tokens"]
-                       for p in PHASES) for r in rows)
+    tokens = _mean(r.tokens for r in rows)
     return {
         "strategy": spec, "oracle": oracle, "items": n, "correct": right,
         "accuracy": right / n if n else None, "interval": [low, high],
@@ -46,19 +45,18 @@ def _one(spec: str, rows: Sequence[dict], oracle: bool) -> dict:
         "truncated": truncated, "truncation_rate": truncated / n if n else None,
         # Items where the selector or stop rule had nothing to act on, of those where it applies
         "no_signal": judged.count(False), "no_signal_rate": judged.count(False) / len(judged) if judged else None,
-        "no_signal_reasons": dict(Counter(r["trajectory"].get("no_signal", "") for r in rows
-                                          if r["trajectory"].get("signal") is False)),
+        "no_signal_reasons": dict(Counter(r.trajectory.no_signal for r in rows if r.trajectory.signal is False)),
         "tokens_per_item": tokens, "cost_per_item": cost,
         "flips": [m.to_dict() for m in flip_matrices(rows)],
-        "stops": dict(Counter(r["trajectory"]["stop"] for r in rows)),
-        "attempts_per_item": _mean(len(r["trajectory"]["attempts"]) for r in rows),
+        "stops": dict(Counter(r.trajectory.stop for r in rows)),
+        "attempts_per_item": _mean(len(r.trajectory.attempts) for r in rows),
     }
 
 
-def _paired(baseline: Sequence[dict], rows: Sequence[dict]) -> dict:
+def _paired(baseline: Sequence[UnitResult], rows: Sequence[UnitResult]) -> dict:
     """McNemar's exact test on the items both ran."""
-    base = {r["item"]: r["final"]["correct"] for r in baseline}
-    pairs = [(base[r["item"]], r["final"]["correct"]) for r in rows if r["item"] in base]
+    base = {r.item: r.final.correct for r in baseline}
+    pairs = [(base[r.item], r.final.correct) for r in rows if r.item in base]
     only_base = sum(b and not s for b, s in pairs)
     only_this = sum(s and not b for b, s in pairs)
     return {"items": len(pairs), "only_baseline_right": only_base, "only_this_right": only_this,
@@ -66,16 +64,16 @@ def _paired(baseline: Sequence[dict], rows: Sequence[dict]) -> dict:
             "p_value": mcnemar(only_base, only_this)}
 
 
-def _pool(results: dict[str, list[dict]], kind: str) -> dict:
+def _pool(results: dict[str, list[UnitResult]], kind: str) -> dict:
     """Sampling curves from the largest self-consistency and best-of-n pools in the run."""
     def largest(name):
         specs = [s for s in results if s.split(":")[0] == name and results[s]]
-        return max(specs, key=lambda s: len(results[s][0]["trajectory"]["attempts"]), default=None)
+        return max(specs, key=lambda s: len(results[s][0].trajectory.attempts), default=None)
 
     vote_spec, best_spec = largest("self-consistency"), largest("best-of-n")
     best_source = None
     if best_spec:
-        feedback = [f["source"] for a in results[best_spec][0]["trajectory"]["attempts"] for f in a["feedback"]]
+        feedback = [f.source for a in results[best_spec][0].trajectory.attempts for f in a.feedback]
         best_source = feedback[0] if feedback else None
     return {
         "vote": {"strategy": vote_spec, "points": vote_curve(results[vote_spec]) if vote_spec else []},

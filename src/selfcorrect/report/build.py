@@ -13,7 +13,7 @@ from selfcorrect.store import Run, Store
 
 def build_report(store: Store, run: Run, kind: str) -> dict:
     results = results_by_strategy(store, run)
-    oracle = {spec for spec, rows in results.items() if rows and rows[0]["trajectory"]["oracle"]}
+    oracle = {spec for spec, rows in results.items() if rows and rows[0].trajectory.oracle}
     summary = summarize(results, oracle, kind)
     return {
         "selfcorrect": __version__,
@@ -25,9 +25,8 @@ def build_report(store: Store, run: Run, kind: str) -> dict:
         },
         "kind": kind,
         **summary,
-        "items": [{"item": r["item"], "strategy": spec, "correct": r["final"]["correct"],
-                   "parse_failure": r["final"]["parse_failure"],
-                   "tokens": sum(c["prompt_tokens"] + c["completion_tokens"] for c in r["trajectory"]["cost"].values())}
+        "items": [{"item": r.item, "strategy": spec, "correct": r.final.correct,
+                   "parse_failure": r.final.parse_failure, "failure": r.final.failure, "tokens": r.tokens}
                   for spec, rows in results.items() for r in rows],
     }
 
@@ -37,16 +36,22 @@ def browser_data(store: Store, run: Run) -> list[dict]:
     by_item: dict[str, dict] = {}
     for spec, rows in results_by_strategy(store, run).items():
         for r in rows:
-            entry = by_item.setdefault(r["item"], {"item": r["item"], "question": r["question"],
-                                                   "expected": r["expected"], "strategies": []})
-            attempts = r["trajectory"]["attempts"]
-            revisions = [{**v, "diff": _diff(attempts[v["before"]]["text"], attempts[v["after"]]["text"])}
-                         for v in r["trajectory"]["revisions"]]
+            entry = by_item.setdefault(r.item, {"item": r.item, "question": r.question,
+                                                "expected": r.expected, "strategies": []})
+            attempts = r.trajectory.attempts
+            revisions = [{**v.model_dump(), "diff": _diff(attempts[v.before].text, attempts[v.after].text)}
+                         for v in r.trajectory.revisions]
             entry["strategies"].append({
-                "strategy": spec, "final": r["trajectory"]["final"], "stop": r["trajectory"]["stop"],
-                "correct": r["final"]["correct"], "attempts": attempts, "grades": r["grades"],
-                "revisions": revisions, "oracle": r["trajectory"]["oracle"]})
+                "strategy": spec, "final": r.trajectory.final, "stop": r.trajectory.stop,
+                "correct": r.final.correct, "attempts": [_shown(a) for a in attempts],
+                "grades": [g.model_dump() for g in r.grades], "revisions": revisions,
+                "oracle": r.trajectory.oracle})
     return list(by_item.values())
+
+
+def _shown(attempt) -> dict:
+    """What the item browser shows of an attempt: not the parameters and keys behind it."""
+    return attempt.model_dump(exclude={"params", "request", "messages_hash"})
 
 
 def _diff(before: str, after: str) -> str:
