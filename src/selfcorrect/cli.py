@@ -149,7 +149,7 @@ def models(ctx: typer.Context) -> None:
     table.add_column("spec")
     table.add_column("status")
     kind = settings.model.partition(":")[0]
-    table.add_row("embedded", "embedded", _check_local(settings, settings.model if kind == "gguf" else "embedded"))
+    table.add_row("embedded", "embedded[:q4_1]", _check_local(settings, settings.model if kind in ("gguf", "embedded") else "embedded"))
     table.add_row("gguf", "gguf:PATH", _llama_version())
     table.add_row("openai", "openai:NAME --base-url URL", _check_http(settings) if kind == "openai" else "not configured")
     out.print(table)
@@ -169,35 +169,39 @@ def _check_local(settings: Settings, spec: str) -> str:
     except SelfcorrectError as e:
         return f"[red]unavailable[/]: {escape(str(e))}"
     messages: list[Message] = [{"role": "user", "content": "Write a long story about a lighthouse."}]
-    try:
-        speeds = []
-        for n in (1, 8):
-            params = SamplingParams(temperature=0.8, top_k=40, max_tokens=64, n=n, seed=1)
-            completions = asyncio.run(model.generate(messages, params))
-            speeds.append(sum(c.completion_tokens for c in completions) / sum(c.seconds for c in completions))
-    finally:
-        model.close()
-    size = model.path.stat().st_size / 1e6
+
+    async def probe() -> tuple[dict, list[float]]:
+        try:
+            speeds = []
+            for n in (1, 8):
+                params = SamplingParams(temperature=0.8, top_k=40, max_tokens=64, n=n, seed=1)
+                completions = await model.generate(messages, params)
+                speeds.append(sum(c.completion_tokens for c in completions) / sum(c.seconds for c in completions))
+            return await model.describe(), speeds
+        finally:
+            await model.aclose()
+
+    about, speeds = asyncio.run(probe())
     return (
-        f"[green]ok[/]: {escape(model.path.name)} ({size:.0f} MB), context {model.n_ctx}, "
-        f"{model.threads} threads: {speeds[0]:.0f} tok/s one sequence, {speeds[1]:.0f} tok/s 8 together"
+        f"[green]ok[/]: {escape(about['file'])} ({about['megabytes']} MB), context {about['context']}, "
+        f"{about['threads']} threads: {speeds[0]:.0f} tok/s one sequence, {speeds[1]:.0f} tok/s 8 together"
     )
 
 
 def _check_http(settings: Settings) -> str:
-    async def probe() -> list[str]:
+    async def probe() -> dict:
         model = load_model(settings)
         try:
-            return await model.models()
+            return await model.describe()
         finally:
             await model.aclose()
 
     try:
-        names = asyncio.run(probe())
+        about = asyncio.run(probe())
     except SelfcorrectError as e:
         return f"[red]unavailable[/]: {escape(str(e))}"
-    urls = ", ".join(settings.base_url)
-    return f"[green]reachable[/]: {escape(urls)} serves {escape(', '.join(names) or '(no list)')}"
+    return (f"[green]reachable[/]: {escape(', '.join(about['servers']))} serves "
+            f"{escape(', '.join(about['serves']) or '(no list)')}")
 
 
 @app.command()

@@ -67,7 +67,7 @@ class EvalSpec(BaseModel):
     # answered 30 at 0.3, 25 at 0.5, 11 at 0.7 (docs/FINDINGS.md).
     temperature: float = 0.3
     top_p: float = 1.0
-    top_k: int | None = None  # None: 40 on a local model (cheap sampling), off on a server
+    top_k: int | None = None  # None: the backend's preference (40 on a local engine, off on a server)
     max_tokens: int | None = None  # None: by the task's kind
     critic: str | None = None
     # Draw a reference pool of plain samples (self-consistency) large enough for voting to
@@ -178,8 +178,8 @@ class Evaluation:
         return prompts
 
     def params(self) -> SamplingParams:
-        local = self.settings.model.partition(":")[0] in ("embedded", "gguf")
-        top_k = self.spec.top_k if self.spec.top_k is not None else (40 if local else 0)
+        """The run's sampling parameters (the model must be loaded: it says its top_k)."""
+        top_k = self.spec.top_k if self.spec.top_k is not None else self.model.capabilities.default_top_k
         return SamplingParams(temperature=self.spec.temperature, top_p=self.spec.top_p, top_k=top_k,
                               max_tokens=self.spec.max_tokens or MAX_TOKENS[self.task.kind], seed=self.spec.seed)
 

@@ -28,7 +28,7 @@ def questions(k):
 
 def test_samples_from_a_real_server(llama_server):
     model = client(llama_server)
-    assert asyncio.run(model.models()) == ["smollm2"]
+    assert asyncio.run(model.describe())["serves"] == ["smollm2"]
     samples = asyncio.run(model.generate(questions(1)[0], PARAMS.replace(n=3)))
     assert [c.index for c in samples] == [0, 1, 2]
     assert all(c.text and c.completion_tokens > 0 and c.prompt_tokens > 0 for c in samples)

@@ -144,12 +144,15 @@ class Capabilities:
     logprobs: per-token log-probabilities are available.
     context_length: tokens of context (prompt plus completion) one sequence may use.
     max_parallel: how many requests are worth having in flight at once.
+    default_top_k: the top_k the runner samples with when none is asked for (a local
+        engine samples cheaply over the top 40; a server's own default is left alone: 0).
     """
 
     native_n: bool
     logprobs: bool
     context_length: int
     max_parallel: int
+    default_top_k: int = 0
 
 
 @runtime_checkable
@@ -164,6 +167,11 @@ class Model(Protocol):
 
     @property
     def capabilities(self) -> Capabilities: ...
+
+    async def describe(self) -> dict:
+        """What this engine is, as plain data for people and reports ({"backend": ...,
+        and its file, servers, context ...}); for a server, also whether it answers."""
+        ...
 
     async def generate(
         self, messages: Sequence[Message], params: SamplingParams, first_index: int = 0

@@ -58,6 +58,9 @@ class CachedModel:
     def capabilities(self) -> Capabilities:
         return self.inner.capabilities
 
+    async def describe(self) -> dict:
+        return await self.inner.describe()
+
     async def generate(
         self, messages: Sequence[Message], params: SamplingParams, first_index: int = 0
     ) -> list[Completion]:

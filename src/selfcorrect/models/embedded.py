@@ -347,8 +347,14 @@ class EmbeddedModel:
     @property
     def capabilities(self) -> Capabilities:
         return Capabilities(
-            native_n=True, logprobs=True, context_length=self.n_ctx, max_parallel=self.parallel
+            native_n=True, logprobs=True, context_length=self.n_ctx, max_parallel=self.parallel,
+            default_top_k=40,
         )
+
+    async def describe(self) -> dict:
+        return {"backend": "embedded", "file": self.path.name, "path": str(self.path),
+                "megabytes": round(self.path.stat().st_size / 1e6), "context": self.n_ctx,
+                "threads": self.threads, "parallel": self.parallel}
 
     async def generate(
         self, messages: Sequence[Message], params: SamplingParams, first_index: int = 0

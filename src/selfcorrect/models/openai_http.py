@@ -149,10 +149,11 @@ class OpenAICompatibleModel:
         drawn += [choices[0] for choices in singles]
         return [replace(c, index=first_index + k) for k, c in enumerate(drawn)]
 
-    async def models(self) -> list[str]:
-        """The model names the first replica serves (checks that it answers)."""
+    async def describe(self) -> dict:
+        """The servers, and the model names the first one serves (so: whether it answers)."""
         data = await self._send("GET", "/models", None)
-        return [m.get("id", "") for m in data.get("data", [])]
+        return {"backend": "openai", "model": self.model, "servers": [r.url for r in self.replicas],
+                "serves": [m.get("id", "") for m in data.get("data", [])]}
 
     async def aclose(self) -> None:
         if self._client is not None and self._client_loop is asyncio.get_running_loop():

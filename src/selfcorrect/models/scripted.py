@@ -61,6 +61,9 @@ class ScriptedModel:
             native_n=True, logprobs=False, context_length=self._context_length, max_parallel=64
         )
 
+    async def describe(self) -> dict:
+        return {"backend": "scripted", "identity": self._identity}
+
     async def generate(
         self, messages: Sequence[Message], params: SamplingParams, first_index: int = 0
     ) -> list[Completion]:
