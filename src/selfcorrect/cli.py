@@ -26,7 +26,6 @@ from selfcorrect.models.cache import CachedModel
 from selfcorrect.models.load import load_model
 from selfcorrect.sandbox import Sandbox
 from selfcorrect.store import Store
-from selfcorrect.tasks import load_task
 
 app = typer.Typer(
     help="Make language models correct and improve themselves, and measure whether they did.",
@@ -354,41 +353,11 @@ def _progress():
 
 def _finish_report(store: Store, run, kind: str, folder: Optional[Path]) -> None:
     from selfcorrect.report import write_reports
+    from selfcorrect.report.console import console_table
 
     paths = write_reports(store, run, kind, folder or Path("runs") / run.run_id)
-    console_table(json.loads(paths["json"].read_text()))
+    console_table(json.loads(paths["json"].read_text()), out)
     err.print(f"run {run.run_id}: " + ", ".join(f"{k} {v}" for k, v in paths.items()), soft_wrap=True)
-
-
-def console_table(report: dict) -> None:
-    """The comparison, compact enough for a terminal: percentages and points without units."""
-    from selfcorrect.report.build import label
-
-    def number(value: float | None, sign: bool = False) -> str:
-        return "—" if value is None else f"{100 * value:{'+' if sign else ''}.1f}"
-
-    title = f"{report['run']['config']['task']} · {report['run']['config']['items']} items"
-    if report["run"]["oracle"]:
-        title += " · includes ORACLE strategies (upper bounds)"
-    table = Table(title=title, box=None, padding=(0, 1), pad_edge=False, caption=(
-        f"acc: accuracy % (95% CI); none: no answer %; cut: truncated at the token cap %; no sig: % of "
-        f"items where the selector or stop rule had nothing to act on; tok: tokens per item; vs base: "
-        f"points against {report['baseline']} (McNemar p); vs pool: points against voting over plain "
-        "samples at equal tokens (*: beyond the largest pool, not measured)"))
-    table.add_column("strategy", no_wrap=True)
-    for column in ("acc", "none", "cut", "no sig", "tok", "vs base", "vs pool"):
-        table.add_column(column, justify="right", no_wrap=True)
-    for s in report["strategies"].values():
-        low, high = s["interval"]
-        versus = s.get("versus_baseline") or {}
-        matched = s["compute_matched"]
-        table.add_row(escape(label(s)), f"{number(s['accuracy'])} ({number(low)}–{number(high)})",
-                      number(s["parse_failure_rate"]), number(s["truncation_rate"]), number(s["no_signal_rate"]),
-                      f"{s['tokens_per_item']:.0f}",
-                      f"{number(versus['difference'], True)} ({versus['p_value']:.2g})" if versus else "—",
-                      number(matched["gain"], True) + ("*" if matched["budget"] == "beyond" else ""))
-    # a table of numbers is never squeezed into a pipe's default 80 columns
-    (out if out.is_terminal else Console(width=112)).print(table)
 
 
 @app.command()

@@ -28,7 +28,8 @@ from selfcorrect.models.base import Model, SamplingParams
 from selfcorrect.models.cache import CachedModel
 from selfcorrect.models.load import load_model
 from selfcorrect.sandbox import Sandbox
-from selfcorrect.store import Run, Store, code_version
+from selfcorrect.store import Run, Store
+from selfcorrect.version import code_version
 from selfcorrect.strategies import Context, Session, Strategy, parse_strategy
 from selfcorrect.strategies.base import ModelHandle
 from selfcorrect.strategies.sampling import SelfConsistency

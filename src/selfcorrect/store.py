@@ -16,15 +16,14 @@ import os
 import secrets
 import socket
 import sqlite3
-import subprocess
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from selfcorrect import __version__
 from selfcorrect.errors import SelfcorrectError
+from selfcorrect.version import code_version
 from selfcorrect.models.base import Completion, messages_hash
 from selfcorrect.trajectory import Attempt
 
@@ -85,26 +84,6 @@ CREATE TABLE IF NOT EXISTS writers (
     since REAL NOT NULL
 );
 """
-
-
-def code_version() -> str:
-    """The package version, plus the git commit (and '-dirty') when run from a checkout."""
-    source = Path(__file__).resolve().parent
-
-    def git(*args: str) -> str:
-        done = subprocess.run(
-            ["git", "-C", str(source), *args], capture_output=True, text=True, timeout=5
-        )
-        return done.stdout.strip() if done.returncode == 0 else ""
-
-    try:
-        commit = git("rev-parse", "--short=12", "HEAD")
-        dirty = bool(git("status", "--porcelain", "--untracked-files=no", "--", "."))
-    except (OSError, subprocess.TimeoutExpired):
-        commit, dirty = "", False
-    if not commit:
-        return __version__
-    return f"{__version__}+g{commit}{'-dirty' if dirty else ''}"
 
 
 @dataclass(frozen=True)

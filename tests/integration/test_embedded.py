@@ -135,7 +135,7 @@ def test_a_prompt_longer_than_the_context_is_refused(embedded):
 def test_the_default_is_a_q8_0_conversion_made_once_and_checked_by_hash(tmp_path, monkeypatch):
     import shutil
 
-    from selfcorrect.models import embedded as module
+    from selfcorrect.models.embedded import files as module
 
     shipped = tmp_path / "pkg" / module.DEFAULT_MODEL_FILE
     shipped.parent.mkdir()
