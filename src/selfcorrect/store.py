@@ -22,12 +22,12 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from selfcorrect.config import DEFAULT_STORE
 from selfcorrect.errors import SelfcorrectError
 from selfcorrect.version import code_version
 from selfcorrect.models.base import Completion, messages_hash
 from selfcorrect.trajectory import Attempt
 
-DEFAULT_STORE = Path(".selfcorrect") / "store.sqlite"
 SCHEMA_VERSION = 2
 
 SCHEMA = """

@@ -36,9 +36,10 @@ def _gguf(settings: Settings, arg: str) -> Model:
 def _llama(settings: Settings, path: str | None, quant: str | None) -> Model:
     from selfcorrect.models.embedded import EMBEDDED_QUANTS, EmbeddedModel
 
-    return EmbeddedModel(path, quant=quant or EMBEDDED_QUANTS[0], threads=settings.threads,
-                         n_ctx=settings.n_ctx, parallel=settings.parallel, prefix_cache=settings.prefix_cache,
-                         record_tokens=settings.record_tokens)
+    llama = settings.llama
+    return EmbeddedModel(path, quant=quant or EMBEDDED_QUANTS[0], threads=llama.threads, n_ctx=llama.n_ctx,
+                         parallel=llama.parallel, prefix_cache=llama.prefix_cache,
+                         record_tokens=llama.record_tokens)
 
 
 @BACKENDS.register("openai", about="openai:NAME --base-url URL: an OpenAI-compatible server "
@@ -46,9 +47,9 @@ def _llama(settings: Settings, path: str | None, quant: str | None) -> Model:
 def _openai(settings: Settings, arg: str) -> Model:
     from selfcorrect.models.openai_http import OpenAICompatibleModel
 
-    return OpenAICompatibleModel(arg, settings.base_url, api_key_env=settings.api_key_env,
-                                 concurrency=settings.concurrency, timeout=settings.timeout,
-                                 retries=settings.retries, context_length=settings.context_length)
+    http = settings.http
+    return OpenAICompatibleModel(arg, http.base_url, api_key_env=http.api_key_env, concurrency=http.concurrency,
+                                 timeout=http.timeout, retries=http.retries, context_length=http.context_length)
 
 
 def load_model(settings: Settings) -> Model:
