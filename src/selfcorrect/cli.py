@@ -448,7 +448,8 @@ def strategies() -> None:
         table.add_column(column)
     for entry in STRATEGIES.entries():
         cls = entry.factory
-        feedback = "oracle (upper bound)" if cls.oracle else ("critic model" if cls.needs_critic else "")
+        needs = entry.factory().needs
+        feedback = "oracle (upper bound)" if cls.oracle else ("critic model" if "critic" in needs else "")
         table.add_row(entry.name, ", ".join(sorted(cls.kinds)), _options(entry) or "—", feedback,
                       entry.plugin or "built in")
     _show(table)

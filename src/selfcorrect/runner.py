@@ -24,8 +24,7 @@ from selfcorrect.config import Settings
 from selfcorrect.errors import ConfigError, SelfcorrectError
 from selfcorrect.measure.compute import vote_curve
 from selfcorrect.models.base import Model, SamplingParams
-from selfcorrect.models.cache import CachedModel
-from selfcorrect.models.load import load_model
+from selfcorrect.resources import Resources, check_needs
 from selfcorrect.sandbox import Sandbox
 from selfcorrect.store import Run, Store
 from selfcorrect.version import code_version
@@ -124,9 +123,8 @@ class Evaluation:
         specs = [s.spec for s in strategies]
         if len(set(specs)) != len(specs):
             raise ConfigError(f"a strategy is listed twice: {', '.join(specs)}", "list each once")
-        if any(s.needs_critic for s in strategies) and not self.spec.critic:
-            raise ConfigError("critic-refine needs a second model to critique",
-                              "pass --critic MODEL (it may be the same as --model)")
+        for strategy in strategies:
+            check_needs(strategy.needs - {"oracle"}, self.spec.critic, strategy.spec)
         return strategies
 
     @property
@@ -159,18 +157,19 @@ class Evaluation:
         return SamplingParams(temperature=self.spec.temperature, top_p=self.spec.top_p, top_k=top_k,
                               max_tokens=self.spec.max_tokens or MAX_TOKENS[self.task.kind], seed=self.spec.seed)
 
+    @property
+    def needs(self) -> set[str]:
+        """What the run's strategies and task need opened: a sandbox, a critic, the oracle."""
+        needs = set().union(*(s.needs for s in self.all_strategies))
+        if self.task.kind == "code":
+            needs.add("sandbox")  # the gold check runs the hidden tests
+        return needs - {"oracle"}  # the gold check is the runner's own
+
     async def run(self) -> Run:
         """Run every unit that has no result yet; return the finished run's record."""
-        engine = self.engine or load_model(self.settings)
-        self.model = CachedModel(engine, self.store) if self.settings.cache else engine
-        critic_engine = None
-        try:
-            if self.spec.critic in (self.settings.model, "same"):
-                critic_engine, self.critic = engine, self.model  # one model: one cache, shared draws
-            elif self.spec.critic:
-                critic_engine = self.critic_engine or load_model(
-                    self.settings.model_copy(update={"model": self.spec.critic}))
-                self.critic = CachedModel(critic_engine, self.store) if self.settings.cache else critic_engine
+        async with Resources(self.settings, self.store, needs=self.needs, critic=self.spec.critic,
+                             engine=self.engine, critic_engine=self.critic_engine) as resources:
+            self.model, self.critic, self.sandbox = resources.model, resources.critic, resources.sandbox
             if self.run_record is None:
                 self.run_record = self.store.create_run(self.config(), prompt_hashes=self.prompt_hashes(),
                                                         oracle=self.oracle)
@@ -179,8 +178,6 @@ class Evaluation:
             run_id = self.run_record.run_id
             self.store.claim_writer(run_id)  # before anything of the run is touched
             try:
-                if self.task.kind == "code" or any(s.name == "program-aided" for s in self.strategies):
-                    self.sandbox = Sandbox(workers=self.settings.sandbox_workers, isolation=self.settings.sandbox)
                 await self._units(self.all_strategies)
                 if self.spec.reference:
                     await self._grow_pool()
@@ -189,13 +186,6 @@ class Evaluation:
             finally:
                 self.store.release_writer(run_id)
             return self.store.run(run_id)
-        finally:
-            if self.sandbox is not None:
-                self.sandbox.close()
-            if critic_engine is not None and critic_engine not in (engine, self.critic_engine):
-                await critic_engine.aclose()
-            if self.engine is None:  # an engine we were given stays open for its owner
-                await engine.aclose()
 
     def _check_resume(self) -> None:
         """A resumed run goes on with the same model; with another code version or other

@@ -294,3 +294,33 @@ def test_a_code_run_whose_visible_tests_are_its_hidden_tests_is_refused(tmp_path
     with pytest.raises(ConfigError, match="show all their hidden tests as visible tests"):
         Evaluation(settings, EvalSpec(strategies=["best-of-n:n=2"]), task=load_jsonl(path))
     assert not (tmp_path / "store.sqlite").exists()
+
+
+def test_every_need_is_checked_before_the_first_item(tmp_path):
+    """best-of-n judged by a critic needs a critic model: refused at once, with nothing stored."""
+    from selfcorrect.errors import ConfigError
+
+    settings = load_settings(store=tmp_path / "store.sqlite")
+    with pytest.raises(ConfigError, match="best-of-n:verifier=critic needs a second model"):
+        Evaluation(settings, EvalSpec(strategies=["single", "best-of-n:verifier=critic"]), task=ListTask(PROBLEMS))
+    assert not (tmp_path / "store.sqlite").exists()
+
+
+def test_resources_open_what_is_needed_and_close_what_they_opened(tmp_path):
+    from selfcorrect.resources import Resources
+
+    settings = load_settings(store=tmp_path / "store.sqlite", sandbox="process")
+    engine = ScriptedModel({"hi": "hello"})
+    store = Store(settings.store)
+
+    async def use():
+        async with Resources(settings, store, needs={"sandbox", "critic"}, critic="same", engine=engine) as res:
+            assert res.critic is res.model and res.sandbox is not None
+            [reply] = await res.model.generate([{"role": "user", "content": "hi"}], __import__(
+                "selfcorrect.models.base", fromlist=["SamplingParams"]).SamplingParams())
+            return res, reply.text
+
+    res, text = asyncio.run(use())
+    assert text == "hello" and res.sandbox is None  # the sandbox closed with the context
+    assert asyncio.run(engine.generate([{"role": "user", "content": "hi"}],
+                                       __import__("selfcorrect.models.base", fromlist=["SamplingParams"]).SamplingParams()))

@@ -239,7 +239,6 @@ class Strategy:
     kinds: frozenset[str] = frozenset({"math", "code"})
     prompts: dict[str, str] = {}
     oracle = False
-    needs_critic = False
     options: dict = {}
     # Bounds and choices of options, checked before anything is stored: a budget beyond
     # them is a typo, and would grow memory and outlast a Ctrl-C.
@@ -258,6 +257,12 @@ class Strategy:
         self.settings = {**self.options, **options}
         for name, value in self.settings.items():  # self.rounds, self.n, ...
             setattr(self, name, value)
+
+    @property
+    def needs(self) -> set[str]:
+        """What it needs opened beside the model: "sandbox", "critic", "oracle" (checked
+        before a run starts; a subclass whose needs depend on its options overrides this)."""
+        return {"oracle"} if self.oracle else set()
 
     @property
     def spec(self) -> str:

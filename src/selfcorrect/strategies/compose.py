@@ -27,7 +27,11 @@ class Chains(Strategy):
             raise ConfigError(f"unknown selection {select!r}", f"use one of: {', '.join(SELECTIONS)}")
         self.inner, self.chains, self.select = inner, chains, select
         self.name, self.kinds, self.prompts = inner.name, inner.kinds, inner.prompts
-        self.oracle, self.needs_critic, self.settings = inner.oracle, inner.needs_critic, {}
+        self.oracle, self.settings = inner.oracle, {}
+
+    @property
+    def needs(self) -> set[str]:
+        return self.inner.needs | ({"sandbox"} if self.select == "tests" else set())
 
     @property
     def spec(self) -> str:

@@ -28,6 +28,10 @@ class SelfDebug(Strategy):
                           "function in a ```python code block."),
     }
 
+    @property
+    def needs(self) -> set[str]:
+        return {"sandbox"}
+
     async def run(self, session: Session) -> Outcome:
         [current] = await solve(session)
         feedback = await session.visible_tests(current)

@@ -26,6 +26,10 @@ class ProgramAided(Strategy):
                 "answer. Reply with only a ```python code block."),
     }
 
+    @property
+    def needs(self) -> set[str]:
+        return {"sandbox"}
+
     async def run(self, session: Session) -> Outcome:
         messages = [{"role": "user", "content": self.prompts["program"].format(question=session.view.question)}]
         [current] = await session.attempt(messages, answers=False, stop=CODE_STOP)

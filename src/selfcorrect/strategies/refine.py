@@ -110,7 +110,10 @@ class SelfRefine(Refine):
 class CriticRefine(SelfRefine):
     name = "critic-refine"
     source = "critic"
-    needs_critic = True
+
+    @property
+    def needs(self) -> set[str]:
+        return {"critic"}
 
     async def feedback(self, session: Session, attempt: Attempt) -> Feedback:
         return await critique(session, attempt, self.prompts[f"critique_{session.view.kind}"],

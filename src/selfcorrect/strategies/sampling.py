@@ -125,6 +125,10 @@ class BestOfN(Strategy):
                   "Reply with yes or no, then one sentence why."),
     }
 
+    @property
+    def needs(self) -> set[str]:
+        return {"critic"} if self.verifier == "critic" else set()
+
     async def run(self, session: Session) -> Outcome:
         attempts = await solve(session, n=self.n)
         verifier = self.verifier
