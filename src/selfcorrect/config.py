@@ -75,6 +75,8 @@ class Settings(BaseModel):
         None, ge=1, description="how many programs the sandbox runs at once (default: the cores)"
     )
     cache: bool = Field(True, description="whether to use the sample cache (true or false)")
+    prompts: dict[str, dict[str, str]] = Field(
+        default_factory=dict, description="prompt overrides per strategy ([prompts.NAME] key = template)")
     llama: LlamaSettings = Field(default_factory=LlamaSettings, description="the [llama] section")
     http: HTTPSettings = Field(default_factory=HTTPSettings, description="the [http] section")
 

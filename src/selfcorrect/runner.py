@@ -115,7 +115,7 @@ class Evaluation:
         return items
 
     def _strategies(self) -> list[Strategy]:
-        strategies = [parse_strategy(s) for s in self.spec.strategies]
+        strategies = [parse_strategy(s, self.settings.prompts) for s in self.spec.strategies]
         unfit = [s.spec for s in strategies if self.task.kind not in s.kinds]
         if unfit:
             raise ConfigError(f"{', '.join(unfit)} cannot run on {self.task.name} ({self.task.kind} items)",
@@ -144,7 +144,8 @@ class Evaluation:
                 "critic": self.critic.identity if self.critic else None,
                 "params": self.params().draw_fields(), "strategies": [s.spec for s in self.all_strategies],
                 "pool": self.pool.spec if self.pool else None,
-                "prompt_reuse": self.model.capabilities.native_n if self.model else None}
+                "prompt_reuse": self.model.capabilities.native_n if self.model else None,
+                "custom_prompts": {s.spec: s.custom_prompts for s in self.strategies if s.custom_prompts}}
 
     def prompt_hashes(self) -> dict[str, str]:
         prompts = {s.spec: s.prompt_hash() for s in self.strategies}

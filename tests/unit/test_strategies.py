@@ -1,5 +1,7 @@
 """Every strategy on the scripted model: what it selects, when it stops, what it records."""
 
+import asyncio
+
 import pytest
 
 from selfcorrect.errors import ConfigError
@@ -244,3 +246,35 @@ def test_critic_refine_takes_its_critique_from_the_second_model(tmp_path):
 def test_critic_refine_needs_a_critic(tmp_path):
     with pytest.raises(ConfigError, match="needs a second model"):
         evaluate(tmp_path, Script([]), ["critic-refine"], ONE)
+
+
+def test_prompts_can_be_replaced_from_the_settings_and_reports_say_so(tmp_path):
+    from selfcorrect.config import load_settings
+    from selfcorrect.report import write_reports
+    from selfcorrect.runner import EvalSpec, Evaluation
+    from tests.scripts import ListTask
+
+    (tmp_path / "selfcorrect.toml").write_text(
+        '[prompts.self-refine]\ncritique_math = """Grade this: {answer}\nEnd with Score: N."""\n')
+    settings = load_settings(tmp_path / "selfcorrect.toml", store=tmp_path / "store.sqlite")
+    script = Script([(asked(INITIAL), "The answer is 4."), (asked("Grade this"), "Fine.\nScore: 10")])
+    evaluation = Evaluation(settings, EvalSpec(strategies=["self-refine"], reference=False), task=ListTask(ONE),
+                            engine=script.model)
+    run = asyncio.run(evaluation.run())
+    assert any(c.messages[-1]["content"].startswith("Grade this: The answer is 4.") for c in script.model.calls)
+    assert run.config["custom_prompts"] == {"self-refine": ["critique_math"]}
+    assert run.prompt_hashes["self-refine"] != parse_strategy("self-refine").prompt_hash()
+    assert "self-refine [custom prompts]" in write_reports(evaluation.store, run, "math", tmp_path / "r")["md"].read_text()
+
+
+def test_a_prompt_file_in_the_spec_and_its_checks(tmp_path):
+    good = tmp_path / "p.toml"
+    good.write_text('judge = """{question} -> {answer}? yes or no."""\n')
+    strategy = parse_strategy(f"best-of-n:n=2,prompts={good}")
+    assert strategy.prompts["judge"].startswith("{question} -> {answer}?") and strategy.custom_prompts == ["judge"]
+    (tmp_path / "bad.toml").write_text('jugde = "x"\n')
+    with pytest.raises(ConfigError, match="has no prompt 'jugde'"):
+        parse_strategy(f"best-of-n:prompts={tmp_path / 'bad.toml'}")
+    (tmp_path / "field.toml").write_text('judge = "{secret}"\n')
+    with pytest.raises(ConfigError, match="uses secret, which it is not given"):
+        parse_strategy(f"best-of-n:prompts={tmp_path / 'field.toml'}")

@@ -15,6 +15,9 @@ def build_report(store: Store, run: Run, kind: str) -> dict:
     results = results_by_strategy(store, run)
     oracle = {spec for spec, rows in results.items() if rows and rows[0].trajectory.oracle}
     summary = summarize(results, oracle, kind)
+    for spec, custom in run.config.get("custom_prompts", {}).items():
+        if spec in summary["strategies"]:
+            summary["strategies"][spec]["custom_prompts"] = custom
     return {
         "selfcorrect": __version__,
         "run": {
@@ -66,4 +69,5 @@ def _time(stamp: float | None) -> str | None:
 
 def label(strategy: dict) -> str:
     """A strategy's name as every report shows it: oracle runs are marked."""
-    return f"{strategy['strategy']} [ORACLE]" if strategy["oracle"] else strategy["strategy"]
+    text = f"{strategy['strategy']} [ORACLE]" if strategy["oracle"] else strategy["strategy"]
+    return text + (" [custom prompts]" if strategy.get("custom_prompts") else "")

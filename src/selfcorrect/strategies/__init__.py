@@ -27,13 +27,36 @@ for _builtin in (Single, SelfConsistency, UniversalSelfConsistency, BestOfN, Sel
     STRATEGIES.register()(_builtin)
 
 
-def parse_strategy(spec: str) -> Strategy:
-    """A strategy from its spec: NAME or NAME:key=value,... (chains and select compose)."""
+def parse_strategy(spec: str, prompts: dict[str, dict[str, str]] | None = None) -> Strategy:
+    """A strategy from its spec: NAME or NAME:key=value,... (chains and select compose;
+    `prompts=FILE.toml` replaces some of its prompts). `prompts` maps strategy names to
+    prompt overrides (the settings file's [prompts.NAME] tables)."""
     name, raw = parse_spec(spec, "strategy")
     entry = STRATEGIES.get(name)
     chains = typed_value(name, "strategy", "chains", raw.get("chains", "1"), 1)
     if not 1 <= chains <= 32:
         raise ConfigError(f"{name}:chains={chains} is outside 1 to 32", "choose chains from 2 to 32")
     select = raw.get("select", "vote")
-    strategy = entry.factory(**coerce(entry, "strategy", raw, extra=("chains", "select")))
+    strategy = entry.factory(**coerce(entry, "strategy", raw, extra=("chains", "select", "prompts")))
+    if (prompts or {}).get(name):
+        strategy.with_prompts(prompts[name], f"[prompts.{name}]")
+    if "prompts" in raw:
+        strategy.with_prompts(_prompt_file(raw["prompts"]), raw["prompts"])
     return Chains(strategy, chains, select) if chains > 1 else strategy
+
+
+def _prompt_file(path: str) -> dict[str, str]:
+    """A TOML file of prompt templates, one key = template each (multi-line strings welcome)."""
+    import tomllib
+    from pathlib import Path
+
+    try:
+        data = tomllib.loads(Path(path).expanduser().read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"prompt file not found: {path}", "check the path given as prompts=FILE") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path} is not valid TOML: {e}", "fix the syntax at that place") from None
+    bad = [k for k, v in data.items() if not isinstance(v, str)]
+    if bad:
+        raise ConfigError(f"{path}: {', '.join(bad)} must be text", 'write key = """template"""')
+    return data

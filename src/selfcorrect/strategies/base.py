@@ -273,6 +273,32 @@ class Strategy:
     def prompt_hash(self) -> str:
         return hashlib.sha256(json.dumps(self.prompts, sort_keys=True).encode()).hexdigest()[:16]
 
+    @property
+    def custom_prompts(self) -> list[str]:
+        """The prompts replaced for this instance (empty: the strategy's own)."""
+        return sorted(k for k, v in self.prompts.items() if type(self).prompts.get(k) != v)
+
+    def with_prompts(self, overrides: dict[str, str], source: str = "") -> Strategy:
+        """Replace some of this instance's prompts. Each must be a prompt the strategy has,
+        and use no placeholder its own prompt lacks (model text fills only those)."""
+        import string
+
+        for key, template in overrides.items():
+            if key not in self.prompts:
+                raise ConfigError(f"{source or self.name}: strategy {self.name} has no prompt {key!r}",
+                                  f"its prompts are: {', '.join(self.prompts) or 'none'}")
+            fields = {f for _, f, _, _ in string.Formatter().parse(self.prompts[key]) if f}
+            try:
+                used = {f for _, f, _, _ in string.Formatter().parse(template) if f}
+            except ValueError as e:
+                raise ConfigError(f"{source or self.name}: prompt {key!r} is not a valid template: {e}",
+                                  "write placeholders as {name}, and literal braces as {{ }}") from None
+            if used - fields:
+                raise ConfigError(f"{source or self.name}: prompt {key!r} uses {', '.join(sorted(used - fields))}, "
+                                  "which it is not given", f"its placeholders are: {', '.join(sorted(fields)) or 'none'}")
+        self.prompts = {**self.prompts, **overrides}
+        return self
+
     async def run(self, session: Session) -> Outcome:
         raise NotImplementedError
 

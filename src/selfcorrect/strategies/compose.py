@@ -33,6 +33,15 @@ class Chains(Strategy):
     def needs(self) -> set[str]:
         return self.inner.needs | ({"sandbox"} if self.select == "tests" else set())
 
+    def with_prompts(self, overrides: dict[str, str], source: str = "") -> Strategy:
+        self.inner.with_prompts(overrides, source)
+        self.prompts = self.inner.prompts
+        return self
+
+    @property
+    def custom_prompts(self) -> list[str]:
+        return self.inner.custom_prompts
+
     @property
     def spec(self) -> str:
         separator = "," if ":" in self.inner.spec else ":"
