@@ -33,11 +33,11 @@ from selfcorrect.strategies.base import ModelHandle
 from selfcorrect.strategies.sampling import SelfConsistency
 from selfcorrect.tasks import Item, Task, parse_task, select
 from selfcorrect.tasks.base import Check
+from selfcorrect.tasks.kinds import KINDS
 from selfcorrect.trajectory import FinalGrade, Grade, Trajectory, UnitResult
 
 MAIN_JOB_STRATEGIES = ["single", "self-consistency:n=5", "self-refine:rounds=1", "program-aided:rounds=1"]
 MAIN_JOB_LIMIT = 60
-MAX_TOKENS = {"math": 192, "code": 384}
 POOL_START = 8  # the reference pool's first size; it grows to the largest budget in the run
 POOL_CAP = 32
 
@@ -156,13 +156,13 @@ class Evaluation:
         """The run's sampling parameters (the model must be loaded: it says its top_k)."""
         top_k = self.spec.top_k if self.spec.top_k is not None else self.model.capabilities.default_top_k
         return SamplingParams(temperature=self.spec.temperature, top_p=self.spec.top_p, top_k=top_k,
-                              max_tokens=self.spec.max_tokens or MAX_TOKENS[self.task.kind], seed=self.spec.seed)
+                              max_tokens=self.spec.max_tokens or KINDS[self.task.kind].max_tokens, seed=self.spec.seed)
 
     @property
     def needs(self) -> set[str]:
         """What the run's strategies and task need opened: a sandbox, a critic, the oracle."""
         needs = set().union(*(s.needs for s in self.all_strategies))
-        if self.task.kind == "code":
+        if KINDS[self.task.kind].needs_sandbox:
             needs.add("sandbox")  # the gold check runs the hidden tests
         return needs - {"oracle"}  # the gold check is the runner's own
 
@@ -401,8 +401,7 @@ async def regrade(settings: Settings, run_id: str, task: Task | None = None) -> 
     max_tokens = run.config["params"]["max_tokens"]
     items = {item.id: item for item in evaluation.items}
     changed = {"units": 0, "attempts": 0, "answers": 0, "grades": 0, "finals": 0}
-    needs_sandbox = evaluation.task.kind == "code" or any(
-        s.name == "program-aided" for s in evaluation.strategies)
+    needs_sandbox = "sandbox" in evaluation.needs
     evaluation.sandbox = Sandbox(workers=settings.sandbox_workers, isolation=settings.sandbox) if needs_sandbox else None
     try:
         for payload in evaluation.store.results(run_id):

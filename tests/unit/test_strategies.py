@@ -278,3 +278,32 @@ def test_a_prompt_file_in_the_spec_and_its_checks(tmp_path):
     (tmp_path / "field.toml").write_text('judge = "{secret}"\n')
     with pytest.raises(ConfigError, match="uses secret, which it is not given"):
         parse_strategy(f"best-of-n:prompts={tmp_path / 'field.toml'}")
+
+
+def test_a_chat_item_has_no_extractor_its_answer_is_the_reply():
+    """Free-form requests: the kind owns reading and voting, and strategies ask the kind."""
+    from selfcorrect.models.base import SamplingParams
+    from selfcorrect.models.scripted import ScriptedModel
+    from selfcorrect.strategies.base import Context, ModelHandle, Session
+    from selfcorrect.tasks.base import ItemView
+    from selfcorrect.tasks.kinds import KINDS
+
+    view = ItemView(id="chat/0", task="chat", kind="chat", question="Name a river in France.",
+                    messages=({"role": "user", "content": "Name a river in France."},))
+    replies = {"Name a river in France.": ["The Loire.", "the  loire.", "The Seine."],
+               }
+    model = ScriptedModel(lambda messages, params, k: (
+        replies[messages[-1]["content"]][k % 3] if messages[-1]["content"] in replies
+        else "Complete.\nScore: 9" if "Review this reply" in messages[-1]["content"] else "1"))
+    ctx = Context(model=ModelHandle(model), params=SamplingParams(temperature=0.3, max_tokens=KINDS["chat"].max_tokens))
+
+    vote = parse_strategy("self-consistency:n=3")
+    outcome = asyncio.run(vote.run(Session(view, ctx, vote.spec)))
+    assert outcome.final.answer == "The Loire." and outcome.signal is True  # "the  loire." votes with it
+    refine = parse_strategy("self-refine:rounds=1")
+    session = Session(view, ctx, refine.spec)
+    outcome = asyncio.run(refine.run(session))
+    assert outcome.stop == "verified" and outcome.final.answer == "The Loire."
+    critique = [c for c in model.calls if "Review this reply" in c.messages[-1]["content"]]
+    assert critique and "Proposed reply:\nThe Loire." in critique[0].messages[-1]["content"]
+    assert "chat" not in parse_strategy("oracle-refine").kinds and "chat" not in parse_strategy("self-debug").kinds

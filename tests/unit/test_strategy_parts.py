@@ -9,7 +9,8 @@ import pytest
 from selfcorrect.sandbox import RunResult, TestOutcome
 from selfcorrect.strategies.base import describe_run, majority, vote_key
 from selfcorrect.strategies.refine import CRITIQUE, GatedRefine
-from selfcorrect.strategies.sampling import left_side, read_choice, yes_or_no
+from selfcorrect.strategies.sampling import read_choice, yes_or_no
+from selfcorrect.tasks.kinds import left_side
 from selfcorrect.strategies.self_verify import masked_questions
 from selfcorrect.trajectory import Attempt
 from selfcorrect.verify.scores import read_score

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from selfcorrect.strategies.base import majority, vote_key
+from selfcorrect.strategies.base import majority
+from selfcorrect.verify.answers import vote_key
 from selfcorrect.trajectory import Attempt, UnitResult
 
 

@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 
 from selfcorrect.trajectory import UnitResult
+from selfcorrect.verify.answers import vote_key
 
 CELLS = ("right_right", "right_wrong", "wrong_right", "wrong_wrong")
 
@@ -69,6 +70,4 @@ def flip_matrices(results: Iterable[UnitResult]) -> list[FlipMatrix]:
 
 
 def _key(answer: str | None) -> str | None:
-    from selfcorrect.strategies.base import vote_key
-
     return vote_key(answer)

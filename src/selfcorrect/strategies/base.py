@@ -21,11 +21,12 @@ from selfcorrect.models.base import Completion, Message, Model, SamplingParams, 
 from selfcorrect.models.cache import request_key
 from selfcorrect.sandbox import RunResult, Sandbox, TestCase
 from selfcorrect.tasks.base import ItemView, read
+from selfcorrect.tasks.kinds import CODE_STOP, Kind, kind_of
 from selfcorrect.trajectory import Attempt, Feedback, Revision, Trajectory
-from selfcorrect.verify.answers import as_number
+from selfcorrect.verify.answers import vote_key
 
 OracleCheck = Callable[[str], Awaitable[bool]]
-CODE_STOP = ("\n```\n",)  # the end of a fenced code block (the opening fence names a language)
+__all__ = ["CODE_STOP", "Context", "ModelHandle", "Outcome", "Session", "Strategy", "vote_key"]
 
 
 class ModelHandle:
@@ -86,6 +87,11 @@ class Session:
         self.chain_index = chain
         self.trajectory = trajectory or Trajectory(strategy=strategy, item_id=view.id, oracle=oracle)
 
+    @property
+    def kind(self) -> Kind:
+        """The item's kind: how its answers are read and voted on, where attempts end."""
+        return kind_of(self.view)
+
     def chain(self, index: int) -> Session:
         """An independent chain writing into the same trajectory, with its own draws."""
         return Session(self.view, self.ctx, self.trajectory.strategy, self.trajectory.oracle,
@@ -99,8 +105,8 @@ class Session:
         """Draw n answers; each becomes an attempt, recorded at once. With answers=False the
         strategy sets `answer` itself (a program-aided attempt's answer is what it prints).
         A code attempt ends with its code block: what a model writes after it is not read."""
-        if self.view.kind == "code":
-            params.setdefault("stop", CODE_STOP)
+        if self.kind.attempt_stop:
+            params.setdefault("stop", self.kind.attempt_stop)
         completions = await self.ask(messages, phase=phase, n=n, purpose="attempt", **params)
         sent = self.ctx.params.replace(n=n, **params)
         provenance = {"messages_hash": messages_hash(messages), "params": sent.draw_fields(),
@@ -236,7 +242,7 @@ class Strategy:
     `prompts`, the one place their prompts live; options are keyword arguments."""
 
     name: str
-    kinds: frozenset[str] = frozenset({"math", "code"})
+    kinds: frozenset[str] = frozenset({"math", "code", "chat"})
     prompts: dict[str, str] = {}
     oracle = False
     options: dict = {}
@@ -311,14 +317,6 @@ async def solve(session: Session, *, round: int = 0, n: int = 1, **params) -> li
 
 
 # -- selection rules ---------------------------------------------------------------------
-
-
-def vote_key(answer: str | None) -> str | None:
-    """Answers that are the same number vote together (1,000 = 1000.0)."""
-    if answer is None:
-        return None
-    number = as_number(answer)
-    return str(number) if number is not None else " ".join(answer.split())
 
 
 def majority(attempts: Sequence[Attempt], keys: Sequence[str | None] | None = None) -> Attempt | None:

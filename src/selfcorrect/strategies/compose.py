@@ -14,7 +14,6 @@ import asyncio
 
 from selfcorrect.errors import ConfigError
 from selfcorrect.strategies.base import Outcome, Session, Strategy, best_by, feedback_score, majority
-from selfcorrect.strategies.sampling import behaviour_keys
 
 SELECTIONS = ("vote", "tests")
 
@@ -59,7 +58,7 @@ class Chains(Strategy):
             chosen = best_by(finals, lambda a: feedback_score(a, "visible tests"))
             signal = len({feedback_score(f, "visible tests") for f in finals}) > 1
         else:
-            keys = await behaviour_keys(session, finals)
+            keys = await session.kind.vote_keys(session, finals)
             chosen = majority(finals, keys)
             signal = chosen is not None and keys.count(keys[finals.index(chosen)]) > 1
         return session.done(chosen or finals[0], f"{self.select} over {self.chains} chains", signal=signal,

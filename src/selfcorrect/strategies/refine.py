@@ -38,12 +38,15 @@ CRITIQUE = {
              "out any mistake. " + RATE),
     "code": ("{question}\n\nProposed code:\n{answer}\n\nReview this code: does it do what the task "
              "asks, for every input? Point out any bug. " + RATE),
+    "chat": ("Request:\n{question}\n\nProposed reply:\n{answer}\n\nReview this reply: is it correct, "
+             "complete and helpful? Point out what is wrong or missing. " + RATE),
 }
 REVISE = {
     "math": ("Here is feedback on your answer:\n{feedback}\n\nUsing the feedback, write an improved "
              "answer. End with: The answer is <number>."),
     "code": ("Here is feedback on your code:\n{feedback}\n\nUsing the feedback, write the whole "
              "improved function in a ```python code block."),
+    "chat": "Here is feedback on your reply:\n{feedback}\n\nUsing the feedback, write an improved reply.",
 }
 
 
@@ -99,8 +102,8 @@ class Refine(Strategy):
 class SelfRefine(Refine):
     name = "self-refine"
     source = "self-critique"
-    prompts = {"critique_math": CRITIQUE["math"], "critique_code": CRITIQUE["code"],
-               "revise_math": REVISE["math"], "revise_code": REVISE["code"]}
+    prompts = {f"{step}_{kind}": text for step, texts in (("critique", CRITIQUE), ("revise", REVISE))
+               for kind, text in texts.items()}
 
     async def feedback(self, session: Session, attempt: Attempt) -> Feedback:
         return await critique(session, attempt, self.prompts[f"critique_{session.view.kind}"],
@@ -122,6 +125,7 @@ class CriticRefine(SelfRefine):
 
 class OracleRefine(Refine):
     name = "oracle-refine"
+    kinds = frozenset({"math", "code"})  # a chat request has no gold to consult
     oracle = True
     source = "gold check"
     options = {"rounds": 3}
@@ -151,8 +155,7 @@ class GatedRefine(Strategy):
         "confidence": ("{question}\n\nAnswer:\n{answer}\n\nHow sure are you that this answer is "
                        f"correct? Reply with one line in the form `{CONFIDENCE_LINE}`, where N is a "
                        "whole number from 0 to 100."),
-        "critique_math": CRITIQUE["math"], "critique_code": CRITIQUE["code"],
-        "revise_math": REVISE["math"], "revise_code": REVISE["code"],
+        **SelfRefine.prompts,
     }
 
     async def run(self, session: Session) -> Outcome:

@@ -48,7 +48,7 @@ class Reflexion(Strategy):
                             no_signal="no verdict was readable")
 
     def source(self, session: Session) -> str:
-        return "visible tests" if session.view.kind == "code" and session.view.visible_tests else "self-judgement"
+        return "visible tests" if session.kind.default_verifier(session.view) == "tests" else "self-judgement"
 
     async def evaluate(self, session: Session, attempt: Attempt) -> Feedback:
         if self.source(session) == "visible tests":

@@ -11,7 +11,6 @@ best-of-n                   n samples ranked by a verifier: the visible tests (c
 
 from __future__ import annotations
 
-import ast
 import re
 
 from selfcorrect.errors import ConfigError
@@ -23,7 +22,6 @@ from selfcorrect.strategies.base import (
     feedback_score,
     majority,
     solve,
-    vote_key,
 )
 from selfcorrect.trajectory import Attempt, Feedback
 
@@ -44,8 +42,8 @@ class SelfConsistency(Strategy):
 
     async def run(self, session: Session) -> Outcome:
         attempts = await solve(session, n=self.n)
-        keys = await behaviour_keys(session, attempts)
-        if session.view.kind == "code":  # kept, so that a vote over fewer samples can be replayed
+        keys = await session.kind.vote_keys(session, attempts)
+        if session.kind.votes_on_behaviour:  # kept, so that a vote over fewer samples can be replayed
             for attempt, key in zip(attempts, keys):
                 session.give(attempt, Feedback(kind="intrinsic", source="behaviour", text=key or ""))
         chosen = majority(attempts, keys)
@@ -57,38 +55,6 @@ class SelfConsistency(Strategy):
         return session.done(chosen or attempts[0], "voted" if chosen else "no answers",
                             signal=None if self.n == 1 else votes > 1,
                             no_signal="no answers" if chosen is None else "no two answers agree")
-
-
-async def behaviour_keys(session: Session, attempts: list[Attempt]) -> list[str | None]:
-    """What each attempt's vote is. Math: its answer. Code: what its program returns on the
-    inputs of the visible tests (the expected values are never looked at); with no visible
-    tests, its normalised code."""
-    if session.view.kind == "math":
-        return [vote_key(a.answer) for a in attempts]
-    calls = [left_side(t) for t in session.view.visible_tests]
-    probes = [f"__observe__({c})" for c in calls if c]
-    keys: list[str | None] = []
-    for attempt in attempts:
-        if attempt.answer is None:
-            keys.append(None)
-        elif not probes:
-            keys.append(" ".join(attempt.answer.split()))
-        else:
-            result = await session.run(attempt.answer, probes, session.view.setup)
-            keys.append("|".join(t.observed[0] if t.observed else f"<{t.error_type}>" for t in result.tests)
-                        if result.loaded else None)
-    return keys
-
-
-def left_side(test: str) -> str | None:
-    """`assert f(x) == y` -> `f(x)`: the call a visible test makes, without its expectation."""
-    try:
-        node = ast.parse(test).body[0]
-    except (SyntaxError, IndexError):
-        return None
-    if isinstance(node, ast.Assert) and isinstance(node.test, ast.Compare):
-        return ast.get_source_segment(test, node.test.left)
-    return None
 
 
 class UniversalSelfConsistency(Strategy):
@@ -133,7 +99,7 @@ class BestOfN(Strategy):
         attempts = await solve(session, n=self.n)
         verifier = self.verifier
         if verifier == "auto":
-            verifier = "tests" if session.view.kind == "code" and session.view.visible_tests else "self"
+            verifier = session.kind.default_verifier(session.view)
         if verifier == "tests":
             for attempt in attempts:
                 await session.visible_tests(attempt)

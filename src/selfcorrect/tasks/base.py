@@ -18,8 +18,7 @@ from dataclasses import dataclass, field
 from selfcorrect.errors import ConfigError
 from selfcorrect.models.base import Message
 from selfcorrect.sandbox import RunResult, Sandbox, TestCase
-from selfcorrect.verify.answers import NO_ANSWER, TRUNCATED, Reading, answers_match, is_numeric, read_answer
-from selfcorrect.verify.code import assemble, extract_code
+from selfcorrect.verify.answers import NO_ANSWER, Reading, answers_match, is_numeric
 
 
 @dataclass(frozen=True)
@@ -28,7 +27,7 @@ class ItemView:
 
     id: str
     task: str
-    kind: str  # "math" or "code"
+    kind: str  # "math", "code" or "chat" (tasks/kinds.py)
     question: str  # the problem as a person reads it
     messages: tuple[Message, ...]  # the task's prompt for it
     visible_tests: tuple[str, ...] = ()
@@ -75,14 +74,11 @@ class Check:
 
 
 def read(view: ItemView, reply: str, finish_reason: str = "stop") -> Reading:
-    """The answer a reply gives (a number or expression, or the program to test), the same
-    for strategies, votes and the gold check; on a parse failure, why there is none."""
-    if view.kind == "math":
-        return read_answer(reply, numeric=view.numeric, finish_reason=finish_reason)
-    code = extract_code(reply, view.entry_point)
-    if code is None:
-        return Reading(None, TRUNCATED if finish_reason == "length" else NO_ANSWER)
-    return Reading(assemble(code, view.prompt_code, view.entry_point), "code")
+    """The answer a reply gives (a number or expression, the program to test, a chat reply),
+    the same for strategies, votes and the gold check; on a parse failure, why there is none."""
+    from selfcorrect.tasks.kinds import kind_of
+
+    return kind_of(view).read(view, reply, finish_reason)
 
 
 def extract(view: ItemView, reply: str, finish_reason: str = "stop") -> str | None:

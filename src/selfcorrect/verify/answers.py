@@ -242,6 +242,14 @@ def as_number(text: str) -> Fraction | None:
         return None
 
 
+def vote_key(answer: str | None) -> str | None:
+    """Answers that are the same number vote together (1,000 = 1000.0)."""
+    if answer is None:
+        return None
+    number = as_number(answer)
+    return str(number) if number is not None else " ".join(answer.split())
+
+
 def is_numeric(answer: str) -> bool:
     """Whether an expected answer is a number (then only stated numbers are read)."""
     return as_number(answer) is not None
