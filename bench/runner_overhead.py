@@ -55,8 +55,8 @@ def main() -> None:
         run = asyncio.run(evaluation.run())
         elapsed = time.perf_counter() - started
         results = results_by_strategy(evaluation.store, run)
-    steps = sum(c["calls"] + c["sandbox_runs"] for rows in results.values() for r in rows
-                for c in r["trajectory"]["cost"].values())
+    steps = sum(c.calls + c.sandbox_runs for rows in results.values() for r in rows
+                for c in r.trajectory.cost.values())
     units = sum(len(rows) for rows in results.values())
     print(f"{units} units ({args.items} items x {len(STRATEGIES)} strategies), {steps} steps in {elapsed:.2f}s "
           f"on one core: {steps / elapsed:.0f} steps/s, {units / elapsed:.0f} units/s")
