@@ -167,7 +167,8 @@ def models(ctx: typer.Context) -> None:
     _show(table)
 
 
-def _check_other(settings: Settings) -> str:
+def _describe(settings: Settings) -> dict:
+    """Load the configured backend, ask what it is (a server: whether it answers), close it."""
     async def probe() -> dict:
         model = load_model(settings)
         try:
@@ -175,8 +176,12 @@ def _check_other(settings: Settings) -> str:
         finally:
             await model.aclose()
 
+    return asyncio.run(probe())
+
+
+def _check_other(settings: Settings) -> str:
     try:
-        return f"[green]ok[/]: {escape(str(asyncio.run(probe())))}"
+        return f"[green]ok[/]: {escape(str(_describe(settings)))}"
     except SelfcorrectError as e:
         return f"[red]unavailable[/]: {escape(str(e))}"
 
@@ -215,15 +220,8 @@ def _check_local(settings: Settings, spec: str) -> str:
 
 
 def _check_http(settings: Settings) -> str:
-    async def probe() -> dict:
-        model = load_model(settings)
-        try:
-            return await model.describe()
-        finally:
-            await model.aclose()
-
     try:
-        about = asyncio.run(probe())
+        about = _describe(settings)
     except SelfcorrectError as e:
         return f"[red]unavailable[/]: {escape(str(e))}"
     return (f"[green]reachable[/]: {escape(', '.join(about['servers']))} serves "
