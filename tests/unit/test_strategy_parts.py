@@ -91,3 +91,10 @@ def test_execution_feedback_reads_as_a_model_should():
     assert describe_run(result) == ("Passed: visible 1\nFailed: f(2) returned 5, expected 4\nTimed out: visible 3")
     assert describe_run(RunResult(loaded=False, tests=(), load_error="SyntaxError: bad")) == (
         "Your code did not load: SyntaxError: bad")
+
+
+def test_feedback_masks_memory_addresses_so_replays_come_from_the_cache():
+    from selfcorrect.strategies.base import reproducible
+
+    assert reproducible("<function add_42 at 0x7f3c2a1b9d30>\n7") == "<function add_42 at 0x…>\n7"
+    assert reproducible("0x10 and 255") == "0x10 and 255"  # short hex literals are values, kept

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
@@ -220,9 +221,9 @@ def billed_prompts(completions: Sequence[Completion], model) -> list[int]:
 def describe_run(result: RunResult) -> str:
     """Execution feedback as a model reads it: what failed, with what came out."""
     if result.error:
-        return f"Running your code failed: {result.error}"
+        return reproducible(f"Running your code failed: {result.error}")
     if not result.loaded:
-        return f"Your code did not load: {result.load_error}"
+        return reproducible(f"Your code did not load: {result.load_error}")
     lines = []
     for outcome in result.tests:
         if outcome.passed:
@@ -231,7 +232,14 @@ def describe_run(result: RunResult) -> str:
             lines.append(f"Timed out: {outcome.name}")
         else:
             lines.append(f"Failed: {outcome.message or outcome.error_type}")
-    return "\n".join(lines)
+    return reproducible("\n".join(lines))
+
+
+def reproducible(output: str) -> str:
+    """Program output as feedback, with memory addresses masked (`<function f at 0x7f3c…>`
+    differs from run to run): feedback goes into the next prompt, and a prompt that differs
+    for no reason is a new draw, so a replayed run would not come from the cache."""
+    return re.sub(r"\b0x[0-9a-fA-F]{6,}\b", "0x…", output)
 
 
 # -- strategies --------------------------------------------------------------------------

@@ -8,7 +8,15 @@ the first attempt whose program ran and printed a number.
 
 from __future__ import annotations
 
-from selfcorrect.strategies.base import CODE_STOP, Outcome, Session, Strategy, best_by, feedback_score
+from selfcorrect.strategies.base import (
+    CODE_STOP,
+    Outcome,
+    Session,
+    Strategy,
+    best_by,
+    feedback_score,
+    reproducible,
+)
 from selfcorrect.trajectory import Attempt, Feedback
 from selfcorrect.verify.answers import read_printed_number
 from selfcorrect.verify.code import extract_code
@@ -55,12 +63,12 @@ class ProgramAided(Strategy):
                                                   text="Your reply contained no program."))
         result = await session.run(code)
         if not result.loaded:
-            text = result.error or result.load_error or "the program failed"
+            text = reproducible(result.error or result.load_error or "the program failed")
             attempt.read = "program failed"
         else:
             reading = read_printed_number(result.stdout)
             attempt.answer, attempt.read = reading.answer, reading.how
-            text = result.stdout.strip()[-500:] or "(the program printed nothing)"
+            text = reproducible(result.stdout.strip()[-500:]) or "(the program printed nothing)"
             if attempt.answer is None:
                 text += "\nThe program's last line of output does not state a number."
         passed = attempt.answer is not None
