@@ -242,7 +242,8 @@ class Evaluation:
                     return
                 first, last = curve[0], curve[-1]
                 per_sample = (last["tokens"] - first["tokens"]) / max(last["n"] - 1, 1) or first["tokens"]
-                size = math.ceil((budget - (first["tokens"] - per_sample)) / per_sample)
+                size = (math.ceil((budget - (first["tokens"] - per_sample)) / per_sample) if per_sample > 0
+                        else self.spec.pool_cap)  # samples that cost nothing: only the cap bounds them
                 size = max(size, largest.n + 1)
             size = min(max(size, 2), self.spec.pool_cap)
             if largest is not None and size <= largest.n:

@@ -447,8 +447,8 @@ class Store:
             clauses.append(f"r.item_id IN ({','.join('?' * len(item_ids))})")
             args += list(item_ids)
         if strategy is not None:
-            clauses.append("(r.strategy = ? OR r.strategy LIKE ?)")
-            args += [strategy, f"{strategy}:%"]
+            clauses.append("(r.strategy = ? OR substr(r.strategy, 1, ?) = ?)")  # the spec, or any spec of the name
+            args += [strategy, len(strategy) + 1, f"{strategy}:"]
         if not include_oracle:
             clauses.append("x.oracle = 0")
         if clauses:
