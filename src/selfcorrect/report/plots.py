@@ -30,12 +30,14 @@ def accuracy_vs_tokens(report: dict) -> str:
         if points:
             axes.plot([p["tokens"] for p in points], [p["accuracy"] for p in points], "--o", alpha=0.6,
                       label=f"{name} (n = {', '.join(str(p['n']) for p in points)})")
-    for strategy in report["strategies"].values():
+    colours = plt.get_cmap("tab20").colors  # a colour and a marker each: runs hold more than 10 strategies
+    for i, strategy in enumerate(report["strategies"].values()):
         low, high = strategy["interval"]
         accuracy = strategy["accuracy"] or 0
         # max(0, ...): a Wilson bound can sit a rounding error past the estimate itself
         axes.errorbar(strategy["tokens_per_item"], accuracy, yerr=[[max(0.0, accuracy - low)], [max(0.0, high - accuracy)]],
-                      fmt="s", capsize=3, label=label(strategy))
+                      fmt="sD^vP*Xh<>"[i % 10], color=colours[(2 * i) % 20 + (i // 10) % 2], capsize=3,
+                      label=label(strategy))
     axes.set_xlabel("tokens per item (prompt + completion)")
     axes.set_ylabel("accuracy (95% interval)")
     axes.set_ylim(-0.02, 1.02)
