@@ -1,0 +1,234 @@
+"""The lesson bank: lessons kept in the project's SQLite file, retrieved by similarity.
+
+Persistent (its own table in the store file, through its own connection; WAL lets it share
+the file with the runner), deduplicated (a lesson's id hashes its namespace, input, wrong
+attempt and feedback), bounded (at `capacity` per namespace the lowest verified score goes
+first, then the oldest), namespaces never mix.
+
+Retrieval is lexical with bm25s. bm25s has no incremental add, so the namespace's index is
+rebuilt once `batch` lessons have come in since the last build, and the newer lessons (the
+tail) are scored by a small index of their own; results with a score of zero are dropped
+(bm25s returns them to fill k). A lesson whose use is measured to hurt (more right→wrong
+than wrong→right among items that were shown it, over at least `min_uses`) is retired.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from selfcorrect.errors import ConfigError
+from selfcorrect.memory.lessons import SCHEMA, Lesson, check_writable
+
+TABLE = """
+CREATE TABLE IF NOT EXISTS lessons (
+    id TEXT PRIMARY KEY,
+    namespace TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    score REAL NOT NULL,
+    created_at REAL NOT NULL,
+    retired INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS lessons_by_namespace ON lessons (namespace, retired, score, created_at);
+"""
+
+
+class _Index:
+    """A namespace's bm25s index over its lessons as of the last build, and the tail since."""
+
+    def __init__(self, ids: list[str], texts: list[str]):
+        self.ids, self.tail_ids, self.tail_texts = ids, [], []
+        self.main = _bm25(texts) if texts else None
+        self.tail = None
+
+    def add(self, lesson_id: str, text: str) -> None:
+        self.tail_ids.append(lesson_id)
+        self.tail_texts.append(text)
+        self.tail = None  # rebuilt whole at the next search: a few hundred lessons at most
+
+    def search(self, query: str, k: int) -> list[tuple[str, float]]:
+        if self.tail is None and self.tail_texts:
+            self.tail = _bm25(self.tail_texts)
+        found = []
+        for index, ids in ((self.main, self.ids), (self.tail, self.tail_ids)):
+            if index is None:
+                continue
+            found += _retrieve(index, ids, query, k)
+        return sorted(found, key=lambda pair: -pair[1])[:k]
+
+
+class LessonBank:
+    def __init__(self, path: str | Path, *, capacity: int = 10_000, batch: int = 256, min_uses: int = 4):
+        if capacity < 1 or batch < 1 or min_uses < 1:
+            raise ConfigError("invalid lesson bank settings", "capacity, batch and min_uses must be positive")
+        self.capacity, self.batch, self.min_uses = capacity, batch, min_uses
+        self._db = sqlite3.connect(Path(path), isolation_level=None, check_same_thread=False, timeout=30)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.executescript(TABLE)
+        self._lock = threading.Lock()
+        self._indexes: dict[str, _Index] = {}
+        self._active: dict[str, int] = {}  # active lessons per namespace, counted once
+
+    def close(self) -> None:
+        self._db.close()
+
+    # -- writing ---------------------------------------------------------------------
+
+    def add(self, lesson: Lesson, *, oracle_run: bool = False) -> str:
+        """Keep a lesson (once: the same lesson again is the same row); return its id."""
+        check_writable(lesson, oracle_run)
+        with self._lock:
+            row = self._db.execute("SELECT 1 FROM lessons WHERE id = ?", (lesson.id,)).fetchone()
+            if row is not None:
+                return lesson.id
+            self._evict(lesson.namespace)
+            self._db.execute("INSERT INTO lessons VALUES (?, ?, ?, ?, ?, 0)",
+                             (lesson.id, lesson.namespace, lesson.model_dump_json(), lesson.score,
+                              lesson.created_at))
+            self._active[lesson.namespace] += 1
+            index = self._indexes.get(lesson.namespace)
+            if index is not None:
+                if len(index.tail_ids) + 1 >= self.batch:
+                    del self._indexes[lesson.namespace]  # rebuilt at the next search
+                else:
+                    index.add(lesson.id, _document(lesson))
+        return lesson.id
+
+    def _evict(self, namespace: str) -> None:
+        if namespace not in self._active:
+            self._active[namespace] = self._db.execute(
+                "SELECT COUNT(*) FROM lessons WHERE namespace = ? AND retired = 0", (namespace,)).fetchone()[0]
+        count = self._active[namespace]
+        if count >= self.capacity:
+            self._db.execute(
+                "DELETE FROM lessons WHERE id IN (SELECT id FROM lessons WHERE namespace = ? AND retired = 0 "
+                "ORDER BY score, created_at LIMIT ?)", (namespace, count - self.capacity + 1))
+            self._active[namespace] = self.capacity - 1
+            self._indexes.pop(namespace, None)
+
+    def record_use(self, lesson_ids: Iterable[str], before_right: bool | None, after_right: bool) -> None:
+        """An item that was shown these lessons was verified: count it for each. `before_right`
+        is the verdict without them, where known (its first attempt)."""
+        with self._lock:
+            for lesson_id in lesson_ids:
+                lesson = self._get(lesson_id)
+                if lesson is None:
+                    continue
+                lesson.uses += 1
+                lesson.helped += before_right is False and after_right
+                lesson.hurt += before_right is True and not after_right
+                if lesson.uses >= self.min_uses and lesson.hurt > lesson.helped:
+                    lesson.retired = True  # measured to hurt
+                self._put(lesson)
+
+    def retire(self, lesson_id: str) -> None:
+        with self._lock:
+            lesson = self._get(lesson_id)
+            if lesson is None:
+                raise ConfigError(f"no lesson {lesson_id!r}", "list them with `selfcorrect memory list`")
+            lesson.retired = True
+            self._put(lesson)
+
+    # -- reading ---------------------------------------------------------------------
+
+    def search(self, namespace: str, query: str, k: int = 5) -> list[tuple[Lesson, float]]:
+        """The k lessons of a namespace most similar to `query`, best first, each with its
+        BM25 score; none with a score of zero."""
+        with self._lock:
+            index = self._indexes.get(namespace)
+            if index is None:
+                rows = self._db.execute("SELECT id, payload FROM lessons WHERE namespace = ? AND retired = 0 "
+                                        "ORDER BY created_at", (namespace,)).fetchall()
+                index = self._indexes[namespace] = _Index(
+                    [row[0] for row in rows], [_document(Lesson.model_validate_json(row[1])) for row in rows])
+            found = index.search(query, k)
+            lessons = [(self._get(lesson_id), score) for lesson_id, score in found]
+        return [(lesson, score) for lesson, score in lessons if lesson is not None and not lesson.retired]
+
+    def lessons(self, namespace: str | None = None, include_retired: bool = False) -> list[Lesson]:
+        query, args = "SELECT payload FROM lessons", []
+        clauses = []
+        if namespace is not None:
+            clauses.append("namespace = ?")
+            args.append(namespace)
+        if not include_retired:
+            clauses.append("retired = 0")
+        if clauses:
+            query += " WHERE " + " AND ".join(clauses)
+        with self._lock:
+            rows = self._db.execute(query + " ORDER BY created_at", args).fetchall()
+        return [Lesson.model_validate_json(row[0]) for row in rows]
+
+    def stats(self) -> dict[str, dict[str, int]]:
+        with self._lock:
+            rows = self._db.execute("SELECT namespace, retired, COUNT(*) FROM lessons GROUP BY 1, 2").fetchall()
+        out: dict[str, dict[str, int]] = {}
+        for namespace, retired, count in rows:
+            out.setdefault(namespace, {"active": 0, "retired": 0})["retired" if retired else "active"] = count
+        return out
+
+    # -- export and import -----------------------------------------------------------
+
+    def export(self, path: str | Path, namespace: str | None = None) -> int:
+        lessons = self.lessons(namespace, include_retired=True)
+        with Path(path).open("w", encoding="utf-8") as f:
+            for lesson in lessons:
+                f.write(json.dumps({"schema": SCHEMA, **lesson.model_dump()}, ensure_ascii=False) + "\n")
+        return len(lessons)
+
+    def import_(self, path: str | Path, *, oracle_run: bool = False) -> int:
+        """Lessons from a JSONL export (every line checked first; nothing is added unless all are good)."""
+        lessons, problems = [], []
+        for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                data = json.loads(line)
+                if data.pop("schema", None) != SCHEMA:
+                    raise ValueError(f"not a {SCHEMA} line")
+                lessons.append(Lesson.model_validate(data))
+            except ValueError as e:  # JSON and validation errors both
+                problems.append(f"line {number}: {str(e).splitlines()[0]}")
+        if problems:
+            raise ConfigError(f"{path} has {len(problems)} bad line(s): " + "; ".join(problems[:5]),
+                              "fix them; nothing was imported")
+        for lesson in lessons:
+            self.add(lesson, oracle_run=oracle_run or lesson.oracle)
+        return len(lessons)
+
+    def _get(self, lesson_id: str) -> Lesson | None:
+        row = self._db.execute("SELECT payload FROM lessons WHERE id = ?", (lesson_id,)).fetchone()
+        return Lesson.model_validate_json(row[0]) if row else None
+
+    def _put(self, lesson: Lesson) -> None:
+        self._db.execute("UPDATE lessons SET payload = ?, score = ?, retired = ? WHERE id = ?",
+                         (lesson.model_dump_json(), lesson.score, int(lesson.retired), lesson.id))
+        if lesson.retired:
+            self._indexes.pop(lesson.namespace, None)
+            self._active.pop(lesson.namespace, None)  # counted again when next needed
+
+
+def _document(lesson: Lesson) -> str:
+    """What a lesson is found by: the input it came from, and its words."""
+    return f"{lesson.input}\n{lesson.text}"
+
+
+def _bm25(texts: Sequence[str]):
+    import bm25s
+
+    index = bm25s.BM25()
+    index.index(bm25s.tokenize(list(texts), stopwords="en", show_progress=False), show_progress=False)
+    return index
+
+
+def _retrieve(index, ids: list[str], query: str, k: int) -> list[tuple[str, float]]:
+    import bm25s
+
+    tokens = bm25s.tokenize([query], stopwords="en", show_progress=False)
+    if not tokens.vocab:
+        return []
+    found, scores = index.retrieve(tokens, k=min(k, len(ids)), show_progress=False)
+    return [(ids[int(i)], float(s)) for i, s in zip(found[0], scores[0]) if s > 0]

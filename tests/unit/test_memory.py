@@ -1,0 +1,87 @@
+"""The lesson bank on a real SQLite file: verified lessons only, deduplicated, namespaced,
+bounded, retrieved by similarity, retired when they hurt, exported and imported."""
+
+import json
+
+import pytest
+from pydantic import ValidationError
+
+from selfcorrect.errors import ConfigError
+from selfcorrect.memory import Lesson, LessonBank, template_lesson
+
+
+def lesson(question, wrong="5", kind="external", namespace="arithmetic", **more):
+    return Lesson(namespace=namespace, input=question, wrong=f"The answer is {wrong}.",
+                  feedback=f"the check says {wrong} is wrong", feedback_kind=kind,
+                  text=template_lesson(wrong, f"the check says {wrong} is wrong", None), **more)
+
+
+@pytest.fixture
+def bank(tmp_path):
+    bank = LessonBank(tmp_path / "store.sqlite", batch=4)
+    yield bank
+    bank.close()
+
+
+def test_only_verified_signals_write_lessons(bank):
+    bank.add(lesson("What is 12 * 11?"))
+    bank.add(lesson("What is 13 * 11?", kind="critic"))
+    with pytest.raises(ValidationError):  # the model judging itself is not a kind a lesson may carry
+        bank.add(lesson("What is 14 * 11?", kind="intrinsic"))
+    with pytest.raises(ConfigError, match="outside an oracle run"):
+        bank.add(lesson("What is 15 * 11?", kind="oracle"))
+    bank.add(lesson("What is 15 * 11?", kind="oracle", oracle=True), oracle_run=True)
+    assert len(bank.lessons()) == 3
+
+
+def test_the_same_lesson_is_kept_once_and_namespaces_never_mix(bank):
+    first = bank.add(lesson("What is 12 * 11?"))
+    assert bank.add(lesson("What is 12 * 11?")) == first
+    bank.add(lesson("What is 12 * 11?", namespace="gsm8k"))
+    assert bank.stats() == {"arithmetic": {"active": 1, "retired": 0}, "gsm8k": {"active": 1, "retired": 0}}
+    assert [l.namespace for l, _ in bank.search("gsm8k", "12 * 11")] == ["gsm8k"]
+
+
+def test_retrieval_finds_similar_lessons_drops_zero_scores_and_sees_the_unindexed_tail(bank):
+    for q in ("multiply 12 by 11", "add 40 and 2", "subtract 9 from 30"):
+        bank.add(lesson(q))
+    assert [l.input for l, _ in bank.search("arithmetic", "multiply 7 by 8")][0] == "multiply 12 by 11"
+    assert bank.search("arithmetic", "a river in France") == []  # nothing shared: no zero-score filler
+    bank.add(lesson("divide 81 by 9"))  # after the index was built: in the tail
+    found = bank.search("arithmetic", "divide 64 by 8")
+    assert found and found[0][0].input == "divide 81 by 9"
+    for q in ("divide 10 by 2", "divide 12 by 3", "divide 14 by 7"):  # the batch fills: rebuilt
+        bank.add(lesson(q))
+    assert len(bank.search("arithmetic", "divide", k=10)) == 4
+
+
+def test_a_full_namespace_evicts_the_lowest_verified_score_first_then_the_oldest(tmp_path):
+    bank = LessonBank(tmp_path / "store.sqlite", capacity=2)
+    good, plain = bank.add(lesson("q one")), bank.add(lesson("q two"))
+    bank.record_use([good], before_right=False, after_right=True)  # it helped once
+    bank.add(lesson("q three"))
+    assert {l.input for l in bank.lessons("arithmetic")} == {"q one", "q three"}
+    assert plain not in {l.id for l in bank.lessons()}
+
+
+def test_a_lesson_measured_to_hurt_is_retired(bank):
+    lesson_id = bank.add(lesson("What is 12 * 11?"))
+    for before, after in ((True, False), (True, False), (False, True), (True, True)):
+        bank.record_use([lesson_id], before_right=before, after_right=after)
+    [retired] = bank.lessons(include_retired=True)
+    assert (retired.uses, retired.helped, retired.hurt, retired.retired) == (4, 1, 2, True)
+    assert bank.search("arithmetic", "12 * 11") == []
+
+
+def test_export_and_import_keep_everything_and_check_every_line(bank, tmp_path):
+    bank.add(lesson("What is 12 * 11?"))
+    bank.add(lesson("What is 15 * 11?", kind="oracle", oracle=True), oracle_run=True)
+    path = tmp_path / "lessons.jsonl"
+    assert bank.export(path) == 2
+    assert all(json.loads(line)["schema"] == "selfcorrect.lesson/1" for line in path.read_text().splitlines())
+    other = LessonBank(tmp_path / "other.sqlite")
+    assert other.import_(path) == 2 and {l.oracle for l in other.lessons()} == {False, True}
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(path.read_text() + '{"schema": "something else"}\n')
+    with pytest.raises(ConfigError, match="line 3"):
+        LessonBank(tmp_path / "third.sqlite").import_(bad)
