@@ -38,9 +38,9 @@ def test_samples_from_a_real_server(llama_server):
 
 def test_injected_failures_are_retried_and_nothing_is_lost(llama_server, store):
     faults = ["500", "429", "garbage", "hang", "drop", "503", "no-choices"]
-    proxy = FaultProxy(llama_server, faults, hang_seconds=4)
+    proxy = FaultProxy(llama_server, faults, hang_seconds=7)  # past the client's timeout, with room for a loaded machine
     try:
-        model = CachedModel(client(proxy.url, timeout=2, retries=len(faults), concurrency=2), store)
+        model = CachedModel(client(proxy.url, timeout=5, retries=len(faults), concurrency=2), store)
 
         async def four():
             return await asyncio.gather(*(model.generate(q, PARAMS) for q in questions(4)))
