@@ -468,6 +468,89 @@ def _registry_table(registry, title: str, hidden: tuple[str, ...] = ()) -> Table
     return table
 
 
+memory_app = typer.Typer(help="The error memory: lessons from verified mistakes (docs/memory.md).",
+                         no_args_is_help=True)
+app.add_typer(memory_app, name="memory")
+
+
+def _bank(ctx: typer.Context):
+    from selfcorrect.memory import LessonBank
+
+    settings: Settings = ctx.find_root().obj
+    settings.store.parent.mkdir(parents=True, exist_ok=True)
+    return LessonBank(settings.store)
+
+
+@memory_app.command("list")
+def memory_list(
+    ctx: typer.Context,
+    namespace: Annotated[Optional[str], typer.Option(help="one namespace (a task, a server's memory)")] = None,
+    retired: Annotated[bool, typer.Option("--retired", help="include retired lessons")] = False,
+) -> None:
+    """The lessons, with their verified record."""
+    bank = _bank(ctx)
+    table = Table(title="lessons")
+    for column in ("id", "namespace", "kind", "uses", "helped", "hurt", "lesson"):
+        table.add_column(column)
+    for lesson in bank.lessons(namespace, include_retired=retired):
+        table.add_row(lesson.id[:12] + (" (retired)" if lesson.retired else ""), escape(lesson.namespace),
+                      lesson.feedback_kind + (" ORACLE" if lesson.oracle else ""), str(lesson.uses),
+                      str(lesson.helped), str(lesson.hurt), escape(_preview(lesson.text, 120)))
+    _show(table)
+
+
+@memory_app.command("show")
+def memory_show(ctx: typer.Context, lesson_id: Annotated[str, typer.Argument(help="an id, or its first characters")]) -> None:
+    """One lesson, whole, as JSON."""
+    lesson = _find_lesson(_bank(ctx), lesson_id)
+    print(json.dumps({"id": lesson.id, **lesson.model_dump()}, indent=2, ensure_ascii=False))
+
+
+@memory_app.command("retire")
+def memory_retire(ctx: typer.Context, lesson_id: Annotated[str, typer.Argument(help="an id, or its first characters")]) -> None:
+    """Stop handing a lesson out (it stays on record)."""
+    bank = _bank(ctx)
+    lesson = _find_lesson(bank, lesson_id)
+    bank.retire(lesson.id)
+    err.print(f"retired {lesson.id}")
+
+
+@memory_app.command("export")
+def memory_export(ctx: typer.Context, path: Annotated[Path, typer.Argument(help="a JSONL file to write")],
+                  namespace: Annotated[Optional[str], typer.Option(help="one namespace")] = None) -> None:
+    """Write lessons as JSONL (schema selfcorrect.lesson/1)."""
+    count = _bank(ctx).export(path, namespace)
+    err.print(f"{count} lessons written to {path}")
+
+
+@memory_app.command("import")
+def memory_import(ctx: typer.Context, path: Annotated[Path, typer.Argument(help="a JSONL export")]) -> None:
+    """Read lessons from a JSONL export (every line checked first)."""
+    if not path.is_file():
+        raise ConfigError(f"no file {path}", "give the path of a `selfcorrect memory export` file")
+    count = _bank(ctx).import_(path)
+    err.print(f"{count} lessons read from {path}")
+
+
+@memory_app.command("stats")
+def memory_stats(ctx: typer.Context) -> None:
+    """Active and retired lessons per namespace."""
+    table = Table(title="lessons per namespace")
+    for column in ("namespace", "active", "retired"):
+        table.add_column(column)
+    for namespace, counts in sorted(_bank(ctx).stats().items()):
+        table.add_row(escape(namespace), str(counts["active"]), str(counts["retired"]))
+    _show(table)
+
+
+def _find_lesson(bank, prefix: str):
+    found = [lesson for lesson in bank.lessons(include_retired=True) if lesson.id.startswith(prefix)]
+    if len(found) != 1:
+        raise ConfigError(f"{len(found)} lessons have an id starting {prefix!r}",
+                          "give more of the id (`selfcorrect memory list` shows them)")
+    return found[0]
+
+
 def main() -> None:
     debug = "--debug" in sys.argv
     logging.basicConfig(

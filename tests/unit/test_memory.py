@@ -85,3 +85,26 @@ def test_export_and_import_keep_everything_and_check_every_line(bank, tmp_path):
     bad.write_text(path.read_text() + '{"schema": "something else"}\n')
     with pytest.raises(ConfigError, match="line 3"):
         LessonBank(tmp_path / "third.sqlite").import_(bad)
+
+
+def test_the_memory_command_lists_shows_retires_exports_and_imports(tmp_path):
+    from tests.cli import selfcorrect
+
+    store = tmp_path / "store.sqlite"
+    bank = LessonBank(store)
+    lesson_id = bank.add(lesson("What is 12 * 11?"))
+    bank.close()
+    args = ("--store", str(store), "memory")
+    listed = selfcorrect(*args, "list", cwd=tmp_path)
+    assert listed.returncode == 0 and lesson_id[:12] in listed.stdout and "arithmetic" in listed.stdout
+    shown = selfcorrect(*args, "show", lesson_id[:8], cwd=tmp_path)
+    assert json.loads(shown.stdout)["input"] == "What is 12 * 11?"
+    assert selfcorrect(*args, "export", str(tmp_path / "out.jsonl"), cwd=tmp_path).returncode == 0
+    assert selfcorrect(*args, "retire", lesson_id[:8], cwd=tmp_path).returncode == 0
+    assert "(retired)" in selfcorrect(*args, "list", "--retired", cwd=tmp_path).stdout
+    assert "1" in selfcorrect(*args, "stats", cwd=tmp_path).stdout
+    other = ("--store", str(tmp_path / "other.sqlite"), "memory")
+    assert selfcorrect(*other, "import", str(tmp_path / "out.jsonl"), cwd=tmp_path).returncode == 0
+    assert lesson_id[:12] in selfcorrect(*other, "list", cwd=tmp_path).stdout
+    missing = selfcorrect(*args, "show", "zzzz", cwd=tmp_path)
+    assert missing.returncode == 1 and "0 lessons have an id starting 'zzzz'" in missing.stderr
