@@ -123,20 +123,22 @@ def coerce(entry: Entry, kind: str, raw: dict[str, str], extra: tuple[str, ...] 
             raise ConfigError(f"{kind} {entry.name} has no option {key!r}",
                               f"{hint}its options are: {', '.join(entry.options) or 'none'}")
         typed[key] = typed_value(entry.name, kind, key, value, entry.options[key])
-    check_bounds(entry, kind, typed)
+    check_bounds(entry.name, typed, entry.bounds, entry.choices)
     return typed
 
 
-def check_bounds(entry: Entry, kind: str, values: dict) -> None:
+def check_bounds(name: str, values: dict, bounds: dict[str, tuple[float, float]],
+                 choices: dict[str, tuple[str, ...]]) -> None:
+    """Option values against a part's bounds and choices (a typo in a budget fails here)."""
     for key, value in values.items():
-        if key in entry.bounds and isinstance(value, (int, float)):
-            low, high = entry.bounds[key]
+        if key in bounds and isinstance(value, (int, float)):
+            low, high = bounds[key]
             if not low <= value <= high:
-                raise ConfigError(f"{entry.name}:{key}={value} is outside {low:g} to {high:g}",
+                raise ConfigError(f"{name}:{key}={value} is outside {low:g} to {high:g}",
                                   f"choose {key} from {low:g} to {high:g}")
-        if key in entry.choices and value not in entry.choices[key]:
-            raise ConfigError(f"{entry.name}:{key}={value!r} is not an option",
-                              f"use one of: {', '.join(entry.choices[key])}")
+        if key in choices and value not in choices[key]:
+            raise ConfigError(f"{name}:{key}={value!r} is not an option",
+                              f"use one of: {', '.join(choices[key])}")
 
 
 def typed_value(name: str, kind: str, key: str, value: str, default):

@@ -290,11 +290,12 @@ class Evaluation:
             progress.fresh_tokens = getattr(getattr(self.model, "stats", None), "fresh_tokens", 0)
             self.on_progress(progress)
 
-    async def unit(self, strategy: Strategy, item: Item, handles: tuple | None = None) -> UnitResult:
-        """One strategy on one item: run it, grade every attempt, store the result."""
+    async def unit(self, strategy: Strategy, item: Item, handles: tuple[ModelHandle, ModelHandle | None]) -> UnitResult:
+        """One strategy on one item: run it, grade every attempt, store the result. `handles`:
+        the model and critic as strategies hold them (made once per batch of units)."""
         run_id, spec = self.run_record.run_id, strategy.spec
         self.store.discard_partial(run_id, spec, item.id)
-        model, critic = handles or (ModelHandle(self.model), self.critic and ModelHandle(self.critic))
+        model, critic = handles
 
         def record(event: dict) -> None:
             if event["type"] == "messages":  # a conversation is kept once, by its hash

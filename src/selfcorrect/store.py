@@ -127,6 +127,7 @@ class Store:
     def __init__(self, path: str | Path = DEFAULT_STORE, *, read_only: bool = False):
         self.path = Path(path)
         self.read_only = read_only
+        self._token_ids = True  # whether samples have the column (schema 2)
         self._lock = threading.Lock()
         try:
             self._db = self._open_read_only() if read_only else self._open()
@@ -175,7 +176,7 @@ class Store:
         elif int(row[0]) == 1 and not self.read_only:
             self._migrate_from_1()
         elif int(row[0]) == 1:
-            self._columns = {"token_ids": False}  # read as it is
+            self._token_ids = False  # a store of schema 1 opened read-only: read as it is
         elif int(row[0]) != SCHEMA_VERSION:
             raise SelfcorrectError(
                 f"the store {self.path} has schema {row[0]}; this selfcorrect reads {SCHEMA_VERSION}",
@@ -189,8 +190,6 @@ class Store:
             if "token_ids" not in columns:
                 self._db.execute("ALTER TABLE samples ADD COLUMN token_ids BLOB")
             self._db.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (str(SCHEMA_VERSION),))
-
-    _columns = {"token_ids": True}
 
     def close(self) -> None:
         with self._lock:
@@ -208,7 +207,7 @@ class Store:
         """The cached samples of a request among `indices`, by index."""
         if not indices:
             return {}
-        tokens = "token_ids" if self._columns["token_ids"] else "NULL"
+        tokens = "token_ids" if self._token_ids else "NULL"
         with self._lock:
             rows = self._db.execute(
                 "SELECT sample_index, text, finish_reason, prompt_tokens, completion_tokens,"

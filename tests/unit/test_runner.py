@@ -156,22 +156,20 @@ def test_a_strategy_has_no_path_to_the_store(tmp_path):
     strategy is handed may lead there."""
     from selfcorrect.strategies.base import Context
 
-    seen = []
-
-    class Peek(ScriptedModel):
-        pass
-
     script = Script([(asked(INITIAL), right_on_even)])
-    evaluation, run, _ = evaluate(tmp_path, script, ["single"], PROBLEMS)
+    evaluation = Evaluation(load_settings(store=tmp_path / "store.sqlite"),
+                            EvalSpec(strategies=["single"], reference=False), task=ListTask(PROBLEMS),
+                            engine=script.model)
+    seen = []
     original = evaluation.unit
 
-    async def spy(strategy, item, handles=None):
-        seen.append(handles)
+    async def spy(strategy, item, handles):
+        seen.append(handles[0])  # what the strategy is handed as its model
         return await original(strategy, item, handles)
 
     evaluation.unit = spy
-    asyncio.run(Evaluation(evaluation.settings, EvalSpec(strategies=["single"], reference=False),
-                           task=ListTask(PROBLEMS), engine=script.model).run())
+    asyncio.run(evaluation.run())
+    assert seen
 
     def reachable(root, depth=4):
         found, frontier = [], [root]
@@ -187,10 +185,9 @@ def test_a_strategy_has_no_path_to_the_store(tmp_path):
             frontier = nxt
         return found
 
-    from selfcorrect.strategies.base import ModelHandle
     from selfcorrect.models.cache import CachedModel
 
-    handle = ModelHandle(CachedModel(script.model, Store(tmp_path / "other.sqlite")))
+    handle = seen[0]
     assert not any(isinstance(x, (Store, CachedModel)) for x in reachable(handle))
     assert not any(isinstance(x, Store) for x in reachable(Context(model=handle, params=None)))
 

@@ -114,8 +114,7 @@ class Session:
                       "request": request_key(self.ctx.model.identity, messages, sent)}
         self._record({"type": "messages", "messages": list(messages)})
         attempts = []
-        billed = billed_prompts(completions, self.ctx.model)
-        for completion, billed in zip(completions, billed):
+        for completion, billed in zip(completions, billed_prompts(completions, self.ctx.model)):
             reading = read(self.view, completion.text, completion.finish_reason) if answers else None
             attempt = Attempt(
                 index=len(self.trajectory.attempts), round=round,
@@ -260,14 +259,13 @@ class Strategy:
     choices: dict[str, tuple[str, ...]] = {}
 
     def __init__(self, **options):
-        from selfcorrect.registry import Entry, check_bounds
+        from selfcorrect.registry import check_bounds
 
         unknown = set(options) - set(self.options)
         if unknown:
             raise ConfigError(f"strategy {self.name} has no option {', '.join(sorted(unknown))}",
                               f"its options are: {', '.join(self.options) or 'none'}")
-        check_bounds(Entry(self.name, type(self), options=self.options, bounds=self.bounds,
-                           choices=self.choices), "strategy", options)
+        check_bounds(self.name, options, self.bounds, self.choices)
         self.settings = {**self.options, **options}
         for name, value in self.settings.items():  # self.rounds, self.n, ...
             setattr(self, name, value)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from selfcorrect.errors import ConfigError
 from selfcorrect.models.base import Message
 from selfcorrect.sandbox import RunResult, Sandbox, TestCase
+from selfcorrect.tasks.kinds import kind_of
 from selfcorrect.verify.answers import NO_ANSWER, Reading, answers_match, is_numeric
 
 
@@ -76,8 +77,6 @@ class Check:
 def read(view: ItemView, reply: str, finish_reason: str = "stop") -> Reading:
     """The answer a reply gives (a number or expression, the program to test, a chat reply),
     the same for strategies, votes and the gold check; on a parse failure, why there is none."""
-    from selfcorrect.tasks.kinds import kind_of
-
     return kind_of(view).read(view, reply, finish_reason)
 
 
