@@ -302,6 +302,12 @@ def eval_(
     critic: Annotated[Optional[str], typer.Option(help="a model spec for critic-refine, or \"same\"")] = None,
     no_reference: Annotated[bool, typer.Option("--no-reference", help="draw no reference pool of plain samples")] = False,
     pool_cap: Annotated[int, typer.Option(help="the most samples per item the reference pool may grow to")] = 32,
+    online: Annotated[bool, typer.Option("--online", help="items in order, the memory learning from each "
+                                          "before the next; memory=on strategies run beside twins without")] = False,
+    holdout: Annotated[float, typer.Option(help="online: the last share of items only reads the memory")] = 0.0,
+    memory: Annotated[Optional[str], typer.Option(help="the error memory's namespace (default: the task's name)")] = None,
+    memory_k: Annotated[int, typer.Option(help="lessons shown per item")] = 3,
+    lesson_writer: Annotated[str, typer.Option(help="online: lessons written by \"template\" or the \"model\"")] = "template",
     resume: Annotated[Optional[str], typer.Option(help="continue an interrupted run")] = None,
     force: Annotated[bool, typer.Option("--force", help="resume a run made by another code version or prompts")] = False,
     folder: Annotated[Optional[Path], typer.Option("--out", help="report folder (default: runs/RUN_ID)")] = None,
@@ -312,7 +318,8 @@ def eval_(
 
     settings: Settings = ctx.obj
     for flag, value, low, high in (("--limit", limit, 1, None), ("--sample", sample, 1, None),
-                                   ("--pool-cap", pool_cap, 1, 256), ("--max-tokens", max_tokens, 1, None)):
+                                   ("--pool-cap", pool_cap, 1, 256), ("--max-tokens", max_tokens, 1, None),
+                                   ("--memory-k", memory_k, 1, 20)):
         if value is not None and (value < low or (high is not None and value > high)):
             raise ConfigError(f"{flag} {value} is out of range",
                               f"use a number from {low}" + (f" to {high}" if high else " up") +
@@ -320,7 +327,8 @@ def eval_(
     main_job = task is None and strategy is None and resume is None
     spec = EvalSpec(task=task or "arithmetic", limit=limit if limit is not None else (MAIN_JOB_LIMIT if main_job else None),
                     ids=ids, sample=sample, seed=seed, temperature=temperature, top_k=top_k, max_tokens=max_tokens,
-                    critic=critic, reference=not no_reference, pool_cap=pool_cap,
+                    critic=critic, reference=not no_reference, pool_cap=pool_cap, online=online,
+                    holdout=_holdout(holdout), memory=memory, memory_k=memory_k, lesson_writer=_writer(lesson_writer),
                     **({"strategies": [s for s in strategy.split(",") if s]} if strategy else {}))
     _check_strategies(spec.strategies)
     with _progress() as (progress, on_progress):
@@ -342,6 +350,18 @@ def eval_(
                                        f"resume with `selfcorrect eval --resume {record.run_id}`") from e
             raise
     _finish_report(evaluation.store, run, evaluation.task.kind, folder)
+
+
+def _holdout(share: float) -> float:
+    if not 0 <= share < 1:
+        raise ConfigError(f"--holdout {share} is out of range", "give a share from 0 up to (not including) 1, e.g. 0.3")
+    return share
+
+
+def _writer(name: str) -> str:
+    if name not in ("template", "model"):
+        raise ConfigError(f"--lesson-writer {name!r} is not a writer", "use template or model")
+    return name
 
 
 def _check_strategies(specs: list[str]) -> None:

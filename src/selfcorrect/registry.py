@@ -145,9 +145,9 @@ def typed_value(name: str, kind: str, key: str, value: str, default):
     """An option's value, of the type of its default (text where the default is None)."""
     try:
         if isinstance(default, bool):
-            if value.lower() not in ("true", "false", "yes", "no", "1", "0"):
+            if value.lower() not in ("true", "false", "yes", "no", "on", "off", "1", "0"):
                 raise ValueError(value)
-            return value.lower() in ("true", "yes", "1")
+            return value.lower() in ("true", "yes", "on", "1")
         if isinstance(default, int):
             return int(value)
         if isinstance(default, float):

@@ -18,12 +18,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from typing import Literal
+
 from pydantic import BaseModel, Field
 
 from selfcorrect.config import Settings
 from selfcorrect.errors import ConfigError, SelfcorrectError
 from selfcorrect.measure.compute import vote_curve
+from selfcorrect.memory import GuidelineBook, LessonBank, Recall, lessons_from, verified_outcome
 from selfcorrect.models.base import Model, SamplingParams
+from selfcorrect.registry import parse_spec
 from selfcorrect.resources import Resources, check_needs
 from selfcorrect.sandbox import Sandbox
 from selfcorrect.store import Run, Store
@@ -73,6 +77,18 @@ class EvalSpec(BaseModel):
     # reach every strategy's mean tokens, up to pool_cap samples per item.
     reference: bool = True
     pool_cap: int = POOL_CAP
+    # The error memory (strategies with memory=on read it): its namespace (default: the
+    # task's name) and how many lessons an item is shown.
+    memory: str | None = None
+    memory_k: int = Field(default=3, ge=1, le=20)
+    # Online: items one after another, the memory learning from each finished item (its
+    # memory=on strategies' verified feedback) before the next begins; each memory=on
+    # strategy runs beside its twin without memory. The last `holdout` share of the items
+    # only reads the memory (held-out accuracy after learning).
+    online: bool = False
+    holdout: float = Field(default=0.0, ge=0.0, lt=1.0)
+    lesson_writer: Literal["template", "model"] = "template"
+    distil_every: int = Field(default=10, ge=1)  # items between distillations of guidelines
 
 
 class Evaluation:
@@ -105,6 +121,8 @@ class Evaluation:
         self.model: Model | None = None
         self.critic: Model | None = None
         self.sandbox: Sandbox | None = None
+        self.bank: LessonBank | None = None
+        self.guidelines: GuidelineBook | None = None
         self._grades: dict[tuple[str, str | None, str | None], Check] = {}
 
     def _items(self) -> list[Item]:
@@ -125,7 +143,21 @@ class Evaluation:
             raise ConfigError(f"a strategy is listed twice: {', '.join(specs)}", "list each once")
         for strategy in strategies:
             check_needs(strategy.needs - {"oracle"}, self.spec.critic, strategy.spec)
+        if self.spec.online:
+            if not any(s.memory for s in strategies):
+                raise ConfigError("an online evaluation needs a strategy with memory=on",
+                                  "e.g. --strategy self-debug:memory=on --online")
+            twins = [parse_strategy(without_memory(s.spec), self.settings.prompts) for s in strategies if s.memory]
+            strategies += [t for t in twins if t.spec not in specs]
         return strategies
+
+    @property
+    def namespace(self) -> str:
+        return self.spec.memory or self.task.name
+
+    @property
+    def uses_memory(self) -> bool:
+        return any(s.memory for s in self.strategies)
 
     @property
     def all_strategies(self) -> list[Strategy]:
@@ -178,15 +210,69 @@ class Evaluation:
                 self._check_resume()
             run_id = self.run_record.run_id
             self.store.claim_writer(run_id)  # before anything of the run is touched
+            if self.uses_memory:
+                self.bank = LessonBank(self.settings.store)
+                self.guidelines = GuidelineBook(self.bank)
             try:
-                await self._units(self.all_strategies)
+                if self.spec.online:
+                    await self._online()
+                else:
+                    await self._units(self.all_strategies)
                 if self.spec.reference:
                     await self._grow_pool()
                 self._record_config()
                 self.store.finish_run(run_id)
             finally:
                 self.store.release_writer(run_id)
+                if self.bank is not None:
+                    self.bank.close()
             return self.store.run(run_id)
+
+    async def _online(self) -> None:
+        """Item by item: every strategy on the item, then the memory learns from it (unless
+        the item is held out), so that no item sees a lesson from an item after it. A
+        resumed run learns only from items it had not learned from."""
+        learned = self.run_record.config.get("online", {}).get("learned", 0)
+        train = len(self.items) - round(self.spec.holdout * len(self.items))
+        for position, item in enumerate(self.items):
+            await self._units(self.strategies, [item])
+            if position < train and position >= learned:
+                await self._learn(item)
+                if (position + 1) % self.spec.distil_every == 0 or position + 1 == train:
+                    self.guidelines.distil(self.namespace)
+                config = {**self.run_record.config, "online": {"learned": position + 1, "train_items": train}}
+                self.store.update_run_config(self.run_record.run_id, config)
+                self.run_record = self.store.run(self.run_record.run_id)
+
+    async def _learn(self, item: Item) -> None:
+        """Lessons from the item's memory=on strategies (what they verified themselves), and
+        the counters of the lessons and rules they were shown: their outcome against their
+        twin's without memory, both as verified by feedback the strategies had (never the gold,
+        outside an oracle run)."""
+        results = {r["strategy"]: UnitResult.model_validate(r) for r in self.store.results(self.run_record.run_id)
+                   if r["item"] == item.id}
+        writer = self._lesson_writer() if self.spec.lesson_writer == "model" else None
+        for strategy in self.strategies:
+            if not strategy.memory or strategy.spec not in results:
+                continue
+            trajectory = results[strategy.spec].trajectory
+            provenance = {"run": self.run_record.run_id, "strategy": strategy.spec, "item": item.id}
+            for lesson in await lessons_from(trajectory, item.view.question, self.namespace, provenance, writer):
+                self.bank.add(lesson, oracle_run=trajectory.oracle)
+            after = verified_outcome(trajectory)
+            twin = results.get(without_memory(strategy.spec))
+            before = verified_outcome(twin.trajectory) if twin is not None else None
+            shown = trajectory.memory or {}
+            if after is not None and shown:
+                self.bank.record_use(shown["lessons"], before, after)
+                self.guidelines.record_use(self.namespace, shown["rules"], before, after)
+
+    def _lesson_writer(self):
+        async def write(prompt: str) -> str:
+            [reply] = await self.model.generate([{"role": "user", "content": prompt}],
+                                                self.params().replace(max_tokens=80))
+            return reply.text
+        return write
 
     def _check_resume(self) -> None:
         """A resumed run goes on with the same model; with another code version or other
@@ -254,14 +340,16 @@ class Evaluation:
             self._record_config()
             await self._units([self.pool])
 
-    async def _units(self, strategies: list[Strategy]) -> None:
+    async def _units(self, strategies: list[Strategy], items: list[Item] | None = None) -> None:
+        """Run the units of these strategies that have no result yet, on `items` (all by default)."""
         done = self.store.finished(self.run_record.run_id)
-        todo = [(s, i) for i in self.items for s in strategies if (s.spec, i.id) not in done]
+        pending = [(s, i) for i in self.items for s in strategies if (s.spec, i.id) not in done]
+        todo = [(s, i) for s, i in pending if items is None or i in items]
         remaining = {i.id: 0 for i in self.items}  # units left per item: an item is done at 0
-        for _, item in todo:
+        for _, item in pending:
             remaining[item.id] += 1
         progress = Progress(units_total=len(self.items) * len(strategies), items_total=len(self.items),
-                            units_done=len(self.items) * len(strategies) - len(todo),
+                            units_done=len(self.items) * len(strategies) - len(pending),
                             items_done=sum(left == 0 for left in remaining.values()))
         self._report_progress(progress)
         limit = asyncio.Semaphore(max(2, 2 * self.model.capabilities.max_parallel))
@@ -306,8 +394,10 @@ class Evaluation:
         async def oracle(reply: str) -> bool:
             return (await self.task.check(item, reply, self.sandbox)).correct
 
+        recall = (Recall(self.bank, self.namespace, k=self.spec.memory_k, guidelines=self.guidelines)
+                  if strategy.memory else None)
         ctx = Context(model=model, params=self.params(), sandbox=self.sandbox, critic=critic,
-                      oracle=oracle if strategy.oracle else None, record=record)
+                      oracle=oracle if strategy.oracle else None, record=record, memory=recall)
         session = Session(item.view, ctx, spec, oracle=strategy.oracle)
         started = time.perf_counter()
         outcome = await strategy.run(session)
@@ -339,6 +429,14 @@ class Evaluation:
         if key not in self._grades:
             self._grades[key] = await self.task.grade(item, answer, self.sandbox, failure)
         return self._grades[key]
+
+
+def without_memory(spec: str) -> str:
+    """A strategy spec with memory=on taken out: an online evaluation's twin."""
+    name, raw = parse_spec(spec, "strategy")
+    raw.pop("memory", None)
+    options = ",".join(f"{k}={v}" for k, v in raw.items())
+    return name + (f":{options}" if options else "")
 
 
 def _grade(check: Check) -> Grade:

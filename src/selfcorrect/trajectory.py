@@ -1,6 +1,6 @@
 """What a strategy did on one item, as plain data: every attempt, every piece of feedback,
 the revisions that link them, the selected answer and why it stopped, and what it cost in
-each phase (generate, feedback, revise).
+each phase (retrieve, generate, feedback, revise), and what the error memory showed it.
 
 Feedback always carries its kind, because the research is clear that the kind decides
 whether correction helps:
@@ -14,11 +14,12 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 FeedbackKind = Literal["external", "intrinsic", "critic", "oracle"]
-Phase = Literal["generate", "feedback", "revise"]
-PHASES: tuple[Phase, ...] = ("generate", "feedback", "revise")
+Phase = Literal["retrieve", "generate", "feedback", "revise"]
+# "retrieve": looking up the error memory (seconds only), for strategies run with memory=on
+PHASES: tuple[Phase, ...] = ("retrieve", "generate", "feedback", "revise")
 
 
 class Feedback(BaseModel):
@@ -93,7 +94,15 @@ class Trajectory(BaseModel):
     # neither (single). `no_signal` says what was missing.
     signal: bool | None = None
     no_signal: str = ""
+    # With memory=on: the lessons and guideline rules put before its attempts (memory/recall.py)
+    memory: dict | None = None
     cost: dict[str, Cost] = Field(default_factory=lambda: {p: Cost() for p in PHASES})
+
+    @field_validator("cost")
+    @classmethod
+    def _every_phase(cls, cost: dict[str, Cost]) -> dict[str, Cost]:
+        """Results stored before a phase existed read with it empty."""
+        return {p: cost.get(p, Cost()) for p in PHASES} | cost
 
 
 class Grade(BaseModel):

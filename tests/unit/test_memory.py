@@ -108,3 +108,82 @@ def test_the_memory_command_lists_shows_retires_exports_and_imports(tmp_path):
     assert lesson_id[:12] in selfcorrect(*other, "list", cwd=tmp_path).stdout
     missing = selfcorrect(*args, "show", "zzzz", cwd=tmp_path)
     assert missing.returncode == 1 and "0 lessons have an id starting 'zzzz'" in missing.stderr
+
+
+def test_recall_never_shows_a_lesson_about_the_item_itself_and_puts_memory_first(bank):
+    from selfcorrect.memory import Recall
+    from selfcorrect.memory.recall import with_memory
+
+    bank.add(lesson("What is 12 * 11?"))
+    bank.add(lesson("What is 12 * 13?"))
+    recalled = Recall(bank, "arithmetic", k=3)("What is 12 * 11?")
+    assert [l.input for l, _ in recalled.lessons] == ["What is 12 * 13?"]  # its own lesson would hand it the answer
+    assert recalled.record()["lessons"] == [recalled.lessons[0][0].id]
+    assert [l.input for l, _ in Recall(bank, "arithmetic", exclude_same_input=False)("What is 12 * 11?").lessons][0] \
+        == "What is 12 * 11?"  # a server shows it: the client's verdict on that very request
+    messages = with_memory([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "q"}], recalled.text)
+    assert messages[0]["content"].startswith("Be brief.\n\nLessons from earlier mistakes") and len(messages) == 2
+    assert with_memory([{"role": "user", "content": "q"}], "")[0]["role"] == "user"  # nothing recalled: unchanged
+
+
+def test_lessons_come_only_from_verified_failures_with_their_fix():
+    import asyncio
+
+    from selfcorrect.memory import lessons_from, verified_outcome
+    from selfcorrect.trajectory import Attempt, Feedback, Trajectory
+
+    def attempt(index, text, parent=None, *feedback):
+        return Attempt(index=index, round=0 if parent is None else 1, phase="generate", text=text, answer=text,
+                       parent=parent, feedback=list(feedback))
+
+    failed = Feedback(kind="external", source="visible tests", passed=False, text="Failed: assert f(2) == 4")
+    passed = Feedback(kind="external", source="visible tests", passed=True, text="Passed")
+    doubt = Feedback(kind="intrinsic", source="self-critique", passed=False, text="I think this is wrong")
+    gold = Feedback(kind="oracle", source="gold check", passed=False, text="Your answer is wrong.")
+    trajectory = Trajectory(strategy="s", item_id="i", attempts=[
+        attempt(0, "v1", None, failed), attempt(1, "v2", 0, doubt), attempt(2, "v3", 1, passed),
+        attempt(3, "w1", None, gold)], final=2)
+    lessons = asyncio.run(lessons_from(trajectory, "q", "ns", {"run": "r"}))
+    # the self-critique and the gold check (not an oracle run) write nothing; the fix is found
+    # down the chain of revisions
+    assert [(l.wrong, l.corrected, l.provenance["corrected_attempt"]) for l in lessons] == [("v1", "v3", 2)]
+    assert "This passed instead: v3" in lessons[0].text
+    assert verified_outcome(trajectory) is True
+    oracle = trajectory.model_copy(update={"oracle": True})
+    assert [l.oracle for l in asyncio.run(lessons_from(oracle, "q", "ns", {}))] == [False, True]
+
+    async def writer(prompt):
+        return "  Check the example inputs.  " if "Wrong solution:\nv1" in prompt else ""
+    by_model = asyncio.run(lessons_from(trajectory, "q", "ns", {}, writer))
+    assert (by_model[0].text, by_model[0].written_by) == ("Check the example inputs.", "model")
+
+
+@pytest.mark.parametrize("feedback, failure", [
+    ("Your code did not load: NameError: name 'x' is not defined", "NameError"),
+    ("Failed: AssertionError: assert f(1) == 2", "wrong result"),
+    ("Your reply contained no code.", "no code"),
+    ("Timed out: visible 1", "timeout"),
+    ("(the program printed nothing)\nThe program's last line of output does not state a number.", "no number printed"),
+])
+def test_guidelines_group_lessons_by_the_failure_that_exposed_them(feedback, failure):
+    from selfcorrect.memory.guidelines import failure_of
+
+    assert failure_of(feedback) == failure
+
+
+def test_a_rule_measured_to_hurt_is_dropped_and_many_rules_merge(bank):
+    from selfcorrect.memory import GuidelineBook
+
+    book = GuidelineBook(bank, min_support=1, max_rules=2, min_uses=2)
+    for q, error in (("q one", "NameError"), ("q two", "TypeError"), ("q three", "KeyError")):
+        bank.add(lesson(q).model_copy(update={"feedback": f"Your code did not load: {error}: boom"}))
+    first = book.distil("arithmetic")
+    assert first.version == 1 and [r.failure for r in first.rules][0] in ("NameError", "TypeError", "KeyError")
+    assert first.rules[-1].failure.startswith("other: ") and len(first.changes["merged"]) == 2
+    kept = first.rules[0]
+    for _ in range(2):
+        book.record_use("arithmetic", [kept.id], before_right=True, after_right=False)
+    second = book.distil("arithmetic")
+    assert second.version == 2 and kept.failure not in [r.failure for r in second.rules]
+    assert any("measured to hurt" in d for d in second.changes["dropped"])
+    assert book.distil("arithmetic").version == 2  # nothing changed: no new version

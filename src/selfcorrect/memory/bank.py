@@ -111,7 +111,8 @@ class LessonBank:
 
     def record_use(self, lesson_ids: Iterable[str], before_right: bool | None, after_right: bool) -> None:
         """An item that was shown these lessons was verified: count it for each. `before_right`
-        is the verdict without them, where known (its first attempt)."""
+        is the verdict on the same item without them, where known (an online evaluation's
+        twin run without memory); None where it is not (a server's request)."""
         with self._lock:
             for lesson_id in lesson_ids:
                 lesson = self._get(lesson_id)
@@ -120,6 +121,8 @@ class LessonBank:
                 lesson.uses += 1
                 lesson.helped += before_right is False and after_right
                 lesson.hurt += before_right is True and not after_right
+                lesson.ended_right += after_right
+                lesson.ended_wrong += not after_right
                 if lesson.uses >= self.min_uses and lesson.hurt > lesson.helped:
                     lesson.retired = True  # measured to hurt
                 self._put(lesson)

@@ -35,6 +35,8 @@ class Lesson(BaseModel):
     uses: int = 0  # items that were shown it and then verified
     helped: int = 0  # of those: wrong before, right after
     hurt: int = 0  # of those: right before, wrong after
+    ended_right: int = 0  # items shown it that ended verified right (passing tests, a client's verdict)
+    ended_wrong: int = 0  # ... and verified wrong
     retired: bool = False
     created_at: float = Field(default_factory=time.time)
 
@@ -46,8 +48,10 @@ class Lesson(BaseModel):
 
     @property
     def score(self) -> float:
-        """Its verified record: eviction drops the lowest first."""
-        return (self.helped - self.hurt) / (self.uses + 1)
+        """Its verified record: eviction drops the lowest first. Flips (wrong without it, right
+        with it) weigh most; where no counterfactual is known (a server's request), the
+        verdicts of the items that were shown it."""
+        return (2 * (self.helped - self.hurt) + self.ended_right - self.ended_wrong) / (self.uses + 1)
 
 
 def check_writable(lesson: Lesson, oracle_run: bool) -> None:
@@ -63,7 +67,12 @@ def check_writable(lesson: Lesson, oracle_run: bool) -> None:
 def template_lesson(wrong_answer: str | None, feedback: str, corrected_answer: str | None) -> str:
     """A lesson written without the model, for models too weak to write one."""
     first = " ".join(feedback.split())[:200]
-    text = f"An earlier answer{f' ({wrong_answer})' if wrong_answer else ''} was wrong: {first}"
+    text = f"An earlier answer{f' ({_short(wrong_answer)})' if wrong_answer else ''} was wrong: {first}"
     if corrected_answer:
-        text += f" The verified answer was {corrected_answer}."
+        text += f" This passed instead: {_short(corrected_answer, 400)}"
     return text
+
+
+def _short(text: str, limit: int = 120) -> str:
+    text = text.strip()
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -6,6 +6,7 @@ import datetime
 import difflib
 
 from selfcorrect import __version__
+from selfcorrect.measure.online import online_summary
 from selfcorrect.measure.summary import summarize
 from selfcorrect.runner import results_by_strategy
 from selfcorrect.store import Run, Store
@@ -15,6 +16,14 @@ def build_report(store: Store, run: Run, kind: str) -> dict:
     results = results_by_strategy(store, run)
     oracle = {spec for spec, rows in results.items() if rows and rows[0].trajectory.oracle}
     summary = summarize(results, oracle, kind)
+    spec = run.config.get("spec", {})
+    online = None
+    if spec.get("online"):
+        from selfcorrect.runner import without_memory
+
+        twins = {s: without_memory(s) for s in results if "memory=true" in s}
+        online = online_summary(results, run.config["item_ids"], run.config.get("online", {}).get(
+            "train_items", run.config["items"]), twins)
     for spec, custom in run.config.get("custom_prompts", {}).items():
         if spec in summary["strategies"]:
             summary["strategies"][spec]["custom_prompts"] = custom
@@ -28,6 +37,7 @@ def build_report(store: Store, run: Run, kind: str) -> dict:
         },
         "kind": kind,
         **summary,
+        "online": online,
         "items": [{"item": r.item, "strategy": spec, "correct": r.final.correct,
                    "parse_failure": r.final.parse_failure, "failure": r.final.failure, "tokens": r.tokens}
                   for spec, rows in results.items() for r in rows],

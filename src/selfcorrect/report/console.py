@@ -37,3 +37,11 @@ def console_table(report: dict, out: Console) -> None:
                       number(matched["gain"], True) + ("*" if matched["budget"] == "beyond" else ""))
     # a table of numbers is never squeezed into a pipe's default 80 columns
     (out if out.is_terminal else Console(width=112)).print(table)
+    for pair in (report.get("online") or {}).get("pairs", []):
+        for part in ("all", "train", "heldout"):
+            cell = pair[part]
+            if cell and cell["items"]:
+                out.print(f"online {escape(pair['strategy'])} ({part}, {cell['items']} items): with memory "
+                          f"{number(cell['memory'])}, without {number(cell['twin'])} (p={cell['p_value']:.2g}); "
+                          + (f"memory shown on {number(pair['memory_shown_rate'])}% of items" if part == "all" else ""),
+                          soft_wrap=True)

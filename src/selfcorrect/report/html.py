@@ -104,7 +104,8 @@ def render(report: dict, browser: list[dict]) -> str:
     parts.append("<h2>Comparison</h2>" + comparison_table(report))
     figures = [("Accuracy against tokens per item", plots.accuracy_vs_tokens(report)),
                ("Revision flips per round", plots.flips(report)),
-               ("Tokens per item by phase", plots.cost(report))]
+               ("Tokens per item by phase", plots.cost(report)),
+               ("Online: accuracy over the items, with memory and without", plots.online(report))]
     parts.append("<h2>Plots</h2><div class='plots'>" + "".join(
         f"<figure><figcaption>{e(caption)}</figcaption>{svg}</figure>" for caption, svg in figures if svg) + "</div>")
     parts.append("<h2>Revision flips</h2>" + flips_table(report))

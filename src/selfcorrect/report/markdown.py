@@ -66,8 +66,31 @@ def render(report: dict) -> str:
         lines.append(f"| {label(s)} | {pct(s['accuracy'])} ({pct(low)}–{pct(high)}) | "
                      f"{pct(s['parse_failure_rate'])} | {pct(s['truncation_rate'])} | {pct(s['no_signal_rate'])} | "
                      f"{s['tokens_per_item']:.0f} | {vs} | {at_equal_tokens(s['compute_matched'])} |")
-    lines += ["", *compute_section(report), "", *flips_section(report), "", *cost_section(report)]
+    lines += ["", *online_section(report), "", *compute_section(report), "", *flips_section(report), "",
+              *cost_section(report)]
     return "\n".join(lines) + "\n"
+
+
+def online_section(report: dict) -> list[str]:
+    online = report.get("online")
+    if not online:
+        return []
+    lines = ["## Online: with memory against the same strategy without", "",
+             f"Items in order; the memory learned from the first {online['train_items']} items (each item's "
+             f"lessons available only from the next item on); the last {online['heldout_items']} items only "
+             "read it. Paired exact McNemar tests.", "",
+             "| strategy | items | with memory | without | only with | only without | p | shown memory | tokens / item (with, without) |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for pair in online["pairs"]:
+        for part in ("all", "train", "heldout"):
+            cell = pair[part]
+            if cell is None or not cell["items"]:
+                continue
+            lines.append(f"| `{pair['strategy']}` ({part}) | {cell['items']} | {pct(cell['memory'])} | {pct(cell['twin'])} | "
+                         f"{cell['only_memory']} | {cell['only_twin']} | {cell['p_value']:.3g} | "
+                         f"{pct(pair['memory_shown_rate']) if part == 'all' else ''} | "
+                         f"{pair['tokens_per_item']['memory']:.0f}, {pair['tokens_per_item']['twin']:.0f} |")
+    return lines
 
 
 def compute_section(report: dict) -> list[str]:
@@ -121,7 +144,7 @@ def cost_section(report: dict) -> list[str]:
     for s in report["strategies"].values():
         stops = ", ".join(f"{k} {v}" for k, v in sorted(s["stops"].items()))
         for i, (phase, cost) in enumerate(s["cost_per_item"].items()):
-            if not cost["calls"] and not cost["sandbox_runs"]:
+            if not cost["calls"] and not cost["sandbox_runs"] and not cost["seconds"]:
                 continue
             lines.append(f"| {label(s)} | {phase} | {cost['calls']:.2f} | {cost['prompt_tokens']:.0f} | "
                          f"{cost['completion_tokens']:.0f} | {cost['seconds']:.2f} | {cost['sandbox_runs']:.2f} | "

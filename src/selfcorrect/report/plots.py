@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from selfcorrect.report.build import label  # noqa: E402
 
-PHASE_COLOURS = {"generate": "#4477aa", "feedback": "#ccbb44", "revise": "#ee6677"}
+PHASE_COLOURS = {"retrieve": "#aa3377", "generate": "#4477aa", "feedback": "#ccbb44", "revise": "#ee6677"}
 FLIP_COLOURS = {"right_right": "#228833", "right_wrong": "#ee6677", "wrong_right": "#66ccee", "wrong_wrong": "#bbbbbb"}
 
 
@@ -61,6 +61,30 @@ def flips(report: dict) -> str | None:
     axes.invert_yaxis()
     axes.set_xlabel("revisions")
     axes.legend(fontsize=7, ncol=4, loc="lower center", bbox_to_anchor=(0.5, 1.0))
+    return _svg(figure)
+
+
+def online(report: dict) -> str | None:
+    """Accuracy over the items, in order: with memory and without, cumulative and windowed."""
+    if not report.get("online"):
+        return None
+    figure, axes = plt.subplots(figsize=(7, 4.2))
+    for i, pair in enumerate(report["online"]["pairs"]):
+        for arm, style in (("memory", "-"), ("twin", "--")):
+            name = pair["strategy"] if arm == "memory" else pair["twin"]
+            xs = range(1, pair["items"] + 1)
+            axes.plot(xs, pair["curve"]["cumulative"][arm], style, color=f"C{i}", label=f"{name} (cumulative)")
+            axes.plot(xs, pair["curve"]["window"][arm], style, color=f"C{i}", alpha=0.35,
+                      label=f"{name} (last {report['online']['window']})")
+    train = report["online"]["train_items"]
+    if report["online"]["heldout_items"]:
+        axes.axvline(train + 0.5, color="grey", linewidth=1)
+        axes.text(train + 1, 0.02, "held out", fontsize=7, color="grey")
+    axes.set_xlabel("items, in order")
+    axes.set_ylabel("accuracy")
+    axes.set_ylim(-0.02, 1.02)
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=7, loc="best")
     return _svg(figure)
 
 

@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from selfcorrect.errors import ConfigError
+from selfcorrect.memory.recall import Recalled, with_memory
 from selfcorrect.models.base import Completion, Message, Model, SamplingParams, messages_hash
 from selfcorrect.models.cache import request_key
 from selfcorrect.sandbox import RunResult, Sandbox, TestCase
@@ -68,6 +69,9 @@ class Context:
     critic: Model | None = None
     oracle: OracleCheck | None = None
     record: Callable[[dict], None] | None = None  # writes each event before the next begins
+    # The error memory, for strategies run with memory=on: an input's lessons and guidelines
+    # (memory/recall.py). It reads only.
+    memory: Callable[[str], Recalled] | None = None
 
 
 @dataclass
@@ -82,11 +86,12 @@ class Session:
     """One strategy on one item."""
 
     def __init__(self, view: ItemView, ctx: Context, strategy: str, oracle: bool = False,
-                 chain: int = 0, trajectory: Trajectory | None = None):
+                 chain: int = 0, trajectory: Trajectory | None = None, recalled: list | None = None):
         self.view = view
         self.ctx = ctx
         self.chain_index = chain
         self.trajectory = trajectory or Trajectory(strategy=strategy, item_id=view.id, oracle=oracle)
+        self._recalled = recalled if recalled is not None else []  # shared by chains: recalled once
 
     @property
     def kind(self) -> Kind:
@@ -96,7 +101,20 @@ class Session:
     def chain(self, index: int) -> Session:
         """An independent chain writing into the same trajectory, with its own draws."""
         return Session(self.view, self.ctx, self.trajectory.strategy, self.trajectory.oracle,
-                       chain=index, trajectory=self.trajectory)
+                       chain=index, trajectory=self.trajectory, recalled=self._recalled)
+
+    def remembered(self) -> str:
+        """What the error memory puts before this item's attempts (recalled once per item,
+        in the retrieve phase); empty without memory."""
+        if self.ctx.memory is None:
+            return ""
+        if not self._recalled:
+            recalled = self.ctx.memory(self.view.question)
+            self._recalled.append(recalled.text)
+            self.trajectory.memory = recalled.record()
+            self.trajectory.cost["retrieve"].seconds += recalled.seconds
+            self._record({"type": "memory", **self.trajectory.memory})
+        return self._recalled[0]
 
     # -- model calls ---------------------------------------------------------------------
 
@@ -108,6 +126,7 @@ class Session:
         A code attempt ends with its code block: what a model writes after it is not read."""
         if self.kind.attempt_stop:
             params.setdefault("stop", self.kind.attempt_stop)
+        messages = with_memory(messages, self.remembered())
         completions = await self.ask(messages, phase=phase, n=n, purpose="attempt", **params)
         sent = self.ctx.params.replace(n=n, **params)
         provenance = {"messages_hash": messages_hash(messages), "params": sent.draw_fields(),
@@ -252,11 +271,17 @@ class Strategy:
     kinds: frozenset[str] = frozenset({"math", "code", "chat"})
     prompts: dict[str, str] = {}
     oracle = False
-    options: dict = {}
+    # memory=true: the error memory's lessons and guidelines go before every attempt
+    options: dict = {"memory": False}
     # Bounds and choices of options, checked before anything is stored: a budget beyond
     # them is a typo, and would grow memory and outlast a Ctrl-C.
     bounds: dict[str, tuple[float, float]] = {}
     choices: dict[str, tuple[str, ...]] = {}
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "options" in cls.__dict__ and "memory" not in cls.options:
+            cls.options = {**cls.options, "memory": False}  # every strategy can use the memory
 
     def __init__(self, **options):
         from selfcorrect.registry import check_bounds

@@ -26,7 +26,7 @@ class Chains(Strategy):
             raise ConfigError(f"unknown selection {select!r}", f"use one of: {', '.join(SELECTIONS)}")
         self.inner, self.chains, self.select = inner, chains, select
         self.name, self.kinds, self.prompts = inner.name, inner.kinds, inner.prompts
-        self.oracle, self.settings = inner.oracle, {}
+        self.oracle, self.settings, self.memory = inner.oracle, {}, inner.memory
 
     @property
     def needs(self) -> set[str]:

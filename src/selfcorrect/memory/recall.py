@@ -1,0 +1,80 @@
+"""Memory as a strategy reads it: the lessons most similar to a new input and the current
+guidelines, put before the strategy's attempts as a system message.
+
+A session holds a `Recall`, never the bank: it reads, it cannot write, and in an evaluation
+it never finds a lesson about the very item it works on (`exclude_same_input`), which
+would hand it a verified answer to that item.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from selfcorrect.memory.bank import LessonBank
+from selfcorrect.memory.guidelines import GuidelineBook
+from selfcorrect.memory.lessons import Lesson
+from selfcorrect.models.base import Message
+
+HEADER = "Lessons from earlier mistakes on similar problems:"
+RULES = "Guidelines learned from earlier mistakes:"
+
+
+@dataclass
+class Recalled:
+    lessons: list[tuple[Lesson, float]] = field(default_factory=list)
+    rules: list[tuple[str, str]] = field(default_factory=list)  # (id, text)
+    version: int = 0  # the guidelines' version
+    seconds: float = 0.0
+
+    @property
+    def text(self) -> str:
+        parts = []
+        if self.lessons:
+            parts.append(HEADER + "".join(
+                f"\n{i}. Problem: {_clip(lesson.input, 200)}\n   {lesson.text}"
+                for i, (lesson, _) in enumerate(self.lessons, start=1)))
+        if self.rules:
+            parts.append(RULES + "".join(f"\n- {text}" for _, text in self.rules))
+        return "\n\n".join(parts)
+
+    def record(self) -> dict:
+        """What the trajectory keeps of it: which lessons and rules were shown."""
+        return {"lessons": [lesson.id for lesson, _ in self.lessons],
+                "scores": [round(score, 4) for _, score in self.lessons],
+                "rules": [rule_id for rule_id, _ in self.rules], "guidelines_version": self.version}
+
+
+class Recall:
+    def __init__(self, bank: LessonBank, namespace: str, *, k: int = 3, guidelines: GuidelineBook | None = None,
+                 exclude_same_input: bool = True):
+        self._search = bank.search
+        self._current = guidelines.current if guidelines is not None else None
+        self.namespace, self.k, self.exclude_same_input = namespace, k, exclude_same_input
+
+    def __call__(self, question: str) -> Recalled:
+        started = time.perf_counter()
+        found = self._search(self.namespace, question, 3 * self.k)  # room for excluded ones
+        if self.exclude_same_input:
+            found = [(lesson, score) for lesson, score in found if lesson.input.strip() != question.strip()]
+        recalled = Recalled(lessons=found[: self.k])
+        if self._current is not None:
+            current = self._current(self.namespace)
+            recalled.rules, recalled.version = [(r.id, r.text) for r in current.rules], current.version
+        recalled.seconds = time.perf_counter() - started
+        return recalled
+
+
+def with_memory(messages: list[Message] | tuple[Message, ...], text: str) -> list[Message]:
+    """The conversation with memory put first: in its system message, or as one."""
+    messages = list(messages)
+    if not text:
+        return messages
+    if messages and messages[0]["role"] == "system":
+        return [{"role": "system", "content": f"{messages[0]['content']}\n\n{text}"}, *messages[1:]]
+    return [{"role": "system", "content": text}, *messages]
+
+
+def _clip(text: str, limit: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
