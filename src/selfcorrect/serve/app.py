@@ -1,0 +1,447 @@
+"""The FastAPI application: any OpenAI client points at it and gets the selected answer of a
+self-correction strategy, every internal call counted in `usage`.
+
+    POST /v1/chat/completions                 a strategy run per request (streamed with stream=true)
+    POST /v1/feedback                         a client's verdict on a completion: lessons and counters
+    GET  /v1/selfcorrect/completions/{id}     a completion's trajectory
+    GET  /v1/models, /health, /metrics
+
+Requests never share settings: each gets its own strategy object, sampling parameters and
+budget. Bad requests get OpenAI's error format and never touch other requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+import time
+import uuid
+from dataclasses import dataclass, field
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from pydantic import ValidationError
+
+from selfcorrect.config import Settings
+from selfcorrect.errors import SelfcorrectError
+from selfcorrect.memory import GuidelineBook, Lesson, LessonBank, Recall, template_lesson
+from selfcorrect.memory.learn import verdict
+from selfcorrect.models.base import Model, SamplingParams
+from selfcorrect.resources import Resources
+from selfcorrect.serve.keys import KeyRing
+from selfcorrect.serve.metrics import Metrics
+from selfcorrect.serve.protocol import ChatRequest, FeedbackRequest, chunk, completion, error
+from selfcorrect.serve.records import Completions
+from selfcorrect.serve.run import Answer, answer, view_of
+from selfcorrect.store import Store
+from selfcorrect.strategies import Strategy, parse_strategy
+from selfcorrect.tasks.kinds import KINDS
+from selfcorrect.version import code_version
+
+log = logging.getLogger(__name__)
+DEFAULT_TEMPERATURE = 0.3  # as `selfcorrect eval`: small models fall apart when sampled hotter
+
+
+@dataclass
+class ServeConfig:
+    strategy: str = "single"  # for requests that name none
+    memory: str | None = None  # the error memory's namespace; None: no memory
+    memory_k: int = 3
+    critic: str | None = None
+    keys: dict[str, str] | None = None  # name -> SHA-256 of the key; None: no authentication
+    rate_limit: float = 600.0  # requests per minute per key
+    max_body: int = 1_000_000  # bytes
+    body_timeout: float = 10.0  # seconds to receive a request body
+    timeout: float = 600.0  # seconds a strategy may run before the best answer so far is returned
+    cors: list[str] = field(default_factory=list)  # allowed origins; none: CORS off
+    distil_every: int = 20  # lessons from feedback between distillations of the guidelines
+
+
+class _BodyLimit:
+    """Refuse bodies over `max_body` bytes and bodies that arrive too slowly, before any
+    route reads them (ASGI middleware: it sees every receive)."""
+
+    def __init__(self, app, max_body: int, timeout: float):
+        self.app, self.max_body, self.timeout = app, max_body, timeout
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_body:
+            response = error(413, f"the request body is over {self.max_body} bytes", code="request_too_large")
+            return await response(scope, receive, send)
+        state = {"received": 0, "complete": False}
+
+        async def limited():
+            if state["complete"]:  # the body is in: what follows is waiting for a disconnect
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), self.timeout)
+            except TimeoutError:
+                raise HTTPException(408, f"the request body did not arrive within {self.timeout:g} s") from None
+            if message["type"] == "http.request":
+                state["received"] += len(message.get("body", b""))
+                state["complete"] = not message.get("more_body", False)
+                if state["received"] > self.max_body:
+                    raise HTTPException(413, f"the request body is over {self.max_body} bytes")
+            return message
+
+        await self.app(scope, limited, send)
+
+
+class Server:
+    """What the application holds between requests."""
+
+    def __init__(self, settings: Settings, config: ServeConfig, engine: Model | None = None,
+                 critic_engine: Model | None = None):
+        self.settings, self.config = settings, config
+        self._given = (engine, critic_engine)
+        self.metrics = Metrics()
+        self.keys = KeyRing(config.keys, config.rate_limit) if config.keys else None
+        self.started = time.time()
+        self.feedback_lessons = 0
+        parse_strategy(config.strategy, settings.prompts)  # a bad default fails at start, not at a request
+
+    async def open(self) -> None:
+        self.store = Store(self.settings.store)
+        needs = {"sandbox"} | ({"critic"} if self.config.critic else set())
+        engine, critic_engine = self._given
+        self.resources = Resources(self.settings, self.store, needs=needs, critic=self.config.critic,
+                                   engine=engine, critic_engine=critic_engine)
+        await self.resources.__aenter__()
+        self.model_name = self.resources.model.identity
+        self.completions = Completions(self.settings.store)
+        self.bank = self.guidelines = None
+        if self.config.memory:
+            self.bank = LessonBank(self.settings.store)
+            self.guidelines = GuidelineBook(self.bank)
+
+    async def close(self) -> None:
+        await self.resources.__aexit__(None, None, None)
+        self.completions.close()
+        if self.bank is not None:
+            self.bank.close()
+        self.store.close()
+
+    # -- a request -------------------------------------------------------------------
+
+    def strategy_for(self, request: ChatRequest) -> Strategy:
+        """The request's strategy: its `strategy` field, else the model name's prefix
+        (`self-consistency:n=5/MODEL`), else the server's default; memory on when the server
+        has a memory, unless the request turns it off."""
+        spec = request.strategy
+        if spec is None and "/" in request.model:
+            prefix = request.model.split("/", 1)[0]
+            with contextlib.suppress(SelfcorrectError):
+                parse_strategy(prefix)
+                spec = prefix
+        spec = spec or self.config.strategy
+        use_memory = request.memory if request.memory is not None else bool(self.config.memory)
+        if use_memory and not self.config.memory:
+            raise RequestError("this server has no error memory", "memory", "start it with --memory NAMESPACE")
+        strategy = parse_strategy(_with_memory(spec, use_memory), self.settings.prompts)
+        if strategy.oracle:
+            raise RequestError(f"{strategy.name} needs the gold answer, which a server does not have", "strategy")
+        if request.kind not in strategy.kinds:
+            raise RequestError(f"{strategy.name} does not serve {request.kind} requests (it suits "
+                               f"{', '.join(sorted(strategy.kinds))})", "kind")
+        if "critic" in strategy.needs and self.resources.critic is None:
+            raise RequestError(f"{strategy.name} needs a critic model", "strategy", "start the server with --critic")
+        return strategy
+
+    def params(self, request: ChatRequest) -> SamplingParams:
+        caps = self.resources.model.capabilities
+        return SamplingParams(
+            temperature=request.temperature if request.temperature is not None else DEFAULT_TEMPERATURE,
+            top_p=request.top_p if request.top_p is not None else 1.0, top_k=caps.default_top_k,
+            max_tokens=request.max_completion_tokens or request.max_tokens or KINDS[request.kind].max_tokens,
+            # a fresh seed per request unless the client fixes one: two asks are two draws
+            seed=request.seed if request.seed is not None else random.randrange(2**31))
+
+    async def run(self, request: ChatRequest, strategy: Strategy, completion_id: str, key: str | None,
+                  record=None) -> tuple[Answer, dict]:
+        view = view_of(request, completion_id)
+        budget = request.budget
+        recall = (Recall(self.bank, self.config.memory, k=self.config.memory_k, guidelines=self.guidelines,
+                         exclude_same_input=False) if strategy.memory else None)
+
+        def on_event(event: dict) -> None:
+            if event["type"] == "messages":
+                self.store.put_messages(event["messages"])
+            elif record is not None:
+                record(event)
+
+        started = time.perf_counter()
+        result = await answer(strategy, view, self.resources.model, self.params(request),
+                              budget=(budget.max_tokens, budget.max_calls) if budget else (None, None),
+                              timeout=self.config.timeout, sandbox=self.resources.sandbox,
+                              critic=self.resources.critic, recall=recall, record=on_event)
+        trajectory = result.trajectory
+        costs = trajectory.cost.values()
+        usage = {"prompt_tokens": sum(c.prompt_tokens for c in costs),
+                 "completion_tokens": sum(c.completion_tokens for c in costs)}
+        usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+        calls = sum(c.calls for c in costs)
+        rounds = max((a.round for a in trajectory.attempts), default=0)
+        extension = {"strategy": strategy.spec, "stop": trajectory.stop, "internal_calls": calls, "rounds": rounds,
+                     "attempts": len(trajectory.attempts), "memory": trajectory.memory}
+        if request.return_trajectory:
+            extension["trajectory"] = trajectory.model_dump()
+        self.completions.put(completion_id, key, strategy.spec, {
+            "model": request.model, "kind": request.kind, "question": view.question,
+            "finish_reason": result.finish_reason, "usage": usage, "trajectory": trajectory.model_dump(),
+            "answer": result.final.answer if result.final is not None else None,
+            "code_version": code_version()})
+        m = self.metrics
+        m.latency.labels(strategy.name).observe(time.perf_counter() - started)
+        m.tokens.labels("prompt").inc(usage["prompt_tokens"])
+        m.tokens.labels("completion").inc(usage["completion_tokens"])
+        m.calls.inc(calls)
+        m.rounds.observe(rounds)
+        for revision in trajectory.revisions:
+            before, after = (verdict(trajectory.attempts[i], False) for i in (revision.before, revision.after))
+            if before is not None and after is not None and before.passed != after.passed:
+                m.flips.labels("wrong_to_right" if after.passed else "right_to_wrong").inc()
+        if trajectory.memory and (trajectory.memory["lessons"] or trajectory.memory["rules"]):
+            m.memory_hits.inc()
+        return result, {"usage": usage, "extension": extension}
+
+    # -- feedback --------------------------------------------------------------------
+
+    def feedback(self, request: FeedbackRequest, key: str | None) -> dict:
+        found = self.completions.get(request.completion_id)
+        if found is None or found[0] != key:
+            raise RequestError(f"no completion {request.completion_id!r}", "completion_id", status=404)
+        _, payload, earlier = found
+        sent = request.model_dump()
+        if earlier is not None:
+            if earlier["correct"] != request.correct:
+                raise RequestError(f"completion {request.completion_id} was already reported "
+                                   f"{'right' if earlier['correct'] else 'wrong'}", "correct", status=409)
+            if {k: earlier.get(k) for k in sent} == sent:
+                return {"completion_id": request.completion_id, "recorded": False, "lesson": earlier.get("lesson")}
+        self.metrics.feedback.labels("right" if request.correct else "wrong").inc()
+        trajectory = payload["trajectory"]
+        shown = trajectory.get("memory") or {}
+        lesson_id = None
+        if self.bank is not None:
+            if earlier is None:  # counters move once per completion
+                self.bank.record_use(shown.get("lessons", []), None, request.correct)
+                self.guidelines.record_use(self.config.memory, shown.get("rules", []), None, request.correct)
+            if earlier is not None and earlier.get("lesson"):
+                self.bank.remove(earlier["lesson"])  # replaced by the updated one
+            if not request.correct and trajectory.get("final") is not None:
+                lesson_id = self._lesson(request, payload, key)
+        self.completions.set_feedback(request.completion_id, {**sent, "lesson": lesson_id, "at": time.time()})
+        return {"completion_id": request.completion_id, "recorded": True, "lesson": lesson_id}
+
+    def _lesson(self, request: FeedbackRequest, payload: dict, key: str | None) -> str:
+        final = payload["trajectory"]["attempts"][payload["trajectory"]["final"]]
+        said = request.comment or "A user reported this answer as wrong."
+        if request.answer:
+            said += f" The correct answer is: {request.answer}"
+        lesson = Lesson(namespace=self.config.memory, input=payload["question"], wrong=final["text"], feedback=said,
+                        feedback_kind="external", corrected=request.answer,
+                        text=template_lesson(final["answer"] if final["answer"] and len(final["answer"]) <= 120 else None,
+                                             said, None),
+                        provenance={"completion": request.completion_id, "api_key": key})
+        lesson_id = self.bank.add(lesson)
+        self.feedback_lessons += 1
+        if self.feedback_lessons % self.config.distil_every == 0:
+            self.guidelines.distil(self.config.memory)
+        return lesson_id
+
+
+class RequestError(Exception):
+    def __init__(self, message: str, param: str | None = None, fix: str = "", status: int = 400):
+        super().__init__(message)
+        self.message = message + (f": {fix}" if fix else "")
+        self.param, self.status = param, status
+
+
+def _with_memory(spec: str, on: bool) -> str:
+    from selfcorrect.runner import without_memory
+
+    spec = without_memory(spec)
+    if not on:
+        return spec
+    return spec + ("," if ":" in spec else ":") + "memory=true"
+
+
+def create_app(settings: Settings, config: ServeConfig | None = None, *, engine: Model | None = None,
+               critic_engine: Model | None = None) -> FastAPI:
+    config = config or ServeConfig()
+    server = Server(settings, config, engine, critic_engine)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        await server.open()
+        try:
+            yield
+        finally:
+            await server.close()
+
+    app = FastAPI(title="selfcorrect", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.server = server
+    app.add_middleware(_BodyLimit, max_body=config.max_body, timeout=config.body_timeout)
+    if config.cors:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=config.cors, allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization", "Content-Type"])
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException):
+        return error(exc.status_code, str(exc.detail), code={408: "timeout", 413: "request_too_large",
+                                                              404: "not_found", 405: "method_not_allowed"}.get(exc.status_code))
+
+    @app.exception_handler(RequestError)
+    async def request_error(request: Request, exc: RequestError):
+        return error(exc.status, exc.message, param=exc.param)
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception):
+        log.exception("request failed")
+        return error(500, f"the server failed on this request: {type(exc).__name__}", kind="server_error")
+
+    def authorize(request: Request) -> str | None:
+        """The key's name (None without authentication); 401 or 429 otherwise."""
+        if server.keys is None:
+            return None
+        header = request.headers.get("authorization", "")
+        scheme, _, presented = header.partition(" ")
+        name = server.keys.identify(presented.strip()) if scheme.lower() == "bearer" else None
+        if name is None:
+            raise _Refused(error(401, "invalid or missing API key: send Authorization: Bearer KEY",
+                                 kind="invalid_request_error", code="invalid_api_key"))
+        if not server.keys.allow(name):
+            raise _Refused(error(429, f"rate limit of {server.keys.rate:g} requests per minute reached",
+                                 kind="rate_limit_exceeded", code="rate_limit_exceeded",
+                                 headers={"Retry-After": "1"}))
+        return name
+
+    @app.exception_handler(_Refused)
+    async def refused(request: Request, exc: _Refused):
+        return exc.response
+
+    async def body(request: Request, model):
+        raw = await request.body()
+        try:
+            return model.model_validate_json(raw)
+        except ValidationError as e:
+            first = e.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or None
+            if first["type"] == "json_invalid":
+                raise RequestError(f"the body is not valid JSON: {first['msg']}") from None
+            raise RequestError(f"{where}: {first['msg']}" if where else first["msg"], where) from None
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request):
+        key = authorize(request)
+        chat = await body(request, ChatRequest)
+        try:
+            strategy = server.strategy_for(chat)
+        except SelfcorrectError as e:
+            raise RequestError(str(e), "strategy") from None
+        completion_id = "chatcmpl-sc-" + uuid.uuid4().hex
+        if chat.stream:
+            return StreamingResponse(_stream(server, chat, strategy, completion_id, key),
+                                     media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+        try:
+            result, extra = await server.run(chat, strategy, completion_id, key)
+        except BaseException:
+            server.metrics.requests.labels(strategy.name, "error").inc()
+            raise
+        server.metrics.requests.labels(strategy.name, result.finish_reason).inc()
+        return completion(completion_id, chat.model, result.final.text if result.final else "",
+                          result.finish_reason, extra["usage"], extra["extension"])
+
+    @app.post("/v1/feedback")
+    async def feedback(request: Request):
+        key = authorize(request)
+        return server.feedback(await body(request, FeedbackRequest), key)
+
+    @app.get("/v1/selfcorrect/completions/{completion_id}")
+    async def trajectory(completion_id: str, request: Request):
+        key = authorize(request)
+        found = server.completions.get(completion_id)
+        if found is None or found[0] != key:
+            raise RequestError(f"no completion {completion_id!r}", "completion_id", status=404)
+        return {"id": completion_id, **found[1], "feedback": found[2]}
+
+    @app.get("/v1/models")
+    async def models(request: Request):
+        authorize(request)
+        return {"object": "list", "data": [{"id": server.model_name, "object": "model", "created": int(server.started),
+                                            "owned_by": "selfcorrect"}]}
+
+    @app.get("/health")
+    async def health():
+        return {"status": "ok", "model": server.model_name, "strategy": config.strategy, "memory": config.memory,
+                "uptime_s": round(time.time() - server.started, 1)}
+
+    @app.get("/metrics")
+    async def metrics():
+        return PlainTextResponse(server.metrics.render(), media_type="text/plain; version=0.0.4")
+
+    return app
+
+
+class _Refused(Exception):
+    def __init__(self, response: JSONResponse):
+        self.response = response
+
+
+async def _stream(server: Server, chat: ChatRequest, strategy: Strategy, completion_id: str, key: str | None):
+    """Server-sent events: progress as SSE comments while the strategy works (OpenAI clients
+    skip comments), then the answer as content chunks, the finish reason, usage when asked
+    for, and [DONE]."""
+    created, model = int(time.time()), chat.model
+    events: asyncio.Queue = asyncio.Queue()
+    task = asyncio.ensure_future(server.run(chat, strategy, completion_id, key, record=events.put_nowait))
+
+    def data(payload: dict) -> str:
+        return f"data: {json.dumps(payload)}\n\n"
+
+    try:
+        yield data(chunk(completion_id, model, created, {"role": "assistant", "content": ""}))
+        while not task.done() or not events.empty():
+            try:
+                event = await asyncio.wait_for(events.get(), 5.0)
+            except TimeoutError:
+                yield ": working\n\n"  # keeps proxies from closing a quiet connection
+                continue
+            yield f": progress {json.dumps(_progress(event))}\n\n"
+        try:
+            result, extra = task.result()
+        except Exception as e:
+            log.exception("streamed request failed")
+            server.metrics.requests.labels(strategy.name, "error").inc()
+            yield data({"error": {"message": f"the server failed on this request: {type(e).__name__}",
+                                  "type": "server_error", "param": None, "code": None}})
+            return
+        server.metrics.requests.labels(strategy.name, result.finish_reason).inc()
+        text = result.final.text if result.final else ""
+        for start in range(0, len(text), 64):
+            yield data(chunk(completion_id, model, created, {"content": text[start:start + 64]}))
+        yield data(chunk(completion_id, model, created, {}, result.finish_reason, selfcorrect=extra["extension"]))
+        if (chat.stream_options or {}).get("include_usage"):
+            yield data({"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model,
+                        "choices": [], "usage": extra["usage"]})
+        yield "data: [DONE]\n\n"
+    finally:
+        if not task.done():
+            task.cancel()  # the client went away: stop spending on it
+            with contextlib.suppress(BaseException):
+                await task
+
+
+def _progress(event: dict) -> dict:
+    """A progress event: what happened, without the texts."""
+    keep = ("type", "index", "phase", "round", "answer", "kind", "source", "passed", "before", "after", "purpose",
+            "lessons", "rules")
+    return {k: v for k, v in event.items() if k in keep}
