@@ -5,12 +5,13 @@
 # so an interrupted study resumes for free (`selfcorrect eval --resume RUN`).
 #   docs/findings/run_studies.sh                 # all three, in order
 #   docs/findings/run_studies.sh arithmetic      # one of them
+#   docs/findings/run_studies.sh online-arithmetic online-mbpp   # the error memory, online (issue 9)
 # LIMIT=3 runs a quick check of the same commands.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 sc=("${PYTHON:-.venv/bin/python}" -m selfcorrect.cli --data "${DATA:-../shared/data}" --store "${STORE:-.selfcorrect/findings.sqlite}")
 out=${OUT:-docs/findings}
-for study in "${@:-arithmetic mbpp gsm8k}"; do
+for study in "${@:-arithmetic mbpp gsm8k online-arithmetic online-mbpp}"; do
   for name in $study; do
     case $name in
       arithmetic) "${sc[@]}" eval --task arithmetic --critic same --pool-cap 48 ${LIMIT:+--limit $LIMIT} --out "$out/arithmetic" \
@@ -19,7 +20,13 @@ for study in "${@:-arithmetic mbpp gsm8k}"; do
         --strategy single,self-consistency:n=5,best-of-n:n=5,self-debug,self-debug:explain=true,self-refine ;;
       gsm8k) "${sc[@]}" eval --task gsm8k --max-tokens 256 --limit "${LIMIT:-200}" --out "$out/gsm8k" \
         --strategy single,self-consistency:n=5,self-refine,program-aided ;;
-      *) echo "unknown study $name (arithmetic, mbpp, gsm8k)" >&2; exit 1 ;;
+      # Online: items in order, the memory learning from each before the next, against the
+      # same strategy without memory; the last 30% of the items only read the memory.
+      online-arithmetic) "${sc[@]}" eval --task arithmetic --online --holdout 0.3 --no-reference --memory arithmetic-online \
+        ${LIMIT:+--limit $LIMIT} --out "$out/online-arithmetic" --strategy program-aided:memory=on ;;
+      online-mbpp) "${sc[@]}" eval --task mbpp --max-tokens 200 --online --holdout 0.3 --no-reference --memory mbpp-online \
+        --limit "${LIMIT:-150}" --out "$out/online-mbpp" --strategy self-debug:memory=on ;;
+      *) echo "unknown study $name (arithmetic, mbpp, gsm8k, online-arithmetic, online-mbpp)" >&2; exit 1 ;;
     esac
   done
 done

@@ -15,6 +15,7 @@ than wrong→right among items that were shown it, over at least `min_uses`) is 
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import threading
 from collections.abc import Iterable, Sequence
@@ -67,6 +68,7 @@ class LessonBank:
         self.capacity, self.batch, self.min_uses = capacity, batch, min_uses
         self._db = sqlite3.connect(Path(path), isolation_level=None, check_same_thread=False, timeout=30)
         self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")  # as the store: durable once the OS has it
         self._db.executescript(TABLE)
         self._lock = threading.Lock()
         self._indexes: dict[str, _Index] = {}
@@ -228,16 +230,24 @@ def _document(lesson: Lesson) -> str:
     return f"{lesson.input}\n{lesson.text}"
 
 
-def _bm25(texts: Sequence[str]):
+def _bm25s():
+    """bm25s, imported on first use; it sets its own logger to DEBUG on import, which would
+    print a line at every index build."""
     import bm25s
 
+    logging.getLogger("bm25s").setLevel(logging.WARNING)
+    return bm25s
+
+
+def _bm25(texts: Sequence[str]):
+    bm25s = _bm25s()
     index = bm25s.BM25()
     index.index(bm25s.tokenize(list(texts), stopwords="en", show_progress=False), show_progress=False)
     return index
 
 
 def _retrieve(index, ids: list[str], query: str, k: int) -> list[tuple[str, float]]:
-    import bm25s
+    bm25s = _bm25s()
 
     tokens = bm25s.tokenize([query], stopwords="en", show_progress=False)
     if not tokens.vocab:

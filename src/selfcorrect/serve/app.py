@@ -114,6 +114,7 @@ class Server:
                                    engine=engine, critic_engine=critic_engine)
         await self.resources.__aenter__()
         self.model_name = self.resources.model.identity
+        self.code_version = code_version()  # asks git: once, not per request
         self.completions = Completions(self.settings.store)
         self.bank = self.guidelines = None
         if self.config.memory:
@@ -195,7 +196,7 @@ class Server:
             "model": request.model, "kind": request.kind, "question": view.question,
             "finish_reason": result.finish_reason, "usage": usage, "trajectory": trajectory.model_dump(),
             "answer": result.final.answer if result.final is not None else None,
-            "code_version": code_version()})
+            "code_version": self.code_version})
         m = self.metrics
         m.latency.labels(strategy.name).observe(time.perf_counter() - started)
         m.tokens.labels("prompt").inc(usage["prompt_tokens"])
@@ -357,8 +358,8 @@ def create_app(settings: Settings, config: ServeConfig | None = None, *, engine:
             server.metrics.requests.labels(strategy.name, "error").inc()
             raise
         server.metrics.requests.labels(strategy.name, result.finish_reason).inc()
-        return completion(completion_id, chat.model, result.final.text if result.final else "",
-                          result.finish_reason, extra["usage"], extra["extension"])
+        return JSONResponse(completion(completion_id, chat.model, result.final.text if result.final else "",
+                                       result.finish_reason, extra["usage"], extra["extension"]))
 
     @app.post("/v1/feedback")
     async def feedback(request: Request):

@@ -26,6 +26,7 @@ class Completions:
     def __init__(self, path: Path):
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
         self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")  # as the store: durable once the OS has it
         self._db.executescript(TABLE)
         self._lock = threading.Lock()
 
