@@ -30,6 +30,8 @@ bench: install
 	$(BIN)/python bench/sandbox_throughput.py
 	$(BIN)/python bench/runner_overhead.py
 	$(BIN)/python bench/eval_wall.py
+	$(BIN)/python bench/memory_retrieval.py
+	$(BIN)/python bench/serve_load.py
 
 clean:
 	rm -rf $(VENV) .selfcorrect .pytest_cache

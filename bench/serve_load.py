@@ -1,10 +1,13 @@
 """The server under load, and its cost over running a strategy in-process.
 
 1. Scripted backend (answers instantly), `single`: 64 concurrent clients for 60 s against the
-   server on 127.0.0.1 (a bounded load generator: each client waits for its reply before it
-   sends the next). What a request costs here is what the server adds: parsing, the
-   strategy's session, the sample cache, SQLite records, JSON. Targets: zero errors, p50 < 5 ms,
-   p99 < 50 ms.
+   server on 127.0.0.1, from a bounded load generator: each client sends a request every
+   1/rate seconds (2 per second by default: 128 requests per second in all) and waits for its
+   reply before the next. With an instant backend a request's latency is what the server
+   adds: parsing, the strategy's session, the sample cache, SQLite records, JSON. Targets:
+   zero errors, p50 < 5 ms, p99 < 50 ms. Then the same clients with no pause between
+   requests: the most the server answers per second on this machine (latency is then
+   mostly queueing).
 2. Embedded model: the same requests through the server and in-process, side by side in this
    run (sample cache off, so every token is generated). Target: the server's throughput within
    10% of in-process.
@@ -30,7 +33,8 @@ from pathlib import Path
 
 import httpx
 
-QUESTIONS = [f"What is {a} + {b}? End with: The answer is N." for a in range(10, 30) for b in range(3, 11)]
+QUESTIONS = [f"What is {a} + {b}? Explain step by step, then end with: The answer is N."
+             for a in range(10, 30) for b in range(3, 11)]
 
 
 def serve(kind: str, port: int, store: str) -> None:
@@ -69,7 +73,8 @@ def start(kind: str, folder: str) -> tuple[subprocess.Popen, str]:
     raise SystemExit(f"the {kind} server did not start")
 
 
-async def load(url: str, clients: int, seconds: float) -> dict:
+async def load(url: str, clients: int, seconds: float, rate: float | None = None) -> dict:
+    """`rate`: requests per second per client (None: back to back)."""
     latencies, errors = [], 0
     deadline = time.monotonic() + seconds
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
@@ -77,7 +82,9 @@ async def load(url: str, clients: int, seconds: float) -> dict:
         async def client(k: int) -> None:
             nonlocal errors
             i = k
+            await asyncio.sleep(k / clients / rate if rate else 0)  # clients spread over the interval
             while time.monotonic() < deadline:
+                tick = time.monotonic()
                 body = {"model": "scripted", "messages": [{"role": "user", "content": QUESTIONS[i % len(QUESTIONS)]}],
                         "seed": i}
                 started = time.perf_counter()
@@ -89,6 +96,8 @@ async def load(url: str, clients: int, seconds: float) -> dict:
                 latencies.append(time.perf_counter() - started)
                 errors += not ok
                 i += clients
+                if rate:
+                    await asyncio.sleep(max(0.0, tick + 1 / rate - time.monotonic()))
 
         await asyncio.gather(*(client(k) for k in range(clients)))
     latencies.sort()
@@ -150,6 +159,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--clients", type=int, default=64)
     parser.add_argument("--seconds", type=float, default=60)
+    parser.add_argument("--rate", type=float, default=2.0, help="requests per second per client")
     parser.add_argument("--embedded-requests", type=int, default=32)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--max-tokens", type=int, default=64)
@@ -164,8 +174,10 @@ def main() -> None:
         process, url = start("scripted", folder)
         try:
             asyncio.run(load(url, 4, 3))  # warm up
-            results["scripted"] = {"clients": args.clients, "seconds": args.seconds,
-                                   **asyncio.run(load(url, args.clients, args.seconds))}
+            results["scripted_bounded"] = {"clients": args.clients, "rate_per_client": args.rate, "seconds": args.seconds,
+                                           **asyncio.run(load(url, args.clients, args.seconds, args.rate))}
+            results["scripted_saturated"] = {"clients": args.clients, "seconds": args.seconds / 2,
+                                             **asyncio.run(load(url, args.clients, args.seconds / 2))}
         finally:
             process.terminate()
             process.wait()
