@@ -211,3 +211,19 @@ def test_the_embedded_model_serves_through_the_server(tmp_path):
         chunks = list(c.chat.completions.create(model="single/smollm2", max_tokens=24, stream=True,
                                                 messages=[{"role": "user", "content": "Say hello."}]))
         assert "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices).strip()
+
+
+def test_a_users_checker_verifies_answers_and_what_it_rejects_becomes_lessons(server, tmp_path):
+    url, _ = server
+    checker = "def check(answer):\n    return answer.strip().endswith('42.')\n"
+    picked = ask(client(url), extra_body={"strategy": "best-of-n:n=3", "checker": checker, "return_trajectory": True})
+    assert picked.choices[0].message.content == "The answer is 42."  # 41 was rejected by the checker
+    attempts = picked.model_extra["selfcorrect"]["trajectory"]["attempts"]
+    verdicts = [(a["feedback"][0]["kind"], a["feedback"][0]["passed"]) for a in attempts]
+    assert verdicts == [("external", False), ("external", True), ("external", True)]
+    [lesson] = LessonBank(tmp_path / "store.sqlite").lessons("help")  # the rejected one, learned at once
+    assert lesson.wrong == "The answer is 41." and lesson.corrected is None
+    assert lesson.provenance["completion"] == picked.id and "checker rejected" in lesson.feedback
+    wrong_place = httpx.post(f"{url}/v1/chat/completions", json={
+        "model": "m", "messages": [{"role": "user", "content": "hi"}], "tests": ["assert f() == 1"]})
+    assert wrong_place.status_code == 400 and "send kind=code" in wrong_place.json()["error"]["message"]

@@ -29,7 +29,7 @@ from selfcorrect.config import Settings
 from selfcorrect.errors import SelfcorrectError
 from selfcorrect.memory import GuidelineBook, Lesson, LessonBank, Recall, template_lesson
 from selfcorrect.memory.embed import check_retriever, load_embedder
-from selfcorrect.memory.learn import verdict
+from selfcorrect.memory.learn import lessons_from, verdict
 from selfcorrect.models.base import Model, SamplingParams
 from selfcorrect.resources import Resources
 from selfcorrect.serve.keys import KeyRing
@@ -150,6 +150,11 @@ class Server:
         strategy = parse_strategy(_with_memory(spec, use_memory), self.settings.prompts)
         if strategy.oracle:
             raise RequestError(f"{strategy.name} needs the gold answer, which a server does not have", "strategy")
+        if request.checker and request.kind == "code":
+            raise RequestError("a code request is checked by its tests", "checker", "send them as `tests`")
+        if request.tests and request.kind != "code":
+            raise RequestError(f"tests run code, and a {request.kind} request's answer is not code", "tests",
+                               "send kind=code, or check answers with a `checker`")
         if request.kind not in strategy.kinds:
             raise RequestError(f"{strategy.name} does not serve {request.kind} requests (it suits "
                                f"{', '.join(sorted(strategy.kinds))})", "kind")
@@ -185,6 +190,10 @@ class Server:
                               timeout=self.config.timeout, sandbox=self.resources.sandbox,
                               critic=self.resources.critic, recall=recall, record=on_event)
         trajectory = result.trajectory
+        if self.bank is not None and strategy.memory:
+            for lesson in await lessons_from(trajectory, view.question, self.config.memory,
+                                             {"completion": completion_id, "api_key": key}):
+                self.bank.add(lesson)  # what the request's own tests or checker showed
         costs = trajectory.cost.values()
         usage = {"prompt_tokens": sum(c.prompt_tokens for c in costs),
                  "completion_tokens": sum(c.completion_tokens for c in costs)}

@@ -2,7 +2,7 @@
 
 A request may carry selfcorrect's own fields beside OpenAI's (an OpenAI client sends them
 with `extra_body`): `strategy`, `kind` (chat, math or code), `tests` (visible tests for a
-code request), `numeric`, `budget` ({"max_tokens", "max_calls"}), `memory` (on or off for
+code request), `checker` (Python defining `check(answer) -> bool`, for a math or chat request), `numeric`, `budget` ({"max_tokens", "max_calls"}), `memory` (on or off for
 this request), `return_trajectory`. Fields an OpenAI client sends that a strategy has no use
 for (user, logprobs, ...) are accepted and ignored.
 """
@@ -49,6 +49,7 @@ class ChatRequest(BaseModel):
     strategy: str | None = Field(None, max_length=200)
     kind: Literal["chat", "math", "code"] = "chat"
     tests: list[str] = Field(default_factory=list, max_length=50)
+    checker: str | None = Field(None, max_length=20_000)
     numeric: bool = True
     budget: Budget | None = None
     memory: bool | None = None

@@ -53,7 +53,8 @@ def view_of(request: ChatRequest, completion_id: str) -> ItemView:
                      for m in request.messages)
     users = [m["content"] for m in messages if m["role"] == "user"]
     return ItemView(id=completion_id, task="serve", kind=request.kind, question=users[-1] if users else messages[-1]["content"],
-                    messages=messages, visible_tests=tuple(request.tests), numeric=request.numeric)
+                    messages=messages, visible_tests=tuple(request.tests), numeric=request.numeric,
+                    checker=request.checker or "")
 
 
 @dataclass

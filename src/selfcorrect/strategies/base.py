@@ -191,7 +191,10 @@ class Session:
         return result
 
     async def visible_tests(self, attempt: Attempt) -> Feedback | None:
-        """Run the item's visible tests on a code attempt (None when it has none to run)."""
+        """Run the item's visible tests on a code attempt, or the user's checker on a math or
+        chat answer (None when it has neither)."""
+        if self.view.checker and self.kind.name != "code":
+            return await self._check(attempt)
         if not self.view.visible_tests:
             return None
         if attempt.answer is None:
@@ -201,6 +204,17 @@ class Session:
         return self.give(attempt, Feedback(
             kind="external", source="visible tests", passed=result.passed,
             score=result.n_passed / len(self.view.visible_tests), text=describe_run(result)))
+
+    async def _check(self, attempt: Attempt) -> Feedback:
+        if attempt.answer is None:
+            return self.give(attempt, Feedback(kind="external", source="visible tests", passed=False, score=0.0,
+                                               text="Your reply gave no answer to check."))
+        result = await self.run(self.view.checker, [f"assert check({attempt.answer!r})"])
+        text = ("The checker accepted your answer." if result.passed else
+                "The checker rejected your answer." if result.loaded and not result.error else
+                f"The checker could not run: {describe_run(result)}")
+        return self.give(attempt, Feedback(kind="external", source="visible tests", passed=result.passed,
+                                           score=float(result.passed), text=text))
 
     async def oracle(self, attempt: Attempt) -> Feedback:
         """The gold check's verdict: only in oracle runs, and only right or wrong."""

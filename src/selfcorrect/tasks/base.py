@@ -39,6 +39,10 @@ class ItemView:
     # Math: whether the expected answer is a number (then only a stated number is read).
     # The form of the answer, not the answer: a task says as much in its instructions.
     numeric: bool = True
+    # A checker the user supplies for math and chat items: Python source defining
+    # `check(answer) -> bool`, run in the sandbox on each answer (external feedback; strategies
+    # that run visible tests run it).
+    checker: str = ""
 
 
 @dataclass(frozen=True)
