@@ -631,10 +631,10 @@ def serve(
     config = ServeConfig(strategy=strategy, memory=memory, critic=critic, retriever=retriever, keys=keys, rate_limit=rate_limit,
                          max_body=max_body, timeout=timeout, cors=[o for o in (cors or "").split(",") if o])
     settings.store.parent.mkdir(parents=True, exist_ok=True)
+    application = create_app(settings, config)  # checks the strategy and retriever before it listens
     err.print(f"serving {escape(strategy)} on http://{host}:{port}/v1 (model {escape(settings.model)}"
               + (f", memory {escape(memory)}" if memory else "") + ")")
-    uvicorn.run(create_app(settings, config), host=host, port=port, log_level="warning",
-                timeout_keep_alive=5, limit_concurrency=1024)
+    uvicorn.run(application, host=host, port=port, log_level="warning", timeout_keep_alive=5, limit_concurrency=1024)
 
 
 @app.command(name="serve-key")

@@ -36,3 +36,41 @@ def test_models_checks_the_embedded_model_and_its_speed(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "ok: SmolLM2-135M-Instruct.Q8_0.gguf" in done.stdout
     assert "tok/s" in done.stdout
+
+
+def test_serve_starts_from_the_command_line_with_a_key_made_by_serve_key(tmp_path):
+    import subprocess
+    import time
+
+    import httpx
+    import openai
+
+    from tests.cli import EXE
+    from tests.conftest import free_port
+
+    made = selfcorrect("serve-key", "ci", cwd=tmp_path)
+    key = made.stderr.split("(shown once): ")[1].split()[0]
+    (tmp_path / "keys.txt").write_text(made.stdout)
+    assert key not in made.stdout  # the file gets the hash, never the key
+    port = free_port()
+    server = subprocess.Popen([str(EXE), "--threads", "1", "serve", "--port", str(port), "--api-keys",
+                               str(tmp_path / "keys.txt"), "--strategy", "self-consistency:n=2"],
+                              cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                assert server.poll() is None and time.monotonic() < deadline, server.stderr.read()
+                time.sleep(0.3)
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=key, max_retries=0)
+        reply = client.chat.completions.create(model="smollm2", max_tokens=12,
+                                               messages=[{"role": "user", "content": "Say hi."}])
+        assert reply.model_extra["selfcorrect"]["attempts"] == 2 and reply.usage.completion_tokens > 0
+        with pytest.raises(openai.AuthenticationError):
+            openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="sc-guess", max_retries=0).models.list()
+    finally:
+        server.terminate()
+        assert server.wait(timeout=30) == 0 or server.returncode in (-15, 143)

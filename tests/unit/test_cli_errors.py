@@ -71,6 +71,12 @@ def test_nothing_is_written_when_the_command_fails(tmp_path):
     (["--strategy", "best-of-n:verifier=bogus"], ["verifier='bogus' is not an option", "tests, self, critic"]),
     (["--strategy", "self-consistency:chains=abc"], ["chains='abc'", "not a int"]),
     (["--pool-cap", "0"], ["--pool-cap 0 is out of range"]),
+    (["--online"], ["an online evaluation needs a strategy with memory=on"]),
+    (["--online", "--holdout", "1.5", "--strategy", "single:memory=on"], ["--holdout 1.5 is out of range"]),
+    (["--strategy", "single:memory=maybe"], ["memory='maybe'", "not a bool"]),
+    (["--retriever", "magic"], ["unknown retriever 'magic'", "bm25, embedding"]),
+    (["--retriever", "embedding:/no/such/folder"], ["no model folder at /no/such/folder"]),
+    (["--lesson-writer", "poet"], ["--lesson-writer 'poet' is not a writer"]),
 ])
 def test_bad_eval_options_are_refused_before_anything_is_stored(tmp_path, args, phrases):
     done = selfcorrect("--model", "gguf:/no/such.gguf", "eval", "--task", "arithmetic", *args, cwd=tmp_path)
@@ -171,3 +177,20 @@ def test_an_eval_against_a_server_that_is_down_ends_in_one_error_with_the_resume
     assert "Traceback" not in done.stderr and "never retrieved" not in done.stderr
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("error: cannot reach the model server") and "selfcorrect eval --resume" in last
+
+
+@pytest.mark.parametrize("args, phrases", [
+    (["--port", "0"], ["--port 0 is out of range"]),
+    (["--api-keys", "/no/such/keys.txt"], ["keys file not found: /no/such/keys.txt", "serve-key"]),
+    (["--strategy", "self-refien"], ["unknown strategy 'self-refien'", "did you mean 'self-refine'"]),
+    (["--retriever", "magic"], ["unknown retriever 'magic'"]),
+])
+def test_bad_serve_options_are_refused_before_it_listens(tmp_path, args, phrases):
+    done = selfcorrect("serve", *args, cwd=tmp_path, timeout=60)
+    assert_one_line_error(done, *phrases)
+
+
+def test_a_keys_file_holding_a_key_instead_of_its_hash_is_refused(tmp_path):
+    (tmp_path / "keys.txt").write_text("alice sc-the-key-itself\n")
+    done = selfcorrect("serve", "--api-keys", str(tmp_path / "keys.txt"), cwd=tmp_path, timeout=60)
+    assert_one_line_error(done, "keys.txt:1 is not a `name sha256-hash` line", "never store a key itself")
