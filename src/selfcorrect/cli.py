@@ -464,14 +464,15 @@ def strategies() -> None:
     """List the strategies, the tasks they suit, and their options."""
     from selfcorrect.strategies import STRATEGIES
 
-    table = Table(title="strategies (spec: name:key=value,...; any takes chains=K,select=vote|tests)")
+    table = Table(title="strategies (spec: name:key=value,...; any takes chains=K,select=vote|tests, "
+                        "and memory=on for the error memory)")
     for column in ("strategy", "tasks", "options", "feedback", "from"):
         table.add_column(column)
     for entry in STRATEGIES.entries():
         cls = entry.factory
         needs = entry.factory().needs
         feedback = "oracle (upper bound)" if cls.oracle else ("critic model" if "critic" in needs else "")
-        table.add_row(entry.name, ", ".join(sorted(cls.kinds)), _options(entry) or "—", feedback,
+        table.add_row(entry.name, ", ".join(sorted(cls.kinds)), _options(entry, ("memory",)) or "—", feedback,
                       entry.plugin or "built in")
     _show(table)
 
