@@ -22,9 +22,11 @@ for study in "${@:-arithmetic mbpp gsm8k online-arithmetic online-mbpp}"; do
         --strategy single,self-consistency:n=5,self-refine,program-aided ;;
       # Online: items in order, the memory learning from each before the next, against the
       # same strategy without memory; the last 30% of the items only read the memory.
-      online-arithmetic) "${sc[@]}" eval --task arithmetic --online --holdout 0.3 --no-reference --memory arithmetic-online \
+      online-arithmetic) "${sc[@]}" memory clear arithmetic-online --yes
+        "${sc[@]}" eval --task arithmetic --online --holdout 0.3 --no-reference --memory arithmetic-online \
         ${LIMIT:+--limit $LIMIT} --out "$out/online-arithmetic" --strategy program-aided:memory=on ;;
-      online-mbpp) "${sc[@]}" eval --task mbpp --max-tokens 200 --online --holdout 0.3 --no-reference --memory mbpp-online \
+      online-mbpp) "${sc[@]}" memory clear mbpp-online --yes
+        "${sc[@]}" eval --task mbpp --max-tokens 200 --online --holdout 0.3 --no-reference --memory mbpp-online \
         --limit "${LIMIT:-150}" --out "$out/online-mbpp" --strategy self-debug:memory=on ;;
       *) echo "unknown study $name (arithmetic, mbpp, gsm8k, online-arithmetic, online-mbpp)" >&2; exit 1 ;;
     esac

@@ -556,6 +556,25 @@ def memory_import(ctx: typer.Context, path: Annotated[Path, typer.Argument(help=
     err.print(f"{count} lessons read from {path}")
 
 
+@memory_app.command("clear")
+def memory_clear(
+    ctx: typer.Context,
+    namespace: Annotated[str, typer.Argument(help="the namespace to forget")],
+    yes: Annotated[bool, typer.Option("--yes", help="do it (without it, only say what would go)")] = False,
+) -> None:
+    """Forget a namespace: its lessons (retired ones too) and its guidelines' versions."""
+    from selfcorrect.memory import GuidelineBook
+
+    bank = _bank(ctx)
+    count = len(bank.lessons(namespace, include_retired=True))
+    if not yes:
+        err.print(f"{count} lessons and the guidelines of {escape(namespace)} would be forgotten: add --yes")
+        return
+    bank.clear(namespace)
+    GuidelineBook(bank).clear(namespace)
+    err.print(f"forgot {count} lessons and the guidelines of {escape(namespace)}")
+
+
 @memory_app.command("guidelines")
 def memory_guidelines(
     ctx: typer.Context,

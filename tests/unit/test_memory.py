@@ -13,7 +13,7 @@ from selfcorrect.memory import Lesson, LessonBank, template_lesson
 def lesson(question, wrong="5", kind="external", namespace="arithmetic", **more):
     return Lesson(namespace=namespace, input=question, wrong=f"The answer is {wrong}.",
                   feedback=f"the check says {wrong} is wrong", feedback_kind=kind,
-                  text=template_lesson(wrong, f"the check says {wrong} is wrong", None), **more)
+                  text=template_lesson(f"the check says {wrong} is wrong", None), **more)
 
 
 @pytest.fixture
@@ -215,3 +215,16 @@ def test_embedding_retrieval_finds_a_lesson_by_meaning_where_words_differ(tmp_pa
     count = again._db.execute("SELECT COUNT(*) FROM lesson_vectors").fetchone()[0]
     assert count == 4 and again.search("arithmetic", "Put numbers in increasing order.", k=1)
     again.close()
+
+
+def test_clearing_a_namespace_forgets_its_lessons_and_guidelines_only(bank):
+    from selfcorrect.memory import GuidelineBook
+
+    book = GuidelineBook(bank, min_support=1)
+    bank.add(lesson("q one"))
+    bank.add(lesson("q two", namespace="other"))
+    book.distil("arithmetic")
+    assert bank.clear("arithmetic") == 1
+    book.clear("arithmetic")
+    assert bank.lessons("arithmetic") == [] and bank.search("arithmetic", "q one") == []
+    assert book.current("arithmetic").version == 0 and len(bank.lessons("other")) == 1

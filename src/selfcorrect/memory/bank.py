@@ -174,6 +174,15 @@ class LessonBank:
                 self._vectors.pop(lesson.namespace, None)
                 self._active.pop(lesson.namespace, None)
 
+    def clear(self, namespace: str) -> int:
+        """Forget a namespace's lessons, retired ones included; return how many there were."""
+        with self._lock:
+            count = self._db.execute("DELETE FROM lessons WHERE namespace = ?", (namespace,)).rowcount
+            self._indexes.pop(namespace, None)
+            self._vectors.pop(namespace, None)
+            self._active.pop(namespace, None)
+        return count
+
     def retire(self, lesson_id: str) -> None:
         with self._lock:
             lesson = self._get(lesson_id)

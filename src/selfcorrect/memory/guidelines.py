@@ -167,6 +167,9 @@ class GuidelineBook:
         self._db.execute("UPDATE guidelines SET payload = ? WHERE namespace = ? AND version = ?",
                          (current.model_dump_json(), namespace, current.version))
 
+    def clear(self, namespace: str) -> None:
+        self._db.execute("DELETE FROM guidelines WHERE namespace = ?", (namespace,))
+
     def _hurts(self, rule: Rule) -> bool:
         return rule.uses >= self.min_uses and rule.hurt > rule.helped
 

@@ -53,9 +53,7 @@ async def lessons_from(trajectory: Trajectory, question: str, namespace: str, pr
         if failed is None or failed.passed:
             continue
         fix = _first_passing(attempt, children, trajectory.oracle)
-        wrong_answer = attempt.answer or attempt.text
-        text = template_lesson(None if len(wrong_answer) > 120 else wrong_answer, failed.text,
-                               (fix.answer or fix.text) if fix is not None else None)
+        text = template_lesson(failed.text, (fix.answer or fix.text) if fix is not None else None)
         written_by = "template"
         if writer is not None:
             corrected = f"\nA solution that passed:\n{fix.text}\n\n" if fix is not None else "\n"

@@ -64,10 +64,13 @@ def check_writable(lesson: Lesson, oracle_run: bool) -> None:
                           "write oracle lessons only in oracle runs, marked oracle")
 
 
-def template_lesson(wrong_answer: str | None, feedback: str, corrected_answer: str | None) -> str:
-    """A lesson written without the model, for models too weak to write one."""
+def template_lesson(feedback: str, corrected_answer: str | None) -> str:
+    """A lesson written without the model, for models too weak to write one: what the
+    feedback said and, when one was verified, what passed instead. The wrong attempt itself
+    is not quoted (it stays in the lesson's record): shown a wrong program, the embedded model
+    copied it (docs/FINDINGS.md, online memory)."""
     first = " ".join(feedback.split())[:200]
-    text = f"An earlier answer{f' ({_short(wrong_answer)})' if wrong_answer else ''} was wrong: {first}"
+    text = f"An earlier answer was wrong: {first}"
     if corrected_answer:
         text += f" This passed instead: {_short(corrected_answer, 400)}"
     return text

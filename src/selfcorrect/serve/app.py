@@ -259,8 +259,7 @@ class Server:
             said += f" The correct answer is: {request.answer}"
         lesson = Lesson(namespace=self.config.memory, input=payload["question"], wrong=final["text"], feedback=said,
                         feedback_kind="external", corrected=request.answer,
-                        text=template_lesson(final["answer"] if final["answer"] and len(final["answer"]) <= 120 else None,
-                                             said, None),
+                        text=template_lesson(said, None),
                         provenance={"completion": request.completion_id, "api_key": key})
         lesson_id = self.bank.add(lesson)
         self.feedback_lessons += 1
