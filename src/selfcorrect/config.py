@@ -57,13 +57,22 @@ class HTTPSettings(BaseModel):
         return [value] if isinstance(value, str) else value
 
 
-SECTIONS: dict[str, type[BaseModel]] = {"llama": LlamaSettings, "http": HTTPSettings}
+class HFSettings(BaseModel):
+    """[hf]: the transformers engine (hf:PATH, round:N)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    batch: int = Field(8, ge=1, description="how many sequences the transformers engine decodes together")
+    threads: int | None = Field(None, ge=1, description="torch's threads (default: torch's choice)")
+
+
+SECTIONS: dict[str, type[BaseModel]] = {"llama": LlamaSettings, "http": HTTPSettings, "hf": HFSettings}
 
 
 class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    model: str = Field("embedded", description="the model: embedded, gguf:PATH or openai:NAME")
+    model: str = Field("embedded", description="the model: embedded, gguf:PATH, openai:NAME, hf:PATH or round:N")
     store: Path = Field(DEFAULT_STORE, description="the SQLite store file (sample cache, runs)")
     data: Path | None = Field(
         None, description="where datasets are: a folder holding gsm8k/ and mbpp/ (default: the hub)"
@@ -79,6 +88,7 @@ class Settings(BaseModel):
         default_factory=dict, description="prompt overrides per strategy ([prompts.NAME] key = template)")
     llama: LlamaSettings = Field(default_factory=LlamaSettings, description="the [llama] section")
     http: HTTPSettings = Field(default_factory=HTTPSettings, description="the [http] section")
+    hf: HFSettings = Field(default_factory=HFSettings, description="the [hf] section")
 
 
 def load_settings(config: Path | None = None, **overrides) -> Settings:

@@ -52,11 +52,38 @@ def _openai(settings: Settings, arg: str) -> Model:
                                  timeout=http.timeout, retries=http.retries, context_length=http.context_length)
 
 
+@BACKENDS.register("hf", about="hf:PATH[+ADAPTER]: a transformers checkpoint in-process, with a LoRA "
+                   "adapter if given (the model that can learn; selfcorrect[train])")
+def _hf(settings: Settings, arg: str) -> Model:
+    from selfcorrect.models.hf import HFModel
+
+    if not arg:
+        raise ConfigError("--model hf: needs a path", "write --model hf:/path/to/checkpoint[+/path/to/adapter]")
+    path, _, adapter = arg.partition("+")
+    return HFModel(path, adapter or None, batch=settings.hf.batch, threads=settings.hf.threads)
+
+
+@BACKENDS.register("round", about="round:N: the checkpoint of self-training round N (0: the exported "
+                   "embedded model), from the lineage in the store")
+def _round(settings: Settings, arg: str) -> Model:
+    from selfcorrect.models.hf import HFModel
+    from selfcorrect.train.lineage import Lineage
+
+    if not arg.isdigit():
+        raise ConfigError(f"--model round:{arg} needs a round number", "write --model round:0, round:1, ...")
+    lineage = Lineage(settings.store)
+    try:
+        checkpoint = lineage.of_round(int(arg))
+    finally:
+        lineage.close()
+    return HFModel(checkpoint.path, checkpoint.adapter, batch=settings.hf.batch, threads=settings.hf.threads)
+
+
 def load_model(settings: Settings) -> Model:
     """The engine a settings' model spec names, without the cache."""
     name, _, arg = settings.model.partition(":")
     if name not in BACKENDS.names():
         raise ConfigError(f"unknown model {settings.model!r}",
-                          "use one of: embedded, embedded:QUANT, gguf:PATH, openai:NAME"
-                          + "".join(f", {n}:ARG" for n in BACKENDS.names() if n not in ("embedded", "gguf", "openai")))
+                          "use one of: embedded, embedded:QUANT, gguf:PATH, openai:NAME, hf:PATH, round:N"
+                          + "".join(f", {n}:ARG" for n in BACKENDS.names() if n not in ("embedded", "gguf", "openai", "hf", "round")))
     return BACKENDS.get(name).factory(settings, arg)

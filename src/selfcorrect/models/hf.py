@@ -1,0 +1,319 @@
+"""`hf:PATH[+ADAPTER]`: a Hugging Face transformers causal LM in-process, the model that can
+learn (issue 10's slow path trains it; `selfcorrect models export` makes the embedded model
+one).
+
+Requests are decoded together in batches of up to `batch` sequences on a worker thread, with
+one KV cache for the batch (prompts left-padded, positions counted from each prompt's first
+token). Sample k of a request draws with its own torch generator seeded by
+`sample_seed(seed, k)`, and samples as the embedded engine does: top-k, then top-p, then the
+temperature, then a draw. The identity hashes the weights (and the adapter's), so the sample
+cache never serves one model's draws to another. Needs the `train` extra.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import hashlib
+import inspect
+import json
+import threading
+import time
+from collections import deque
+from collections.abc import Sequence as Seq
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from selfcorrect.errors import ConfigError, SelfcorrectError
+from selfcorrect.models.base import Capabilities, Completion, Message, SamplingParams, check_messages, sample_seed
+
+
+def weights_hash(folder: str | Path) -> str:
+    """The content hash of a checkpoint's or adapter's weight files (kept beside them, keyed
+    by size and time, so a large file is read once)."""
+    folder = Path(folder)
+    files = sorted(p for p in folder.iterdir() if p.suffix in (".safetensors", ".bin") and p.is_file())
+    if not files:
+        raise ConfigError(f"no weights in {folder}", "a checkpoint holds *.safetensors (or *.bin) files")
+    sidecar = folder / ".selfcorrect-hash.json"
+    stamp = [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in files]
+    try:
+        saved = json.loads(sidecar.read_text())
+        if saved["files"] == stamp:
+            return saved["sha256"]
+    except (OSError, ValueError, KeyError):
+        pass
+    digest = hashlib.sha256()
+    for path in files:
+        with path.open("rb") as f:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+    value = digest.hexdigest()[:16]
+    try:
+        sidecar.write_text(json.dumps({"files": stamp, "sha256": value}))
+    except OSError:
+        pass  # a read-only checkpoint is hashed again next time
+    return value
+
+
+@dataclass
+class _Row:
+    prompt: list[int]
+    params: SamplingParams
+    index: int
+    request: _Request
+    tokens: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+    text: str = ""
+    finish: str | None = None
+
+
+@dataclass
+class _Request:
+    prompt: list[int]
+    params: SamplingParams
+    first_index: int
+    future: concurrent.futures.Future
+    results: dict[int, Completion] = field(default_factory=dict)
+    pending: int = 0
+
+
+class HFModel:
+    def __init__(self, path: str | Path, adapter: str | Path | None = None, *, batch: int = 8,
+                 threads: int | None = None):
+        try:
+            import torch
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+        except ImportError:
+            raise ConfigError("the hf backend needs torch and transformers",
+                              "pip install torch==2.13.0 'selfcorrect[train]'") from None
+        self.path = Path(path).expanduser()
+        if not (self.path / "config.json").is_file():
+            raise ConfigError(f"no transformers model at {self.path}",
+                              "give a folder with config.json and weights (`selfcorrect models export` makes one)")
+        if threads:
+            torch.set_num_threads(threads)
+        self._torch = torch
+        self.tokenizer = AutoTokenizer.from_pretrained(self.path)
+        self.model = AutoModelForCausalLM.from_pretrained(self.path, dtype=torch.float32)
+        self.model.eval()
+        # transformers renamed past_key_values to cache (5.2x); take whichever this version has
+        # (a PEFT wrapper passes either through)
+        forward = inspect.signature(type(self.model).forward).parameters
+        self._cache_argument = "cache" if "cache" in forward else "past_key_values"
+        self.batch = batch
+        self._model_lock = threading.Lock()
+        self._base_identity = f"hf:{self.path.name}:{weights_hash(self.path)}"
+        self.adapter: Path | None = None
+        if adapter is not None:
+            self.load_adapter(adapter)
+        self._stops = self._eos_ids()
+        self._pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else min(self._stops)
+        self._waiting: deque[_Request] = deque()
+        self._cv = threading.Condition()
+        self._closed = False
+        self._thread = threading.Thread(target=self._loop, name="selfcorrect-hf", daemon=True)
+        self._thread.start()
+
+    # -- adapters ----------------------------------------------------------------------
+
+    def load_adapter(self, adapter: str | Path) -> None:
+        """Put a LoRA adapter on the base weights (replacing any other)."""
+        from peft import PeftModel
+
+        adapter = Path(adapter).expanduser()
+        if not (adapter / "adapter_config.json").is_file():
+            raise ConfigError(f"no LoRA adapter at {adapter}", "give a folder with adapter_config.json")
+        with self._model_lock:  # never while a batch decodes
+            if self.adapter is not None:
+                self.model = self.model.unload()
+            self.model = PeftModel.from_pretrained(self.model, adapter)
+            self.model.eval()
+            self.adapter = adapter
+            self._adapter_hash = weights_hash(adapter)
+
+    def unload_adapter(self) -> None:
+        with self._model_lock:
+            if self.adapter is not None:
+                self.model = self.model.unload()
+                self.adapter = None
+
+    def merge_adapter(self, out: str | Path) -> Path:
+        """Save the base with the adapter merged in as a plain checkpoint."""
+        if self.adapter is None:
+            raise ConfigError("no adapter to merge", "load one first")
+        out = Path(out)
+        with self._model_lock:
+            self.model, self.adapter = self.model.merge_and_unload(), None
+            self.model.save_pretrained(out)
+        self.tokenizer.save_pretrained(out)
+        return out
+
+    # -- the protocol ------------------------------------------------------------------
+
+    @property
+    def identity(self) -> str:
+        return self._base_identity + (f"+lora:{self._adapter_hash}" if self.adapter is not None else "")
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities(native_n=True, logprobs=True,
+                            context_length=getattr(self.model.config, "max_position_embeddings", 2048),
+                            max_parallel=self.batch, default_top_k=40)
+
+    async def describe(self) -> dict:
+        return {"backend": "hf", "path": str(self.path), "adapter": str(self.adapter) if self.adapter else None,
+                "parameters": sum(p.numel() for p in self.model.parameters()), "batch": self.batch}
+
+    def tokenize_chat(self, messages: Seq[Message]) -> list[int]:
+        text = self.tokenizer.apply_chat_template(check_messages(messages), add_generation_prompt=True, tokenize=False)
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    async def generate(self, messages: Seq[Message], params: SamplingParams, first_index: int = 0) -> list[Completion]:
+        prompt = self.tokenize_chat(messages)
+        limit = self.capabilities.context_length
+        if len(prompt) + params.max_tokens > limit:
+            raise ConfigError(f"the prompt has {len(prompt)} tokens and may grow by {params.max_tokens}; "
+                              f"the model holds {limit}", "shorten the prompt or lower max_tokens")
+        request = _Request(prompt, params, first_index, concurrent.futures.Future(), pending=params.n)
+        with self._cv:
+            if self._closed:
+                raise SelfcorrectError("the hf model is closed")
+            self._waiting.append(request)
+            self._cv.notify()
+        return await asyncio.wrap_future(request.future)
+
+    async def aclose(self) -> None:
+        self.close()
+
+    def close(self) -> None:
+        with self._cv:
+            if self._closed:
+                return
+            self._closed = True
+            self._cv.notify()
+        self._thread.join()
+
+    # -- the worker --------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        while True:
+            with self._cv:
+                while not self._closed and not self._waiting:
+                    self._cv.wait()
+                if self._closed:
+                    for request in self._waiting:
+                        request.future.set_exception(SelfcorrectError("the hf model was closed"))
+                    return
+                rows = self._take()
+            try:
+                with self._model_lock:
+                    self._decode(rows)
+            except Exception as e:  # a failed batch fails its requests, not the engine
+                for request in {id(r.request): r.request for r in rows}.values():
+                    if not request.future.done():
+                        request.future.set_exception(e)
+
+    def _take(self) -> list[_Row]:
+        """Up to `batch` sequences from the waiting requests, in order; a request larger than
+        the batch leaves its remaining samples at the head of the queue."""
+        rows: list[_Row] = []
+        while self._waiting and len(rows) < self.batch:
+            request = self._waiting[0]
+            take = min(request.pending, self.batch - len(rows))
+            start = request.first_index + request.params.n - request.pending
+            rows += [_Row(request.prompt, request.params, start + k, request) for k in range(take)]
+            request.pending -= take
+            if request.pending == 0:
+                self._waiting.popleft()
+        return rows
+
+    def _decode(self, rows: list[_Row]) -> None:
+        torch = self._torch
+        started = time.perf_counter()
+        width = max(len(r.prompt) for r in rows)
+        ids = torch.full((len(rows), width), self._pad, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, row in enumerate(rows):
+            ids[i, width - len(row.prompt):] = torch.tensor(row.prompt)
+            mask[i, width - len(row.prompt):] = 1
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        generators = [torch.Generator().manual_seed(sample_seed(r.params.seed, r.index)) for r in rows]
+        with torch.no_grad():
+            out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
+            past, logits = _cache_of(out), out.logits[:, -1, :].float()
+            following = positions[:, -1:] + 1
+            for _ in range(max(r.params.max_tokens for r in rows)):
+                step = []
+                for i, row in enumerate(rows):
+                    if row.finish is not None:
+                        step.append(self._pad)
+                        continue
+                    token = self._sample(logits[i], row.params, generators[i])
+                    step.append(token)
+                    self._accept(row, token, logits[i])
+                if all(r.finish is not None for r in rows):
+                    break
+                mask = torch.cat([mask, torch.ones((len(rows), 1), dtype=torch.long)], dim=1)
+                out = self.model(input_ids=torch.tensor(step)[:, None], attention_mask=mask, position_ids=following,
+                                 use_cache=True, **{self._cache_argument: past})
+                past, logits = _cache_of(out), out.logits[:, -1, :].float()
+                following = following + 1
+        seconds = (time.perf_counter() - started) / len(rows)
+        for row in rows:
+            self._finish(row, seconds)
+
+    def _sample(self, logits, params: SamplingParams, generator) -> int:
+        torch = self._torch
+        if params.greedy:
+            return int(torch.argmax(logits))
+        values, order = (torch.topk(logits, params.top_k) if params.top_k else torch.sort(logits, descending=True))
+        if params.top_p < 1.0:
+            probs = torch.softmax(values, dim=-1)
+            keep = (probs.cumsum(-1) - probs) < params.top_p  # the smallest set reaching top_p
+            values, order = values[keep], order[keep]
+        probs = torch.softmax(values / params.temperature, dim=-1)
+        return int(order[torch.multinomial(probs, 1, generator=generator)])
+
+    def _accept(self, row: _Row, token: int, logits) -> None:
+        if token in self._stops:
+            row.finish = "stop"
+            return
+        row.tokens.append(token)
+        if row.params.logprobs:
+            row.logprobs.append(float(self._torch.log_softmax(logits, dim=-1)[token]))
+        row.text = self.tokenizer.decode(row.tokens, skip_special_tokens=True)
+        for stop in row.params.stop:
+            cut = row.text.find(stop)
+            if cut >= 0:
+                row.text, row.finish = row.text[:cut], "stop"
+                return
+        if len(row.tokens) >= row.params.max_tokens:
+            row.finish = "length"
+
+    def _finish(self, row: _Row, seconds: float) -> None:
+        request = row.request
+        request.results[row.index] = Completion(
+            text=row.text, finish_reason=row.finish or "length", prompt_tokens=len(row.prompt),
+            completion_tokens=len(row.tokens), seconds=seconds, index=row.index,
+            logprobs=tuple(row.logprobs) if row.params.logprobs else None, token_ids=tuple(row.tokens))
+        if len(request.results) == request.params.n and not request.future.done():
+            request.future.set_result([request.results[k] for k in sorted(request.results)])
+
+    def _eos_ids(self) -> set[int]:
+        ids = set()
+        configured = getattr(self.model.generation_config, "eos_token_id", None)
+        if configured is not None:
+            ids |= set(configured if isinstance(configured, list) else [configured])
+        if self.tokenizer.eos_token_id is not None:
+            ids.add(self.tokenizer.eos_token_id)
+        end = self.tokenizer.convert_tokens_to_ids("<|im_end|>")
+        if isinstance(end, int) and end != self.tokenizer.unk_token_id:
+            ids.add(end)
+        if not ids:
+            raise ConfigError(f"{self.path} names no end-of-sequence token", "set eos_token_id in its config")
+        return ids
+
+
+def _cache_of(out):
+    return getattr(out, "cache", None) or out.past_key_values

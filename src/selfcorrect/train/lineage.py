@@ -1,0 +1,72 @@
+"""Checkpoints as a lineage: every model the slow path makes is registered with its parent,
+round, method, the hash of the data it was trained on and its metrics, in the store file.
+`--model round:N` loads round N's checkpoint; `selfcorrect models lineage` lists them."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+from selfcorrect.errors import ConfigError
+
+TABLE = """
+CREATE TABLE IF NOT EXISTS checkpoints (
+    name TEXT PRIMARY KEY,
+    round INTEGER NOT NULL,
+    payload TEXT NOT NULL
+);
+"""
+
+
+class Checkpoint(BaseModel):
+    name: str
+    round: int = Field(ge=0)
+    path: str  # a transformers checkpoint folder
+    adapter: str | None = None  # a LoRA adapter folder on top of `path`
+    parent: str | None = None
+    method: str = "export"  # export, rft, star, correction, dpo
+    data_hash: str | None = None
+    metrics: dict = Field(default_factory=dict)
+    created_at: float = Field(default_factory=time.time)
+
+
+class Lineage:
+    def __init__(self, store: str | Path):
+        Path(store).parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(store, isolation_level=None, timeout=30)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.executescript(TABLE)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def register(self, checkpoint: Checkpoint) -> Checkpoint:
+        if checkpoint.parent is not None and self.get(checkpoint.parent) is None:
+            raise ConfigError(f"checkpoint {checkpoint.name}'s parent {checkpoint.parent!r} is not registered",
+                              "register the parent first")
+        self._db.execute("INSERT OR REPLACE INTO checkpoints VALUES (?, ?, ?)",
+                         (checkpoint.name, checkpoint.round, checkpoint.model_dump_json()))
+        return checkpoint
+
+    def get(self, name: str) -> Checkpoint | None:
+        row = self._db.execute("SELECT payload FROM checkpoints WHERE name = ?", (name,)).fetchone()
+        return Checkpoint.model_validate_json(row[0]) if row else None
+
+    def of_round(self, number: int) -> Checkpoint:
+        rows = self._db.execute("SELECT payload FROM checkpoints WHERE round = ? ORDER BY name", (number,)).fetchall()
+        if not rows:
+            known = ", ".join(str(c.round) for c in self.all()) or "none"
+            raise ConfigError(f"no checkpoint of round {number}", f"rounds registered: {known}"
+                              + ("" if known != "none" else "; `selfcorrect models export` registers round 0"))
+        if len(rows) > 1:
+            names = ", ".join(json.loads(r[0])["name"] for r in rows)
+            raise ConfigError(f"round {number} has several checkpoints ({names})", "name one with --model ckpt:NAME")
+        return Checkpoint.model_validate_json(rows[0][0])
+
+    def all(self) -> list[Checkpoint]:
+        rows = self._db.execute("SELECT payload FROM checkpoints ORDER BY round, name").fetchall()
+        return [Checkpoint.model_validate_json(r[0]) for r in rows]
