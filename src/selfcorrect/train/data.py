@@ -1,0 +1,101 @@
+"""Training data from the stored record: graded attempts, read across runs through the
+store's reader, made into prompt-completion examples, each with its provenance.
+
+    rft   rejection sampling (ReST-EM): the attempts the task's check accepted, at most
+          `per_item` per item (easy items do not crowd out hard ones), deduplicated.
+
+The train and held-out sides are split by item id (a hash of the id and the seed, so an
+item's side never depends on which other items there are), and a builder only reads items of
+the train side it is given: no held-out item reaches a training set.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+from selfcorrect.errors import ConfigError
+from selfcorrect.store import Store
+
+
+class Example(BaseModel):
+    """One training example: the conversation the model was given, and the reply to learn."""
+
+    prompt: list[dict]
+    completion: str
+    item_id: str
+    label: str = "gold"  # what decided the reply was right: gold, vote, program
+    oracle: bool = False  # the gold answer shaped the example itself (star's hints)
+    provenance: dict = Field(default_factory=dict)  # run, strategy, attempt, model
+
+
+def split(item_ids: Iterable[str], heldout: float, seed: int = 0) -> tuple[list[str], list[str]]:
+    """(train, held-out) item ids: an item is held out when the hash of its id and the seed
+    falls in the held-out share."""
+    if not 0 < heldout < 1:
+        raise ConfigError(f"a held-out share of {heldout} leaves nothing to train or to measure",
+                          "choose a share between 0 and 1, e.g. 0.5")
+    train, held = [], []
+    for item_id in item_ids:
+        digest = hashlib.sha256(f"{seed}:{item_id}".encode()).digest()
+        (held if int.from_bytes(digest[:8], "big") / 2**64 < heldout else train).append(item_id)
+    return train, held
+
+
+def build_rft(store: Store, *, task: str, train_ids: Sequence[str], run_ids: Sequence[str] | None = None,
+              model: str | None = None, per_item: int = 4, max_chars: int = 2000) -> list[Example]:
+    """Rejection sampling: every correct attempt of the train items, answering the task's own
+    conversation (as the model will be asked), at most `per_item` distinct replies per item."""
+    allowed = set(train_ids)
+    kept: dict[str, list[Example]] = {}
+    seen: set[tuple[str, str]] = set()
+    for graded in store.graded_attempts(task=task, run_ids=run_ids, item_ids=list(allowed), correct=True,
+                                        model=model):
+        if graded.item_id not in allowed or graded.messages is None:
+            continue
+        text = graded.attempt.text.strip()
+        key = (graded.attempt.messages_hash, " ".join(text.split()))
+        if not text or len(text) > max_chars or key in seen or graded.attempt.finish_reason == "length":
+            continue
+        examples = kept.setdefault(graded.item_id, [])
+        if len(examples) >= per_item:
+            continue
+        seen.add(key)
+        examples.append(Example(prompt=graded.messages, completion=text, item_id=graded.item_id, label="gold",
+                                provenance={"run": graded.run_id, "strategy": graded.strategy,
+                                            "attempt": graded.attempt.index, "model": graded.model}))
+    return [e for examples in kept.values() for e in examples]
+
+
+def check_heldout(examples: Iterable[Example], heldout_ids: Iterable[str]) -> None:
+    """Refuse a training set that holds a held-out item."""
+    leaked = {e.item_id for e in examples} & set(heldout_ids)
+    if leaked:
+        raise ConfigError(f"{len(leaked)} held-out items are in the training set (first: {sorted(leaked)[0]})",
+                          "build training data from the train side only")
+
+
+def data_hash(examples: Sequence[Example]) -> str:
+    payload = json.dumps([e.model_dump() for e in examples], sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def write_jsonl(examples: Sequence[Example], path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as f:
+        for example in examples:
+            f.write(example.model_dump_json() + "\n")
+    return path
+
+
+def to_dataset(examples: Sequence[Example]):
+    """A `datasets` dataset in TRL's conversational prompt-completion form (the loss falls on
+    the completion only)."""
+    from datasets import Dataset
+
+    return Dataset.from_list([{"prompt": e.prompt, "completion": [{"role": "assistant", "content": e.completion}]}
+                              for e in examples])

@@ -1,0 +1,102 @@
+"""The slow path's pieces on a tiny random model: training data from stored graded attempts
+(no held-out item can reach it), and a LoRA round of TRL's SFT that lowers the loss on it,
+saved as an adapter the transformers backend loads."""
+
+import asyncio
+
+import pytest
+
+pytest.importorskip("trl")
+
+from selfcorrect.config import load_settings  # noqa: E402
+from selfcorrect.errors import ConfigError  # noqa: E402
+from selfcorrect.runner import EvalSpec, Evaluation  # noqa: E402
+from selfcorrect.store import Store  # noqa: E402
+from selfcorrect.train.data import build_rft, check_heldout, data_hash, split, to_dataset  # noqa: E402
+from tests.scripts import ListTask, Script, asked  # noqa: E402
+
+PROBLEMS = [(f"What is {a} + {b}?", str(a + b)) for a in range(1, 9) for b in (2, 5)]
+
+
+def sampled(tmp_path):
+    """Five samples per problem from a scripted model that is right on samples 0, 1 (the same
+    reply as 0) and 3."""
+    def reply(last, messages, k):
+        a, b = (int(w.strip("?")) for w in last.split() if w.strip("?").isdigit())
+        return {0: f"The answer is {a + b}.", 3: f"The answer is {a + b}, since {a} + {b} = {a + b}.",
+                1: f"The answer is {a + b}."}.get(k, f"The answer is {a + b + 1}.")  # 1 repeats 0
+    script = Script([(asked("What is"), reply)])
+    settings = load_settings(store=tmp_path / "store.sqlite")
+    evaluation = Evaluation(settings, EvalSpec(strategies=["self-consistency:n=5"], reference=False),
+                            task=ListTask(PROBLEMS), engine=script.model)
+    asyncio.run(evaluation.run())
+    return Store(tmp_path / "store.sqlite")
+
+
+def test_the_split_is_by_item_and_stable_and_nothing_held_out_is_trained_on(tmp_path):
+    ids = [f"list/{i}" for i in range(len(PROBLEMS))]
+    train, held = split(ids, 0.5, seed=1)
+    assert set(train) | set(held) == set(ids) and not set(train) & set(held) and train and held
+    assert split(ids[:7], 0.5, seed=1)[1] == [i for i in held if i in ids[:7]]  # a side never depends on the others
+    store = sampled(tmp_path)
+    examples = build_rft(store, task="list", train_ids=train, per_item=1)
+    assert {e.item_id for e in examples} == set(train)  # only train items, one each (the cap)
+    assert all(e.completion.startswith("The answer is") and e.label == "gold" for e in examples)
+    assert all(e.provenance["strategy"] == "self-consistency:n=5" for e in examples)
+    two = build_rft(store, task="list", train_ids=train, per_item=4)
+    assert len(two) == 2 * len(train)  # samples 0 and 3 were right: distinct replies only
+    check_heldout(two, held)
+    with pytest.raises(ConfigError, match="held-out items are in the training set"):
+        check_heldout(two, train[:1])
+    assert data_hash(two) == data_hash(build_rft(store, task="list", train_ids=train, per_item=4))
+    with pytest.raises(ConfigError, match="leaves nothing"):
+        split(ids, 1.0)
+
+
+def test_sft_learns_the_replies_and_a_lora_adapter_serves(tmp_path):
+    from selfcorrect.models.base import SamplingParams
+    from selfcorrect.models.hf import HFModel
+    from selfcorrect.train.sft import SFTSettings, train_sft
+    from tests.tinymodel import make_tiny_model
+
+    base = make_tiny_model(tmp_path / "tiny")
+    store = sampled(tmp_path)
+    examples = build_rft(store, task="list", train_ids=[f"list/{i}" for i in range(len(PROBLEMS))], per_item=2)
+    dataset = to_dataset(examples)
+    full = train_sft(base, dataset, tmp_path / "full", SFTSettings(lora=False, epochs=8, learning_rate=3e-3,
+                                                                   save_steps=100), progress=False)
+    assert full["steps"] == 8 * -(-len(examples) // 8) and full["tokens"] > 0
+    assert full["log"][-1] < full["log"][0] * 0.8, full["log"]  # it learned the replies
+    assert (tmp_path / "full" / "model" / "model.safetensors").is_file()
+
+    lora = train_sft(base, dataset, tmp_path / "lora", SFTSettings(epochs=1, save_steps=100), progress=False)
+    assert lora["lora"] and (tmp_path / "lora" / "model" / "adapter_config.json").is_file()
+    model = HFModel(base, tmp_path / "lora" / "model")
+    try:
+        [reply] = asyncio.run(model.generate(examples[0].prompt, SamplingParams(temperature=0.0, max_tokens=4)))
+        assert "+lora:" in model.identity and reply.completion_tokens > 0
+    finally:
+        model.close()
+
+
+def test_a_killed_training_resumes_from_its_last_checkpoint(tmp_path):
+    from selfcorrect.train.sft import SFTSettings, train_sft
+    from tests.tinymodel import make_tiny_model
+
+    base = make_tiny_model(tmp_path / "tiny")
+    store = sampled(tmp_path)
+    dataset = to_dataset(build_rft(store, task="list", train_ids=[f"list/{i}" for i in range(len(PROBLEMS))]))
+    settings = SFTSettings(lora=False, epochs=2, learning_rate=1e-3, save_steps=2)
+    first = train_sft(base, dataset, tmp_path / "run", settings, progress=False)
+    assert not first["resumed"] and any((tmp_path / "run" / "steps").glob("checkpoint-*"))
+    # as after kill -9 halfway: the first checkpoint is there, the rest is not
+    import shutil
+
+    checkpoints = sorted((tmp_path / "run" / "steps").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    assert len(checkpoints) >= 2
+    for later in checkpoints[1:]:
+        shutil.rmtree(later)
+    shutil.rmtree(tmp_path / "run" / "model")
+    again = train_sft(base, dataset, tmp_path / "run", settings, progress=False)
+    assert again["resumed"] and again["steps"] == first["steps"]
+    assert (tmp_path / "run" / "model" / "model.safetensors").is_file()
