@@ -23,11 +23,12 @@ BUGGY = "```python\nprint(apples + bought)\n```"
 
 
 def remembered(messages) -> bool:
-    return messages[0]["role"] == "system" and HEADER in messages[0]["content"]
+    return HEADER in messages[0]["content"]
 
 
 def good(messages) -> str:
-    a, b = (int(w) for w in messages[-1]["content"].split() if w.isdigit())
+    asked_now = messages[-1]["content"].split("Write a short Python program")[-1]  # not the lessons above it
+    a, b = (int(w) for w in asked_now.split() if w.isdigit())
     return f"```python\nprint({a} + {b})\n```"
 
 
@@ -66,7 +67,8 @@ def test_online_memory_learns_from_each_item_before_the_next_and_never_forward(t
     # held-out items were shown it, yet wrote nothing and moved no counter
     assert all(r.trajectory.memory["lessons"] == [lessons[0].id] for r in memory[4:])
     # never a lesson about the item itself: item 0 is not shown its own lesson on a resumed view
-    shown_inputs = {call.messages[0]["content"] for call in script.model.calls if remembered(call.messages)}
+    shown_inputs = {call.messages[0]["content"].split("\n\nWrite a short")[0] for call in script.model.calls
+                    if remembered(call.messages)}
     assert all(PROBLEMS[0][0] in text for text in shown_inputs)
     guidelines = GuidelineBook(bank).history("list")
     assert guidelines == []  # one lesson is below a rule's support of two

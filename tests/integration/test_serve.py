@@ -28,7 +28,7 @@ def reply(messages, params, k):
         return "It is wrong.\nScore: 2"
     if "Using the feedback" in last or "Improve" in last:
         return "Fixed. The answer is 42."
-    if messages[0]["role"] == "system" and HEADER in messages[0]["content"]:
+    if HEADER in messages[0]["content"]:
         return "I remember this one. The answer is 42."
     return ["The answer is 41.", "The answer is 42.", "The answer is 42.", "The answer is 40.", "The answer is 42."][k % 5]
 
@@ -121,7 +121,7 @@ def test_feedback_writes_a_lesson_that_the_next_similar_request_is_shown(server,
         {"role": "user", "content": "What is 17 + 26? End with: The answer is N."}])
     assert second.model_extra["selfcorrect"]["memory"]["lessons"] == [lesson.id]
     assert second.choices[0].message.content == "I remember this one. The answer is 42."
-    shown = [call for call in scripted.calls if call.messages[0]["role"] == "system"]
+    shown = [call for call in scripted.calls if HEADER in call.messages[0]["content"]]
     assert "17 + 25 is 42." in shown[-1].messages[0]["content"]
     httpx.post(f"{url}/v1/feedback", json={"completion_id": second.id, "correct": True})
     [counted] = LessonBank(tmp_path / "store.sqlite").lessons("help")

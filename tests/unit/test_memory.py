@@ -122,7 +122,9 @@ def test_recall_never_shows_a_lesson_about_the_item_itself_and_puts_memory_first
     assert [l.input for l, _ in Recall(bank, "arithmetic", exclude_same_input=False)("What is 12 * 11?").lessons][0] \
         == "What is 12 * 11?"  # a server shows it: the client's verdict on that very request
     messages = with_memory([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "q"}], recalled.text)
-    assert messages[0]["content"].startswith("Be brief.\n\nLessons from earlier mistakes") and len(messages) == 2
+    # the system message stays the model's (a template's default one included): memory heads the user's
+    assert messages[0] == {"role": "system", "content": "Be brief."} and len(messages) == 2
+    assert messages[1]["content"].startswith("Lessons from earlier mistakes") and messages[1]["content"].endswith("\n\nq")
     assert with_memory([{"role": "user", "content": "q"}], "")[0]["role"] == "user"  # nothing recalled: unchanged
 
 

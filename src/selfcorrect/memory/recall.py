@@ -1,5 +1,5 @@
 """Memory as a strategy reads it: the lessons most similar to a new input and the current
-guidelines, put before the strategy's attempts as a system message.
+guidelines, put before the strategy's attempts, at the head of the first user message.
 
 A session holds a `Recall`, never the bank: it reads, it cannot write, and in an evaluation
 it never finds a lesson about the very item it works on (`exclude_same_input`), which
@@ -66,13 +66,17 @@ class Recall:
 
 
 def with_memory(messages: list[Message] | tuple[Message, ...], text: str) -> list[Message]:
-    """The conversation with memory put first: in its system message, or as one."""
+    """The conversation with memory put first in its first user message. Not as a system
+    message: that replaces a model's default system prompt (SmolLM2's template adds one only
+    when there is none), and the embedded model then stopped following the task's format
+    (docs/FINDINGS.md, online memory)."""
     messages = list(messages)
     if not text:
         return messages
-    if messages and messages[0]["role"] == "system":
-        return [{"role": "system", "content": f"{messages[0]['content']}\n\n{text}"}, *messages[1:]]
-    return [{"role": "system", "content": text}, *messages]
+    for i, message in enumerate(messages):
+        if message["role"] == "user":
+            return [*messages[:i], {"role": "user", "content": f"{text}\n\n{message['content']}"}, *messages[i + 1:]]
+    return [*messages, {"role": "user", "content": text}]
 
 
 def _clip(text: str, limit: int) -> str:
