@@ -80,6 +80,8 @@ def test_online_memory_learns_from_each_item_before_the_next_and_never_forward(t
     assert (pair["all"]["only_memory"], pair["all"]["only_twin"]) == (5, 0)
     assert pair["heldout"]["memory"] == 1.0 and pair["heldout"]["twin"] == 0.0
     assert pair["curve"]["cumulative"]["memory"][:2] == [0.0, 0.5]
+    assert report["baseline"] == "program-aided:rounds=0"  # the twin without memory
+    assert report["strategies"]["program-aided:rounds=0,memory=true"]["versus_baseline"]["difference"] == 5 / 6
     assert "Online: with memory" in (tmp_path / "report" / "report.md").read_text()
     assert "Online: accuracy over the items" in (tmp_path / "report" / "report.html").read_text()
 

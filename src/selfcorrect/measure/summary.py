@@ -15,10 +15,12 @@ from selfcorrect.trajectory import PHASES, UnitResult
 COST_FIELDS = ("calls", "prompt_tokens", "completion_tokens", "seconds", "sandbox_runs", "sandbox_seconds")
 
 
-def summarize(results: dict[str, list[UnitResult]], oracle: set[str], kind: str) -> dict:
-    """`results`: stored results by strategy spec, in the order the run listed them."""
+def summarize(results: dict[str, list[UnitResult]], oracle: set[str], kind: str, baseline: str | None = None) -> dict:
+    """`results`: stored results by strategy spec, in the order the run listed them. The
+    baseline of the paired tests: `baseline`, else single, else the first strategy."""
     strategies = {spec: _one(spec, rows, spec in oracle) for spec, rows in results.items()}
-    baseline = "single" if "single" in results else next(iter(results), None)
+    if baseline not in results:
+        baseline = "single" if "single" in results else next(iter(results), None)
     if baseline is not None:
         for spec, rows in results.items():
             strategies[spec]["versus_baseline"] = None if spec == baseline else _paired(results[baseline], rows)

@@ -15,15 +15,15 @@ from selfcorrect.store import Run, Store
 def build_report(store: Store, run: Run, kind: str) -> dict:
     results = results_by_strategy(store, run)
     oracle = {spec for spec, rows in results.items() if rows and rows[0].trajectory.oracle}
-    summary = summarize(results, oracle, kind)
-    spec = run.config.get("spec", {})
-    online = None
-    if spec.get("online"):
+    online = twins = None
+    if run.config.get("spec", {}).get("online"):
         from selfcorrect.runner import without_memory
 
         twins = {s: without_memory(s) for s in results if "memory=true" in s}
         online = online_summary(results, run.config["item_ids"], run.config.get("online", {}).get(
             "train_items", run.config["items"]), twins)
+    # an online run is measured against the strategy without memory
+    summary = summarize(results, oracle, kind, baseline=next(iter(twins.values()), None) if twins else None)
     for spec, custom in run.config.get("custom_prompts", {}).items():
         if spec in summary["strategies"]:
             summary["strategies"][spec]["custom_prompts"] = custom
