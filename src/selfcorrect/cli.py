@@ -701,6 +701,50 @@ def serve(
     uvicorn.run(application, host=host, port=port, log_level="warning", timeout_keep_alive=5, limit_concurrency=1024)
 
 
+@app.command()
+def train(
+    ctx: typer.Context,
+    task: Annotated[str, typer.Option(help="the task whose items are split into train and held-out sides")] = "arithmetic",
+    limit: Annotated[Optional[int], typer.Option(help="items, both sides together")] = 400,
+    heldout: Annotated[float, typer.Option(help="the held-out share of the items (split by item id)")] = 0.5,
+    rounds: Annotated[int, typer.Option(help="training rounds after the base's")] = 2,
+    method: Annotated[str, typer.Option(help="rft (built so far)")] = "rft",
+    labels: Annotated[str, typer.Option(help="gold (built so far)")] = "gold",
+    sample: Annotated[str, typer.Option(help="how the train side is sampled each round")] = "self-consistency:n=8",
+    sample_temperature: Annotated[float, typer.Option(help="its temperature")] = 0.7,
+    evaluate: Annotated[str, typer.Option(help="comma-separated strategies measured on the held-out side")] = "single",
+    restart: Annotated[str, typer.Option(help="base (ReST-EM: each round from the base) or continue")] = "base",
+    per_item: Annotated[int, typer.Option(help="the most training replies per item")] = 4,
+    patience: Annotated[int, typer.Option(help="rounds without a held-out gain before stopping")] = 1,
+    full: Annotated[bool, typer.Option("--full", help="full fine-tuning instead of LoRA")] = False,
+    epochs: Annotated[float, typer.Option(help="epochs per round")] = 2.0,
+    learning_rate: Annotated[float, typer.Option(help="2e-4 suits LoRA; full fine-tuning wants about 1e-5")] = 2e-4,
+    seed: Annotated[int, typer.Option(help="the split and the draws")] = 0,
+    folder: Annotated[Optional[Path], typer.Option("--out", help="where rounds go (default: train/ beside the store)")] = None,
+) -> None:
+    """Self-training rounds: sample the train side, keep what the check accepts, train, measure
+    the held-out side, repeat (docs/train.md). Needs `selfcorrect models export` first."""
+    from pydantic import ValidationError
+
+    from selfcorrect.train.rounds import TrainSpec, render, run
+
+    settings: Settings = ctx.obj
+    try:
+        spec = TrainSpec(task=task, limit=limit, heldout=heldout, rounds=rounds, method=method, labels=labels,
+                         sample=sample, sample_temperature=sample_temperature,
+                         evaluate=[s for s in evaluate.split(",") if s], restart=restart, per_item=per_item,
+                         patience=patience, lora=not full, epochs=epochs, learning_rate=learning_rate, seed=seed)
+    except ValidationError as e:
+        first = e.errors()[0]
+        raise ConfigError(f"--{str(first['loc'][0]).replace('_', '-')}: {first['msg'].lower()} (got {first.get('input')!r})",
+                          "see `selfcorrect train --help`") from None
+    _check_strategies([spec.sample, *spec.evaluate])
+    out = folder or settings.store.parent / "train" / time.strftime("%Y%m%d-%H%M%S")
+    report = run(settings, spec, out, on_stage=lambda text: err.print(escape(text)))
+    print(render(report))
+    err.print(f"report: {out / 'report.md'}, {out / 'report.json'}")
+
+
 @app.command(name="serve-key")
 def serve_key(name: Annotated[str, typer.Argument(help="who the key is for (letters, digits, - and _)")]) -> None:
     """A new API key: prints the key once (give it to the client) and, on stdout, the line for

@@ -194,3 +194,14 @@ def test_a_keys_file_holding_a_key_instead_of_its_hash_is_refused(tmp_path):
     (tmp_path / "keys.txt").write_text("alice sc-the-key-itself\n")
     done = selfcorrect("serve", "--api-keys", str(tmp_path / "keys.txt"), cwd=tmp_path, timeout=60)
     assert_one_line_error(done, "keys.txt:1 is not a `name sha256-hash` line", "never store a key itself")
+
+
+@pytest.mark.parametrize("args, phrases", [
+    (["--method", "dpo"], ["--method: input should be 'rft'"]),
+    (["--heldout", "2"], ["--heldout: input should be less than 1"]),
+    (["--sample", "bogus"], ["unknown strategy 'bogus'"]),
+])
+def test_bad_train_options_are_refused_before_anything_runs(tmp_path, args, phrases):
+    done = selfcorrect("train", *args, cwd=tmp_path, timeout=60)
+    assert_one_line_error(done, *phrases)
+    assert not (tmp_path / ".selfcorrect" / "train").exists()

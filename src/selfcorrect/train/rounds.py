@@ -1,0 +1,287 @@
+"""Self-training rounds (`selfcorrect train`): each round samples the train side with the
+current model, keeps what the task's check accepts, trains on it, and measures the new model
+on the held-out side through the normal evaluation.
+
+    round 0   the base (round 0 of the lineage): held-out evaluation, samples of the train side
+    round r   data from round r-1's samples -> train (from the base, as ReST-EM does, or from
+              round r-1) -> register the checkpoint -> held-out evaluation -> samples
+
+Every round is measured: held-out accuracy with its interval, the paired test against the
+previous round and the base, flips between rounds; on the train side pass@1 and pass@k from
+the same samples, distinct answers and their entropy per item (diversity), the share of items
+never solved and the solve rate of items by how hard they were for the base (the tail). An
+alarm is raised when diversity or the tail collapses. It stops early when held-out accuracy
+stops improving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from selfcorrect.config import Settings
+from selfcorrect.measure.stats import mcnemar, wilson
+from selfcorrect.runner import EvalSpec, Evaluation, results_by_strategy
+from selfcorrect.store import Store
+from selfcorrect.tasks import Task, parse_task, select
+from selfcorrect.train.data import build_rft, check_heldout, data_hash, split, to_dataset, write_jsonl
+from selfcorrect.train.lineage import Checkpoint, Lineage
+from selfcorrect.train.sft import SFTSettings, train_sft
+from selfcorrect.verify.answers import vote_key
+
+DIVERSITY_ALARM = 0.5  # distinct answers per item below half of the base's
+TAIL_ALARM = 0.1  # the share of never-solved items up by ten points or more
+
+
+class TrainSpec(BaseModel):
+    task: str = "arithmetic"
+    limit: int | None = Field(400, ge=2)  # items, train and held-out together
+    heldout: float = Field(0.5, gt=0, lt=1)
+    seed: int = 0
+    sample: str = "self-consistency:n=8"  # how the train side is sampled each round
+    sample_temperature: float = Field(0.7, ge=0, le=2)
+    evaluate: list[str] = Field(default_factory=lambda: ["single"])  # strategies on the held-out side
+    rounds: int = Field(2, ge=1, le=20)
+    method: Literal["rft"] = "rft"
+    labels: Literal["gold"] = "gold"
+    restart: Literal["base", "continue"] = "base"
+    per_item: int = Field(4, ge=1)
+    patience: int = Field(1, ge=1)
+    lora: bool = True
+    epochs: float = Field(2.0, gt=0)
+    learning_rate: float = Field(2e-4, gt=0)
+    batch_size: int = Field(8, ge=1)
+
+
+class _Subset:
+    """A task seen through some of its items (the train or the held-out side)."""
+
+    def __init__(self, task: Task, ids: set[str]):
+        self._task, self._ids = task, ids
+
+    def items(self):
+        return [item for item in self._task.items() if item.id in self._ids]
+
+    def __getattr__(self, name):
+        return getattr(self._task, name)
+
+
+async def train_rounds(settings: Settings, spec: TrainSpec, out: Path,
+                       on_stage: Callable[[str], None] | None = None, engine_factory=None) -> dict:
+    """Run the rounds; write out/report.{json,md} after each one; return the report.
+    `engine_factory(checkpoint)` opens a checkpoint's model (default: the hf backend)."""
+    from selfcorrect.models.hf import HFModel
+
+    def say(text: str) -> None:
+        if on_stage is not None:
+            on_stage(text)
+
+    lineage = Lineage(settings.store)
+    store = Store(settings.store)
+    base = lineage.of_round(0)
+    task = parse_task(spec.task, settings.data)
+    items = select(task.items(), seed=spec.seed)[: spec.limit] if spec.limit else task.items()
+    train_ids, held_ids = split([i.id for i in items], spec.heldout, spec.seed)
+    train_side, held_side = _Subset(task, set(train_ids)), _Subset(task, set(held_ids))
+    open_model = engine_factory or (lambda c: HFModel(c.path, c.adapter, batch=settings.hf.batch,
+                                                      threads=settings.hf.threads))
+    out.mkdir(parents=True, exist_ok=True)
+    report = {"spec": spec.model_dump(), "train_items": len(train_ids), "heldout_items": len(held_ids),
+              "base": base.name, "rounds": [], "stopped": None}
+    current, best, waited = base, None, 0
+    base_solved: dict[str, float] | None = None
+    try:
+        for number in range(spec.rounds + 1):
+            started = time.perf_counter()
+            entry = {"round": number, "checkpoint": current.name}
+            if number > 0:
+                say(f"round {number}: building data from round {number - 1}'s samples")
+                examples = build_rft(store, task=task.name, train_ids=train_ids,
+                                     run_ids=[report["rounds"][-1]["sample_run"]], per_item=spec.per_item)
+                check_heldout(examples, held_ids)
+                if not examples:
+                    report["stopped"] = f"round {number}: no sample was verified right, nothing to train on"
+                    break
+                folder = out / f"round-{number}"
+                write_jsonl(examples, folder / "data.jsonl")
+                start = base if spec.restart == "base" else current
+                start_path = Path(start.path)
+                if start.adapter and spec.restart == "continue":
+                    say(f"round {number}: merging round {number - 1}'s adapter")
+                    merger = open_model(start)
+                    start_path = merger.merge_adapter(folder / "start")
+                    merger.close()
+                say(f"round {number}: training on {len(examples)} examples")
+                metrics = train_sft(start_path, to_dataset(examples), folder, SFTSettings(
+                    lora=spec.lora, epochs=spec.epochs, learning_rate=spec.learning_rate,
+                    batch_size=spec.batch_size, seed=spec.seed))
+                current = lineage.register(Checkpoint(
+                    name=f"{out.name}/round-{number}", round=number, parent=current.name, method=spec.method,
+                    path=str(start_path) if spec.lora else str(folder / "model"),
+                    adapter=str(folder / "model") if spec.lora else None, data_hash=data_hash(examples),
+                    metrics={k: v for k, v in metrics.items() if k != "log"}))
+                entry.update(checkpoint=current.name, examples=len(examples), data_hash=current.data_hash,
+                             training={k: v for k, v in metrics.items() if k != "log"}, loss_log=metrics["log"])
+            engine = open_model(current)
+            try:
+                say(f"round {number}: evaluating the held-out side")
+                held_run, held = await _evaluate(settings, held_side, spec.evaluate, engine, spec.seed, 0.3)
+                say(f"round {number}: sampling the train side")
+                sample_run, sampled = await _evaluate(settings, train_side, [spec.sample], engine,
+                                                      spec.seed + number, spec.sample_temperature)
+            finally:
+                await engine.aclose()
+            entry.update(heldout_run=held_run, sample_run=sample_run, heldout=_heldout(held, report["rounds"]),
+                         train=_train_side(sampled))
+            if base_solved is None:
+                base_solved = entry["train"].pop("solve_rates")
+            else:
+                entry["train"].pop("solve_rates")
+            entry["train"]["tail"] = _tail(sampled, base_solved)
+            entry["alarms"] = _alarms(entry, report["rounds"])
+            entry["seconds"] = round(time.perf_counter() - started, 1)
+            report["rounds"].append(entry)
+            _write(report, out)
+            accuracy = entry["heldout"]["accuracy"]
+            if best is not None and accuracy <= best:
+                waited += 1
+                if waited >= spec.patience and number < spec.rounds:
+                    report["stopped"] = f"held-out accuracy did not improve after round {number}"
+                    break
+            else:
+                best, waited = accuracy, 0
+    finally:
+        lineage.close()
+        store.close()
+    _write(report, out)
+    return report
+
+
+async def _evaluate(settings: Settings, side, strategies: list[str], engine, seed: int,
+                    temperature: float) -> tuple[str, dict[str, list]]:
+    evaluation = Evaluation(settings, EvalSpec(task=side.name, strategies=strategies, reference=False, seed=seed,
+                                               temperature=temperature), task=side, engine=engine)
+    run = await evaluation.run()
+    return run.run_id, results_by_strategy(evaluation.store, run)
+
+
+def _heldout(results: dict[str, list], earlier: list[dict]) -> dict:
+    """Accuracy of the first evaluated strategy with its interval; paired tests and flips
+    against the previous round and the base."""
+    spec, rows = next(iter(results.items()))
+    correct = {r.item: r.final.correct for r in rows}
+    n, right = len(correct), sum(correct.values())
+    out = {"strategy": spec, "items": n, "accuracy": right / n if n else 0.0, "interval": list(wilson(right, n)),
+           "correct": correct, "all": {s: sum(r.final.correct for r in rs) / len(rs) for s, rs in results.items() if rs}}
+    for name, other in (("previous", earlier[-1] if earlier else None), ("base", earlier[0] if earlier else None)):
+        if other is None:
+            continue
+        before = other["heldout"]["correct"]
+        up = sum(not before[i] and correct[i] for i in correct if i in before)
+        down = sum(before[i] and not correct[i] for i in correct if i in before)
+        out[f"versus_{name}"] = {"wrong_to_right": up, "right_to_wrong": down, "p_value": mcnemar(up, down),
+                                 "difference": (up - down) / n if n else 0.0}
+    return out
+
+
+def _train_side(results: dict[str, list]) -> dict:
+    """pass@1 and pass@k from the same samples, diversity, never solved."""
+    [rows] = results.values()
+    per_item, distinct, entropy, solve_rates = [], [], [], {}
+    for r in rows:
+        graded = [g.correct for g in r.grades]
+        per_item.append(graded)
+        solve_rates[r.item] = sum(graded) / len(graded) if graded else 0.0
+        answers = [vote_key(a.answer) for a in r.trajectory.attempts if a.answer is not None]
+        counts = Counter(answers)
+        distinct.append(len(counts))
+        total = sum(counts.values())
+        entropy.append(-sum(c / total * math.log2(c / total) for c in counts.values()) if total else 0.0)
+    n = len(per_item)
+    return {"items": n, "samples_per_item": max((len(g) for g in per_item), default=0),
+            "pass_at_1": sum(sum(g) / len(g) for g in per_item if g) / n if n else 0.0,
+            "pass_at_k": sum(any(g) for g in per_item) / n if n else 0.0,
+            "never_solved": sum(not any(g) for g in per_item) / n if n else 0.0,
+            "distinct_answers": sum(distinct) / n if n else 0.0, "answer_entropy": sum(entropy) / n if n else 0.0,
+            "solve_rates": solve_rates}
+
+
+def _tail(results: dict[str, list], base_solved: dict[str, float]) -> dict:
+    """Solve rate now of the items grouped by how often the base solved them."""
+    [rows] = results.values()
+    groups: dict[str, list[float]] = {"hard (base 0%)": [], "middle": [], "easy (base ≥ 50%)": []}
+    for r in rows:
+        was = base_solved.get(r.item, 0.0)
+        group = "hard (base 0%)" if was == 0 else "easy (base ≥ 50%)" if was >= 0.5 else "middle"
+        graded = [g.correct for g in r.grades]
+        groups[group].append(sum(graded) / len(graded) if graded else 0.0)
+    return {g: {"items": len(v), "solve_rate": sum(v) / len(v) if v else None} for g, v in groups.items()}
+
+
+def _alarms(entry: dict, earlier: list[dict]) -> list[str]:
+    if not earlier:
+        return []
+    base, now = earlier[0]["train"], entry["train"]
+    alarms = []
+    if base["distinct_answers"] and now["distinct_answers"] < DIVERSITY_ALARM * base["distinct_answers"]:
+        alarms.append(f"diversity collapse: {now['distinct_answers']:.2f} distinct answers per item against "
+                      f"{base['distinct_answers']:.2f} for the base")
+    if now["never_solved"] - base["never_solved"] >= TAIL_ALARM:
+        alarms.append(f"tail narrowing: {100 * now['never_solved']:.0f}% of train items never solved against "
+                      f"{100 * base['never_solved']:.0f}% for the base")
+    return alarms
+
+
+def _write(report: dict, out: Path) -> None:
+    (out / "report.json").write_text(json.dumps(report, indent=2))
+    (out / "report.md").write_text(render(report))
+
+
+def render(report: dict) -> str:
+    spec = report["spec"]
+    lines = [f"# Self-training: {spec['method']} on {spec['task']}, labels {spec['labels']}", "",
+             f"{report['train_items']} train items, {report['heldout_items']} held-out items (split by item id, "
+             f"seed {spec['seed']}); sampling `{spec['sample']}` at temperature {spec['sample_temperature']}; "
+             f"held-out measured with `{', '.join(spec['evaluate'])}`; training from the "
+             f"{'base each round (ReST-EM)' if spec['restart'] == 'base' else 'previous round'}, "
+             f"{'LoRA' if spec['lora'] else 'full fine-tuning'}, {spec['epochs']} epochs, lr {spec['learning_rate']}.", "",
+             "| round | held-out accuracy (95% CI) | vs previous (w→r / r→w, p) | vs base (p) | train pass@1 | "
+             "pass@k | never solved | distinct answers | entropy | examples | loss | seconds |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in report["rounds"]:
+        held, train = r["heldout"], r["train"]
+        low, high = held["interval"]
+        previous = held.get("versus_previous")
+        base = held.get("versus_base")
+        loss = r.get("training", {}).get("loss")
+        lines.append(
+            f"| {r['round']} | {100 * held['accuracy']:.1f} ({100 * low:.1f}–{100 * high:.1f}) | "
+            + (f"{previous['wrong_to_right']} / {previous['right_to_wrong']}, p={previous['p_value']:.3g}" if previous else "—")
+            + " | " + (f"{100 * base['difference']:+.1f}, p={base['p_value']:.3g}" if base else "—")
+            + f" | {100 * train['pass_at_1']:.1f} | {100 * train['pass_at_k']:.1f} | {100 * train['never_solved']:.1f} | "
+            f"{train['distinct_answers']:.2f} | {train['answer_entropy']:.2f} | {r.get('examples', '—')} | "
+            + (f"{loss:.3f}" if loss is not None else "—") + f" | {r['seconds']:.0f} |")
+    lines += ["", "Solve rate on the train side by how hard an item was for the base:", "",
+              "| round | " + " | ".join(report["rounds"][0]["train"]["tail"]) + " |",
+              "|---|" + "---|" * len(report["rounds"][0]["train"]["tail"])]
+    for r in report["rounds"]:
+        cells = [f"{100 * g['solve_rate']:.1f} ({g['items']})" if g["solve_rate"] is not None else "—"
+                 for g in r["train"]["tail"].values()]
+        lines.append(f"| {r['round']} | " + " | ".join(cells) + " |")
+    alarms = [f"- round {r['round']}: {a}" for r in report["rounds"] for a in r["alarms"]]
+    lines += ["", "Alarms:", "", *(alarms or ["- none"])]
+    if report.get("stopped"):
+        lines += ["", f"Stopped: {report['stopped']}."]
+    return "\n".join(lines) + "\n"
+
+
+def run(settings: Settings, spec: TrainSpec, out: Path, on_stage=None) -> dict:
+    return asyncio.run(train_rounds(settings, spec, out, on_stage))

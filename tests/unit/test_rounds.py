@@ -1,0 +1,77 @@
+"""Self-training rounds end to end on a tiny model taught to answer a toy task: sampling the
+train side, data from verified samples only, training, the checkpoint registered in the
+lineage, the held-out side measured every round and never trained on, the report."""
+
+import asyncio
+import json
+
+import pytest
+
+pytest.importorskip("trl")
+
+from selfcorrect.config import load_settings  # noqa: E402
+from selfcorrect.models.hf import HFModel  # noqa: E402
+from selfcorrect.tasks import TASKS  # noqa: E402
+from selfcorrect.train.data import Example, to_dataset  # noqa: E402
+from selfcorrect.train.lineage import Checkpoint, Lineage  # noqa: E402
+from selfcorrect.train.rounds import TrainSpec, train_rounds  # noqa: E402
+from selfcorrect.train.sft import SFTSettings, train_sft  # noqa: E402
+from tests.scripts import ListTask  # noqa: E402
+from tests.tinymodel import make_tiny_model  # noqa: E402
+
+PROBLEMS = [(f"What is 1 + 1? (case {k})", "2") for k in range(16)]
+
+
+@pytest.fixture
+def toy_task():
+    TASKS.register("toy-twos")(lambda: ListTask(PROBLEMS))
+    yield "toy-twos"
+    TASKS.unregister("toy-twos")
+
+
+def taught(tmp_path, task) -> str:
+    """The tiny model, trained a little to say "The answer is 2." to the task's prompt."""
+    base = make_tiny_model(tmp_path / "tiny")
+    items = task.items()
+    examples = [Example(prompt=list(i.view.messages), completion="The answer is 2.", item_id=i.id) for i in items]
+    train_sft(base, to_dataset(examples), tmp_path / "taught", SFTSettings(lora=False, epochs=15, learning_rate=1e-2,
+                                                                          save_steps=1000), progress=False)
+    return str(tmp_path / "taught" / "model")
+
+
+def test_rounds_train_on_verified_train_samples_and_measure_the_held_out_side(tmp_path, toy_task):
+    settings = load_settings(store=tmp_path / "store.sqlite", hf={"batch": 8})
+    path = taught(tmp_path, ListTask(PROBLEMS))
+    lineage = Lineage(settings.store)
+    lineage.register(Checkpoint(name="base", round=0, path=path))
+    lineage.close()
+    spec = TrainSpec(task=toy_task, limit=16, heldout=0.5, sample="self-consistency:n=4", sample_temperature=1.0,
+                     rounds=2, patience=2, epochs=1, learning_rate=1e-3, batch_size=8, per_item=2)
+    stages = []
+    report = asyncio.run(train_rounds(settings, spec, tmp_path / "train", stages.append))
+
+    rounds = report["rounds"]
+    assert [r["round"] for r in rounds] == [0, 1, 2] and report["stopped"] is None
+    assert rounds[0]["train"]["pass_at_1"] > 0  # the taught model is right sometimes: there is data
+    data = [json.loads(line) for line in (tmp_path / "train" / "round-1" / "data.jsonl").read_text().splitlines()]
+    heldout = set(rounds[0]["heldout"]["correct"])
+    assert data and not {d["item_id"] for d in data} & heldout  # never a held-out item
+    assert all(d["completion"] and d["label"] == "gold" for d in data)
+    assert len(heldout) == report["heldout_items"] and report["train_items"] + len(heldout) == 16
+    for r in rounds[1:]:
+        assert "versus_previous" in r["heldout"] and "versus_base" in r["heldout"]
+        assert 0 <= r["train"]["pass_at_1"] <= r["train"]["pass_at_k"] <= 1
+        assert r["train"]["tail"]["hard (base 0%)"]["items"] + r["train"]["tail"]["middle"]["items"] \
+            + r["train"]["tail"]["easy (base ≥ 50%)"]["items"] == report["train_items"]
+    lineage = Lineage(settings.store)
+    second = lineage.get("train/round-2")
+    assert second.parent == "train/round-1" and second.adapter and second.data_hash == rounds[2]["data_hash"]
+    assert second.path == path  # ReST-EM: each round trains from the base
+    lineage.close()
+    assert any("training on" in s for s in stages)
+    markdown = (tmp_path / "train" / "report.md").read_text()
+    assert "| 2 |" in markdown and "never solved" in markdown and "Alarms:" in markdown
+    # the round-2 model is a model the backend serves
+    model = HFModel(second.path, second.adapter)
+    assert "+lora:" in model.identity
+    model.close()
