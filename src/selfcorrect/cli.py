@@ -709,7 +709,8 @@ def train(
     heldout: Annotated[float, typer.Option(help="the held-out share of the items (split by item id)")] = 0.5,
     rounds: Annotated[int, typer.Option(help="training rounds after the base's")] = 2,
     method: Annotated[str, typer.Option(help="rft (built so far)")] = "rft",
-    labels: Annotated[str, typer.Option(help="gold (built so far)")] = "gold",
+    labels: Annotated[str, typer.Option(help="gold (the task's check), vote or program (no gold: pseudo-labels)")] = "gold",
+    agreement: Annotated[float, typer.Option(help="vote labels: the least share of samples the majority needs")] = 0.5,
     sample: Annotated[str, typer.Option(help="how the train side is sampled each round")] = "self-consistency:n=8",
     sample_temperature: Annotated[float, typer.Option(help="its temperature")] = 0.7,
     evaluate: Annotated[str, typer.Option(help="comma-separated strategies measured on the held-out side")] = "single",
@@ -731,6 +732,7 @@ def train(
     settings: Settings = ctx.obj
     try:
         spec = TrainSpec(task=task, limit=limit, heldout=heldout, rounds=rounds, method=method, labels=labels,
+                         agreement=agreement,
                          sample=sample, sample_temperature=sample_temperature,
                          evaluate=[s for s in evaluate.split(",") if s], restart=restart, per_item=per_item,
                          patience=patience, lora=not full, epochs=epochs, learning_rate=learning_rate, seed=seed)

@@ -198,6 +198,7 @@ def test_a_keys_file_holding_a_key_instead_of_its_hash_is_refused(tmp_path):
 
 @pytest.mark.parametrize("args, phrases", [
     (["--method", "dpo"], ["--method: input should be 'rft'"]),
+    (["--labels", "oracle"], ["--labels: input should be 'gold', 'vote' or 'program'"]),
     (["--heldout", "2"], ["--heldout: input should be less than 1"]),
     (["--sample", "bogus"], ["unknown strategy 'bogus'"]),
 ])

@@ -29,19 +29,21 @@ def toy_task():
     TASKS.unregister("toy-twos")
 
 
-def taught(tmp_path, task) -> str:
+@pytest.fixture(scope="module")
+def taught(tmp_path_factory) -> str:
     """The tiny model, trained a little to say "The answer is 2." to the task's prompt."""
+    tmp_path = tmp_path_factory.mktemp("taught")
     base = make_tiny_model(tmp_path / "tiny")
-    items = task.items()
+    items = ListTask(PROBLEMS).items()
     examples = [Example(prompt=list(i.view.messages), completion="The answer is 2.", item_id=i.id) for i in items]
     train_sft(base, to_dataset(examples), tmp_path / "taught", SFTSettings(lora=False, epochs=15, learning_rate=1e-2,
                                                                           save_steps=1000), progress=False)
     return str(tmp_path / "taught" / "model")
 
 
-def test_rounds_train_on_verified_train_samples_and_measure_the_held_out_side(tmp_path, toy_task):
+def test_rounds_train_on_verified_train_samples_and_measure_the_held_out_side(tmp_path, toy_task, taught):
     settings = load_settings(store=tmp_path / "store.sqlite", hf={"batch": 8})
-    path = taught(tmp_path, ListTask(PROBLEMS))
+    path = taught
     lineage = Lineage(settings.store)
     lineage.register(Checkpoint(name="base", round=0, path=path))
     lineage.close()
@@ -75,3 +77,20 @@ def test_rounds_train_on_verified_train_samples_and_measure_the_held_out_side(tm
     model = HFModel(second.path, second.adapter)
     assert "+lora:" in model.identity
     model.close()
+
+
+def test_label_free_rounds_train_on_pseudo_labels_and_report_their_accuracy(tmp_path, toy_task, taught):
+    settings = load_settings(store=tmp_path / "store.sqlite", hf={"batch": 8})
+    lineage = Lineage(settings.store)
+    lineage.register(Checkpoint(name="base", round=0, path=taught))
+    lineage.close()
+    spec = TrainSpec(task=toy_task, limit=16, sample="self-consistency:n=4", sample_temperature=1.0, rounds=1,
+                     labels="vote", agreement=0.25, epochs=1, learning_rate=1e-3)
+    report = asyncio.run(train_rounds(settings, spec, tmp_path / "train"))
+    assert len(report["rounds"]) == 2, report["stopped"]
+    first = report["rounds"][1]
+    assert first["pseudo_labels"]["items_labelled"] > 0
+    assert first["pseudo_labels"]["accuracy_against_gold"] is not None
+    data = [json.loads(line) for line in (tmp_path / "train" / "round-1" / "data.jsonl").read_text().splitlines()]
+    assert data and {d["label"] for d in data} == {"vote"}
+    assert "Pseudo-labels (vote" in (tmp_path / "train" / "report.md").read_text()

@@ -100,3 +100,43 @@ def test_a_killed_training_resumes_from_its_last_checkpoint(tmp_path):
     again = train_sft(base, dataset, tmp_path / "run", settings, progress=False)
     assert again["resumed"] and again["steps"] == first["steps"]
     assert (tmp_path / "run" / "model" / "model.safetensors").is_file()
+
+
+def test_label_free_data_uses_no_gold_and_measures_its_pseudo_labels_after(tmp_path):
+    from selfcorrect.train.data import build_label_free, pseudo_label_accuracy
+
+    # samples: 0, 1 and 3 right (majority 3 of 5 when 1 repeats 0), 2 and 4 say a + b + 1
+    store = sampled(tmp_path)
+    ids = [f"list/{i}" for i in range(len(PROBLEMS))]
+    voted, record = build_label_free(store, task="list", train_ids=ids, run_ids=None,
+                                     sample_strategy="self-consistency:n=5", labels="vote", agreement=0.5)
+    assert {e.label for e in voted} == {"vote"} and all(e.provenance["pseudo_label"] for e in voted)
+    assert len(voted) == 2 * len(ids)  # the two distinct replies that give the majority answer
+    assert pseudo_label_accuracy(record) == 1.0  # measured after, from the grades
+    strict, none = build_label_free(store, task="list", train_ids=ids, run_ids=None,
+                                    sample_strategy="self-consistency:n=5", labels="vote", agreement=0.8)
+    assert strict == [] and none == {}  # no answer reaches 80% agreement
+
+
+def test_program_labels_come_from_the_models_own_programs(tmp_path):
+    from selfcorrect.train.data import build_label_free, pseudo_label_accuracy
+
+    def reply(last, messages, k):
+        numbers = [int(w.strip("?")) for w in last.split() if w.strip("?").isdigit()]
+        a, b = numbers[-2:]
+        if "Python program" in last:  # the program is right on the first four items only
+            return f"```python\nprint({a} + {b + (0 if a < 3 else 1)})\n```"
+        return f"The answer is {a + b + k % 2}."  # samples alternate right and wrong
+    script = Script([(lambda last, m, k: "What is" in last, reply)])
+    settings = load_settings(store=tmp_path / "store.sqlite", sandbox_workers=1)
+    evaluation = Evaluation(settings, EvalSpec(strategies=["self-consistency:n=4", "program-aided"], reference=False),
+                            task=ListTask(PROBLEMS), engine=script.model)
+    asyncio.run(evaluation.run())
+    store = Store(tmp_path / "store.sqlite")
+    examples, record = build_label_free(store, task="list", train_ids=[f"list/{i}" for i in range(len(PROBLEMS))],
+                                        run_ids=None, sample_strategy="self-consistency:n=4", labels="program")
+    assert len(record) == len(PROBLEMS) and {e.label for e in examples} == {"program"}
+    right = sum(r["right"] for r in record.values())
+    assert right == 4 and pseudo_label_accuracy(record) == 4 / len(PROBLEMS)  # the wrong programs mislabel
+    # every kept sample agrees with its program's answer, right or wrong
+    assert all(e.completion == f"The answer is {e.provenance['pseudo_label']}." for e in examples)

@@ -3,6 +3,12 @@ store's reader, made into prompt-completion examples, each with its provenance.
 
     rft   rejection sampling (ReST-EM): the attempts the task's check accepted, at most
           `per_item` per item (easy items do not crowd out hard ones), deduplicated.
+    label-free (`labels="vote"` or `"program"`): no gold at all. The pseudo-label of an item
+          is the majority answer of its samples (kept only when at least `agreement` of
+          them give it), or the answer of the model's own program-aided run, executed in
+          the sandbox; the samples that give the pseudo-label are kept. How often the
+          pseudo-labels were right is measured against the gold afterwards
+          (`pseudo_label_accuracy`), and never enters the data.
 
 The train and held-out sides are split by item id (a hash of the id and the seed, so an
 item's side never depends on which other items there are), and a builder only reads items of
@@ -19,7 +25,8 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 
 from selfcorrect.errors import ConfigError
-from selfcorrect.store import Store
+from selfcorrect.store import GradedAttempt, Store
+from selfcorrect.verify.answers import vote_key
 
 
 class Example(BaseModel):
@@ -69,6 +76,57 @@ def build_rft(store: Store, *, task: str, train_ids: Sequence[str], run_ids: Seq
                                 provenance={"run": graded.run_id, "strategy": graded.strategy,
                                             "attempt": graded.attempt.index, "model": graded.model}))
     return [e for examples in kept.values() for e in examples]
+
+
+def build_label_free(store: Store, *, task: str, train_ids: Sequence[str], run_ids: Sequence[str],
+                     sample_strategy: str, labels: str, agreement: float = 0.5, per_item: int = 4,
+                     model: str | None = None, max_chars: int = 2000) -> tuple[list[Example], dict]:
+    """Examples labelled without gold, and the pseudo-labels' record: per item the label, and
+    (measurement only) whether it was right. `labels`: "vote" (the samples' majority) or
+    "program" (program-aided's answer, from the same runs)."""
+    if labels not in ("vote", "program"):
+        raise ConfigError(f"unknown labels {labels!r}", "use gold, vote or program")
+    allowed = set(train_ids)
+    samples: dict[str, list[GradedAttempt]] = {}
+    programs: dict[str, GradedAttempt] = {}
+    for graded in store.graded_attempts(task=task, run_ids=run_ids, item_ids=list(allowed), model=model):
+        if graded.strategy == sample_strategy:
+            samples.setdefault(graded.item_id, []).append(graded)
+        elif graded.strategy.split(":")[0] == "program-aided" and graded.final:
+            programs[graded.item_id] = graded
+    examples, record = [], {}
+    for item_id, graded in samples.items():
+        if labels == "vote":
+            keys = [vote_key(g.attempt.answer) for g in graded if g.attempt.answer is not None]
+            if not keys:
+                continue
+            label, count = max(((k, keys.count(k)) for k in dict.fromkeys(keys)), key=lambda kc: kc[1])
+            if count / len(graded) < agreement:
+                continue
+        else:
+            program = programs.get(item_id)
+            if program is None or program.attempt.answer is None:
+                continue
+            label = vote_key(program.attempt.answer)
+        matching = [g for g in graded if g.attempt.answer is not None and vote_key(g.attempt.answer) == label]
+        # measurement only: whether the pseudo-label was right (a sample giving it was graded right)
+        record[item_id] = {"label": label, "right": programs[item_id].correct if labels == "program"
+                           else any(g.correct for g in matching)}
+        seen: set[str] = set()
+        for g in matching:
+            text = g.attempt.text.strip()
+            if (len(seen) >= per_item or not text or len(text) > max_chars or g.messages is None
+                    or g.attempt.finish_reason == "length" or " ".join(text.split()) in seen):
+                continue
+            seen.add(" ".join(text.split()))
+            examples.append(Example(prompt=g.messages, completion=text, item_id=item_id, label=labels,
+                                    provenance={"run": g.run_id, "strategy": g.strategy, "attempt": g.attempt.index,
+                                                "model": g.model, "pseudo_label": label}))
+    return examples, record
+
+
+def pseudo_label_accuracy(record: dict) -> float | None:
+    return sum(r["right"] for r in record.values()) / len(record) if record else None
 
 
 def check_heldout(examples: Iterable[Example], heldout_ids: Iterable[str]) -> None:

@@ -32,7 +32,17 @@ from selfcorrect.measure.stats import mcnemar, wilson
 from selfcorrect.runner import EvalSpec, Evaluation, results_by_strategy
 from selfcorrect.store import Store
 from selfcorrect.tasks import Task, parse_task, select
-from selfcorrect.train.data import build_rft, check_heldout, data_hash, split, to_dataset, write_jsonl
+from selfcorrect.strategies import parse_strategy
+from selfcorrect.train.data import (
+    build_label_free,
+    build_rft,
+    check_heldout,
+    data_hash,
+    pseudo_label_accuracy,
+    split,
+    to_dataset,
+    write_jsonl,
+)
 from selfcorrect.train.lineage import Checkpoint, Lineage
 from selfcorrect.train.sft import SFTSettings, train_sft
 from selfcorrect.verify.answers import vote_key
@@ -51,7 +61,9 @@ class TrainSpec(BaseModel):
     evaluate: list[str] = Field(default_factory=lambda: ["single"])  # strategies on the held-out side
     rounds: int = Field(2, ge=1, le=20)
     method: Literal["rft"] = "rft"
-    labels: Literal["gold"] = "gold"
+    # gold: the task's check picks the samples; vote / program: no gold (train/data.py)
+    labels: Literal["gold", "vote", "program"] = "gold"
+    agreement: float = Field(0.5, gt=0, le=1)  # vote labels: the majority's least share
     restart: Literal["base", "continue"] = "base"
     per_item: int = Field(4, ge=1)
     patience: int = Field(1, ge=1)
@@ -94,6 +106,7 @@ async def train_rounds(settings: Settings, spec: TrainSpec, out: Path,
     open_model = engine_factory or (lambda c: HFModel(c.path, c.adapter, batch=settings.hf.batch,
                                                       threads=settings.hf.threads))
     out.mkdir(parents=True, exist_ok=True)
+    sampler = parse_strategy(spec.sample).spec
     report = {"spec": spec.model_dump(), "train_items": len(train_ids), "heldout_items": len(held_ids),
               "base": base.name, "rounds": [], "stopped": None}
     current, best, waited = base, None, 0
@@ -104,8 +117,15 @@ async def train_rounds(settings: Settings, spec: TrainSpec, out: Path,
             entry = {"round": number, "checkpoint": current.name}
             if number > 0:
                 say(f"round {number}: building data from round {number - 1}'s samples")
-                examples = build_rft(store, task=task.name, train_ids=train_ids,
-                                     run_ids=[report["rounds"][-1]["sample_run"]], per_item=spec.per_item)
+                runs = [report["rounds"][-1]["sample_run"]]
+                pseudo = None
+                if spec.labels == "gold":
+                    examples = build_rft(store, task=task.name, train_ids=train_ids, run_ids=runs, per_item=spec.per_item)
+                else:
+                    examples, labelled = build_label_free(
+                        store, task=task.name, train_ids=train_ids, run_ids=runs, sample_strategy=sampler,
+                        labels=spec.labels, agreement=spec.agreement, per_item=spec.per_item)
+                    pseudo = {"items_labelled": len(labelled), "accuracy_against_gold": pseudo_label_accuracy(labelled)}
                 check_heldout(examples, held_ids)
                 if not examples:
                     report["stopped"] = f"round {number}: no sample was verified right, nothing to train on"
@@ -129,23 +149,25 @@ async def train_rounds(settings: Settings, spec: TrainSpec, out: Path,
                     adapter=str(folder / "model") if spec.lora else None, data_hash=data_hash(examples),
                     metrics={k: v for k, v in metrics.items() if k != "log"}))
                 entry.update(checkpoint=current.name, examples=len(examples), data_hash=current.data_hash,
+                             pseudo_labels=pseudo,
                              training={k: v for k, v in metrics.items() if k != "log"}, loss_log=metrics["log"])
             engine = open_model(current)
             try:
                 say(f"round {number}: evaluating the held-out side")
                 held_run, held = await _evaluate(settings, held_side, spec.evaluate, engine, spec.seed, 0.3)
                 say(f"round {number}: sampling the train side")
-                sample_run, sampled = await _evaluate(settings, train_side, [spec.sample], engine,
-                                                      spec.seed + number, spec.sample_temperature)
+                sample_run, sampled = await _evaluate(
+                    settings, train_side, [spec.sample] + (["program-aided"] if spec.labels == "program" else []),
+                    engine, spec.seed + number, spec.sample_temperature)
             finally:
                 await engine.aclose()
             entry.update(heldout_run=held_run, sample_run=sample_run, heldout=_heldout(held, report["rounds"]),
-                         train=_train_side(sampled))
+                         train=_train_side(sampled[sampler]))
             if base_solved is None:
                 base_solved = entry["train"].pop("solve_rates")
             else:
                 entry["train"].pop("solve_rates")
-            entry["train"]["tail"] = _tail(sampled, base_solved)
+            entry["train"]["tail"] = _tail(sampled[sampler], base_solved)
             entry["alarms"] = _alarms(entry, report["rounds"])
             entry["seconds"] = round(time.perf_counter() - started, 1)
             report["rounds"].append(entry)
@@ -192,9 +214,8 @@ def _heldout(results: dict[str, list], earlier: list[dict]) -> dict:
     return out
 
 
-def _train_side(results: dict[str, list]) -> dict:
+def _train_side(rows: list) -> dict:
     """pass@1 and pass@k from the same samples, diversity, never solved."""
-    [rows] = results.values()
     per_item, distinct, entropy, solve_rates = [], [], [], {}
     for r in rows:
         graded = [g.correct for g in r.grades]
@@ -214,9 +235,8 @@ def _train_side(results: dict[str, list]) -> dict:
             "solve_rates": solve_rates}
 
 
-def _tail(results: dict[str, list], base_solved: dict[str, float]) -> dict:
+def _tail(rows: list, base_solved: dict[str, float]) -> dict:
     """Solve rate now of the items grouped by how often the base solved them."""
-    [rows] = results.values()
     groups: dict[str, list[float]] = {"hard (base 0%)": [], "middle": [], "easy (base ≥ 50%)": []}
     for r in rows:
         was = base_solved.get(r.item, 0.0)
@@ -276,6 +296,14 @@ def render(report: dict) -> str:
         cells = [f"{100 * g['solve_rate']:.1f} ({g['items']})" if g["solve_rate"] is not None else "—"
                  for g in r["train"]["tail"].values()]
         lines.append(f"| {r['round']} | " + " | ".join(cells) + " |")
+    labelled = [r for r in report["rounds"] if r.get("pseudo_labels")]
+    if labelled:
+        lines += ["", f"Pseudo-labels ({spec['labels']}, no gold in the data; their accuracy measured against gold "
+                  "afterwards):", ""]
+        lines += [f"- round {r['round']}: {r['pseudo_labels']['items_labelled']} items labelled, "
+                  + (f"{100 * r['pseudo_labels']['accuracy_against_gold']:.1f}% right"
+                     if r["pseudo_labels"]["accuracy_against_gold"] is not None else "none right to measure")
+                  for r in labelled]
     alarms = [f"- round {r['round']}: {a}" for r in report["rounds"] for a in r["alarms"]]
     lines += ["", "Alarms:", "", *(alarms or ["- none"])]
     if report.get("stopped"):
