@@ -5,13 +5,13 @@
 # so an interrupted study resumes for free (`selfcorrect eval --resume RUN`).
 #   docs/findings/run_studies.sh                 # all three, in order
 #   docs/findings/run_studies.sh arithmetic      # one of them
-#   docs/findings/run_studies.sh online-arithmetic online-mbpp   # the error memory, online (issue 9)
+#   docs/findings/run_studies.sh online-arithmetic online-arithmetic-feedback online-mbpp   # the error memory (issue 9)
 # LIMIT=3 runs a quick check of the same commands.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 sc=("${PYTHON:-.venv/bin/python}" -m selfcorrect.cli --data "${DATA:-../shared/data}" --store "${STORE:-.selfcorrect/findings.sqlite}")
 out=${OUT:-docs/findings}
-for study in "${@:-arithmetic mbpp gsm8k online-arithmetic online-mbpp}"; do
+for study in "${@:-arithmetic mbpp gsm8k online-arithmetic online-arithmetic-feedback online-mbpp}"; do
   for name in $study; do
     case $name in
       arithmetic) "${sc[@]}" eval --task arithmetic --critic same --pool-cap 48 ${LIMIT:+--limit $LIMIT} --out "$out/arithmetic" \
@@ -25,10 +25,13 @@ for study in "${@:-arithmetic mbpp gsm8k online-arithmetic online-mbpp}"; do
       online-arithmetic) "${sc[@]}" memory clear arithmetic-online --yes
         "${sc[@]}" eval --task arithmetic --online --holdout 0.3 --no-reference --memory arithmetic-online \
         ${LIMIT:+--limit $LIMIT} --out "$out/online-arithmetic" --strategy program-aided:memory=on ;;
+      online-arithmetic-feedback) "${sc[@]}" memory clear arithmetic-online-feedback --yes
+        "${sc[@]}" eval --task arithmetic --online --holdout 0.3 --no-reference --memory arithmetic-online-feedback \
+        --no-memory-fixes ${LIMIT:+--limit $LIMIT} --out "$out/online-arithmetic-feedback" --strategy program-aided:memory=on ;;
       online-mbpp) "${sc[@]}" memory clear mbpp-online --yes
         "${sc[@]}" eval --task mbpp --max-tokens 200 --online --holdout 0.3 --no-reference --memory mbpp-online \
         --limit "${LIMIT:-150}" --out "$out/online-mbpp" --strategy self-debug:memory=on ;;
-      *) echo "unknown study $name (arithmetic, mbpp, gsm8k, online-arithmetic, online-mbpp)" >&2; exit 1 ;;
+      *) echo "unknown study $name (arithmetic, mbpp, gsm8k, online-arithmetic, online-arithmetic-feedback, online-mbpp)" >&2; exit 1 ;;
     esac
   done
 done

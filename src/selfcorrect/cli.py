@@ -351,6 +351,8 @@ def eval_(
     holdout: Annotated[float, typer.Option(help="online: the last share of items only reads the memory")] = 0.0,
     memory: Annotated[Optional[str], typer.Option(help="the error memory's namespace (default: the task's name)")] = None,
     memory_k: Annotated[int, typer.Option(help="lessons shown per item")] = 3,
+    no_memory_fixes: Annotated[bool, typer.Option("--no-memory-fixes", help="lessons show only what went "
+                                                  "wrong, not what passed instead")] = False,
     retriever: Annotated[str, typer.Option(help="how lessons are found: bm25, embedding, embedding:PATH")] = "bm25",
     lesson_writer: Annotated[str, typer.Option(help="online: lessons written by \"template\" or the \"model\"")] = "template",
     resume: Annotated[Optional[str], typer.Option(help="continue an interrupted run")] = None,
@@ -375,7 +377,7 @@ def eval_(
                     ids=ids, sample=sample, seed=seed, temperature=temperature, top_k=top_k, max_tokens=max_tokens,
                     critic=critic, reference=not no_reference, pool_cap=pool_cap, online=online,
                     holdout=_holdout(holdout), memory=memory, memory_k=memory_k, lesson_writer=_writer(lesson_writer),
-                    retriever=check_retriever(retriever),
+                    retriever=check_retriever(retriever), memory_fixes=not no_memory_fixes,
                     **({"strategies": [s for s in strategy.split(",") if s]} if strategy else {}))
     _check_strategies(spec.strategies)
     with _progress() as (progress, on_progress):

@@ -82,6 +82,7 @@ class EvalSpec(BaseModel):
     # task's name) and how many lessons an item is shown.
     memory: str | None = None
     memory_k: int = Field(default=3, ge=1, le=20)
+    memory_fixes: bool = True  # lessons show what passed instead, or only what went wrong
     retriever: str = "bm25"  # or "embedding", "embedding:PATH" (memory/embed.py)
     # Online: items one after another, the memory learning from each finished item (its
     # memory=on strategies' verified feedback) before the next begins; each memory=on
@@ -396,7 +397,8 @@ class Evaluation:
         async def oracle(reply: str) -> bool:
             return (await self.task.check(item, reply, self.sandbox)).correct
 
-        recall = (Recall(self.bank, self.namespace, k=self.spec.memory_k, guidelines=self.guidelines)
+        recall = (Recall(self.bank, self.namespace, k=self.spec.memory_k, guidelines=self.guidelines,
+                         fixes=self.spec.memory_fixes)
                   if strategy.memory else None)
         ctx = Context(model=model, params=self.params(), sandbox=self.sandbox, critic=critic,
                       oracle=oracle if strategy.oracle else None, record=record, memory=recall)

@@ -126,6 +126,12 @@ def test_recall_never_shows_a_lesson_about_the_item_itself_and_puts_memory_first
     assert messages[0] == {"role": "system", "content": "Be brief."} and len(messages) == 2
     assert messages[1]["content"].startswith("Lessons from earlier mistakes") and messages[1]["content"].endswith("\n\nq")
     assert with_memory([{"role": "user", "content": "q"}], "")[0]["role"] == "user"  # nothing recalled: unchanged
+    fixed = lesson("What is 12 * 14?").model_copy(update={"corrected": "168", "text": template_lesson(
+        "the check says 5 is wrong", "168")})
+    bank.add(fixed)
+    assert "This passed instead: 168" in Recall(bank, "arithmetic")("What is 12 * 14 + 1?").text
+    warned = Recall(bank, "arithmetic", fixes=False)("What is 12 * 14 + 1?").text
+    assert "the check says 5 is wrong" in warned and "168" not in warned
 
 
 def test_lessons_come_only_from_verified_failures_with_their_fix():

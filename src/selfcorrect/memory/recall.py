@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from selfcorrect.memory.bank import LessonBank
 from selfcorrect.memory.guidelines import GuidelineBook
-from selfcorrect.memory.lessons import Lesson
+from selfcorrect.memory.lessons import Lesson, template_lesson
 from selfcorrect.models.base import Message
 
 HEADER = "Lessons from earlier mistakes on similar problems:"
@@ -26,17 +26,23 @@ class Recalled:
     rules: list[tuple[str, str]] = field(default_factory=list)  # (id, text)
     version: int = 0  # the guidelines' version
     seconds: float = 0.0
+    fixes: bool = True  # show what passed instead, or only what went wrong
 
     @property
     def text(self) -> str:
         parts = []
         if self.lessons:
             parts.append(HEADER + "".join(
-                f"\n{i}. Problem: {_clip(lesson.input, 200)}\n   {lesson.text}"
+                f"\n{i}. Problem: {_clip(lesson.input, 200)}\n   {self._words(lesson)}"
                 for i, (lesson, _) in enumerate(self.lessons, start=1)))
         if self.rules:
             parts.append(RULES + "".join(f"\n- {text}" for _, text in self.rules))
         return "\n\n".join(parts)
+
+    def _words(self, lesson: Lesson) -> str:
+        if self.fixes or lesson.written_by != "template":
+            return lesson.text
+        return template_lesson(lesson.feedback, None)
 
     def record(self) -> dict:
         """What the trajectory keeps of it: which lessons and rules were shown."""
@@ -46,18 +52,21 @@ class Recalled:
 
 
 class Recall:
+    """`fixes`: whether a lesson shows the attempt that passed instead (on another problem, a
+    small model may copy it, numbers and all), or only what went wrong."""
+
     def __init__(self, bank: LessonBank, namespace: str, *, k: int = 3, guidelines: GuidelineBook | None = None,
-                 exclude_same_input: bool = True):
+                 exclude_same_input: bool = True, fixes: bool = True):
         self._search = bank.search
         self._current = guidelines.current if guidelines is not None else None
-        self.namespace, self.k, self.exclude_same_input = namespace, k, exclude_same_input
+        self.namespace, self.k, self.exclude_same_input, self.fixes = namespace, k, exclude_same_input, fixes
 
     def __call__(self, question: str) -> Recalled:
         started = time.perf_counter()
         found = self._search(self.namespace, question, 3 * self.k)  # room for excluded ones
         if self.exclude_same_input:
             found = [(lesson, score) for lesson, score in found if lesson.input.strip() != question.strip()]
-        recalled = Recalled(lessons=found[: self.k])
+        recalled = Recalled(lessons=found[: self.k], fixes=self.fixes)
         if self._current is not None:
             current = self._current(self.namespace)
             recalled.rules, recalled.version = [(r.id, r.text) for r in current.rules], current.version
