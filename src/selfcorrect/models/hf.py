@@ -79,11 +79,15 @@ class _Request:
 
 
 class HFModel:
+    """All of the model's torch work (loading, decoding, adapters) happens on one worker
+    thread: torch's OpenMP threads belong to the thread that starts them, and decoding on
+    another thread than the one that loaded the model ran at 70% of the speed here."""
+
     def __init__(self, path: str | Path, adapter: str | Path | None = None, *, batch: int = 8,
                  threads: int | None = None):
         try:
             import torch
-            from transformers import AutoModelForCausalLM, AutoTokenizer
+            from transformers import AutoTokenizer
         except ImportError:
             raise ConfigError("the hf backend needs torch and transformers",
                               "pip install torch==2.13.0 'selfcorrect[train]'") from None
@@ -91,61 +95,86 @@ class HFModel:
         if not (self.path / "config.json").is_file():
             raise ConfigError(f"no transformers model at {self.path}",
                               "give a folder with config.json and weights (`selfcorrect models export` makes one)")
-        if threads:
-            torch.set_num_threads(threads)
         self._torch = torch
         self.tokenizer = AutoTokenizer.from_pretrained(self.path)
-        self.model = AutoModelForCausalLM.from_pretrained(self.path, dtype=torch.float32)
+        self.batch = batch
+        self._base_identity = f"hf:{self.path.name}:{weights_hash(self.path)}"
+        self.adapter: Path | None = None
+        self._waiting: deque[_Request] = deque()
+        self._jobs: deque = deque()
+        self._cv = threading.Condition()
+        self._closed = False
+        self._thread = threading.Thread(target=self._loop, name="selfcorrect-hf", daemon=True)
+        self._thread.start()
+        try:
+            self._on_worker(lambda: self._load(threads))
+            if adapter is not None:
+                self.load_adapter(adapter)
+        except BaseException:
+            self.close()
+            raise
+        self._stops = self._eos_ids()
+        self._pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else min(self._stops)
+
+    def _load(self, threads: int | None) -> None:
+        from transformers import AutoModelForCausalLM
+
+        if threads:
+            self._torch.set_num_threads(threads)
+        self.model = AutoModelForCausalLM.from_pretrained(self.path, dtype=self._torch.float32)
         self.model.eval()
         # transformers renamed past_key_values to cache (5.2x); take whichever this version has
         # (a PEFT wrapper passes either through)
         forward = inspect.signature(type(self.model).forward).parameters
         self._cache_argument = "cache" if "cache" in forward else "past_key_values"
-        self.batch = batch
-        self._model_lock = threading.Lock()
-        self._base_identity = f"hf:{self.path.name}:{weights_hash(self.path)}"
-        self.adapter: Path | None = None
-        if adapter is not None:
-            self.load_adapter(adapter)
-        self._stops = self._eos_ids()
-        self._pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else min(self._stops)
-        self._waiting: deque[_Request] = deque()
-        self._cv = threading.Condition()
-        self._closed = False
-        self._thread = threading.Thread(target=self._loop, name="selfcorrect-hf", daemon=True)
-        self._thread.start()
+
+    def _on_worker(self, job):
+        """Run `job` on the worker thread, between batches; return what it returns."""
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        with self._cv:
+            if self._closed:
+                raise SelfcorrectError("the hf model is closed")
+            self._jobs.append((job, future))
+            self._cv.notify()
+        return future.result()
 
     # -- adapters ----------------------------------------------------------------------
 
     def load_adapter(self, adapter: str | Path) -> None:
         """Put a LoRA adapter on the base weights (replacing any other)."""
-        from peft import PeftModel
-
         adapter = Path(adapter).expanduser()
         if not (adapter / "adapter_config.json").is_file():
             raise ConfigError(f"no LoRA adapter at {adapter}", "give a folder with adapter_config.json")
-        with self._model_lock:  # never while a batch decodes
+
+        def swap() -> None:
+            from peft import PeftModel
+
             if self.adapter is not None:
                 self.model = self.model.unload()
             self.model = PeftModel.from_pretrained(self.model, adapter)
             self.model.eval()
-            self.adapter = adapter
-            self._adapter_hash = weights_hash(adapter)
+            self.adapter, self._adapter_hash = adapter, weights_hash(adapter)
+
+        self._on_worker(swap)
 
     def unload_adapter(self) -> None:
-        with self._model_lock:
+        def unload() -> None:
             if self.adapter is not None:
-                self.model = self.model.unload()
-                self.adapter = None
+                self.model, self.adapter = self.model.unload(), None
+
+        self._on_worker(unload)
 
     def merge_adapter(self, out: str | Path) -> Path:
         """Save the base with the adapter merged in as a plain checkpoint."""
         if self.adapter is None:
             raise ConfigError("no adapter to merge", "load one first")
         out = Path(out)
-        with self._model_lock:
+
+        def merge() -> None:
             self.model, self.adapter = self.model.merge_and_unload(), None
             self.model.save_pretrained(out)
+
+        self._on_worker(merge)
         self.tokenizer.save_pretrained(out)
         return out
 
@@ -199,16 +228,25 @@ class HFModel:
     def _loop(self) -> None:
         while True:
             with self._cv:
-                while not self._closed and not self._waiting:
+                while not self._closed and not self._waiting and not self._jobs:
                     self._cv.wait()
                 if self._closed:
                     for request in self._waiting:
                         request.future.set_exception(SelfcorrectError("the hf model was closed"))
+                    for _, future in self._jobs:
+                        future.set_exception(SelfcorrectError("the hf model was closed"))
                     return
-                rows = self._take()
+                job = self._jobs.popleft() if self._jobs else None
+                rows = self._take() if job is None else []
+            if job is not None:
+                work, future = job
+                try:
+                    future.set_result(work())
+                except BaseException as e:  # the caller gets it; the worker goes on
+                    future.set_exception(e)
+                continue
             try:
-                with self._model_lock:
-                    self._decode(rows)
+                self._decode(rows)
             except Exception as e:  # a failed batch fails its requests, not the engine
                 for request in {id(r.request): r.request for r in rows}.values():
                     if not request.future.done():
@@ -240,22 +278,23 @@ class HFModel:
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         generators = [torch.Generator().manual_seed(sample_seed(r.params.seed, r.index)) for r in rows]
         with torch.no_grad():
-            out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
+            # logits of the last position only: the prompt's others are never read
+            out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
+                             logits_to_keep=1)
             past, logits = _cache_of(out), out.logits[:, -1, :].float()
             following = positions[:, -1:] + 1
             for _ in range(max(r.params.max_tokens for r in rows)):
-                step = []
-                for i, row in enumerate(rows):
-                    if row.finish is not None:
-                        step.append(self._pad)
-                        continue
-                    token = self._sample(logits[i], row.params, generators[i])
-                    step.append(token)
-                    self._accept(row, token, logits[i])
+                live = [i for i, row in enumerate(rows) if row.finish is None]
+                step = torch.full((len(rows),), self._pad, dtype=torch.long)
+                step[live] = self._sample(logits, live, rows, generators)
+                logprobs = (torch.log_softmax(logits, dim=-1) if any(rows[i].params.logprobs for i in live) else None)
+                for i in live:
+                    token = int(step[i])
+                    self._accept(rows[i], token, float(logprobs[i, token]) if logprobs is not None else None)
                 if all(r.finish is not None for r in rows):
                     break
                 mask = torch.cat([mask, torch.ones((len(rows), 1), dtype=torch.long)], dim=1)
-                out = self.model(input_ids=torch.tensor(step)[:, None], attention_mask=mask, position_ids=following,
+                out = self.model(input_ids=step[:, None], attention_mask=mask, position_ids=following,
                                  use_cache=True, **{self._cache_argument: past})
                 past, logits = _cache_of(out), out.logits[:, -1, :].float()
                 following = following + 1
@@ -263,36 +302,52 @@ class HFModel:
         for row in rows:
             self._finish(row, seconds)
 
-    def _sample(self, logits, params: SamplingParams, generator) -> int:
+    def _sample(self, logits, live: list[int], rows: list[_Row], generators) -> object:
+        """The next token of each live row, rows with the same sampling settings together:
+        top-k, then top-p, then the temperature, then a draw by inverse CDF from one uniform
+        number of the row's own generator (so a row's draw does not depend on its batch)."""
         torch = self._torch
-        if params.greedy:
-            return int(torch.argmax(logits))
-        values, order = (torch.topk(logits, params.top_k) if params.top_k else torch.sort(logits, descending=True))
-        if params.top_p < 1.0:
-            probs = torch.softmax(values, dim=-1)
-            keep = (probs.cumsum(-1) - probs) < params.top_p  # the smallest set reaching top_p
-            values, order = values[keep], order[keep]
-        probs = torch.softmax(values / params.temperature, dim=-1)
-        return int(order[torch.multinomial(probs, 1, generator=generator)])
+        tokens = torch.empty(len(live), dtype=torch.long)
+        groups: dict[tuple, list[int]] = {}
+        for position, i in enumerate(live):
+            p = rows[i].params
+            groups.setdefault((p.greedy, p.top_k, p.top_p, p.temperature), []).append(position)
+        for (greedy, top_k, top_p, temperature), positions in groups.items():
+            chosen = logits[[live[k] for k in positions]]
+            if greedy:
+                tokens[positions] = torch.argmax(chosen, dim=-1)
+                continue
+            values, order = torch.topk(chosen, top_k or chosen.shape[-1])
+            if top_p < 1.0:
+                probs = torch.softmax(values, dim=-1)
+                values = values.masked_fill((probs.cumsum(-1) - probs) >= top_p, float("-inf"))
+            cdf = torch.softmax(values / temperature, dim=-1).cumsum(-1)
+            draws = torch.cat([torch.rand(1, generator=generators[live[k]]) for k in positions])[:, None]
+            picked = torch.searchsorted(cdf, draws).clamp(max=cdf.shape[-1] - 1)
+            tokens[positions] = order.gather(-1, picked).squeeze(-1)
+        return tokens
 
-    def _accept(self, row: _Row, token: int, logits) -> None:
+    def _accept(self, row: _Row, token: int, logprob: float | None) -> None:
         if token in self._stops:
             row.finish = "stop"
             return
         row.tokens.append(token)
         if row.params.logprobs:
-            row.logprobs.append(float(self._torch.log_softmax(logits, dim=-1)[token]))
-        row.text = self.tokenizer.decode(row.tokens, skip_special_tokens=True)
-        for stop in row.params.stop:
-            cut = row.text.find(stop)
-            if cut >= 0:
-                row.text, row.finish = row.text[:cut], "stop"
-                return
+            row.logprobs.append(logprob)
+        if row.params.stop:  # decoded as it grows only when a stop string is to be found
+            row.text = self.tokenizer.decode(row.tokens, skip_special_tokens=True)
+            for stop in row.params.stop:
+                cut = row.text.find(stop)
+                if cut >= 0:
+                    row.text, row.finish = row.text[:cut], "stop"
+                    return
         if len(row.tokens) >= row.params.max_tokens:
             row.finish = "length"
 
     def _finish(self, row: _Row, seconds: float) -> None:
         request = row.request
+        if not row.params.stop:
+            row.text = self.tokenizer.decode(row.tokens, skip_special_tokens=True)
         request.results[row.index] = Completion(
             text=row.text, finish_reason=row.finish or "length", prompt_tokens=len(row.prompt),
             completion_tokens=len(row.tokens), seconds=seconds, index=row.index,
