@@ -32,6 +32,7 @@ bench: install
 	$(BIN)/python bench/eval_wall.py
 	$(BIN)/python bench/memory_retrieval.py
 	$(BIN)/python bench/serve_load.py
+	$(BIN)/python bench/hf_generate.py
 
 clean:
 	rm -rf $(VENV) .selfcorrect .pytest_cache
