@@ -195,6 +195,29 @@ def models_export(
               f"or --model hf:{folder}")
 
 
+@models_app.command("gguf")
+def models_gguf(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="a checkpoint of the lineage (see `selfcorrect models lineage`)")],
+    out: Annotated[Optional[Path], typer.Option(help="the GGUF file (default: beside the checkpoint)")] = None,
+) -> None:
+    """Write a checkpoint back to GGUF (Q8_0, LoRA merged), to run on the llama.cpp engine."""
+    from selfcorrect.train.lineage import Lineage
+    from selfcorrect.train.to_gguf import write_checkpoint_gguf
+
+    lineage = Lineage(ctx.find_root().obj.store)
+    try:
+        checkpoint = lineage.get(name)
+        if checkpoint is None:
+            raise ConfigError(f"no checkpoint {name!r}", "list them with `selfcorrect models lineage`")
+        written = write_checkpoint_gguf(checkpoint, out)
+        lineage.register(checkpoint.model_copy(update={"gguf": written["path"]}))
+    finally:
+        lineage.close()
+    err.print(f"wrote {written['path']} ({written['megabytes']} MB) in {written['seconds']:.0f} s: "
+              f"--model gguf:{written['path']}")
+
+
 @models_app.command("lineage")
 def models_lineage(ctx: typer.Context) -> None:
     """The checkpoints of the slow path: round, parent, method, data, metrics."""

@@ -42,3 +42,23 @@ def test_the_exported_model_agrees_with_llama_cpp_and_is_round_zero(tmp_path, em
         assert total > 30 and agree / total >= 0.9, (agree, total)
     finally:
         asyncio.run(model.aclose())
+
+
+def test_a_checkpoint_goes_back_to_gguf_and_the_fast_engine_answers_as_before(tmp_path):
+    from selfcorrect.models.embedded import EmbeddedModel
+    from selfcorrect.train.to_gguf import checkpoint_to_gguf
+
+    folder = export_embedded(tmp_path / "base")
+    written = checkpoint_to_gguf(folder, tmp_path / "back.gguf")
+    assert written["megabytes"] > 100
+    asks = [[{"role": "user", "content": q}] for q in
+            ("What is 12 + 7? End with: The answer is N.", "Name three rivers in Europe.", "Write a haiku about rain.")]
+    params = SamplingParams(temperature=0.0, max_tokens=24)
+    def greedy(path):  # a fresh engine each, one request at a time: draws that repeat exactly
+        with EmbeddedModel(path, threads=1, parallel=1, n_ctx=2048, prefix_cache=0) as engine:
+            return [asyncio.run(engine.generate(a, params))[0].token_ids for a in asks]
+
+    again, before = greedy(tmp_path / "back.gguf"), greedy(None)
+    # the same weights through transformers and back, in Q8_0 as the default engine's file
+    same = sum(x == y for a, b in zip(again, before) for x, y in zip(a, b))
+    assert same / sum(len(b) for b in before) >= 0.9, (again, before)

@@ -27,6 +27,7 @@ class Checkpoint(BaseModel):
     round: int = Field(ge=0)
     path: str  # a transformers checkpoint folder
     adapter: str | None = None  # a LoRA adapter folder on top of `path`
+    gguf: str | None = None  # the same weights as a Q8_0 GGUF for the llama.cpp engine, once written
     parent: str | None = None
     method: str = "export"  # export, rft, star, correction, dpo
     data_hash: str | None = None
