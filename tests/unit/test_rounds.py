@@ -47,13 +47,13 @@ def test_rounds_train_on_verified_train_samples_and_measure_the_held_out_side(tm
     lineage = Lineage(settings.store)
     lineage.register(Checkpoint(name="base", round=0, path=path))
     lineage.close()
-    spec = TrainSpec(task=toy_task, limit=16, heldout=0.5, sample="self-consistency:n=4", sample_temperature=1.0,
+    spec = TrainSpec(task=toy_task, limit=16, heldout=0.5, sample="self-consistency:n=4", sample_temperature=0.5,
                      rounds=2, patience=2, epochs=1, learning_rate=1e-3, batch_size=8, per_item=2)
     stages = []
     report = asyncio.run(train_rounds(settings, spec, tmp_path / "train", stages.append))
 
     rounds = report["rounds"]
-    assert [r["round"] for r in rounds] == [0, 1, 2] and report["stopped"] is None
+    assert [r["round"] for r in rounds] == [0, 1, 2] and report["stopped"] is None, (report["stopped"], rounds[0]["train"])
     assert rounds[0]["train"]["pass_at_1"] > 0  # the taught model is right sometimes: there is data
     data = [json.loads(line) for line in (tmp_path / "train" / "round-1" / "data.jsonl").read_text().splitlines()]
     heldout = set(rounds[0]["heldout"]["correct"])
@@ -84,7 +84,7 @@ def test_label_free_rounds_train_on_pseudo_labels_and_report_their_accuracy(tmp_
     lineage = Lineage(settings.store)
     lineage.register(Checkpoint(name="base", round=0, path=taught))
     lineage.close()
-    spec = TrainSpec(task=toy_task, limit=16, sample="self-consistency:n=4", sample_temperature=1.0, rounds=1,
+    spec = TrainSpec(task=toy_task, limit=16, sample="self-consistency:n=4", sample_temperature=0.5, rounds=1,
                      labels="vote", agreement=0.25, epochs=1, learning_rate=1e-3)
     report = asyncio.run(train_rounds(settings, spec, tmp_path / "train"))
     assert len(report["rounds"]) == 2, report["stopped"]
