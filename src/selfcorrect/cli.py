@@ -733,7 +733,7 @@ def train(
     limit: Annotated[Optional[int], typer.Option(help="items, both sides together")] = 400,
     heldout: Annotated[float, typer.Option(help="the held-out share of the items (split by item id)")] = 0.5,
     rounds: Annotated[int, typer.Option(help="training rounds after the base's")] = 2,
-    method: Annotated[str, typer.Option(help="rft (built so far)")] = "rft",
+    method: Annotated[str, typer.Option(help="rft, or correction (revisions of a revising --sample strategy)")] = "rft",
     labels: Annotated[str, typer.Option(help="gold (the task's check), vote or program (no gold: pseudo-labels)")] = "gold",
     agreement: Annotated[float, typer.Option(help="vote labels: the least share of samples the majority needs")] = 0.5,
     sample: Annotated[str, typer.Option(help="how the train side is sampled each round")] = "self-consistency:n=8",
@@ -763,6 +763,8 @@ def train(
                          patience=patience, lora=not full, epochs=epochs, learning_rate=learning_rate, seed=seed)
     except ValidationError as e:
         first = e.errors()[0]
+        if not first["loc"]:  # a rule across options
+            raise ConfigError(first["msg"].removeprefix("Value error, "), "see `selfcorrect train --help`") from None
         raise ConfigError(f"--{str(first['loc'][0]).replace('_', '-')}: {first['msg'].lower()} (got {first.get('input')!r})",
                           "see `selfcorrect train --help`") from None
     _check_strategies([spec.sample, *spec.evaluate])

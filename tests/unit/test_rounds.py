@@ -94,3 +94,11 @@ def test_label_free_rounds_train_on_pseudo_labels_and_report_their_accuracy(tmp_
     data = [json.loads(line) for line in (tmp_path / "train" / "round-1" / "data.jsonl").read_text().splitlines()]
     assert data and {d["label"] for d in data} == {"vote"}
     assert "Pseudo-labels (vote" in (tmp_path / "train" / "report.md").read_text()
+
+
+def test_correction_rounds_need_a_revising_strategy_and_gold_labels():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="labelled by the task's check"):
+        TrainSpec(method="correction", labels="vote")
+    assert TrainSpec(method="correction", sample="self-refine:rounds=1").method == "correction"

@@ -140,3 +140,32 @@ def test_program_labels_come_from_the_models_own_programs(tmp_path):
     assert right == 4 and pseudo_label_accuracy(record) == 4 / len(PROBLEMS)  # the wrong programs mislabel
     # every kept sample agrees with its program's answer, right or wrong
     assert all(e.completion == f"The answer is {e.provenance['pseudo_label']}." for e in examples)
+
+
+def test_correction_traces_teach_the_fix_and_keeping_a_right_answer(tmp_path):
+    from selfcorrect.train.data import build_correction
+
+    def reply(last, messages, k):
+        if "Check this answer" in last:
+            return "Looks fine.\nScore: 2"
+        numbers = [int(w.strip("?.,")) for w in messages[0]["content"].split() if w.strip("?.,").isdigit()]
+        a, b = numbers[:2]
+        if "Using the feedback" in last:
+            return f"Fixed it. The answer is {a + b}."
+        return f"The answer is {a + b + (1 if a % 2 else 0)}."  # odd a: wrong first
+    script = Script([(lambda last, m, k: True, reply)])
+    settings = load_settings(store=tmp_path / "store.sqlite")
+    evaluation = Evaluation(settings, EvalSpec(strategies=["self-refine:rounds=1"], reference=False),
+                            task=ListTask(PROBLEMS), engine=script.model)
+    asyncio.run(evaluation.run())
+    store = Store(tmp_path / "store.sqlite")
+    ids = [f"list/{i}" for i in range(len(PROBLEMS))]
+    examples = build_correction(store, task="list", train_ids=ids, keep=0.5)
+    fixes = [e for e in examples if e.provenance["kind"] == "fix"]
+    keeps = [e for e in examples if e.provenance["kind"] == "keep"]
+    assert len(fixes) == len(PROBLEMS) // 2 and len(keeps) == len(fixes) // 2  # odd a were wrong first
+    # the prompt is the revision's conversation: it holds the wrong attempt and the feedback
+    assert all(any(m["role"] == "assistant" for m in e.prompt) for e in fixes)
+    assert all(e.completion.startswith("Fixed it.") for e in examples)
+    assert build_correction(store, task="list", train_ids=ids[:2]) and all(
+        e.item_id in ids[:2] for e in build_correction(store, task="list", train_ids=ids[:2]))

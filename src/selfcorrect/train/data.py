@@ -3,6 +3,10 @@ store's reader, made into prompt-completion examples, each with its provenance.
 
     rft   rejection sampling (ReST-EM): the attempts the task's check accepted, at most
           `per_item` per item (easy items do not crowd out hard ones), deduplicated.
+    correction: revisions as multi-turn examples: the conversation that showed the model its
+          wrong attempt and the feedback, and the revision the check accepted (wrong→right);
+          and, so that the model also learns to keep a right answer, revisions of a right
+          attempt that kept it right (right→right, `keep` per wrong→right at most).
     label-free (`labels="vote"` or `"program"`): no gold at all. The pseudo-label of an item
           is the majority answer of its samples (kept only when at least `agreement` of
           them give it), or the answer of the model's own program-aided run, executed in
@@ -76,6 +80,29 @@ def build_rft(store: Store, *, task: str, train_ids: Sequence[str], run_ids: Seq
                                 provenance={"run": graded.run_id, "strategy": graded.strategy,
                                             "attempt": graded.attempt.index, "model": graded.model}))
     return [e for examples in kept.values() for e in examples]
+
+
+def build_correction(store: Store, *, task: str, train_ids: Sequence[str], run_ids: Sequence[str] | None = None,
+                     model: str | None = None, keep: float = 1.0) -> list[Example]:
+    """Correction traces from stored revisions: wrong→right revisions, and as many as `keep`
+    times their number of right→right ones."""
+    allowed = set(train_ids)
+    units: dict[tuple[str, str, str], dict[int, GradedAttempt]] = {}
+    for graded in store.graded_attempts(task=task, run_ids=run_ids, item_ids=list(allowed), model=model):
+        if graded.item_id in allowed:
+            units.setdefault((graded.run_id, graded.strategy, graded.item_id), {})[graded.attempt.index] = graded
+    fixes, keeps = [], []
+    for attempts in units.values():
+        for graded in attempts.values():
+            parent = attempts.get(graded.attempt.parent) if graded.attempt.parent is not None else None
+            if parent is None or not graded.correct or graded.messages is None:
+                continue
+            example = Example(prompt=graded.messages, completion=graded.attempt.text.strip(), item_id=graded.item_id,
+                              provenance={"run": graded.run_id, "strategy": graded.strategy, "model": graded.model,
+                                          "attempt": graded.attempt.index, "revises": parent.attempt.index,
+                                          "kind": "keep" if parent.correct else "fix"})
+            (keeps if parent.correct else fixes).append(example)
+    return fixes + keeps[: int(keep * len(fixes))]
 
 
 def build_label_free(store: Store, *, task: str, train_ids: Sequence[str], run_ids: Sequence[str],

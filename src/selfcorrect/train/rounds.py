@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from selfcorrect.config import Settings
 from selfcorrect.measure.stats import mcnemar, wilson
@@ -34,6 +34,7 @@ from selfcorrect.store import Store
 from selfcorrect.tasks import Task, parse_task, select
 from selfcorrect.strategies import parse_strategy
 from selfcorrect.train.data import (
+    build_correction,
     build_label_free,
     build_rft,
     check_heldout,
@@ -52,6 +53,8 @@ TAIL_ALARM = 0.1  # the share of never-solved items up by ten points or more
 
 
 class TrainSpec(BaseModel):
+    """What a training runs (the labels of correction traces are always the task's check)."""
+
     task: str = "arithmetic"
     limit: int | None = Field(400, ge=2)  # items, train and held-out together
     heldout: float = Field(0.5, gt=0, lt=1)
@@ -60,10 +63,18 @@ class TrainSpec(BaseModel):
     sample_temperature: float = Field(0.7, ge=0, le=2)
     evaluate: list[str] = Field(default_factory=lambda: ["single"])  # strategies on the held-out side
     rounds: int = Field(2, ge=1, le=20)
-    method: Literal["rft"] = "rft"
+    # rft: the accepted samples; correction: accepted revisions of the sampling strategy
+    # (it must revise: self-refine, self-debug, program-aided, ...), as multi-turn traces
+    method: Literal["rft", "correction"] = "rft"
     # gold: the task's check picks the samples; vote / program: no gold (train/data.py)
     labels: Literal["gold", "vote", "program"] = "gold"
     agreement: float = Field(0.5, gt=0, le=1)  # vote labels: the majority's least share
+
+    @model_validator(mode="after")
+    def _labels_of_corrections(self):
+        if self.method == "correction" and self.labels != "gold":
+            raise ValueError("correction traces are labelled by the task's check: use labels gold")
+        return self
     restart: Literal["base", "continue"] = "base"
     per_item: int = Field(4, ge=1)
     patience: int = Field(1, ge=1)
@@ -119,7 +130,9 @@ async def train_rounds(settings: Settings, spec: TrainSpec, out: Path,
                 say(f"round {number}: building data from round {number - 1}'s samples")
                 runs = [report["rounds"][-1]["sample_run"]]
                 pseudo = None
-                if spec.labels == "gold":
+                if spec.method == "correction":
+                    examples = build_correction(store, task=task.name, train_ids=train_ids, run_ids=runs)
+                elif spec.labels == "gold":
                     examples = build_rft(store, task=task.name, train_ids=train_ids, run_ids=runs, per_item=spec.per_item)
                 else:
                     examples, labelled = build_label_free(
