@@ -197,10 +197,10 @@ def test_a_keys_file_holding_a_key_instead_of_its_hash_is_refused(tmp_path):
 
 
 @pytest.mark.parametrize("args, phrases", [
-    (["--method", "dpo"], ["--method: input should be 'rft' or 'correction'"]),
+    (["--method", "star"], ["--method: input should be 'rft', 'correction' or 'dpo'"]),
     (["--labels", "oracle"], ["--labels: input should be 'gold', 'vote' or 'program'"]),
     (["--heldout", "2"], ["--heldout: input should be less than 1"]),
-    (["--method", "correction", "--labels", "vote"], ["correction traces are labelled by the task's check"]),
+    (["--method", "correction", "--labels", "vote"], ["correction data is labelled by the task's check"]),
     (["--sample", "bogus"], ["unknown strategy 'bogus'"]),
 ])
 def test_bad_train_options_are_refused_before_anything_runs(tmp_path, args, phrases):

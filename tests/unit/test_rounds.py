@@ -99,6 +99,22 @@ def test_label_free_rounds_train_on_pseudo_labels_and_report_their_accuracy(tmp_
 def test_correction_rounds_need_a_revising_strategy_and_gold_labels():
     from pydantic import ValidationError
 
-    with pytest.raises(ValidationError, match="labelled by the task's check"):
-        TrainSpec(method="correction", labels="vote")
+    for method in ("correction", "dpo"):
+        with pytest.raises(ValidationError, match="labelled by the task's check"):
+            TrainSpec(method=method, labels="vote")
     assert TrainSpec(method="correction", sample="self-refine:rounds=1").method == "correction"
+
+
+def test_a_dpo_round_trains_on_pairs_of_the_train_side(tmp_path, toy_task, taught):
+    settings = load_settings(store=tmp_path / "store.sqlite", hf={"batch": 8})
+    lineage = Lineage(settings.store)
+    lineage.register(Checkpoint(name="base", round=0, path=taught))
+    lineage.close()
+    spec = TrainSpec(task=toy_task, limit=16, sample="self-consistency:n=4", sample_temperature=0.5, rounds=1,
+                     method="dpo", epochs=1, learning_rate=1e-3)
+    report = asyncio.run(train_rounds(settings, spec, tmp_path / "train"))
+    assert len(report["rounds"]) == 2, report["stopped"]
+    pairs = [json.loads(line) for line in (tmp_path / "train" / "round-1" / "data.jsonl").read_text().splitlines()]
+    assert pairs and all(p["chosen"] != p["rejected"] for p in pairs)
+    assert not {p["item_id"] for p in pairs} & set(report["rounds"][0]["heldout"]["correct"])
+    assert report["rounds"][1]["training"]["pairs"] == len(pairs)

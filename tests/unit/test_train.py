@@ -169,3 +169,23 @@ def test_correction_traces_teach_the_fix_and_keeping_a_right_answer(tmp_path):
     assert all(e.completion.startswith("Fixed it.") for e in examples)
     assert build_correction(store, task="list", train_ids=ids[:2]) and all(
         e.item_id in ids[:2] for e in build_correction(store, task="list", train_ids=ids[:2]))
+
+
+def test_preference_pairs_and_a_dpo_round(tmp_path):
+    from selfcorrect.train.data import build_dpo, to_preference_dataset
+    from selfcorrect.train.sft import SFTSettings, train_dpo
+    from tests.tinymodel import make_tiny_model
+
+    store = sampled(tmp_path)  # five samples per prompt: 0, 1, 3 right; 2, 4 wrong
+    ids = [f"list/{i}" for i in range(len(PROBLEMS))]
+    pairs = build_dpo(store, task="list", train_ids=ids[:8], per_item=2)
+    assert len(pairs) == 8 and {p.source for p in pairs} == {"samples"}  # one distinct wrong reply per item
+    assert all(p.chosen != p.rejected and p.item_id in ids[:8] for p in pairs)
+    first = PROBLEMS[int(pairs[0].item_id.split("/")[1])]
+    assert pairs[0].chosen.startswith(f"The answer is {first[1]}") and not pairs[0].rejected.startswith(
+        f"The answer is {first[1]}.")
+    base = make_tiny_model(tmp_path / "tiny")
+    metrics = train_dpo(base, to_preference_dataset(pairs), tmp_path / "dpo",
+                        SFTSettings(epochs=6, learning_rate=5e-3, save_steps=100), progress=False)
+    assert metrics["pairs"] == 8 and (tmp_path / "dpo" / "model" / "adapter_config.json").is_file()
+    assert metrics["log"] and metrics["log"][-1] < metrics["log"][0]  # the preference loss falls

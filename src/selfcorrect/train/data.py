@@ -7,6 +7,8 @@ store's reader, made into prompt-completion examples, each with its provenance.
           wrong attempt and the feedback, and the revision the check accepted (wrong→right);
           and, so that the model also learns to keep a right answer, revisions of a right
           attempt that kept it right (right→right, `keep` per wrong→right at most).
+    dpo   preference pairs: a right and a wrong sample of the same prompt, and a revision the
+          check accepted against the wrong attempt it revised.
     label-free (`labels="vote"` or `"program"`): no gold at all. The pseudo-label of an item
           is the majority answer of its samples (kept only when at least `agreement` of
           them give it), or the answer of the model's own program-aided run, executed in
@@ -105,6 +107,60 @@ def build_correction(store: Store, *, task: str, train_ids: Sequence[str], run_i
     return fixes + keeps[: int(keep * len(fixes))]
 
 
+class Pair(BaseModel):
+    """A preference pair: two replies to one prompt, the one the check accepted first."""
+
+    prompt: list[dict]
+    chosen: str
+    rejected: str
+    item_id: str
+    source: str  # "samples" or "revision"
+    provenance: dict = Field(default_factory=dict)
+
+
+def build_dpo(store: Store, *, task: str, train_ids: Sequence[str], run_ids: Sequence[str] | None = None,
+              model: str | None = None, per_item: int = 2) -> list[Pair]:
+    """Pairs of the train items, at most `per_item` of each source per item."""
+    allowed = set(train_ids)
+    by_prompt: dict[tuple[str, str], list[GradedAttempt]] = {}
+    units: dict[tuple[str, str, str], dict[int, GradedAttempt]] = {}
+    for graded in store.graded_attempts(task=task, run_ids=run_ids, item_ids=list(allowed), model=model):
+        if graded.item_id not in allowed or graded.messages is None or graded.attempt.finish_reason == "length":
+            continue
+        by_prompt.setdefault((graded.item_id, graded.attempt.messages_hash), []).append(graded)
+        units.setdefault((graded.run_id, graded.strategy, graded.item_id), {})[graded.attempt.index] = graded
+    pairs: list[Pair] = []
+    for (item_id, _), graded in by_prompt.items():
+        right = list({g.attempt.text.strip(): g for g in graded if g.correct}.values())
+        wrong = list({g.attempt.text.strip(): g for g in graded if not g.correct}.values())
+        for good, bad in list(zip(right, wrong))[:per_item]:
+            pairs.append(Pair(prompt=good.messages, chosen=good.attempt.text.strip(), rejected=bad.attempt.text.strip(),
+                              item_id=item_id, source="samples",
+                              provenance={"run": good.run_id, "chosen": good.attempt.index, "rejected": bad.attempt.index}))
+    revised: dict[str, int] = {}
+    for attempts in units.values():
+        for graded in attempts.values():
+            parent = attempts.get(graded.attempt.parent) if graded.attempt.parent is not None else None
+            if parent is None or not graded.correct or parent.correct or parent.messages is None:
+                continue
+            if revised.get(graded.item_id, 0) >= per_item:
+                continue
+            revised[graded.item_id] = revised.get(graded.item_id, 0) + 1
+            pairs.append(Pair(prompt=parent.messages, chosen=graded.attempt.text.strip(),
+                              rejected=parent.attempt.text.strip(), item_id=graded.item_id, source="revision",
+                              provenance={"run": graded.run_id, "strategy": graded.strategy,
+                                          "chosen": graded.attempt.index, "rejected": parent.attempt.index}))
+    return pairs
+
+
+def to_preference_dataset(pairs: Sequence[Pair]):
+    """TRL's conversational preference form."""
+    from datasets import Dataset
+
+    return Dataset.from_list([{"prompt": p.prompt, "chosen": [{"role": "assistant", "content": p.chosen}],
+                               "rejected": [{"role": "assistant", "content": p.rejected}]} for p in pairs])
+
+
 def build_label_free(store: Store, *, task: str, train_ids: Sequence[str], run_ids: Sequence[str],
                      sample_strategy: str, labels: str, agreement: float = 0.5, per_item: int = 4,
                      model: str | None = None, max_chars: int = 2000) -> tuple[list[Example], dict]:
@@ -156,7 +212,7 @@ def pseudo_label_accuracy(record: dict) -> float | None:
     return sum(r["right"] for r in record.values()) / len(record) if record else None
 
 
-def check_heldout(examples: Iterable[Example], heldout_ids: Iterable[str]) -> None:
+def check_heldout(examples: Iterable[Example | Pair], heldout_ids: Iterable[str]) -> None:
     """Refuse a training set that holds a held-out item."""
     leaked = {e.item_id for e in examples} & set(heldout_ids)
     if leaked:
@@ -164,12 +220,12 @@ def check_heldout(examples: Iterable[Example], heldout_ids: Iterable[str]) -> No
                           "build training data from the train side only")
 
 
-def data_hash(examples: Sequence[Example]) -> str:
+def data_hash(examples: Sequence[Example | Pair]) -> str:
     payload = json.dumps([e.model_dump() for e in examples], sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
-def write_jsonl(examples: Sequence[Example], path: Path) -> Path:
+def write_jsonl(examples: Sequence[Example | Pair], path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", encoding="utf-8") as f:
         for example in examples:

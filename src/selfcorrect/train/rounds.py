@@ -35,6 +35,7 @@ from selfcorrect.tasks import Task, parse_task, select
 from selfcorrect.strategies import parse_strategy
 from selfcorrect.train.data import (
     build_correction,
+    build_dpo,
     build_label_free,
     build_rft,
     check_heldout,
@@ -42,10 +43,11 @@ from selfcorrect.train.data import (
     pseudo_label_accuracy,
     split,
     to_dataset,
+    to_preference_dataset,
     write_jsonl,
 )
 from selfcorrect.train.lineage import Checkpoint, Lineage
-from selfcorrect.train.sft import SFTSettings, train_sft
+from selfcorrect.train.sft import SFTSettings, train_dpo, train_sft
 from selfcorrect.verify.answers import vote_key
 
 DIVERSITY_ALARM = 0.5  # distinct answers per item below half of the base's
@@ -65,15 +67,16 @@ class TrainSpec(BaseModel):
     rounds: int = Field(2, ge=1, le=20)
     # rft: the accepted samples; correction: accepted revisions of the sampling strategy
     # (it must revise: self-refine, self-debug, program-aided, ...), as multi-turn traces
-    method: Literal["rft", "correction"] = "rft"
+    # dpo: preference pairs (a right and a wrong sample of one prompt; a fix against what it fixed)
+    method: Literal["rft", "correction", "dpo"] = "rft"
     # gold: the task's check picks the samples; vote / program: no gold (train/data.py)
     labels: Literal["gold", "vote", "program"] = "gold"
     agreement: float = Field(0.5, gt=0, le=1)  # vote labels: the majority's least share
 
     @model_validator(mode="after")
     def _labels_of_corrections(self):
-        if self.method == "correction" and self.labels != "gold":
-            raise ValueError("correction traces are labelled by the task's check: use labels gold")
+        if self.method in ("correction", "dpo") and self.labels != "gold":
+            raise ValueError(f"{self.method} data is labelled by the task's check: use labels gold")
         return self
     restart: Literal["base", "continue"] = "base"
     per_item: int = Field(4, ge=1)
@@ -130,7 +133,9 @@ async def train_rounds(settings: Settings, spec: TrainSpec, out: Path,
                 say(f"round {number}: building data from round {number - 1}'s samples")
                 runs = [report["rounds"][-1]["sample_run"]]
                 pseudo = None
-                if spec.method == "correction":
+                if spec.method == "dpo":
+                    examples = build_dpo(store, task=task.name, train_ids=train_ids, run_ids=runs, per_item=spec.per_item)
+                elif spec.method == "correction":
                     examples = build_correction(store, task=task.name, train_ids=train_ids, run_ids=runs)
                 elif spec.labels == "gold":
                     examples = build_rft(store, task=task.name, train_ids=train_ids, run_ids=runs, per_item=spec.per_item)
@@ -153,9 +158,10 @@ async def train_rounds(settings: Settings, spec: TrainSpec, out: Path,
                     start_path = merger.merge_adapter(folder / "start")
                     merger.close()
                 say(f"round {number}: training on {len(examples)} examples")
-                metrics = train_sft(start_path, to_dataset(examples), folder, SFTSettings(
-                    lora=spec.lora, epochs=spec.epochs, learning_rate=spec.learning_rate,
-                    batch_size=spec.batch_size, seed=spec.seed))
+                training = SFTSettings(lora=spec.lora, epochs=spec.epochs, learning_rate=spec.learning_rate,
+                                           batch_size=spec.batch_size, seed=spec.seed)
+                metrics = (train_dpo(start_path, to_preference_dataset(examples), folder, training)
+                           if spec.method == "dpo" else train_sft(start_path, to_dataset(examples), folder, training))
                 current = lineage.register(Checkpoint(
                     name=f"{out.name}/round-{number}", round=number, parent=current.name, method=spec.method,
                     path=str(start_path) if spec.lora else str(folder / "model"),
