@@ -252,8 +252,8 @@ class Evaluation:
         the counters of the lessons and rules they were shown: their outcome against their
         twin's without memory, both as verified by feedback the strategies had (never the gold,
         outside an oracle run)."""
-        results = {r["strategy"]: UnitResult.model_validate(r) for r in self.store.results(self.run_record.run_id)
-                   if r["item"] == item.id}
+        results = {r["strategy"]: UnitResult.model_validate(r)
+                   for r in self.store.results(self.run_record.run_id, item_id=item.id)}
         writer = self._lesson_writer() if self.spec.lesson_writer == "model" else None
         for strategy in self.strategies:
             if not strategy.memory or strategy.spec not in results:

@@ -416,12 +416,15 @@ class Store:
                 self._db.execute(f"DELETE FROM {table} WHERE run_id = ? AND strategy = ?",
                                  (run_id, strategy))
 
-    def results(self, run_id: str, strategy: str | None = None) -> list[dict]:
+    def results(self, run_id: str, strategy: str | None = None, item_id: str | None = None) -> list[dict]:
         query = "SELECT payload FROM results WHERE run_id = ?"
         args: tuple = (run_id,)
         if strategy is not None:
             query += " AND strategy = ?"
             args += (strategy,)
+        if item_id is not None:
+            query += " AND item_id = ?"
+            args += (item_id,)
         with self._lock:
             rows = self._db.execute(query + " ORDER BY created_at", args).fetchall()
         return [json.loads(row[0]) for row in rows]
