@@ -740,6 +740,8 @@ def train(
     sample_temperature: Annotated[float, typer.Option(help="its temperature")] = 0.7,
     evaluate: Annotated[str, typer.Option(help="comma-separated strategies measured on the held-out side")] = "single",
     restart: Annotated[str, typer.Option(help="base (ReST-EM: each round from the base) or continue")] = "base",
+    engine: Annotated[str, typer.Option(help="what samples and evaluates: gguf (each checkpoint written back to "
+                                               "GGUF, on llama.cpp), hf (transformers) or auto")] = "auto",
     per_item: Annotated[int, typer.Option(help="the most training replies per item")] = 4,
     patience: Annotated[int, typer.Option(help="rounds without a held-out gain before stopping")] = 1,
     full: Annotated[bool, typer.Option("--full", help="full fine-tuning instead of LoRA")] = False,
@@ -759,7 +761,7 @@ def train(
         spec = TrainSpec(task=task, limit=limit, heldout=heldout, rounds=rounds, method=method, labels=labels,
                          agreement=agreement,
                          sample=sample, sample_temperature=sample_temperature,
-                         evaluate=[s for s in evaluate.split(",") if s], restart=restart, per_item=per_item,
+                         evaluate=[s for s in evaluate.split(",") if s], restart=restart, engine=engine, per_item=per_item,
                          patience=patience, lora=not full, epochs=epochs, learning_rate=learning_rate, seed=seed)
     except ValidationError as e:
         first = e.errors()[0]

@@ -3,6 +3,8 @@
 saved as an adapter the transformers backend loads."""
 
 import asyncio
+import json
+from pathlib import Path
 
 import pytest
 
@@ -189,3 +191,46 @@ def test_preference_pairs_and_a_dpo_round(tmp_path):
                         SFTSettings(epochs=6, learning_rate=5e-3, save_steps=100), progress=False)
     assert metrics["pairs"] == 8 and (tmp_path / "dpo" / "model" / "adapter_config.json").is_file()
     assert metrics["log"] and metrics["log"][-1] < metrics["log"][0]  # the preference loss falls
+
+
+def test_star_rationales_reach_the_hinted_answer_and_train_without_the_hint():
+    from selfcorrect.models.base import SamplingParams
+    from selfcorrect.train.star import rationalize
+
+    def reply(last, messages, k):
+        a, b = (int(w.strip("?")) for w in last.split()[:5] if w.strip("?").isdigit())
+        if "Hint:" not in last:
+            return "I do not know."
+        return {0: f"{a} + {b} = {a + b}. The answer is {a + b}.",
+                1: f"The hint says the correct answer is {a + b}. The answer is {a + b}.",  # cites the hint
+                2: f"I think it is {a + b + 1}. The answer is {a + b + 1}.",  # misses it
+                3: f"{a} + {b} = {a + b + 1}. The answer is {a + b}."}[k]  # a wrong step before it
+    task = ListTask(PROBLEMS)
+    items = task.items()
+    model = Script([(asked("What is"), reply)]).model
+    params = SamplingParams(n=4, temperature=0.7)
+    hints = {i.id: i.answer for i in items[:4]}
+    examples, record = asyncio.run(rationalize(model, task, items, hints, label="gold", params=params))
+    assert [e.item_id for e in examples] == [i.id for i in items[:4]]  # one kept per hinted item, none other
+    assert all(record[i]["tried"] == 4 and record[i]["kept"] == 1 for i in hints)
+    for example, item in zip(examples, items):
+        assert example.prompt == list(item.view.messages) and "Hint" not in str(example.prompt)  # trained unhinted
+        assert example.completion.endswith(f"The answer is {item.answer}.") and "hint" not in example.completion
+        assert example.oracle and example.label == "gold"
+    # label-free: the hint is a pseudo-label, and a reply is kept when it gives the pseudo-label
+    wrong = {items[0].id: str(int(items[0].answer) + 1)}
+    examples, _ = asyncio.run(rationalize(model, task, items, wrong, label="program", params=params))
+    assert [e.completion.split()[-1] for e in examples] == [f"{wrong[items[0].id]}."] and not examples[0].oracle
+    with pytest.raises(ConfigError, match="math answers"):
+        asyncio.run(rationalize(model, type("Code", (ListTask,), {"kind": "code"})(PROBLEMS), items, hints,
+                                label="gold", params=params))
+
+
+RATIONALES = [json.loads(line) for line in (Path(__file__).parent.parent / "data" / "rationales.jsonl").open()]
+
+
+@pytest.mark.parametrize("case", RATIONALES, ids=[c["note"] for c in RATIONALES])
+def test_a_rationale_is_kept_only_when_its_equations_hold(case):
+    from selfcorrect.train.star import equations_hold
+
+    assert equations_hold(case["text"]) is case["holds"]

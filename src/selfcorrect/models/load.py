@@ -7,6 +7,8 @@ Built in: `embedded` (the embedded model; `embedded:q4_1` for the shipped file),
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from selfcorrect.config import Settings
 from selfcorrect.errors import ConfigError
 from selfcorrect.models.base import Model
@@ -31,6 +33,11 @@ def _gguf(settings: Settings, arg: str) -> Model:
     if not arg:
         raise ConfigError("--model gguf: needs a path", "write --model gguf:/path/to/model.gguf")
     return _llama(settings, arg, None)
+
+
+def load_gguf(settings: Settings, path: str | Path) -> Model:
+    """A GGUF file on the llama.cpp engine, with the settings' [llama] options."""
+    return _llama(settings, str(path), None)
 
 
 def _llama(settings: Settings, path: str | None, quant: str | None) -> Model:
@@ -64,18 +71,21 @@ def _hf(settings: Settings, arg: str) -> Model:
 
 
 @BACKENDS.register("round", about="round:N: the checkpoint of self-training round N (0: the exported "
-                   "embedded model), from the lineage in the store")
+                   "embedded model), or round:NAME for a checkpoint by name; from the lineage in the store")
 def _round(settings: Settings, arg: str) -> Model:
     from selfcorrect.models.hf import HFModel
     from selfcorrect.train.lineage import Lineage
 
-    if not arg.isdigit():
-        raise ConfigError(f"--model round:{arg} needs a round number", "write --model round:0, round:1, ...")
+    if not arg:
+        raise ConfigError("--model round: needs a round number or a checkpoint name",
+                          "write --model round:0, round:1, ... (names: `selfcorrect models lineage`)")
     lineage = Lineage(settings.store)
     try:
-        checkpoint = lineage.of_round(int(arg))
+        checkpoint = lineage.of_round(int(arg)) if arg.isdigit() else lineage.get(arg)
     finally:
         lineage.close()
+    if checkpoint is None:
+        raise ConfigError(f"no checkpoint named {arg!r}", "list them with `selfcorrect models lineage`")
     return HFModel(checkpoint.path, checkpoint.adapter, batch=settings.hf.batch, threads=settings.hf.threads)
 
 

@@ -65,7 +65,7 @@ class Lineage:
                               + ("" if known != "none" else "; `selfcorrect models export` registers round 0"))
         if len(rows) > 1:
             names = ", ".join(json.loads(r[0])["name"] for r in rows)
-            raise ConfigError(f"round {number} has several checkpoints ({names})", "name one with --model ckpt:NAME")
+            raise ConfigError(f"round {number} has several checkpoints ({names})", "name one: --model round:NAME")
         return Checkpoint.model_validate_json(rows[0][0])
 
     def all(self) -> list[Checkpoint]:
