@@ -733,8 +733,10 @@ def train(
     limit: Annotated[Optional[int], typer.Option(help="items, both sides together")] = 400,
     heldout: Annotated[float, typer.Option(help="the held-out share of the items (split by item id)")] = 0.5,
     rounds: Annotated[int, typer.Option(help="training rounds after the base's")] = 2,
-    method: Annotated[str, typer.Option(help="rft, correction (revisions of a revising --sample strategy) or dpo")] = "rft",
-    labels: Annotated[str, typer.Option(help="gold (the task's check), vote or program (no gold: pseudo-labels)")] = "gold",
+    method: Annotated[str, typer.Option(help="rft, star (rft and rationales hinted with the answer), correction (revisions "
+                                               "of a revising --sample strategy) or dpo")] = "rft",
+    labels: Annotated[str, typer.Option(help="gold (the task's check), vote or program (no gold: pseudo-labels), "
+                                               "judge (dpo: the model ranks its own samples)")] = "gold",
     agreement: Annotated[float, typer.Option(help="vote labels: the least share of samples the majority needs")] = 0.5,
     sample: Annotated[str, typer.Option(help="how the train side is sampled each round")] = "self-consistency:n=8",
     sample_temperature: Annotated[float, typer.Option(help="its temperature")] = 0.7,

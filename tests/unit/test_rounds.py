@@ -73,6 +73,8 @@ def test_rounds_train_on_verified_train_samples_and_measure_the_held_out_side(tm
     assert any("training on" in s for s in stages)
     markdown = (tmp_path / "train" / "report.md").read_text()
     assert "| 2 |" in markdown and "never solved" in markdown and "Alarms:" in markdown
+    page = (tmp_path / "train" / "report.html").read_text()
+    assert page.count("<svg") == 3 and "<table>" in page and "<td>2</td>" in page  # curves, loss, the table
     # the round-2 model is a model the backend serves
     model = HFModel(second.path, second.adapter)
     assert "+lora:" in model.identity
@@ -96,13 +98,19 @@ def test_label_free_rounds_train_on_pseudo_labels_and_report_their_accuracy(tmp_
     assert "Pseudo-labels (vote" in (tmp_path / "train" / "report.md").read_text()
 
 
-def test_correction_rounds_need_a_revising_strategy_and_gold_labels():
+def test_each_method_takes_only_the_labels_it_can_use():
     from pydantic import ValidationError
 
-    for method in ("correction", "dpo"):
-        with pytest.raises(ValidationError, match="labelled by the task's check"):
-            TrainSpec(method=method, labels="vote")
+    with pytest.raises(ValidationError, match="labelled by the task's check"):
+        TrainSpec(method="correction", labels="vote")
+    for method, labels in (("dpo", "vote"), ("dpo", "program"), ("rft", "judge"), ("star", "judge")):
+        with pytest.raises(ValidationError, match="ranked by the task's check"):
+            TrainSpec(method=method, labels=labels)
+    with pytest.raises(ValidationError, match="use labels gold or program"):
+        TrainSpec(method="star", labels="vote")
     assert TrainSpec(method="correction", sample="self-refine:rounds=1").method == "correction"
+    assert TrainSpec(method="dpo", labels="judge").labels == "judge"
+    assert TrainSpec(method="star", labels="program").method == "star"
 
 
 def test_a_dpo_round_trains_on_pairs_of_the_train_side(tmp_path, toy_task, taught):

@@ -234,3 +234,36 @@ def test_a_rationale_is_kept_only_when_its_equations_hold(case):
     from selfcorrect.train.star import equations_hold
 
     assert equations_hold(case["text"]) is case["holds"]
+
+
+def test_self_judged_pairs_use_the_models_scores_and_measure_the_judge_against_the_check(tmp_path):
+    from selfcorrect.models.base import SamplingParams
+    from selfcorrect.runner import results_by_strategy
+    from selfcorrect.train.judge import judged_pairs
+
+    settings = load_settings(store=tmp_path / "store.sqlite")
+
+    def sample(last, messages, k):
+        a, b = (int(w.strip("?")) for w in last.split() if w.strip("?").isdigit())
+        return {0: f"The answer is {a + b}.", 3: f"The answer is {a + b}, since {a} + {b} = {a + b}."}.get(
+            k, f"The answer is {a + b + 1}.")
+
+    def judge(last, messages, k):
+        a, b = (int(w.strip("?")) for w in last.split("Proposed answer:")[0].split() if w.strip("?").isdigit())
+        proposed = last.split("Proposed answer:")[1]
+        if "since" in proposed:
+            return "It looks fine.\nScore: N"  # the placeholder echoed: no score
+        return "Score: 3" if f"is {a + b}." in proposed else "Score: 8"  # a judge that prefers wrong answers
+    script = Script([(asked("Proposed answer:"), judge), (asked("What is"), sample)])
+    task = ListTask(PROBLEMS)
+    evaluation = Evaluation(settings, EvalSpec(strategies=["self-consistency:n=5"], reference=False),
+                            task=task, engine=script.model)
+    run = asyncio.run(evaluation.run())
+    rows = results_by_strategy(evaluation.store, run)["self-consistency:n=5"]
+    pairs, judge_record = asyncio.run(judged_pairs(script.model, task.items(), rows, SamplingParams(temperature=0.0)))
+    assert len(pairs) == len(PROBLEMS) and all(p.source == "self-judged" for p in pairs)
+    # the pairs follow the model's scores, not the check: here every pair is backwards
+    assert judge_record["pairs_backwards"] == len(PROBLEMS) and judge_record["pairs_as_the_check"] == 0
+    assert judge_record["auc"] == 0.0 and judge_record["comparisons"] == len(PROBLEMS)
+    assert judge_record["no_score"] == 1 / 3  # one of three distinct samples per item had no readable score
+    assert all(p.prompt == list(i.view.messages) for p, i in zip(pairs, task.items()))

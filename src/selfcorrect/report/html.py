@@ -147,3 +147,17 @@ def flips_table(report: dict) -> str:
         out.append(f"<tr><td>{e(label(s))}</td><td>{m['round']}</td><td>{m['n']}</td>{cells}"
                    f"<td>{pct(m['confidence'])}</td><td>{pct(m['critique'])}</td><td>{m['net']:+d}</td></tr>")
     return "".join(out) + "</table>"
+
+
+def render_training(report: dict, markdown_text: str) -> str:
+    """A self-training report as one self-contained page: its Markdown (tables, alarms) and
+    the round curves."""
+    from markdown_it import MarkdownIt
+
+    spec = report["spec"]
+    title = f"selfcorrect self-training: {spec['method']} on {spec['task']}, labels {spec['labels']}"
+    body = MarkdownIt("commonmark", {"html": False}).enable("table").render(markdown_text)  # model text never becomes HTML
+    figures = "".join(f"<figure><figcaption>{html.escape(caption)}</figcaption>{svg}</figure>"
+                      for caption, svg in plots.training_rounds(report))
+    return (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{STYLE}</style></head><body>{body}<h2>Plots</h2><div class='plots'>{figures}</div></body></html>")

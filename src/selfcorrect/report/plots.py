@@ -102,3 +102,54 @@ def cost(report: dict) -> str:
     axes.set_xlabel("tokens per item")
     axes.legend(fontsize=7, ncol=3, loc="lower center", bbox_to_anchor=(0.5, 1.0))
     return _svg(figure)
+
+
+def training_rounds(report: dict) -> list[tuple[str, str]]:
+    """A self-training report's curves: held-out accuracy with its interval, the train
+    side's pass@1, pass@k and never-solved share, diversity, the tail, and each round's loss."""
+    rounds = report["rounds"]
+    xs = [r["round"] for r in rounds]
+    figures = []
+
+    figure, axes = plt.subplots(figsize=(5.5, 3.6))
+    accuracy = [r["heldout"]["accuracy"] for r in rounds]
+    low = [max(0.0, a - r["heldout"]["interval"][0]) for a, r in zip(accuracy, rounds)]
+    high = [max(0.0, r["heldout"]["interval"][1] - a) for a, r in zip(accuracy, rounds)]
+    axes.errorbar(xs, accuracy, yerr=[low, high], fmt="-o", capsize=4, label=f"held-out ({rounds[0]['heldout']['strategy']})")
+    for key, style in (("pass_at_1", "--s"), ("pass_at_k", "--^"), ("never_solved", ":x")):
+        axes.plot(xs, [r["train"][key] for r in rounds], style, alpha=0.7, label=f"train {key.replace('_', ' ')}")
+    axes.set_xticks(xs)
+    axes.set_xlabel("round")
+    axes.set_ylim(-0.02, 1.02)
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=7)
+    figures.append(("Accuracy per round (95% intervals on the held-out side)", _svg(figure)))
+
+    figure, (left, right) = plt.subplots(1, 2, figsize=(8, 3.4))
+    left.plot(xs, [r["train"]["distinct_answers"] for r in rounds], "-o", label="distinct answers / item")
+    left.plot(xs, [r["train"]["answer_entropy"] for r in rounds], "-s", label="answer entropy (bits)")
+    left.set_xticks(xs)
+    left.set_xlabel("round")
+    left.grid(alpha=0.3)
+    left.legend(fontsize=7)
+    for group in rounds[0]["train"]["tail"]:
+        right.plot(xs, [r["train"]["tail"][group]["solve_rate"] for r in rounds], "-o", label=group)
+    right.set_xticks(xs)
+    right.set_xlabel("round")
+    right.set_ylabel("train solve rate")
+    right.set_ylim(-0.02, 1.02)
+    right.grid(alpha=0.3)
+    right.legend(fontsize=7, title="items, by the base's solve rate", title_fontsize=7)
+    figures.append(("Diversity and the tail (collapse shows as falling curves)", _svg(figure)))
+
+    losses = [(r["round"], r["loss_log"]) for r in rounds if r.get("loss_log")]
+    if losses:
+        figure, axes = plt.subplots(figsize=(5.5, 3.4))
+        for number, log in losses:
+            axes.plot(range(1, len(log) + 1), log, label=f"round {number}")
+        axes.set_xlabel("training step")
+        axes.set_ylabel("loss")
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize=7)
+        figures.append(("Training loss", _svg(figure)))
+    return figures

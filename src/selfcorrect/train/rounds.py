@@ -49,6 +49,7 @@ from selfcorrect.train.data import (
     to_preference_dataset,
     write_jsonl,
 )
+from selfcorrect.train.judge import judged_pairs
 from selfcorrect.train.lineage import Checkpoint, Lineage
 from selfcorrect.train.sft import SFTSettings, train_dpo, train_sft
 from selfcorrect.train.star import rationalize
@@ -76,14 +77,19 @@ class TrainSpec(BaseModel):
     # star: rft plus rationales for the failed items, asked again with the answer as a hint
     # (gold: oracle-derived data, marked; program: the model's own program-aided answer)
     method: Literal["rft", "star", "correction", "dpo"] = "rft"
-    # gold: the task's check picks the samples; vote / program: no gold (train/data.py)
-    labels: Literal["gold", "vote", "program"] = "gold"
+    # gold: the task's check picks the samples; vote / program: no gold (train/data.py);
+    # judge (dpo only): the model ranks its own samples, self-rewarding (train/judge.py)
+    labels: Literal["gold", "vote", "program", "judge"] = "gold"
     agreement: float = Field(0.5, gt=0, le=1)  # vote labels: the majority's least share
 
     @model_validator(mode="after")
     def _labels_of_corrections(self):
-        if self.method in ("correction", "dpo") and self.labels != "gold":
-            raise ValueError(f"{self.method} data is labelled by the task's check: use labels gold")
+        if self.method == "correction" and self.labels != "gold":
+            raise ValueError("correction data is labelled by the task's check: use labels gold")
+        ranked = self.labels in ("gold", "judge")
+        if (self.method == "dpo" and not ranked) or (self.labels == "judge" and self.method != "dpo"):
+            raise ValueError("preference pairs are ranked by the task's check (labels gold) or by the model as "
+                             "judge (labels judge, with method dpo)")
         if self.method == "star" and self.labels == "vote":
             raise ValueError("star hints the answer of items with no sample agreeing with it; a majority vote "
                              "always has one: use labels gold or program")
@@ -148,7 +154,9 @@ async def train_rounds(settings: Settings, spec: TrainSpec, out: Path,
     report = {"spec": spec.model_dump(), "engine": "gguf" if use_gguf else "hf", "train_items": len(train_ids), "heldout_items": len(held_ids),
               "base": base.name, "rounds": [], "stopped": None}
     current, best, waited = base, None, 0
-    rationales: list = []  # star: made with round r-1's model, trained on in round r
+    # made with round r-1's model, trained on in round r: star's rationales, self-judged pairs
+    rationales: list = []
+    judged: list = []
     base_solved: dict[str, float] | None = None
     try:
         for number in range(spec.rounds + 1):
@@ -158,7 +166,9 @@ async def train_rounds(settings: Settings, spec: TrainSpec, out: Path,
                 say(f"round {number}: building data from round {number - 1}'s samples")
                 runs = [report["rounds"][-1]["sample_run"]]
                 pseudo = None
-                if spec.method == "dpo":
+                if spec.labels == "judge":
+                    examples = judged
+                elif spec.method == "dpo":
                     examples = build_dpo(store, task=task.name, train_ids=train_ids, run_ids=runs, per_item=spec.per_item)
                 elif spec.method == "correction":
                     examples = build_correction(store, task=task.name, train_ids=train_ids, run_ids=runs)
@@ -209,6 +219,12 @@ async def train_rounds(settings: Settings, spec: TrainSpec, out: Path,
                         f"{'gold answer' if spec.labels == 'gold' else 'program-aided answer'} as a hint")
                     rationales, entry["rationales"] = await _rationales(
                         engine, store, task, train_side, sample_run, sampled[sampler], spec)
+                if spec.labels == "judge" and number < spec.rounds:
+                    say(f"round {number}: the model judges its own samples of the train side")
+                    judged, entry["judge"] = await judged_pairs(
+                        engine, train_side.items(), sampled[sampler],
+                        SamplingParams(temperature=0.0, max_tokens=KINDS[task.kind].max_tokens, seed=spec.seed),
+                        per_item=spec.per_item)
             finally:
                 await engine.aclose()
             entry.update(heldout_run=held_run, sample_run=sample_run, heldout=_heldout(held, report["rounds"]),
@@ -332,8 +348,12 @@ def _alarms(entry: dict, earlier: list[dict]) -> list[str]:
 
 
 def _write(report: dict, out: Path) -> None:
+    from selfcorrect.report.html import render_training
+
+    markdown = render(report)
     (out / "report.json").write_text(json.dumps(report, indent=2))
-    (out / "report.md").write_text(render(report))
+    (out / "report.md").write_text(markdown)
+    (out / "report.html").write_text(render_training(report, markdown))
 
 
 def render(report: dict) -> str:
@@ -378,6 +398,19 @@ def render(report: dict) -> str:
         lines += [f"- round {r['round']}'s model: {r['rationales']['items_hinted']} items hinted, "
                   f"{r['rationales']['items_rationalized']} rationalized, {r['rationales']['examples']} examples "
                   f"(trained on in round {r['round'] + 1})" for r in hinted]
+    judged = [r for r in report["rounds"] if r.get("judge")]
+    if judged:
+        lines += ["", "The model as judge of its own samples (self-rewarding pairs; intrinsic, no gold in the pairs), "
+                  "measured afterwards against the task's check:", "",
+                  "| round's model | judgments | no readable score | AUC right vs wrong (comparisons) | pairs | "
+                  "ordered as the check | backwards | same verdict |", "|---|---|---|---|---|---|---|---|"]
+        for r in judged:
+            j = r["judge"]
+            lines.append(f"| {r['round']} | {j['judgments']} | "
+                         + (f"{100 * j['no_score']:.1f}%" if j["no_score"] is not None else "—") + " | "
+                         + (f"{j['auc']:.3f} ({j['comparisons']})" if j["auc"] is not None else "—")
+                         + f" | {j['pairs']} | {j['pairs_as_the_check']} | {j['pairs_backwards']} | "
+                         f"{j['pairs_same_verdict']} |")
     labelled = [r for r in report["rounds"] if r.get("pseudo_labels")]
     if labelled:
         lines += ["", f"Pseudo-labels ({spec['labels']}, no gold in the data; their accuracy measured against gold "
