@@ -778,6 +778,32 @@ def train(
     err.print(f"report: {out / 'report.md'}, {out / 'report.json'}")
 
 
+@app.command()
+def fit(
+    data: Annotated[Path, typer.Argument(help="a round's data.jsonl: examples (SFT) or preference pairs (DPO)")],
+    base: Annotated[Path, typer.Option(help="the checkpoint to start from (a transformers folder)")],
+    out: Annotated[Path, typer.Option(help="where the model goes (out/model), with checkpoints to resume from")],
+    full: Annotated[bool, typer.Option("--full", help="full fine-tuning instead of LoRA")] = False,
+    epochs: Annotated[float, typer.Option(help="epochs")] = 2.0,
+    learning_rate: Annotated[float, typer.Option(help="2e-4 suits LoRA; full fine-tuning wants about 1e-5")] = 2e-4,
+    batch_size: Annotated[int, typer.Option(help="per device")] = 8,
+    seed: Annotated[int, typer.Option(help="the data order")] = 0,
+) -> None:
+    """One training step of the slow path on a data file, alone: the job to run under
+    `accelerate launch -m selfcorrect.cli fit ...` on several GPUs (docs/train.md)."""
+    from selfcorrect.train.data import Pair, read_jsonl, to_dataset, to_preference_dataset
+    from selfcorrect.train.sft import SFTSettings, train_dpo, train_sft
+
+    rows = read_jsonl(data)
+    settings = SFTSettings(lora=not full, epochs=epochs, learning_rate=learning_rate, batch_size=batch_size, seed=seed)
+    if rows and isinstance(rows[0], Pair):
+        metrics = train_dpo(base, to_preference_dataset(rows), out, settings)
+    else:
+        metrics = train_sft(base, to_dataset(rows), out, settings)
+    print(json.dumps({k: v for k, v in metrics.items() if k != "log"}))
+    err.print(f"model: {out / 'model'}")
+
+
 @app.command(name="serve-key")
 def serve_key(name: Annotated[str, typer.Argument(help="who the key is for (letters, digits, - and _)")]) -> None:
     """A new API key: prints the key once (give it to the client) and, on stdout, the line for

@@ -267,3 +267,32 @@ def test_self_judged_pairs_use_the_models_scores_and_measure_the_judge_against_t
     assert judge_record["auc"] == 0.0 and judge_record["comparisons"] == len(PROBLEMS)
     assert judge_record["no_score"] == 1 / 3  # one of three distinct samples per item had no readable score
     assert all(p.prompt == list(i.view.messages) for p, i in zip(pairs, task.items()))
+
+
+def test_a_rounds_data_file_trains_under_accelerate_launch(tmp_path):
+    """The job a user runs on several GPUs, here under `accelerate launch` with one CPU process."""
+    import subprocess
+    import sys
+
+    from selfcorrect.train.data import write_jsonl
+    from tests.tinymodel import make_tiny_model
+
+    base = make_tiny_model(tmp_path / "tiny")
+    store = sampled(tmp_path)
+    examples = build_rft(store, task="list", train_ids=[f"list/{i}" for i in range(len(PROBLEMS))], per_item=2)
+    data = write_jsonl(examples, tmp_path / "round-1" / "data.jsonl")
+    accelerate = Path(sys.executable).with_name("accelerate")
+    done = subprocess.run([str(accelerate), "launch", "--cpu", "--num_processes", "1", "--num_machines", "1",
+                           "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "selfcorrect.cli", "fit",
+                           str(data), "--base", str(base), "--out", str(tmp_path / "fit"), "--full", "--epochs", "4",
+                           "--learning-rate", "3e-3"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    metrics = json.loads(done.stdout.strip().splitlines()[-1])
+    assert metrics["examples"] == len(examples) and metrics["steps"] == 4 * -(-len(examples) // 8)
+    assert (tmp_path / "fit" / "model" / "model.safetensors").is_file()
+
+    (tmp_path / "bad.jsonl").write_text(data.read_text() + '{"prompt": []}\n')
+    with pytest.raises(ConfigError, match=r"bad.jsonl:\d+ is not a training example"):
+        from selfcorrect.train.data import read_jsonl
+
+        read_jsonl(tmp_path / "bad.jsonl")

@@ -233,6 +233,28 @@ def write_jsonl(examples: Sequence[Example | Pair], path: Path) -> Path:
     return path
 
 
+def read_jsonl(path: Path) -> list[Example] | list[Pair]:
+    """A data file `write_jsonl` wrote: examples (prompt, completion) or preference pairs
+    (prompt, chosen, rejected), not a mix."""
+    from pydantic import ValidationError
+
+    if not path.is_file():
+        raise ConfigError(f"no data file {path}", "give a round's data.jsonl (under the train run's round-N folder)")
+    rows: list = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            fields = json.loads(line)
+            rows.append((Pair if "chosen" in fields else Example).model_validate(fields))
+        except (ValueError, ValidationError) as e:
+            raise ConfigError(f"{path}:{number} is not a training example or pair: {str(e).splitlines()[0]}",
+                              "each line needs prompt and completion, or prompt, chosen and rejected") from None
+    if len({type(r) for r in rows}) > 1:
+        raise ConfigError(f"{path} mixes examples and preference pairs", "train them as separate files")
+    return rows
+
+
 def to_dataset(examples: Sequence[Example]):
     """A `datasets` dataset in TRL's conversational prompt-completion form (the loss falls on
     the completion only)."""
