@@ -450,14 +450,18 @@ def _progress():
     progress = Progress(TextColumn("items {task.fields[items]}"), BarColumn(), TextColumn("units {task.fields[units]}"),
                         TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"),
                         TimeRemainingColumn(), console=err, transient=False)
-    state = {"task": None, "started": time.perf_counter()}
+    bars: dict[int, tuple] = {}  # one bar per evaluation (self-training runs several)
 
     def on_progress(p) -> None:
+        if id(p) not in bars:
+            bars[id(p)] = (None, time.perf_counter())
+        bar, started = bars[id(p)]
         fields = {"items": f"{p.items_done}/{p.items_total}", "units": f"{p.units_done}/{p.units_total}",
-                  "rate": f"{p.fresh_tokens / max(time.perf_counter() - state['started'], 1e-9):.0f} tok/s"}
-        if state["task"] is None:
-            state["task"] = progress.add_task("eval", total=p.units_total, completed=p.units_done, **fields)
-        progress.update(state["task"], completed=p.units_done, **fields)
+                  "rate": f"{p.fresh_tokens / max(time.perf_counter() - started, 1e-9):.0f} tok/s"}
+        if bar is None:
+            bar = progress.add_task("eval", total=p.units_total, completed=p.units_done, **fields)
+            bars[id(p)] = (bar, started)
+        progress.update(bar, completed=p.units_done, **fields)
 
     with progress:
         yield progress, on_progress
@@ -773,7 +777,9 @@ def train(
                           "see `selfcorrect train --help`") from None
     _check_strategies([spec.sample, *spec.evaluate])
     out = folder or settings.store.parent / "train" / time.strftime("%Y%m%d-%H%M%S")
-    report = run(settings, spec, out, on_stage=lambda text: err.print(escape(text)))
+    with _progress() as (progress, on_progress):
+        report = run(settings, spec, out, on_stage=lambda text: progress.console.print(escape(text)),
+                     on_progress=on_progress)
     print(render(report))
     err.print(f"report: {out / 'report.md'}, {out / 'report.json'}")
 

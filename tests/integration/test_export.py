@@ -62,3 +62,32 @@ def test_a_checkpoint_goes_back_to_gguf_and_the_fast_engine_answers_as_before(tm
     # the same weights through transformers and back, in Q8_0 as the default engine's file
     same = sum(x == y for a, b in zip(again, before) for x, y in zip(a, b))
     assert same / sum(len(b) for b in before) >= 0.9, (again, before)
+
+
+def test_a_self_training_round_of_the_embedded_model_from_the_command_line(tmp_path):
+    """export, then one star round on arithmetic: sampled and measured on llama.cpp through
+    the GGUF write-back, trained with TRL, the report in JSON, Markdown and HTML."""
+    import json
+
+    from tests.cli import selfcorrect
+
+    store = str(tmp_path / "store.sqlite")
+    done = selfcorrect("--store", store, "models", "export", cwd=tmp_path, timeout=300)
+    assert done.returncode == 0, done.stderr
+    done = selfcorrect("--store", store, "train", "--task", "arithmetic", "--limit", "12", "--rounds", "1",
+                       "--method", "star", "--sample", "self-consistency:n=2", "--epochs", "1",
+                       "--out", str(tmp_path / "star"), cwd=tmp_path, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads((tmp_path / "star" / "report.json").read_text())
+    assert report["engine"] == "gguf" and [r["round"] for r in report["rounds"]] == [0, 1]
+    held = set(report["rounds"][0]["heldout"]["correct"])
+    data = [json.loads(line) for line in (tmp_path / "star" / "round-1" / "data.jsonl").read_text().splitlines()]
+    assert data and not {d["item_id"] for d in data} & held
+    rationales = [d for d in data if d["provenance"].get("source") == "rationalization"]
+    assert all(d["oracle"] for d in rationales) and "Hint" not in json.dumps([d["prompt"] for d in data])
+    assert "ORACLE-derived training data" in (tmp_path / "star" / "report.md").read_text()
+    assert (tmp_path / "star" / "report.html").read_text().count("<svg") == 3
+    lineage = Lineage(tmp_path / "store.sqlite")
+    first = lineage.get("star/round-1")
+    lineage.close()
+    assert first.parent == "base" and first.method == "star" and first.gguf and first.gguf.endswith(".gguf")

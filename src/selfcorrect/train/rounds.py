@@ -121,7 +121,8 @@ class _Subset:
 
 
 async def train_rounds(settings: Settings, spec: TrainSpec, out: Path,
-                       on_stage: Callable[[str], None] | None = None, engine_factory=None) -> dict:
+                       on_stage: Callable[[str], None] | None = None, engine_factory=None,
+                       on_progress: Callable | None = None) -> dict:
     """Run the rounds; write out/report.{json,md} after each one; return the report.
     `engine_factory(checkpoint)` opens a checkpoint's model (default: the hf backend)."""
     from selfcorrect.models.hf import HFModel
@@ -209,11 +210,11 @@ async def train_rounds(settings: Settings, spec: TrainSpec, out: Path,
             engine = open_model(current)
             try:
                 say(f"round {number}: evaluating the held-out side")
-                held_run, held = await _evaluate(settings, held_side, spec.evaluate, engine, spec.seed, 0.3)
+                held_run, held = await _evaluate(settings, held_side, spec.evaluate, engine, spec.seed, 0.3, on_progress)
                 say(f"round {number}: sampling the train side")
                 sample_run, sampled = await _evaluate(
                     settings, train_side, [spec.sample] + (["program-aided"] if spec.labels == "program" else []),
-                    engine, spec.seed + number, spec.sample_temperature)
+                    engine, spec.seed + number, spec.sample_temperature, on_progress)
                 if spec.method == "star" and number < spec.rounds:
                     say(f"round {number}: rationalizing the train items it failed, the "
                         f"{'gold answer' if spec.labels == 'gold' else 'program-aided answer'} as a hint")
@@ -254,9 +255,10 @@ async def train_rounds(settings: Settings, spec: TrainSpec, out: Path,
 
 
 async def _evaluate(settings: Settings, side, strategies: list[str], engine, seed: int,
-                    temperature: float) -> tuple[str, dict[str, list]]:
+                    temperature: float, on_progress=None) -> tuple[str, dict[str, list]]:
     evaluation = Evaluation(settings, EvalSpec(task=side.name, strategies=strategies, reference=False, seed=seed,
-                                               temperature=temperature), task=side, engine=engine)
+                                               temperature=temperature), task=side, engine=engine,
+                            on_progress=on_progress)
     run = await evaluation.run()
     return run.run_id, results_by_strategy(evaluation.store, run)
 
@@ -426,5 +428,5 @@ def render(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run(settings: Settings, spec: TrainSpec, out: Path, on_stage=None) -> dict:
-    return asyncio.run(train_rounds(settings, spec, out, on_stage))
+def run(settings: Settings, spec: TrainSpec, out: Path, on_stage=None, on_progress=None) -> dict:
+    return asyncio.run(train_rounds(settings, spec, out, on_stage, on_progress=on_progress))
