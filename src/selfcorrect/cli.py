@@ -749,6 +749,8 @@ def train(
     engine: Annotated[str, typer.Option(help="what samples and evaluates: gguf (each checkpoint written back to "
                                                "GGUF, on llama.cpp), hf (transformers) or auto")] = "auto",
     per_item: Annotated[int, typer.Option(help="the most training replies per item")] = 4,
+    rare_boost: Annotated[int, typer.Option(help="rft: repeat the replies of items right in at most a quarter "
+                                                 "of their samples this many times")] = 1,
     patience: Annotated[int, typer.Option(help="rounds without a held-out gain before stopping")] = 1,
     full: Annotated[bool, typer.Option("--full", help="full fine-tuning instead of LoRA")] = False,
     epochs: Annotated[float, typer.Option(help="epochs per round")] = 2.0,
@@ -767,7 +769,8 @@ def train(
         spec = TrainSpec(task=task, limit=limit, heldout=heldout, rounds=rounds, method=method, labels=labels,
                          agreement=agreement,
                          sample=sample, sample_temperature=sample_temperature,
-                         evaluate=[s for s in evaluate.split(",") if s], restart=restart, engine=engine, per_item=per_item,
+                         evaluate=[s for s in evaluate.split(",") if s], restart=restart, engine=engine,
+                         per_item=per_item, rare_boost=rare_boost,
                          patience=patience, lora=not full, epochs=epochs, learning_rate=learning_rate, seed=seed)
     except ValidationError as e:
         first = e.errors()[0]

@@ -296,3 +296,22 @@ def test_a_rounds_data_file_trains_under_accelerate_launch(tmp_path):
         from selfcorrect.train.data import read_jsonl
 
         read_jsonl(tmp_path / "bad.jsonl")
+
+
+def test_rarely_solved_items_can_weigh_more(tmp_path):
+    def reply(last, messages, k):
+        a, b = (int(w.strip("?")) for w in last.split() if w.strip("?").isdigit())
+        right = k == 0 if a % 2 else k < 3  # odd a: right in 1 of 5 samples; even a: 3 of 5
+        return f"The answer is {a + b if right else a + b + 1}. ({k})"
+    settings = load_settings(store=tmp_path / "store.sqlite")
+    evaluation = Evaluation(settings, EvalSpec(strategies=["self-consistency:n=5"], reference=False),
+                            task=ListTask(PROBLEMS), engine=Script([(asked("What is"), reply)]).model)
+    asyncio.run(evaluation.run())
+    store = Store(tmp_path / "store.sqlite")
+    ids = [f"list/{i}" for i in range(len(PROBLEMS))]
+    plain = build_rft(store, task="list", train_ids=ids, per_item=4)
+    boosted = build_rft(store, task="list", train_ids=ids, per_item=4, rare_boost=3)
+    count = lambda examples, odd: sum(int(e.prompt[-1]["content"].split("What is ")[1].split()[0]) % 2 == odd
+                                      for e in examples)
+    assert count(plain, 1) == len(PROBLEMS) // 2 and count(plain, 0) == 3 * len(PROBLEMS) // 2
+    assert count(boosted, 1) == 3 * count(plain, 1) and count(boosted, 0) == count(plain, 0)

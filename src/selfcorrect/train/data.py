@@ -60,15 +60,21 @@ def split(item_ids: Iterable[str], heldout: float, seed: int = 0) -> tuple[list[
 
 
 def build_rft(store: Store, *, task: str, train_ids: Sequence[str], run_ids: Sequence[str] | None = None,
-              model: str | None = None, per_item: int = 4, max_chars: int = 2000) -> list[Example]:
+              model: str | None = None, per_item: int = 4, max_chars: int = 2000,
+              rare_boost: int = 1) -> list[Example]:
     """Rejection sampling: every correct attempt of the train items, answering the task's own
-    conversation (as the model will be asked), at most `per_item` distinct replies per item."""
+    conversation (as the model will be asked), at most `per_item` distinct replies per item.
+    `rare_boost` > 1 repeats the replies of rarely solved items (right in at most a quarter of
+    their samples) that many times, so the hard items the model just learned weigh more."""
     allowed = set(train_ids)
     kept: dict[str, list[Example]] = {}
     seen: set[tuple[str, str]] = set()
-    for graded in store.graded_attempts(task=task, run_ids=run_ids, item_ids=list(allowed), correct=True,
-                                        model=model):
-        if graded.item_id not in allowed or graded.messages is None:
+    tried: dict[str, list[bool]] = {}
+    for graded in store.graded_attempts(task=task, run_ids=run_ids, item_ids=list(allowed), model=model):
+        if graded.item_id not in allowed:
+            continue
+        tried.setdefault(graded.item_id, []).append(graded.correct)
+        if not graded.correct or graded.messages is None:
             continue
         text = graded.attempt.text.strip()
         key = (graded.attempt.messages_hash, " ".join(text.split()))
@@ -81,7 +87,11 @@ def build_rft(store: Store, *, task: str, train_ids: Sequence[str], run_ids: Seq
         examples.append(Example(prompt=graded.messages, completion=text, item_id=graded.item_id, label="gold",
                                 provenance={"run": graded.run_id, "strategy": graded.strategy,
                                             "attempt": graded.attempt.index, "model": graded.model}))
-    return [e for examples in kept.values() for e in examples]
+    out = []
+    for item_id, examples in kept.items():
+        rare = sum(tried[item_id]) <= len(tried[item_id]) / 4
+        out += examples * (rare_boost if rare else 1)
+    return out
 
 
 def build_correction(store: Store, *, task: str, train_ids: Sequence[str], run_ids: Sequence[str] | None = None,

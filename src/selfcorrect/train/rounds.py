@@ -100,6 +100,7 @@ class TrainSpec(BaseModel):
     # architecture only); auto: gguf when the base is the exported embedded model
     engine: Literal["auto", "gguf", "hf"] = "auto"
     per_item: int = Field(4, ge=1)
+    rare_boost: int = Field(1, ge=1, le=10)  # rft: repeat the replies of rarely solved items
     patience: int = Field(1, ge=1)
     lora: bool = True
     epochs: float = Field(2.0, gt=0)
@@ -166,20 +167,27 @@ async def train_rounds(settings: Settings, spec: TrainSpec, out: Path,
             if number > 0:
                 say(f"round {number}: building data from round {number - 1}'s samples")
                 runs = [report["rounds"][-1]["sample_run"]]
-                pseudo = None
+                # exploitation: the share of the data the task's check agrees with (by
+                # construction with gold labels; measured afterwards for the others)
+                pseudo, data_right = None, 1.0
                 if spec.labels == "judge":
                     examples = judged
+                    judge = report["rounds"][-1]["judge"]
+                    data_right = judge["pairs_as_the_check"] / judge["pairs"] if judge["pairs"] else None
                 elif spec.method == "dpo":
                     examples = build_dpo(store, task=task.name, train_ids=train_ids, run_ids=runs, per_item=spec.per_item)
                 elif spec.method == "correction":
                     examples = build_correction(store, task=task.name, train_ids=train_ids, run_ids=runs)
                 elif spec.labels == "gold":
-                    examples = rationales + build_rft(store, task=task.name, train_ids=train_ids, run_ids=runs, per_item=spec.per_item)
+                    examples = rationales + build_rft(store, task=task.name, train_ids=train_ids, run_ids=runs,
+                                                      per_item=spec.per_item, rare_boost=spec.rare_boost)
                 else:
                     examples, labelled = build_label_free(
                         store, task=task.name, train_ids=train_ids, run_ids=runs, sample_strategy=sampler,
                         labels=spec.labels, agreement=spec.agreement, per_item=spec.per_item)
                     examples = rationales + examples
+                    data_right = (sum(labelled[e.item_id]["right"] for e in examples) / len(examples)
+                                  if examples else None)
                     pseudo = {"items_labelled": len(labelled), "accuracy_against_gold": pseudo_label_accuracy(labelled)}
                 check_heldout(examples, held_ids)
                 if not examples:
@@ -205,7 +213,7 @@ async def train_rounds(settings: Settings, spec: TrainSpec, out: Path,
                     adapter=str(folder / "model") if spec.lora else None, data_hash=data_hash(examples),
                     metrics={k: v for k, v in metrics.items() if k != "log"}))
                 entry.update(checkpoint=current.name, examples=len(examples), data_hash=current.data_hash,
-                             pseudo_labels=pseudo,
+                             pseudo_labels=pseudo, data_right=data_right,
                              training={k: v for k, v in metrics.items() if k != "log"}, loss_log=metrics["log"])
             engine = open_model(current)
             try:
@@ -370,8 +378,8 @@ def render(report: dict) -> str:
              f"{'base each round (ReST-EM)' if spec['restart'] == 'base' else 'previous round'}, "
              f"{'LoRA' if spec['lora'] else 'full fine-tuning'}, {spec['epochs']} epochs, lr {spec['learning_rate']}.", "",
              "| round | held-out accuracy (95% CI) | vs previous (w→r / r→w, p) | vs base (p) | train pass@1 | "
-             "pass@k | never solved | distinct answers | entropy | examples | loss | seconds |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "pass@k | never solved | distinct answers | entropy | examples | data right | loss | seconds |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in report["rounds"]:
         held, train = r["heldout"], r["train"]
         low, high = held["interval"]
@@ -384,6 +392,7 @@ def render(report: dict) -> str:
             + " | " + (f"{100 * base['difference']:+.1f}, p={base['p_value']:.3g}" if base else "—")
             + f" | {100 * train['pass_at_1']:.1f} | {100 * train['pass_at_k']:.1f} | {100 * train['never_solved']:.1f} | "
             f"{train['distinct_answers']:.2f} | {train['answer_entropy']:.2f} | {r.get('examples', '—')} | "
+            + (f"{100 * r['data_right']:.0f}%" if r.get("data_right") is not None else "—") + " | "
             + (f"{loss:.3f}" if loss is not None else "—") + f" | {r['seconds']:.0f} |")
     lines += ["", "Solve rate on the train side by how hard an item was for the base:", "",
               "| round | " + " | ".join(report["rounds"][0]["train"]["tail"]) + " |",
