@@ -53,7 +53,7 @@ from selfcorrect.train.judge import judged_pairs
 from selfcorrect.train.lineage import Checkpoint, Lineage
 from selfcorrect.train.sft import SFTSettings, train_dpo, train_sft
 from selfcorrect.train.star import rationalize
-from selfcorrect.train.to_gguf import write_checkpoint_gguf
+from selfcorrect.train.to_gguf import fits_template, write_checkpoint_gguf
 from selfcorrect.verify.answers import vote_key
 
 DIVERSITY_ALARM = 0.5  # distinct answers per item below half of the base's
@@ -97,7 +97,7 @@ class TrainSpec(BaseModel):
     restart: Literal["base", "continue"] = "base"
     # what samples and evaluates each round: the checkpoint itself on transformers (hf), or
     # its Q8_0 GGUF write-back on llama.cpp (gguf: ~2.5x faster on CPU, the embedded model's
-    # architecture only); auto: gguf when the base is the exported embedded model
+    # shape only); auto: gguf when the base has the embedded model's shape
     engine: Literal["auto", "gguf", "hf"] = "auto"
     per_item: int = Field(4, ge=1)
     rare_boost: int = Field(1, ge=1, le=10)  # rft: repeat the replies of rarely solved items
@@ -139,7 +139,7 @@ async def train_rounds(settings: Settings, spec: TrainSpec, out: Path,
     items = select(task.items(), seed=spec.seed)[: spec.limit] if spec.limit else task.items()
     train_ids, held_ids = split([i.id for i in items], spec.heldout, spec.seed)
     train_side, held_side = _Subset(task, set(train_ids)), _Subset(task, set(held_ids))
-    use_gguf = spec.engine == "gguf" or (spec.engine == "auto" and base.method == "export")
+    use_gguf = spec.engine == "gguf" or (spec.engine == "auto" and fits_template(Path(base.path)))
 
     def open_hf(c: Checkpoint):
         return HFModel(c.path, c.adapter, batch=settings.hf.batch, threads=settings.hf.threads)

@@ -22,6 +22,29 @@ def _permute(weights, heads: int):
             .swapaxes(1, 2).reshape(weights.shape))
 
 
+def fits_template(checkpoint: Path, template: Path | None = None) -> bool:
+    """Whether a checkpoint has the template GGUF's shape (layers, widths, heads, vocabulary):
+    only then can it be written back into it."""
+    import json
+
+    import gguf
+
+    from selfcorrect.models.embedded import default_model_path
+
+    config_file = Path(checkpoint) / "config.json"
+    if not config_file.is_file():
+        return False
+    config = json.loads(config_file.read_text())
+    fields = gguf.GGUFReader(str(template or default_model_path())).fields
+    if fields["general.architecture"].contents() != "llama" or config.get("model_type") != "llama":
+        return False
+    pairs = (("num_hidden_layers", "llama.block_count"), ("hidden_size", "llama.embedding_length"),
+             ("num_attention_heads", "llama.attention.head_count"),
+             ("num_key_value_heads", "llama.attention.head_count_kv"),
+             ("intermediate_size", "llama.feed_forward_length"))
+    return all(config.get(key) == int(fields[field].contents()) for key, field in pairs)
+
+
 def checkpoint_to_gguf(checkpoint: Path, out: Path, template: Path | None = None) -> dict:
     """Write `checkpoint` (a transformers folder of the embedded model's architecture) to `out`."""
     try:
@@ -39,6 +62,9 @@ def checkpoint_to_gguf(checkpoint: Path, out: Path, template: Path | None = None
     architecture = reader.fields["general.architecture"].contents()
     if architecture != "llama":
         raise ConfigError(f"{template} is a {architecture} model", "only Llama-architecture GGUFs are written back")
+    if not fits_template(checkpoint, template):
+        raise ConfigError(f"{checkpoint} does not have the shape of {template.name} (layers, widths, heads)",
+                          "write back checkpoints of the embedded model, or run the checkpoint with hf:PATH")
     blocks = int(reader.fields["llama.block_count"].contents())
     heads = int(reader.fields["llama.attention.head_count"].contents())
     kv_heads = int(reader.fields["llama.attention.head_count_kv"].contents())
