@@ -6,6 +6,7 @@
 #   docs/findings/run_studies.sh                 # all three, in order
 #   docs/findings/run_studies.sh arithmetic      # one of them
 #   docs/findings/run_studies.sh online-arithmetic online-arithmetic-feedback online-mbpp   # the error memory (issue 9)
+#   docs/findings/run_studies.sh train-rft-gold train-star-program train-dpo-judge            # self-training (issue 10)
 # LIMIT=3 runs a quick check of the same commands.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -31,6 +32,15 @@ for study in "${@:-arithmetic mbpp gsm8k online-arithmetic online-arithmetic-fee
       online-mbpp) "${sc[@]}" memory clear mbpp-online --yes
         "${sc[@]}" eval --task mbpp --max-tokens 200 --online --holdout 0.3 --no-reference --memory mbpp-online \
         --limit "${LIMIT:-150}" --out "$out/online-mbpp" --strategy self-debug:memory=on ;;
+      # Self-training on arithmetic: 600 items split by item id into ~300 train and ~300 held out.
+      train-*) [ -n "$("${sc[@]}" models lineage 2>/dev/null | grep -w base)" ] || "${sc[@]}" models export
+        train=(--task arithmetic:n=600 --limit "${LIMIT:-600}" --heldout 0.5 --sample self-consistency:n=6 --evaluate single)
+        case $name in
+          train-rft-gold) "${sc[@]}" train "${train[@]}" --rounds 2 --patience 2 --method rft --labels gold --out "$out/$name" ;;
+          train-star-program) "${sc[@]}" train "${train[@]}" --rounds 2 --patience 2 --method star --labels program --out "$out/$name" ;;
+          train-dpo-judge) "${sc[@]}" train "${train[@]}" --rounds 1 --method dpo --labels judge --out "$out/$name" ;;
+          *) echo "unknown study $name" >&2; exit 1 ;;
+        esac ;;
       *) echo "unknown study $name (arithmetic, mbpp, gsm8k, online-arithmetic, online-arithmetic-feedback, online-mbpp)" >&2; exit 1 ;;
     esac
   done

@@ -738,7 +738,7 @@ def train(
     heldout: Annotated[float, typer.Option(help="the held-out share of the items (split by item id)")] = 0.5,
     rounds: Annotated[int, typer.Option(help="training rounds after the base's")] = 2,
     method: Annotated[str, typer.Option(help="rft, star (rft and rationales hinted with the answer), correction (revisions "
-                                               "of a revising --sample strategy) or dpo")] = "rft",
+                                               "of a revising --sample strategy), dpo or grpo")] = "rft",
     labels: Annotated[str, typer.Option(help="gold (the task's check), vote or program (no gold: pseudo-labels), "
                                                "judge (dpo: the model ranks its own samples)")] = "gold",
     agreement: Annotated[float, typer.Option(help="vote labels: the least share of samples the majority needs")] = 0.5,
@@ -755,6 +755,11 @@ def train(
     full: Annotated[bool, typer.Option("--full", help="full fine-tuning instead of LoRA")] = False,
     epochs: Annotated[float, typer.Option(help="epochs per round")] = 2.0,
     learning_rate: Annotated[float, typer.Option(help="2e-4 suits LoRA; full fine-tuning wants about 1e-5")] = 2e-4,
+    grpo_steps: Annotated[int, typer.Option(help="grpo: steps per round")] = 40,
+    generations: Annotated[int, typer.Option(help="grpo: completions per prompt (the group)")] = 8,
+    beta: Annotated[float, typer.Option(help="grpo: the KL penalty towards the starting model")] = 0.04,
+    format_reward: Annotated[float, typer.Option(help="grpo: reward for a readable answer (0: off)")] = 0.0,
+    partial_credit: Annotated[bool, typer.Option(help="grpo: up to 0.5 for a numeric answer near the gold")] = False,
     seed: Annotated[int, typer.Option(help="the split and the draws")] = 0,
     folder: Annotated[Optional[Path], typer.Option("--out", help="where rounds go (default: train/ beside the store)")] = None,
 ) -> None:
@@ -770,7 +775,8 @@ def train(
                          agreement=agreement,
                          sample=sample, sample_temperature=sample_temperature,
                          evaluate=[s for s in evaluate.split(",") if s], restart=restart, engine=engine,
-                         per_item=per_item, rare_boost=rare_boost,
+                         per_item=per_item, rare_boost=rare_boost, grpo_steps=grpo_steps, generations=generations,
+                         beta=beta, format_reward=format_reward, partial_credit=partial_credit,
                          patience=patience, lora=not full, epochs=epochs, learning_rate=learning_rate, seed=seed)
     except ValidationError as e:
         first = e.errors()[0]

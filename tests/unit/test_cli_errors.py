@@ -197,12 +197,12 @@ def test_a_keys_file_holding_a_key_instead_of_its_hash_is_refused(tmp_path):
 
 
 @pytest.mark.parametrize("args, phrases", [
-    (["--method", "sft"], ["--method: input should be 'rft', 'star', 'correction' or 'dpo'"]),
+    (["--method", "sft"], ["--method: input should be 'rft', 'star', 'correction', 'dpo' or 'grpo'"]),
     (["--labels", "oracle"], ["--labels: input should be 'gold', 'vote', 'program' or 'judge'"]),
     (["--method", "star", "--labels", "vote"], ["a majority vote always has one"]),
     (["--engine", "vllm"], ["--engine: input should be 'auto', 'gguf' or 'hf'"]),
     (["--heldout", "2"], ["--heldout: input should be less than 1"]),
-    (["--method", "correction", "--labels", "vote"], ["correction data is labelled by the task's check"]),
+    (["--method", "correction", "--labels", "vote"], ["correction is rewarded by the task's check"]),
     (["--sample", "bogus"], ["unknown strategy 'bogus'"]),
 ])
 def test_bad_train_options_are_refused_before_anything_runs(tmp_path, args, phrases):

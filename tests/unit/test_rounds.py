@@ -101,7 +101,7 @@ def test_label_free_rounds_train_on_pseudo_labels_and_report_their_accuracy(tmp_
 def test_each_method_takes_only_the_labels_it_can_use():
     from pydantic import ValidationError
 
-    with pytest.raises(ValidationError, match="labelled by the task's check"):
+    with pytest.raises(ValidationError, match="by the task.s check: use labels gold"):
         TrainSpec(method="correction", labels="vote")
     for method, labels in (("dpo", "vote"), ("dpo", "program"), ("rft", "judge"), ("star", "judge")):
         with pytest.raises(ValidationError, match="ranked by the task's check"):
@@ -126,3 +126,20 @@ def test_a_dpo_round_trains_on_pairs_of_the_train_side(tmp_path, toy_task, taugh
     assert pairs and all(p["chosen"] != p["rejected"] for p in pairs)
     assert not {p["item_id"] for p in pairs} & set(report["rounds"][0]["heldout"]["correct"])
     assert report["rounds"][1]["training"]["pairs"] == len(pairs)
+
+
+def test_a_grpo_round_is_rewarded_by_the_check_and_reports_its_signals(tmp_path, toy_task, taught):
+    settings = load_settings(store=tmp_path / "store.sqlite", hf={"batch": 8})
+    lineage = Lineage(settings.store)
+    lineage.register(Checkpoint(name="base", round=0, path=taught))
+    lineage.close()
+    spec = TrainSpec(task=toy_task, limit=16, sample="self-consistency:n=2", rounds=1, method="grpo", grpo_steps=2,
+                     generations=4, learning_rate=1e-4, format_reward=0.1)
+    report = asyncio.run(train_rounds(settings, spec, tmp_path / "train"))
+    assert len(report["rounds"]) == 2, report["stopped"]
+    trained = report["rounds"][1]
+    assert trained["training"]["steps"] == 2 and len(trained["signals"]) == 2 and trained["data_right"] is None
+    assert trained["training"]["zero_variance_groups"] is not None
+    assert not (tmp_path / "train" / "round-1" / "data.jsonl").exists()  # rewarded online: no data file
+    assert "GRPO (rewarded by the task's check" in (tmp_path / "train" / "report.md").read_text()
+    assert (tmp_path / "train" / "report.html").read_text().count("<svg") == 4

@@ -152,4 +152,17 @@ def training_rounds(report: dict) -> list[tuple[str, str]]:
         axes.grid(alpha=0.3)
         axes.legend(fontsize=7)
         figures.append(("Training loss", _svg(figure)))
+    reinforced = [(r["round"], r["signals"]) for r in rounds if r.get("signals")]
+    if reinforced:
+        figure, axes = plt.subplots(figsize=(5.5, 3.4))
+        for number, signals in reinforced:
+            steps = [s["step"] for s in signals]
+            axes.plot(steps, [s["reward"] for s in signals], label=f"round {number}: reward")
+            axes.plot(steps, [s.get("frac_reward_zero_std") for s in signals], "--",
+                      label=f"round {number}: groups with no reward variance")
+            axes.plot(steps, [s.get("entropy") for s in signals], ":", label=f"round {number}: entropy")
+        axes.set_xlabel("GRPO step")
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize=7)
+        figures.append(("GRPO signals per step", _svg(figure)))
     return figures

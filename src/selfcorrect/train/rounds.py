@@ -49,6 +49,7 @@ from selfcorrect.train.data import (
     to_preference_dataset,
     write_jsonl,
 )
+from selfcorrect.train.grpo import GRPOSettings, train_grpo
 from selfcorrect.train.judge import judged_pairs
 from selfcorrect.train.lineage import Checkpoint, Lineage
 from selfcorrect.train.sft import SFTSettings, train_dpo, train_sft
@@ -76,7 +77,8 @@ class TrainSpec(BaseModel):
     # dpo: preference pairs (a right and a wrong sample of one prompt; a fix against what it fixed)
     # star: rft plus rationales for the failed items, asked again with the answer as a hint
     # (gold: oracle-derived data, marked; program: the model's own program-aided answer)
-    method: Literal["rft", "star", "correction", "dpo"] = "rft"
+    # grpo: reinforcement learning on the train items, rewarded by the task's check (train/grpo.py)
+    method: Literal["rft", "star", "correction", "dpo", "grpo"] = "rft"
     # gold: the task's check picks the samples; vote / program: no gold (train/data.py);
     # judge (dpo only): the model ranks its own samples, self-rewarding (train/judge.py)
     labels: Literal["gold", "vote", "program", "judge"] = "gold"
@@ -84,8 +86,8 @@ class TrainSpec(BaseModel):
 
     @model_validator(mode="after")
     def _labels_of_corrections(self):
-        if self.method == "correction" and self.labels != "gold":
-            raise ValueError("correction data is labelled by the task's check: use labels gold")
+        if self.method in ("correction", "grpo") and self.labels != "gold":
+            raise ValueError(f"{self.method} is rewarded by the task's check: use labels gold")
         ranked = self.labels in ("gold", "judge")
         if (self.method == "dpo" and not ranked) or (self.labels == "judge" and self.method != "dpo"):
             raise ValueError("preference pairs are ranked by the task's check (labels gold) or by the model as "
@@ -106,6 +108,12 @@ class TrainSpec(BaseModel):
     epochs: float = Field(2.0, gt=0)
     learning_rate: float = Field(2e-4, gt=0)
     batch_size: int = Field(8, ge=1)
+    # grpo: steps per round, completions per prompt, the KL weight, the shaping terms
+    grpo_steps: int = Field(40, ge=1)
+    generations: int = Field(8, ge=2)
+    beta: float = Field(0.04, ge=0)
+    format_reward: float = Field(0.0, ge=0, le=1)
+    partial_credit: bool = False
 
 
 class _Subset:
@@ -170,7 +178,9 @@ async def train_rounds(settings: Settings, spec: TrainSpec, out: Path,
                 # exploitation: the share of the data the task's check agrees with (by
                 # construction with gold labels; measured afterwards for the others)
                 pseudo, data_right = None, 1.0
-                if spec.labels == "judge":
+                if spec.method == "grpo":
+                    examples, data_right = [], None  # rewarded online by the check: no data to build
+                elif spec.labels == "judge":
                     examples = judged
                     judge = report["rounds"][-1]["judge"]
                     data_right = judge["pairs_as_the_check"] / judge["pairs"] if judge["pairs"] else None
@@ -190,11 +200,12 @@ async def train_rounds(settings: Settings, spec: TrainSpec, out: Path,
                                   if examples else None)
                     pseudo = {"items_labelled": len(labelled), "accuracy_against_gold": pseudo_label_accuracy(labelled)}
                 check_heldout(examples, held_ids)
-                if not examples:
+                if not examples and spec.method != "grpo":
                     report["stopped"] = f"round {number}: no sample was verified right, nothing to train on"
                     break
                 folder = out / f"round-{number}"
-                write_jsonl(examples, folder / "data.jsonl")
+                if examples:
+                    write_jsonl(examples, folder / "data.jsonl")
                 start = base if spec.restart == "base" else current
                 start_path = Path(start.path)
                 if start.adapter and spec.restart == "continue":
@@ -202,19 +213,28 @@ async def train_rounds(settings: Settings, spec: TrainSpec, out: Path,
                     merger = open_hf(start)
                     start_path = merger.merge_adapter(folder / "start")
                     merger.close()
-                say(f"round {number}: training on {len(examples)} examples")
                 training = SFTSettings(lora=spec.lora, epochs=spec.epochs, learning_rate=spec.learning_rate,
-                                           batch_size=spec.batch_size, seed=spec.seed)
-                metrics = (train_dpo(start_path, to_preference_dataset(examples), folder, training)
-                           if spec.method == "dpo" else train_sft(start_path, to_dataset(examples), folder, training))
+                                       batch_size=spec.batch_size, seed=spec.seed)
+                if spec.method == "grpo":
+                    say(f"round {number}: GRPO for {spec.grpo_steps} steps on {len(train_ids)} train items")
+                    metrics = train_grpo(start_path, task, train_side.items(), folder, GRPOSettings(
+                        lora=spec.lora, learning_rate=spec.learning_rate, steps=spec.grpo_steps,
+                        generations=spec.generations, beta=spec.beta, format_reward=spec.format_reward,
+                        partial_credit=spec.partial_credit, temperature=max(spec.sample_temperature, 0.7),
+                        max_completion_length=KINDS[task.kind].max_tokens, seed=spec.seed))
+                else:
+                    say(f"round {number}: training on {len(examples)} examples")
+                    metrics = (train_dpo(start_path, to_preference_dataset(examples), folder, training)
+                               if spec.method == "dpo" else train_sft(start_path, to_dataset(examples), folder, training))
                 current = lineage.register(Checkpoint(
                     name=f"{out.name}/round-{number}", round=number, parent=current.name, method=spec.method,
                     path=str(start_path) if spec.lora else str(folder / "model"),
                     adapter=str(folder / "model") if spec.lora else None, data_hash=data_hash(examples),
-                    metrics={k: v for k, v in metrics.items() if k != "log"}))
+                    metrics={k: v for k, v in metrics.items() if k not in ("log", "signals")}))
                 entry.update(checkpoint=current.name, examples=len(examples), data_hash=current.data_hash,
                              pseudo_labels=pseudo, data_right=data_right,
-                             training={k: v for k, v in metrics.items() if k != "log"}, loss_log=metrics["log"])
+                             training={k: v for k, v in metrics.items() if k not in ("log", "signals")},
+                             loss_log=metrics["log"], signals=metrics.get("signals"))
             engine = open_model(current)
             try:
                 say(f"round {number}: evaluating the held-out side")
@@ -409,6 +429,19 @@ def render(report: dict) -> str:
         lines += [f"- round {r['round']}'s model: {r['rationales']['items_hinted']} items hinted, "
                   f"{r['rationales']['items_rationalized']} rationalized, {r['rationales']['examples']} examples "
                   f"(trained on in round {r['round'] + 1})" for r in hinted]
+    reinforced = [r for r in report["rounds"] if r.get("signals")]
+    if reinforced:
+        lines += ["", "GRPO (rewarded by the task's check on train items; TRL's signals, first step → last):", "",
+                  "| round | steps | reward | reward std | groups with no reward variance | entropy | completions/s |",
+                  "|---|---|---|---|---|---|---|"]
+        for r in reinforced:
+            first, last = r["signals"][0], r["signals"][-1]
+            zero = r["training"]["zero_variance_groups"]
+            lines.append(f"| {r['round']} | {r['training']['steps']} | {first['reward']:.3f} → {last['reward']:.3f} | "
+                         f"{first['reward_std']:.3f} → {last['reward_std']:.3f} | "
+                         + (f"{100 * zero:.0f}%" if zero is not None else "—")
+                         + f" | {first.get('entropy', math.nan):.3f} → {last.get('entropy', math.nan):.3f} | "
+                         f"{r['training']['completions_per_s']} |")
     judged = [r for r in report["rounds"] if r.get("judge")]
     if judged:
         lines += ["", "The model as judge of its own samples (self-rewarding pairs; intrinsic, no gold in the pairs), "

@@ -1,0 +1,158 @@
+"""Reinforcement learning with verifiable rewards: TRL's GRPOTrainer, rewarded by the task's
+own check of each completion (the answer reader and the gold answer of train items, or the
+hidden tests run in the sandbox), never by a model.
+
+A 135M model mostly gets every completion of a prompt right or every one wrong, and a group
+whose rewards are all equal gives GRPO no gradient; two optional shaping terms make some of
+them differ, both from the reply alone:
+    format          a reward for a reply the reader can read an answer from (not cut off at
+                    the cap, an answer marker or a final equation)
+    partial credit  for numeric answers, up to 0.5 for being near the gold answer
+                    (0.5 · max(0, 1 − |answer − gold| / |gold|))
+The share of groups with zero reward variance is recorded every step (TRL's
+`frac_reward_zero_std`), with the reward, its spread, the entropy and the clipped ratio.
+
+Only train items reach the trainer; the held-out side is measured by the rounds around it
+(train/rounds.py), as for every other method.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from selfcorrect.errors import ConfigError
+from selfcorrect.tasks import Item, Task
+from selfcorrect.tasks.base import read
+from selfcorrect.verify.answers import is_numeric
+
+SIGNALS = ("reward", "reward_std", "frac_reward_zero_std", "entropy", "clip_ratio/region_mean", "kl", "loss")
+
+
+@dataclass
+class GRPOSettings:
+    lora: bool = True
+    rank: int = 16
+    learning_rate: float = 2e-5
+    steps: int = 40
+    generations: int = 8  # completions per prompt: the group
+    prompts_per_step: int = 2
+    max_completion_length: int = 96
+    temperature: float = 1.0
+    beta: float = 0.04  # the KL penalty towards the starting model
+    format_reward: float = 0.0  # weight of the format term (0: off)
+    partial_credit: bool = False
+    save_steps: int = 20
+    seed: int = 0
+
+
+class TaskReward:
+    """TRL reward function: the task's check of each completion, 1.0 or 0.0, plus the optional
+    shaping terms. Called by the trainer with the batch's completions and the dataset's
+    `item_id` column."""
+
+    __name__ = "check"
+
+    def __init__(self, task: Task, items: list[Item], max_completion_length: int, *, format_weight: float = 0.0,
+                 partial_credit: bool = False, sandbox=None):
+        self.task, self.items = task, {item.id: item for item in items}
+        self.cap, self.format_weight, self.partial_credit = max_completion_length, format_weight, partial_credit
+        self.sandbox = sandbox
+        self.graded = 0
+        self._pool = concurrent.futures.ThreadPoolExecutor(1)  # a loop of its own: the trainer may run inside one
+
+    def __call__(self, prompts, completions, completion_ids, item_id, **_) -> list[float]:
+        texts = [c[-1]["content"] if isinstance(c, list) else c for c in completions]
+        finishes = ["length" if len(ids) >= self.cap else "stop" for ids in completion_ids]
+        items = [self.items[i] for i in item_id]
+        return self._pool.submit(asyncio.run, self._score(items, texts, finishes)).result()
+
+    async def _score(self, items: list[Item], texts: list[str], finishes: list[str]) -> list[float]:
+        checks = await asyncio.gather(*(self.task.check(item, text, self.sandbox, finish)
+                                        for item, text, finish in zip(items, texts, finishes)))
+        self.graded += len(checks)
+        rewards = []
+        for item, text, finish, check in zip(items, texts, finishes, checks):
+            reward = 1.0 if check.correct else self._partial(item, check.answer)
+            if self.format_weight and read(item.view, text, finish).answer is not None:
+                reward += self.format_weight
+            rewards.append(reward)
+        return rewards
+
+    def _partial(self, item: Item, answer: str | None) -> float:
+        if not self.partial_credit or answer is None or item.answer is None or not is_numeric(item.answer):
+            return 0.0
+        try:
+            got, gold = float(answer.replace(",", "")), float(item.answer.replace(",", ""))
+        except ValueError:
+            return 0.0
+        if not math.isfinite(got):
+            return 0.0
+        return 0.5 * max(0.0, 1.0 - abs(got - gold) / max(abs(gold), 1.0))
+
+    def close(self) -> None:
+        self._pool.shutdown()
+
+
+def train_grpo(base: Path, task: Task, items: list[Item], out: Path, settings: GRPOSettings = GRPOSettings(), *,
+               progress: bool = True) -> dict:
+    """GRPO on `items` (train items only) from the checkpoint at `base`; the adapter (LoRA) or
+    the model goes to `out/model`. Resumes from `out/steps` after a kill. Returns the metrics,
+    with TRL's signals per step."""
+    try:
+        import torch
+        from datasets import Dataset
+        from peft import LoraConfig
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from trl import GRPOConfig, GRPOTrainer
+    except ImportError:
+        raise ConfigError("training needs torch, transformers, peft and trl",
+                          "pip install torch==2.13.0 'selfcorrect[train]'") from None
+    if not items:
+        raise ConfigError("no train items for GRPO", "give the train side some items (--limit, --heldout)")
+    from selfcorrect.sandbox import Sandbox
+
+    steps_dir = out / "steps"
+    gpu = torch.cuda.is_available()
+    config = GRPOConfig(
+        output_dir=str(steps_dir), max_steps=settings.steps, learning_rate=settings.learning_rate,
+        per_device_train_batch_size=settings.generations * settings.prompts_per_step,
+        num_generations=settings.generations, max_completion_length=settings.max_completion_length,
+        temperature=settings.temperature, top_k=40, beta=settings.beta, logging_steps=1, save_strategy="steps",
+        save_steps=settings.save_steps, save_total_limit=2, report_to=[], seed=settings.seed,
+        bf16=gpu and torch.cuda.is_bf16_supported(), use_cpu=not gpu, dataloader_num_workers=0,
+        disable_tqdm=not progress)
+    dataset = Dataset.from_list([{"prompt": list(item.view.messages), "item_id": item.id} for item in items])
+    tokenizer = AutoTokenizer.from_pretrained(base, padding_side="left")
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    peft = (LoraConfig(r=settings.rank, lora_alpha=2 * settings.rank, lora_dropout=0.0, target_modules="all-linear",
+                       task_type="CAUSAL_LM") if settings.lora else None)
+    sandbox = Sandbox() if task.kind == "code" else None
+    reward = TaskReward(task, items, settings.max_completion_length, format_weight=settings.format_reward,
+                        partial_credit=settings.partial_credit, sandbox=sandbox)
+    try:
+        trainer = GRPOTrainer(model=model, reward_funcs=[reward], args=config, train_dataset=dataset,
+                              processing_class=tokenizer, peft_config=peft)
+        resume = any(steps_dir.glob("checkpoint-*"))
+        started = time.perf_counter()
+        result = trainer.train(resume_from_checkpoint=True if resume else None)
+        seconds = time.perf_counter() - started
+        trainer.save_model(str(out / "model"))
+        tokenizer.save_pretrained(out / "model")
+    finally:
+        reward.close()
+        if sandbox is not None:
+            sandbox.close()
+    log = [{key: entry[key] for key in SIGNALS if key in entry} | {"step": entry.get("step")}
+           for entry in trainer.state.log_history if "reward" in entry]
+    zero = [entry["frac_reward_zero_std"] for entry in log if "frac_reward_zero_std" in entry]
+    completions = settings.steps * settings.generations * settings.prompts_per_step
+    return {"loss": result.training_loss, "steps": result.global_step, "seconds": round(seconds, 1),
+            "resumed": resume, "lora": settings.lora, "completions": completions,
+            "completions_per_s": round(completions / seconds, 2) if seconds else None,
+            "zero_variance_groups": sum(zero) / len(zero) if zero else None, "signals": log,
+            "log": [entry["loss"] for entry in log if "loss" in entry]}

@@ -1,0 +1,45 @@
+"""RL with verifiable rewards: the reward is the task's own check (a restated question or a
+reply cut at the cap earns nothing), the optional shaping terms, and a GRPO run on a tiny
+model that records TRL's signals and saves an adapter."""
+
+import pytest
+
+pytest.importorskip("trl")
+
+from selfcorrect.train.grpo import GRPOSettings, TaskReward, train_grpo  # noqa: E402
+from tests.scripts import ListTask  # noqa: E402
+from tests.tinymodel import make_tiny_model  # noqa: E402
+
+TASK = ListTask([("What is 64 * 49?", "3136"), ("What is 5 - 3?", "2")])
+
+
+def rewards(texts, ids, lengths, **options):
+    reward = TaskReward(TASK, TASK.items(), max_completion_length=10, **options)
+    try:
+        completions = [[{"role": "assistant", "content": t}] for t in texts]
+        return reward(prompts=None, completions=completions, completion_ids=[[0] * n for n in lengths], item_id=ids)
+    finally:
+        reward.close()
+
+
+def test_the_reward_is_the_tasks_check():
+    first, second = (i.id for i in TASK.items())
+    texts = ["64 * 49 = 3136. The answer is 3136.", "The answer is 64 * 49.", "The answer is 3135.",
+             "Step 1: 64 * 49 is about", "5 - 3 = 2. The answer is 2."]
+    ids = [first, first, first, first, second]
+    assert rewards(texts, ids, [5, 5, 5, 10, 5]) == [1.0, 0.0, 0.0, 0.0, 1.0]  # restated, wrong, cut off: nothing
+    shaped = rewards(texts, ids, [5, 5, 5, 10, 5], format_weight=0.1, partial_credit=True)
+    assert shaped[0] == pytest.approx(1.1) and shaped[1] == 0.0  # an expression is no answer, not even in form
+    assert shaped[2] == pytest.approx(0.1 + 0.5 * (1 - 1 / 3136))  # near the gold, readable
+    assert shaped[3] == 0.0 and shaped[4] == pytest.approx(1.1)
+
+
+def test_grpo_trains_on_the_check_and_records_its_signals(tmp_path):
+    base = make_tiny_model(tmp_path / "tiny")
+    settings = GRPOSettings(steps=3, generations=4, prompts_per_step=2, max_completion_length=8, learning_rate=1e-3,
+                            format_reward=0.1, partial_credit=True, save_steps=100)
+    metrics = train_grpo(base, TASK, TASK.items(), tmp_path / "grpo", settings, progress=False)
+    assert metrics["steps"] == 3 and len(metrics["signals"]) == 3
+    assert all({"reward", "reward_std", "frac_reward_zero_std", "entropy"} <= set(s) for s in metrics["signals"])
+    assert 0.0 <= metrics["zero_variance_groups"] <= 1.0
+    assert (tmp_path / "grpo" / "model" / "adapter_config.json").is_file()
