@@ -43,3 +43,37 @@ def test_grpo_trains_on_the_check_and_records_its_signals(tmp_path):
     assert all({"reward", "reward_std", "frac_reward_zero_std", "entropy"} <= set(s) for s in metrics["signals"])
     assert 0.0 <= metrics["zero_variance_groups"] <= 1.0
     assert (tmp_path / "grpo" / "model" / "adapter_config.json").is_file()
+
+
+def test_two_attempt_rollouts_mask_the_review_turn_and_reward_by_stage(tmp_path):
+    from transformers import AutoTokenizer
+
+    from selfcorrect.train.score import REVIEW, SCoReReward, SCoReSettings, TwoAttemptRollout, train_score
+
+    base = make_tiny_model(tmp_path / "tiny")
+    tokenizer = AutoTokenizer.from_pretrained(base, padding_side="left")
+    rollout = TwoAttemptRollout(tokenizer, "math", max_new_tokens=6, temperature=1.0)
+    turn = rollout._review_turn([{"role": "user", "content": "What is 5 - 3?"}], "2", ended=True)
+    assert REVIEW in tokenizer.decode(turn) and tokenizer.decode(turn).rstrip().endswith("assistant")
+    assert turn[0] != tokenizer.eos_token_id  # attempt 1 ended with its own end token: not repeated
+    assert rollout._review_turn([{"role": "user", "content": "x"}], "2", ended=False)[0] == tokenizer.eos_token_id
+
+    first, second = (i.id for i in TASK.items())
+    reward = SCoReReward(TASK, TASK.items(), 10, stage1_steps=5, alpha=2.0)
+    try:
+        kwargs = dict(prompts=None, completions=None, completion_ids=None, item_id=[first, second, second],
+                      attempt_1=["The answer is 3136.", "The answer is 7.", "The answer is 2."],
+                      attempt_2=["The answer is 3136.", "The answer is 2.", "The answer is 9."],
+                      length_1=[5, 5, 5], length_2=[5, 5, 5])
+        early, late = type("S", (), {"global_step": 0}), type("S", (), {"global_step": 5})
+        assert reward(trainer_state=early, **kwargs) == [1.0, 1.0, 0.0]  # Stage I: attempt 2 only
+        assert reward(trainer_state=late, **kwargs) == [2.0, 3.0, -1.0]  # r1 + r2 + 2 (r2 - r1)
+    finally:
+        reward.close()
+
+    settings = SCoReSettings(stage1_steps=2, stage2_steps=1, generations=2, prompts_per_step=2,
+                             max_completion_length=6, learning_rate=1e-3, save_steps=100)
+    metrics = train_score(base, TASK, TASK.items(), tmp_path / "score", settings, progress=False)
+    assert metrics["steps"] == 3 and [s["stage"] for s in metrics["signals"]] == [1, 1, 2]
+    assert all("attempt_1_accuracy" in s and "attempt_2_accuracy" in s for s in metrics["signals"])
+    assert (tmp_path / "score" / "model" / "adapter_config.json").is_file()
