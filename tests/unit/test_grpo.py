@@ -54,7 +54,7 @@ def test_two_attempt_rollouts_mask_the_review_turn_and_reward_by_stage(tmp_path)
     tokenizer = AutoTokenizer.from_pretrained(base, padding_side="left")
     rollout = TwoAttemptRollout(tokenizer, "math", max_new_tokens=6, temperature=1.0)
     turn = rollout._review_turn([{"role": "user", "content": "What is 5 - 3?"}], "2", ended=True)
-    assert REVIEW in tokenizer.decode(turn) and tokenizer.decode(turn).rstrip().endswith("assistant")
+    assert REVIEW["math"] in tokenizer.decode(turn) and tokenizer.decode(turn).rstrip().endswith("assistant")
     assert turn[0] != tokenizer.eos_token_id  # attempt 1 ended with its own end token: not repeated
     assert rollout._review_turn([{"role": "user", "content": "x"}], "2", ended=False)[0] == tokenizer.eos_token_id
 

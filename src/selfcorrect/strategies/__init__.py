@@ -14,7 +14,7 @@ from selfcorrect.strategies.base import Context, Outcome, Session, Strategy
 from selfcorrect.strategies.compose import Chains
 from selfcorrect.strategies.debug import SelfDebug
 from selfcorrect.strategies.program_aided import ProgramAided
-from selfcorrect.strategies.refine import CriticRefine, GatedRefine, OracleRefine, SelfRefine
+from selfcorrect.strategies.refine import CriticRefine, GatedRefine, OracleRefine, SelfCorrect, SelfRefine
 from selfcorrect.strategies.reflexion import Reflexion
 from selfcorrect.strategies.sampling import BestOfN, SelfConsistency, Single, UniversalSelfConsistency
 from selfcorrect.strategies.self_verify import SelfVerify
@@ -23,7 +23,7 @@ __all__ = ["Context", "Outcome", "Session", "Strategy", "STRATEGIES", "parse_str
 
 STRATEGIES = Registry("strategy", "selfcorrect.strategies")
 for _builtin in (Single, SelfConsistency, UniversalSelfConsistency, BestOfN, SelfRefine, SelfDebug,
-                 Reflexion, CriticRefine, GatedRefine, ProgramAided, SelfVerify, OracleRefine):
+                 Reflexion, CriticRefine, GatedRefine, ProgramAided, SelfVerify, OracleRefine, SelfCorrect):
     STRATEGIES.register()(_builtin)
 
 

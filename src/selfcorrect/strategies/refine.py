@@ -183,3 +183,32 @@ class GatedRefine(Strategy):
         score = read_score(reply.text, "Confidence", 100)
         return session.give(attempt, Feedback(kind="intrinsic", source="confidence", score=score,
                                               text=reply.text))
+
+
+class SelfCorrect(Strategy):
+    """SCoRe's two-turn inference: an attempt, then a request to review and correct it that
+    says nothing about whether it was right (intrinsic), then the revision. Without a signal
+    the first attempt stands (select=first); select=last returns the revision, the use of a
+    model trained to correct itself (train --method score). The flips between the attempts
+    are counted either way."""
+
+    name = "self-correct"
+    kinds = frozenset({"math", "chat"})
+    options = {"select": "first"}
+    choices = {"select": ("first", "last")}
+    prompts = {
+        "review_math": ("There might be an error in the solution above because of lack of understanding of the "
+                        "question. Please correct the error, if any, and rewrite the solution. End with: The "
+                        "answer is <number>."),
+        "review_chat": ("There might be an error in the reply above because of lack of understanding of the "
+                        "request. Please correct the error, if any, and rewrite the reply."),
+    }
+
+    async def run(self, session: Session) -> Outcome:
+        [first] = await solve(session)
+        template = self.prompts[f"review_{session.view.kind}"]
+        [second] = await session.attempt(revise_messages(session, first, template), phase="revise", round=1,
+                                         parent=first)
+        if self.select == "last":
+            return session.done(second, "revised")
+        return session.done(first, "revised", signal=False, no_signal="nothing says which attempt is right")

@@ -1,10 +1,10 @@
 """Training the model to correct itself: two attempts per prompt, on-policy, rewarded by the
 task's check (SCoRe, Kumar et al., 2024), on TRL's GRPOTrainer through a custom rollout.
 
-Each rollout is attempt 1, then a turn asking the model to review its answer and correct it
-(intrinsic: nothing says whether attempt 1 was right; `feedback="external"` runs the visible
-tests of a code item and shows their result instead, marked by kind), then attempt 2. The
-review turn is masked out of the loss (`env_mask`): only the model's own tokens are trained.
+Each rollout is attempt 1, then the `self-correct` strategy's turn asking the model to review
+its answer and correct it (intrinsic: nothing says whether attempt 1 was right), then attempt
+2. The review turn is masked out of the loss (`env_mask`): only the model's own tokens are
+trained. Math and chat tasks (code with external feedback is not built yet).
 
     Stage I   reward r2 (attempt 2 right) under a strong KL penalty (`beta_stage1`), so that
               attempt 1 stays near the starting model while attempt 2 learns to fix it
@@ -23,14 +23,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from selfcorrect.errors import ConfigError
+from selfcorrect.strategies.refine import SelfCorrect
 from selfcorrect.tasks import Item, Task
 from selfcorrect.train.grpo import SIGNALS, TaskReward
 
-# SCoRe's own intrinsic instruction, with the task's answer format
-REVIEW = ("There might be an error in the solution above because of lack of understanding of the question. "
-          "Please correct the error, if any, and rewrite the solution.")
-ANSWER_FORMAT = {"math": " End with: The answer is <number>.", "code": " Write the whole function in a ```python "
-                 "code block.", "chat": ""}
+# the review turn of the self-correct strategy, which measures the trained model
+REVIEW = {kind: SelfCorrect.prompts[f"review_{kind}"] for kind in SelfCorrect.kinds}
 
 
 @dataclass
@@ -52,7 +50,7 @@ class SCoReSettings:
 
 
 def review_message(kind: str) -> dict:
-    return {"role": "user", "content": REVIEW + ANSWER_FORMAT[kind]}
+    return {"role": "user", "content": REVIEW[kind]}
 
 
 class TwoAttemptRollout:
