@@ -117,19 +117,19 @@ def test_self_refine_stops_when_the_answer_does_not_change(tmp_path):
     assert matrix.counts["wrong_wrong"] == {"changed": 0, "unchanged": 1}
 
 
-@pytest.mark.parametrize("select, chosen", [("first", "5"), ("last", "4")])
-def test_self_correct_asks_for_a_review_without_a_verdict_and_counts_the_flip(tmp_path, select, chosen):
+@pytest.mark.parametrize("keep, chosen", [("first", "5"), ("last", "4")])
+def test_self_correct_asks_for_a_review_without_a_verdict_and_counts_the_flip(tmp_path, keep, chosen):
     script = Script([(asked("There might be an error"), "2 + 2 = 4. The answer is 4."),
                      (asked(INITIAL), "The answer is 5.")])
-    _, _, results = evaluate(tmp_path, script, [f"self-correct:select={select}"], ONE)
-    result = only(results, f"self-correct:select={select}")
+    _, _, results = evaluate(tmp_path, script, [f"self-correct:keep={keep}"], ONE)
+    result = only(results, f"self-correct:keep={keep}")
     review = script.model.calls[-1].messages
     assert review[-2] == {"role": "assistant", "content": "The answer is 5."}
     assert "wrong" not in review[-1]["content"] and "correct answer" not in review[-1]["content"]  # no verdict
     assert final_answer(result) == chosen and [a.answer for a in result.trajectory.attempts] == ["5", "4"]
     [matrix] = flip_matrices([result])
     assert matrix.counts["wrong_right"]["changed"] == 1  # counted whichever attempt is returned
-    assert (result.trajectory.signal is False) is (select == "first")
+    assert (result.trajectory.signal is False) is (keep == "first")
 
 
 def test_gated_refine_revises_only_when_unsure(tmp_path):

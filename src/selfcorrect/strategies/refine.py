@@ -188,14 +188,14 @@ class GatedRefine(Strategy):
 class SelfCorrect(Strategy):
     """SCoRe's two-turn inference: an attempt, then a request to review and correct it that
     says nothing about whether it was right (intrinsic), then the revision. Without a signal
-    the first attempt stands (select=first); select=last returns the revision, the use of a
+    the first attempt stands (keep=first); keep=last returns the revision, the use of a
     model trained to correct itself (train --method score). The flips between the attempts
     are counted either way."""
 
     name = "self-correct"
     kinds = frozenset({"math", "chat"})
-    options = {"select": "first"}
-    choices = {"select": ("first", "last")}
+    options = {"keep": "first"}
+    choices = {"keep": ("first", "last")}
     prompts = {
         "review_math": ("There might be an error in the solution above because of lack of understanding of the "
                         "question. Please correct the error, if any, and rewrite the solution. End with: The "
@@ -209,6 +209,6 @@ class SelfCorrect(Strategy):
         template = self.prompts[f"review_{session.view.kind}"]
         [second] = await session.attempt(revise_messages(session, first, template), phase="revise", round=1,
                                          parent=first)
-        if self.select == "last":
+        if self.keep == "last":
             return session.done(second, "revised")
         return session.done(first, "revised", signal=False, no_signal="nothing says which attempt is right")
