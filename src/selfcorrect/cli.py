@@ -738,7 +738,7 @@ def train(
     heldout: Annotated[float, typer.Option(help="the held-out share of the items (split by item id)")] = 0.5,
     rounds: Annotated[int, typer.Option(help="training rounds after the base's")] = 2,
     method: Annotated[str, typer.Option(help="rft, star (rft and rationales hinted with the answer), correction (revisions "
-                                               "of a revising --sample strategy), dpo or grpo")] = "rft",
+                                               "of a revising --sample strategy), dpo, grpo or score (two attempts, to correct itself)")] = "rft",
     labels: Annotated[str, typer.Option(help="gold (the task's check), vote or program (no gold: pseudo-labels), "
                                                "judge (dpo: the model ranks its own samples)")] = "gold",
     agreement: Annotated[float, typer.Option(help="vote labels: the least share of samples the majority needs")] = 0.5,
@@ -760,6 +760,10 @@ def train(
     beta: Annotated[float, typer.Option(help="grpo: the KL penalty towards the starting model")] = 0.04,
     format_reward: Annotated[float, typer.Option(help="grpo: reward for a readable answer (0: off)")] = 0.0,
     partial_credit: Annotated[bool, typer.Option(help="grpo: up to 0.5 for a numeric answer near the gold")] = False,
+    stage1_steps: Annotated[int, typer.Option(help="score: Stage I steps (reward attempt 2, strong KL)")] = 20,
+    stage2_steps: Annotated[int, typer.Option(help="score: Stage II steps (reward both, bonus for improving)")] = 20,
+    alpha: Annotated[float, typer.Option(help="score: Stage II's bonus weight on r2 - r1")] = 1.0,
+    beta_stage1: Annotated[float, typer.Option(help="score: Stage I's KL weight (--beta is Stage II's)")] = 0.5,
     seed: Annotated[int, typer.Option(help="the split and the draws")] = 0,
     folder: Annotated[Optional[Path], typer.Option("--out", help="where rounds go (default: train/ beside the store)")] = None,
 ) -> None:
@@ -777,6 +781,7 @@ def train(
                          evaluate=[s for s in evaluate.split(",") if s], restart=restart, engine=engine,
                          per_item=per_item, rare_boost=rare_boost, grpo_steps=grpo_steps, generations=generations,
                          beta=beta, format_reward=format_reward, partial_credit=partial_credit,
+                         stage1_steps=stage1_steps, stage2_steps=stage2_steps, alpha=alpha, beta_stage1=beta_stage1,
                          patience=patience, lora=not full, epochs=epochs, learning_rate=learning_rate, seed=seed)
     except ValidationError as e:
         first = e.errors()[0]

@@ -143,3 +143,24 @@ def test_a_grpo_round_is_rewarded_by_the_check_and_reports_its_signals(tmp_path,
     assert not (tmp_path / "train" / "round-1" / "data.jsonl").exists()  # rewarded online: no data file
     assert "GRPO (rewarded by the task's check" in (tmp_path / "train" / "report.md").read_text()
     assert (tmp_path / "train" / "report.html").read_text().count("<svg") == 4
+
+
+def test_a_two_attempt_round_reports_both_attempts_and_their_flips(tmp_path, toy_task, taught):
+    settings = load_settings(store=tmp_path / "store.sqlite", hf={"batch": 8})
+    lineage = Lineage(settings.store)
+    lineage.register(Checkpoint(name="base", round=0, path=taught))
+    lineage.close()
+    spec = TrainSpec(task=toy_task, limit=16, sample="self-consistency:n=2", rounds=1, method="score",
+                     evaluate=["self-correct:keep=last"], stage1_steps=1, stage2_steps=1, generations=2,
+                     learning_rate=1e-4)
+    report = asyncio.run(train_rounds(settings, spec, tmp_path / "train"))
+    assert len(report["rounds"]) == 2, report["stopped"]
+    for r in report["rounds"]:
+        attempts = r["heldout"]["attempts"]
+        assert 0 <= attempts["attempt_1"] <= 1 and 0 <= attempts["attempt_2"] <= 1
+        assert attempts["attempt_2"] - attempts["attempt_1"] == pytest.approx(
+            (attempts["wrong_to_right"] - attempts["right_to_wrong"]) / r["heldout"]["items"])
+    assert [s["stage"] for s in report["rounds"][1]["signals"]] == [1, 2]
+    markdown = (tmp_path / "train" / "report.md").read_text()
+    assert "| round | attempt 1 | attempt 2 | Δ |" in markdown and "Two-attempt GRPO" in markdown
+    assert "not to attempt 1 only" in markdown

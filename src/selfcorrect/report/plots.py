@@ -161,6 +161,9 @@ def training_rounds(report: dict) -> list[tuple[str, str]]:
             axes.plot(steps, [s.get("frac_reward_zero_std") for s in signals], "--",
                       label=f"round {number}: groups with no reward variance")
             axes.plot(steps, [s.get("entropy") for s in signals], ":", label=f"round {number}: entropy")
+            for key in ("attempt_1_accuracy", "attempt_2_accuracy"):
+                if any(key in s for s in signals):
+                    axes.plot(steps, [s.get(key) for s in signals], "-.", label=f"round {number}: {key.replace('_', ' ')}")
         axes.set_xlabel("GRPO step")
         axes.grid(alpha=0.3)
         axes.legend(fontsize=7)

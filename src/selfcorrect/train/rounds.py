@@ -52,6 +52,7 @@ from selfcorrect.train.data import (
 from selfcorrect.train.grpo import GRPOSettings, train_grpo
 from selfcorrect.train.judge import judged_pairs
 from selfcorrect.train.lineage import Checkpoint, Lineage
+from selfcorrect.train.score import SCoReSettings, train_score
 from selfcorrect.train.sft import SFTSettings, train_dpo, train_sft
 from selfcorrect.train.star import rationalize
 from selfcorrect.train.to_gguf import fits_template, write_checkpoint_gguf
@@ -78,7 +79,8 @@ class TrainSpec(BaseModel):
     # star: rft plus rationales for the failed items, asked again with the answer as a hint
     # (gold: oracle-derived data, marked; program: the model's own program-aided answer)
     # grpo: reinforcement learning on the train items, rewarded by the task's check (train/grpo.py)
-    method: Literal["rft", "star", "correction", "dpo", "grpo"] = "rft"
+    # score: two attempts per prompt, trained to correct itself in two stages (train/score.py)
+    method: Literal["rft", "star", "correction", "dpo", "grpo", "score"] = "rft"
     # gold: the task's check picks the samples; vote / program: no gold (train/data.py);
     # judge (dpo only): the model ranks its own samples, self-rewarding (train/judge.py)
     labels: Literal["gold", "vote", "program", "judge"] = "gold"
@@ -86,7 +88,7 @@ class TrainSpec(BaseModel):
 
     @model_validator(mode="after")
     def _labels_of_corrections(self):
-        if self.method in ("correction", "grpo") and self.labels != "gold":
+        if self.method in ("correction", "grpo", "score") and self.labels != "gold":
             raise ValueError(f"{self.method} is rewarded by the task's check: use labels gold")
         ranked = self.labels in ("gold", "judge")
         if (self.method == "dpo" and not ranked) or (self.labels == "judge" and self.method != "dpo"):
@@ -114,6 +116,11 @@ class TrainSpec(BaseModel):
     beta: float = Field(0.04, ge=0)
     format_reward: float = Field(0.0, ge=0, le=1)
     partial_credit: bool = False
+    # score: the steps of each stage, Stage II's bonus for improving, Stage I's KL weight
+    stage1_steps: int = Field(20, ge=0)
+    stage2_steps: int = Field(20, ge=0)
+    alpha: float = Field(1.0, ge=0)
+    beta_stage1: float = Field(0.5, ge=0)
 
 
 class _Subset:
@@ -178,7 +185,7 @@ async def train_rounds(settings: Settings, spec: TrainSpec, out: Path,
                 # exploitation: the share of the data the task's check agrees with (by
                 # construction with gold labels; measured afterwards for the others)
                 pseudo, data_right = None, 1.0
-                if spec.method == "grpo":
+                if spec.method in ("grpo", "score"):
                     examples, data_right = [], None  # rewarded online by the check: no data to build
                 elif spec.labels == "judge":
                     examples = judged
@@ -200,7 +207,7 @@ async def train_rounds(settings: Settings, spec: TrainSpec, out: Path,
                                   if examples else None)
                     pseudo = {"items_labelled": len(labelled), "accuracy_against_gold": pseudo_label_accuracy(labelled)}
                 check_heldout(examples, held_ids)
-                if not examples and spec.method != "grpo":
+                if not examples and spec.method not in ("grpo", "score"):
                     report["stopped"] = f"round {number}: no sample was verified right, nothing to train on"
                     break
                 folder = out / f"round-{number}"
@@ -221,6 +228,14 @@ async def train_rounds(settings: Settings, spec: TrainSpec, out: Path,
                         lora=spec.lora, learning_rate=spec.learning_rate, steps=spec.grpo_steps,
                         generations=spec.generations, beta=spec.beta, format_reward=spec.format_reward,
                         partial_credit=spec.partial_credit, temperature=max(spec.sample_temperature, 0.7),
+                        max_completion_length=KINDS[task.kind].max_tokens, seed=spec.seed))
+                elif spec.method == "score":
+                    say(f"round {number}: two-attempt training, {spec.stage1_steps} + {spec.stage2_steps} steps")
+                    metrics = train_score(start_path, task, train_side.items(), folder, SCoReSettings(
+                        lora=spec.lora, learning_rate=spec.learning_rate, stage1_steps=spec.stage1_steps,
+                        stage2_steps=spec.stage2_steps, alpha=spec.alpha, beta_stage1=spec.beta_stage1,
+                        beta_stage2=spec.beta, generations=spec.generations,
+                        temperature=max(spec.sample_temperature, 0.7),
                         max_completion_length=KINDS[task.kind].max_tokens, seed=spec.seed))
                 else:
                     say(f"round {number}: training on {len(examples)} examples")
@@ -320,6 +335,11 @@ def _heldout(results: dict[str, list], earlier: list[dict]) -> dict:
     n, right = len(correct), sum(correct.values())
     out = {"strategy": spec, "items": n, "accuracy": right / n if n else 0.0, "interval": list(wilson(right, n)),
            "correct": correct, "all": {s: sum(r.final.correct for r in rs) / len(rs) for s, rs in results.items() if rs}}
+    if n and all(len(r.grades) >= 2 for r in rows):  # a revising strategy: attempt 1 against attempt 2
+        first, second = [r.grades[0].correct for r in rows], [r.grades[1].correct for r in rows]
+        out["attempts"] = {"attempt_1": sum(first) / n, "attempt_2": sum(second) / n,
+                           "wrong_to_right": sum(not a and b for a, b in zip(first, second)),
+                           "right_to_wrong": sum(a and not b for a, b in zip(first, second))}
     for name, other in (("previous", earlier[-1] if earlier else None), ("base", earlier[0] if earlier else None)):
         if other is None:
             continue
@@ -429,9 +449,19 @@ def render(report: dict) -> str:
         lines += [f"- round {r['round']}'s model: {r['rationales']['items_hinted']} items hinted, "
                   f"{r['rationales']['items_rationalized']} rationalized, {r['rationales']['examples']} examples "
                   f"(trained on in round {r['round'] + 1})" for r in hinted]
+    revising = [r for r in report["rounds"] if r["heldout"].get("attempts")]
+    if revising:
+        lines += ["", f"Attempt 1 and attempt 2 on the held-out side (`{report['rounds'][0]['heldout']['strategy']}`; "
+                  "Δ = attempt 2 − attempt 1):", "",
+                  "| round | attempt 1 | attempt 2 | Δ | wrong→right | right→wrong |", "|---|---|---|---|---|---|"]
+        for r in revising:
+            a = r["heldout"]["attempts"]
+            lines.append(f"| {r['round']} | {100 * a['attempt_1']:.1f} | {100 * a['attempt_2']:.1f} | "
+                         f"{100 * (a['attempt_2'] - a['attempt_1']):+.1f} | {a['wrong_to_right']} | {a['right_to_wrong']} |")
     reinforced = [r for r in report["rounds"] if r.get("signals")]
     if reinforced:
-        lines += ["", "GRPO (rewarded by the task's check on train items; TRL's signals, first step → last):", "",
+        lines += ["", f"{'GRPO' if spec['method'] == 'grpo' else 'Two-attempt GRPO (Stage I, then II)'} (rewarded by "
+                  "the task's check on train items; TRL's signals, first step → last):", "",
                   "| round | steps | reward | reward std | groups with no reward variance | entropy | completions/s |",
                   "|---|---|---|---|---|---|---|"]
         for r in reinforced:
@@ -441,7 +471,9 @@ def render(report: dict) -> str:
                          f"{first['reward_std']:.3f} → {last['reward_std']:.3f} | "
                          + (f"{100 * zero:.0f}%" if zero is not None else "—")
                          + f" | {first.get('entropy', math.nan):.3f} → {last.get('entropy', math.nan):.3f} | "
-                         f"{r['training']['completions_per_s']} |")
+                         f"{r['training'].get('completions_per_s', '—')} |")
+        if spec["method"] == "score":
+            lines += ["", f"Note: {reinforced[0]['training']['kl_note']}."]
     judged = [r for r in report["rounds"] if r.get("judge")]
     if judged:
         lines += ["", "The model as judge of its own samples (self-rewarding pairs; intrinsic, no gold in the pairs), "
