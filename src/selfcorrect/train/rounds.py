@@ -58,6 +58,7 @@ from selfcorrect.train.star import rationalize
 from selfcorrect.train.to_gguf import fits_template, write_checkpoint_gguf
 from selfcorrect.verify.answers import vote_key
 
+MEASURE_TEMPERATURE = 0.3  # the held-out side, and program-aided pseudo-labels: as the studies measure
 DIVERSITY_ALARM = 0.5  # distinct answers per item below half of the base's
 TAIL_ALARM = 0.1  # the share of never-solved items up by ten points or more
 
@@ -181,7 +182,7 @@ async def train_rounds(settings: Settings, spec: TrainSpec, out: Path,
             entry = {"round": number, "checkpoint": current.name}
             if number > 0:
                 say(f"round {number}: building data from round {number - 1}'s samples")
-                runs = [report["rounds"][-1]["sample_run"]]
+                runs = report["rounds"][-1]["train_runs"]
                 # exploitation: the share of the data the task's check agrees with (by
                 # construction with gold labels; measured afterwards for the others)
                 pseudo, data_right = None, 1.0
@@ -253,16 +254,22 @@ async def train_rounds(settings: Settings, spec: TrainSpec, out: Path,
             engine = open_model(current)
             try:
                 say(f"round {number}: evaluating the held-out side")
-                held_run, held = await _evaluate(settings, held_side, spec.evaluate, engine, spec.seed, 0.3, on_progress)
+                held_run, held = await _evaluate(settings, held_side, spec.evaluate, engine, spec.seed,
+                                                 MEASURE_TEMPERATURE, on_progress)
                 say(f"round {number}: sampling the train side")
-                sample_run, sampled = await _evaluate(
-                    settings, train_side, [spec.sample] + (["program-aided"] if spec.labels == "program" else []),
-                    engine, spec.seed + number, spec.sample_temperature, on_progress)
+                sample_run, sampled = await _evaluate(settings, train_side, [spec.sample], engine, spec.seed + number,
+                                                      spec.sample_temperature, on_progress)
+                runs = [sample_run]
+                if spec.labels == "program":  # the labeller answers as it would be measured, not as it explores
+                    say(f"round {number}: program-aided answers of the train side, the pseudo-labels")
+                    label_run, _ = await _evaluate(settings, train_side, ["program-aided"], engine, spec.seed + number,
+                                                   MEASURE_TEMPERATURE, on_progress)
+                    runs.append(label_run)
                 if spec.method == "star" and number < spec.rounds:
                     say(f"round {number}: rationalizing the train items it failed, the "
                         f"{'gold answer' if spec.labels == 'gold' else 'program-aided answer'} as a hint")
                     rationales, entry["rationales"] = await _rationales(
-                        engine, store, task, train_side, sample_run, sampled[sampler], spec)
+                        engine, store, task, train_side, runs, sampled[sampler], spec)
                 if spec.labels == "judge" and number < spec.rounds:
                     say(f"round {number}: the model judges its own samples of the train side")
                     judged, entry["judge"] = await judged_pairs(
@@ -271,7 +278,7 @@ async def train_rounds(settings: Settings, spec: TrainSpec, out: Path,
                         per_item=spec.per_item)
             finally:
                 await engine.aclose()
-            entry.update(heldout_run=held_run, sample_run=sample_run, heldout=_heldout(held, report["rounds"]),
+            entry.update(heldout_run=held_run, sample_run=sample_run, train_runs=runs, heldout=_heldout(held, report["rounds"]),
                          train=_train_side(sampled[sampler]))
             if base_solved is None:
                 base_solved = entry["train"].pop("solve_rates")
@@ -306,7 +313,7 @@ async def _evaluate(settings: Settings, side, strategies: list[str], engine, see
     return run.run_id, results_by_strategy(evaluation.store, run)
 
 
-async def _rationales(engine, store: Store, task: Task, train_side, sample_run: str, rows: list,
+async def _rationales(engine, store: Store, task: Task, train_side, runs: list[str], rows: list,
                       spec: TrainSpec) -> tuple[list, dict]:
     """STaR's rationales from this round's model for the train items no sample got right
     (gold), or with no sample agreeing with the model's own program-aided answer (program)."""
@@ -316,7 +323,7 @@ async def _rationales(engine, store: Store, task: Task, train_side, sample_run: 
         hints = {i.id: i.answer for i in items if i.id not in solved}
     else:
         examples, labelled = build_label_free(
-            store, task=task.name, train_ids=[i.id for i in items], run_ids=[sample_run],
+            store, task=task.name, train_ids=[i.id for i in items], run_ids=runs,
             sample_strategy=parse_strategy(spec.sample).spec, labels="program", per_item=spec.per_item)
         covered = {e.item_id for e in examples}
         hints = {item_id: record["label"] for item_id, record in labelled.items() if item_id not in covered}
