@@ -116,16 +116,20 @@ def checkpoint_to_gguf(checkpoint: Path, out: Path, template: Path | None = None
 
 
 def write_checkpoint_gguf(checkpoint, out: Path | None = None) -> dict:
-    """A lineage checkpoint as GGUF: its adapter merged first (into a folder beside it)."""
+    """A lineage checkpoint as GGUF: its adapter merged first, into a temporary folder (a
+    merged copy is the whole model, 538 MB for the embedded one: not worth keeping)."""
+    import tempfile
+
     from selfcorrect.models.hf import HFModel
 
     folder = Path(checkpoint.adapter or checkpoint.path)
     out = out or folder / "model.Q8_0.gguf"
-    source = Path(checkpoint.path)
-    if checkpoint.adapter:
+    if not checkpoint.adapter:
+        return checkpoint_to_gguf(Path(checkpoint.path), out)
+    with tempfile.TemporaryDirectory(dir=folder) as merged:
         model = HFModel(checkpoint.path, checkpoint.adapter)
         try:
-            source = model.merge_adapter(folder / "merged")
+            source = model.merge_adapter(Path(merged))
         finally:
             model.close()
-    return checkpoint_to_gguf(source, out)
+        return checkpoint_to_gguf(source, out)
