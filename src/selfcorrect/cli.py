@@ -771,7 +771,8 @@ def train(
     the held-out side, repeat (docs/train.md). Needs `selfcorrect models export` first."""
     from pydantic import ValidationError
 
-    from selfcorrect.train.rounds import TrainSpec, render, run
+    from selfcorrect.train.report import render
+    from selfcorrect.train.rounds import TrainSpec, run
 
     settings: Settings = ctx.obj
     try:
