@@ -260,7 +260,9 @@ async def train_rounds(settings: Settings, spec: TrainSpec, out: Path,
                 sample_run, sampled = await _evaluate(settings, train_side, [spec.sample], engine, spec.seed + number,
                                                       spec.sample_temperature, on_progress)
                 runs = [sample_run]
-                if spec.labels == "program":  # the labeller answers as it would be measured, not as it explores
+                # the labeller answers as it would be measured, not as it explores; the last round's
+                # samples only measure, and need no labels
+                if spec.labels == "program" and number < spec.rounds:
                     say(f"round {number}: program-aided answers of the train side, the pseudo-labels")
                     label_run, _ = await _evaluate(settings, train_side, ["program-aided"], engine, spec.seed + number,
                                                    MEASURE_TEMPERATURE, on_progress)
