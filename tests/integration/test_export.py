@@ -64,6 +64,7 @@ def test_a_checkpoint_goes_back_to_gguf_and_the_fast_engine_answers_as_before(tm
     assert same / sum(len(b) for b in before) >= 0.9, (again, before)
 
 
+@pytest.mark.timeout(900)  # export, two evaluations, a training and a write-back: minutes on 2 cores
 def test_a_self_training_round_of_the_embedded_model_from_the_command_line(tmp_path):
     """export, then one star round on arithmetic: sampled and measured on llama.cpp through
     the GGUF write-back, trained with TRL, the report in JSON, Markdown and HTML."""
