@@ -7,6 +7,7 @@
 #   docs/findings/run_studies.sh arithmetic      # one of them
 #   docs/findings/run_studies.sh online-arithmetic online-arithmetic-feedback online-mbpp   # the error memory (issue 9)
 #   docs/findings/run_studies.sh train-rft-gold train-star-program train-dpo-judge            # self-training (issue 10)
+#   docs/findings/run_studies.sh train-grpo train-score                                       # RL (issue 12)
 # LIMIT=3 runs a quick check of the same commands.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -34,11 +35,17 @@ for study in "${@:-arithmetic mbpp gsm8k online-arithmetic online-arithmetic-fee
         --limit "${LIMIT:-150}" --out "$out/online-mbpp" --strategy self-debug:memory=on ;;
       # Self-training on arithmetic: 600 items split by item id into ~300 train and ~300 held out.
       train-*) [ -n "$("${sc[@]}" models lineage 2>/dev/null | grep -w base)" ] || "${sc[@]}" models export
-        train=(--task arithmetic:n=600 --limit "${LIMIT:-600}" --heldout 0.5 --sample self-consistency:n=6 --evaluate single)
+        train=(--task arithmetic:n=600 --limit "${LIMIT:-600}" --heldout 0.5 --sample self-consistency:n=6)
         case $name in
-          train-rft-gold) "${sc[@]}" train "${train[@]}" --rounds 2 --patience 2 --method rft --labels gold --out "$out/$name" ;;
-          train-star-program) "${sc[@]}" train "${train[@]}" --rounds 2 --patience 2 --method star --labels program --out "$out/$name" ;;
-          train-dpo-judge) "${sc[@]}" train "${train[@]}" --rounds 1 --method dpo --labels judge --out "$out/$name" ;;
+          train-rft-gold) "${sc[@]}" train "${train[@]}" --evaluate single --rounds 2 --patience 2 --method rft --labels gold --out "$out/$name" ;;
+          train-star-program) "${sc[@]}" train "${train[@]}" --evaluate single --rounds 2 --patience 2 --method star --labels program --out "$out/$name" ;;
+          train-dpo-judge) "${sc[@]}" train "${train[@]}" --evaluate single --rounds 1 --method dpo --labels judge --per-item 2 --epochs 1 --out "$out/$name" ;;
+          # issue 12: RL with the check as reward, and two-attempt self-correction training
+          train-grpo) "${sc[@]}" train "${train[@]}" --evaluate single --rounds 1 --method grpo --grpo-steps 40 --generations 8 \
+            --learning-rate 5e-5 --format-reward 0.1 --partial-credit --out "$out/$name" ;;
+          train-score) "${sc[@]}" train "${train[@]}" --evaluate self-correct:keep=last,single \
+            --rounds 1 --method score --stage1-steps 15 --stage2-steps 15 --generations 4 --learning-rate 5e-5 \
+            --out "$out/$name" ;;
           *) echo "unknown study $name" >&2; exit 1 ;;
         esac ;;
       *) echo "unknown study $name (arithmetic, mbpp, gsm8k, online-arithmetic, online-arithmetic-feedback, online-mbpp)" >&2; exit 1 ;;
