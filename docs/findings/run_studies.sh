@@ -6,7 +6,7 @@
 #   docs/findings/run_studies.sh                 # all three, in order
 #   docs/findings/run_studies.sh arithmetic      # one of them
 #   docs/findings/run_studies.sh online-arithmetic online-arithmetic-feedback online-mbpp   # the error memory (issue 9)
-#   docs/findings/run_studies.sh train-rft-gold train-star-program train-dpo-judge            # self-training (issue 10)
+#   docs/findings/run_studies.sh train-rft-gold train-star-program train-dpo-gold train-dpo-judge  # self-training (issue 10)
 #   docs/findings/run_studies.sh train-grpo train-score                                       # RL (issue 12)
 # LIMIT=3 runs a quick check of the same commands.
 set -euo pipefail
@@ -39,6 +39,7 @@ for study in "${@:-arithmetic mbpp gsm8k online-arithmetic online-arithmetic-fee
         case $name in
           train-rft-gold) "${sc[@]}" train "${train[@]}" --evaluate single --rounds 2 --patience 2 --method rft --labels gold --out "$out/$name" ;;
           train-star-program) "${sc[@]}" train "${train[@]}" --evaluate single --rounds 2 --patience 2 --method star --labels program --out "$out/$name" ;;
+          train-dpo-gold) "${sc[@]}" train "${train[@]}" --evaluate single --rounds 1 --method dpo --labels gold --per-item 2 --epochs 1 --out "$out/$name" ;;
           train-dpo-judge) "${sc[@]}" train "${train[@]}" --evaluate single --rounds 1 --method dpo --labels judge --per-item 2 --epochs 1 --out "$out/$name" ;;
           # issue 12: RL with the check as reward, and two-attempt self-correction training
           train-grpo) "${sc[@]}" train "${train[@]}" --evaluate single --rounds 1 --method grpo --grpo-steps 40 --generations 8 \

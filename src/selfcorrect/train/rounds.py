@@ -209,7 +209,9 @@ async def train_rounds(settings: Settings, spec: TrainSpec, out: Path,
                     pseudo = {"items_labelled": len(labelled), "accuracy_against_gold": pseudo_label_accuracy(labelled)}
                 check_heldout(examples, held_ids)
                 if not examples and spec.method not in ("grpo", "score"):
-                    report["stopped"] = f"round {number}: no sample was verified right, nothing to train on"
+                    why = ("the judge ordered no pair of samples (no readable score, or equal scores)"
+                           if spec.labels == "judge" else "no sample was verified right")
+                    report["stopped"] = f"round {number}: {why}, nothing to train on"
                     break
                 folder = out / f"round-{number}"
                 if examples:
