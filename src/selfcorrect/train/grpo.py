@@ -21,13 +21,13 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from selfcorrect.errors import ConfigError
 from selfcorrect.tasks import Item, Task
 from selfcorrect.tasks.base import read
+from selfcorrect.train.sft import load_policy, run_trainer, trainer_args
 from selfcorrect.verify.answers import is_numeric
 
 SIGNALS = ("reward", "reward_std", "frac_reward_zero_std", "entropy", "clip_ratio/region_mean", "kl", "loss")
@@ -103,46 +103,27 @@ def train_grpo(base: Path, task: Task, items: list[Item], out: Path, settings: G
     """GRPO on `items` (train items only) from the checkpoint at `base`; the adapter (LoRA) or
     the model goes to `out/model`. Resumes from `out/steps` after a kill. Returns the metrics,
     with TRL's signals per step."""
-    try:
-        import torch
-        from datasets import Dataset
-        from peft import LoraConfig
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-        from trl import GRPOConfig, GRPOTrainer
-    except ImportError:
-        raise ConfigError("training needs torch, transformers, peft and trl",
-                          "pip install torch==2.13.0 'selfcorrect[train]'") from None
     if not items:
         raise ConfigError("no train items for GRPO", "give the train side some items (--limit, --heldout)")
+    tokenizer, model, peft = load_policy(base, settings.lora, settings.rank, padding_side="left")
+    from datasets import Dataset
+    from trl import GRPOConfig, GRPOTrainer
+
     from selfcorrect.sandbox import Sandbox
 
-    steps_dir = out / "steps"
-    gpu = torch.cuda.is_available()
     config = GRPOConfig(
-        output_dir=str(steps_dir), max_steps=settings.steps, learning_rate=settings.learning_rate,
-        per_device_train_batch_size=settings.generations * settings.prompts_per_step,
+        **trainer_args(out, settings.learning_rate, settings.seed, settings.save_steps, progress),
+        max_steps=settings.steps, per_device_train_batch_size=settings.generations * settings.prompts_per_step,
         num_generations=settings.generations, max_completion_length=settings.max_completion_length,
-        temperature=settings.temperature, top_k=40, beta=settings.beta, logging_steps=1, save_strategy="steps",
-        save_steps=settings.save_steps, save_total_limit=2, report_to=[], seed=settings.seed,
-        bf16=gpu and torch.cuda.is_bf16_supported(), use_cpu=not gpu, dataloader_num_workers=0,
-        disable_tqdm=not progress)
+        temperature=settings.temperature, top_k=40, beta=settings.beta)
     dataset = Dataset.from_list([{"prompt": list(item.view.messages), "item_id": item.id} for item in items])
-    tokenizer = AutoTokenizer.from_pretrained(base, padding_side="left")
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
-    peft = (LoraConfig(r=settings.rank, lora_alpha=2 * settings.rank, lora_dropout=0.0, target_modules="all-linear",
-                       task_type="CAUSAL_LM") if settings.lora else None)
     sandbox = Sandbox() if task.kind == "code" else None
     reward = TaskReward(task, items, settings.max_completion_length, format_weight=settings.format_reward,
                         partial_credit=settings.partial_credit, sandbox=sandbox)
     try:
         trainer = GRPOTrainer(model=model, reward_funcs=[reward], args=config, train_dataset=dataset,
                               processing_class=tokenizer, peft_config=peft)
-        resume = any(steps_dir.glob("checkpoint-*"))
-        started = time.perf_counter()
-        result = trainer.train(resume_from_checkpoint=True if resume else None)
-        seconds = time.perf_counter() - started
-        trainer.save_model(str(out / "model"))
-        tokenizer.save_pretrained(out / "model")
+        result, seconds, resume = run_trainer(trainer, tokenizer, out)
     finally:
         reward.close()
         if sandbox is not None:

@@ -18,7 +18,6 @@ trained token, so Stage I's strong penalty holds attempt 2 near the start as wel
 from __future__ import annotations
 
 import asyncio
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from selfcorrect.errors import ConfigError
 from selfcorrect.strategies.refine import SelfCorrect
 from selfcorrect.tasks import Item, Task
 from selfcorrect.train.grpo import SIGNALS, TaskReward
+from selfcorrect.train.sft import load_policy, run_trainer, trainer_args
 
 # the review turn of the self-correct strategy, which measures the trained model
 REVIEW = {kind: SelfCorrect.prompts[f"review_{kind}"] for kind in SelfCorrect.kinds}
@@ -150,20 +150,15 @@ def train_score(base: Path, task: Task, items: list[Item], out: Path, settings: 
                 progress: bool = True) -> dict:
     """Both stages on `items` (train items only) from the checkpoint at `base`; the result goes
     to `out/model`. Returns the metrics with TRL's signals and the attempts' accuracies per step."""
-    try:
-        import torch
-        from datasets import Dataset
-        from peft import LoraConfig
-        from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
-        from trl import GRPOConfig, GRPOTrainer
-    except ImportError:
-        raise ConfigError("training needs torch, transformers, peft and trl",
-                          "pip install torch==2.13.0 'selfcorrect[train]'") from None
     if not items:
         raise ConfigError("no train items for self-correction training", "give the train side some items")
     if task.kind == "code":
         raise ConfigError("two-attempt training runs on math and chat tasks for now",
                           "use --method grpo for code tasks")
+    tokenizer, model, peft = load_policy(base, settings.lora, settings.rank, padding_side="left")
+    from datasets import Dataset
+    from transformers import TrainerCallback
+    from trl import GRPOConfig, GRPOTrainer
 
     class Stages(TrainerCallback):
         """Stage II's KL weight from its first step."""
@@ -171,33 +166,19 @@ def train_score(base: Path, task: Task, items: list[Item], out: Path, settings: 
         def on_step_begin(self, args, state, control, **kwargs):
             trainer.beta = settings.beta_stage1 if state.global_step < settings.stage1_steps else settings.beta_stage2
 
-    steps_dir = out / "steps"
-    gpu = torch.cuda.is_available()
     config = GRPOConfig(
-        output_dir=str(steps_dir), max_steps=settings.stage1_steps + settings.stage2_steps,
-        learning_rate=settings.learning_rate, per_device_train_batch_size=settings.generations * settings.prompts_per_step,
+        **trainer_args(out, settings.learning_rate, settings.seed, settings.save_steps, progress),
+        max_steps=settings.stage1_steps + settings.stage2_steps,
+        per_device_train_batch_size=settings.generations * settings.prompts_per_step,
         num_generations=settings.generations, max_completion_length=3 * settings.max_completion_length,
-        beta=settings.beta_stage1, logging_steps=1, save_strategy="steps", save_steps=settings.save_steps,
-        save_total_limit=2, report_to=[], seed=settings.seed, bf16=gpu and torch.cuda.is_bf16_supported(),
-        use_cpu=not gpu, dataloader_num_workers=0, disable_tqdm=not progress)
+        beta=settings.beta_stage1)
     dataset = Dataset.from_list([{"prompt": list(item.view.messages), "item_id": item.id} for item in items])
-    tokenizer = AutoTokenizer.from_pretrained(base, padding_side="left")
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
-    peft = (LoraConfig(r=settings.rank, lora_alpha=2 * settings.rank, lora_dropout=0.0, target_modules="all-linear",
-                       task_type="CAUSAL_LM") if settings.lora else None)
     reward = SCoReReward(task, items, settings.max_completion_length, settings.stage1_steps, settings.alpha)
     rollout = TwoAttemptRollout(tokenizer, task.kind, settings.max_completion_length, settings.temperature)
     try:
         trainer = GRPOTrainer(model=model, reward_funcs=[reward], args=config, train_dataset=dataset,
                               processing_class=tokenizer, peft_config=peft, rollout_func=rollout, callbacks=[Stages()])
-        resume = any(steps_dir.glob("checkpoint-*"))
-        started = time.perf_counter()
-        result = trainer.train(resume_from_checkpoint=True if resume else None)
-        seconds = time.perf_counter() - started
-        trainer.save_model(str(out / "model"))
-        tokenizer.save_pretrained(out / "model")
+        result, seconds, resume = run_trainer(trainer, tokenizer, out)
     finally:
         reward.close()
     keys = (*SIGNALS, "attempt_1_accuracy", "attempt_2_accuracy", "wrong_to_right", "right_to_wrong", "stage")

@@ -61,32 +61,57 @@ def train_dpo(base: Path, dataset, out: Path, settings: SFTSettings = SFTSetting
 def _fit(base: Path, out: Path, settings: SFTSettings, progress: bool, make_trainer):
     """What both trainings share: the model and tokenizer from `base`, LoRA or not, CPU or GPU
     settings, checkpoints under `out/steps` and resuming from them, the result in `out/model`."""
+    tokenizer, model, peft = load_policy(base, settings.lora, settings.rank)
+    common = {**trainer_args(out, settings.learning_rate, settings.seed, settings.save_steps, progress),
+              "num_train_epochs": settings.epochs, "per_device_train_batch_size": settings.batch_size,
+              "max_length": settings.max_length}
+    trainer = make_trainer(common, model, tokenizer, peft)
+    result, seconds, resume = run_trainer(trainer, tokenizer, out)
+    return trainer, {"loss": result.training_loss, "steps": result.global_step, "seconds": round(seconds, 1),
+                     "log": [e["loss"] for e in trainer.state.log_history if "loss" in e], "resumed": resume,
+                     "lora": settings.lora}
+
+
+def load_policy(base: Path, lora: bool, rank: int, padding_side: str | None = None):
+    """The tokenizer and the fp32 model at `base`, and the LoRA config (None: full fine-tuning);
+    a clear error when the `train` extra is missing."""
     try:
+        import datasets  # noqa: F401  (the trainers' data)
         import torch
+        import trl  # noqa: F401
         from peft import LoraConfig
         from transformers import AutoModelForCausalLM, AutoTokenizer
     except ImportError:
         raise ConfigError("training needs torch, transformers, peft and trl",
                           "pip install torch==2.13.0 'selfcorrect[train]'") from None
-    steps_dir = out / "steps"
-    gpu = torch.cuda.is_available()
-    common = dict(
-        output_dir=str(steps_dir), num_train_epochs=settings.epochs, per_device_train_batch_size=settings.batch_size,
-        learning_rate=settings.learning_rate, logging_steps=1, save_strategy="steps", save_steps=settings.save_steps,
-        save_total_limit=2, report_to=[], seed=settings.seed, max_length=settings.max_length,
-        bf16=gpu and torch.cuda.is_bf16_supported(), use_cpu=not gpu, dataloader_num_workers=0,
-        disable_tqdm=not progress)
-    tokenizer = AutoTokenizer.from_pretrained(base)
+    tokenizer = AutoTokenizer.from_pretrained(base, **({"padding_side": padding_side} if padding_side else {}))
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
-    peft = (LoraConfig(r=settings.rank, lora_alpha=2 * settings.rank, lora_dropout=0.0, target_modules="all-linear",
-                       task_type="CAUSAL_LM") if settings.lora else None)
-    trainer = make_trainer(common, model, tokenizer, peft)
-    resume = any(steps_dir.glob("checkpoint-*"))
+    peft = (LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0, target_modules="all-linear",
+                       task_type="CAUSAL_LM") if lora else None)
+    return tokenizer, model, peft
+
+
+def trainer_args(out: Path, learning_rate: float, seed: int, save_steps: int, progress: bool) -> dict:
+    """The trainer arguments every training shares: checkpoints under `out/steps`, a log line
+    every step, fp32 on CPU (`use_cpu`) and bf16 on a GPU that has it."""
+    import torch
+
+    gpu = torch.cuda.is_available()
+    return {"output_dir": str(out / "steps"), "learning_rate": learning_rate, "logging_steps": 1,
+            "save_strategy": "steps", "save_steps": save_steps, "save_total_limit": 2, "report_to": [], "seed": seed,
+            "bf16": gpu and torch.cuda.is_bf16_supported(), "use_cpu": not gpu, "dataloader_num_workers": 0,
+            "disable_tqdm": not progress}
+
+
+def run_trainer(trainer, tokenizer, out: Path):
+    """Train, from the last checkpoint under `out/steps` when a killed run left one; save the
+    model and tokenizer to `out/model`. Returns (TRL's result, seconds, resumed)."""
+    resume = any((out / "steps").glob("checkpoint-*"))
     started = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=True if resume else None)
     seconds = time.perf_counter() - started
     trainer.save_model(str(out / "model"))
     tokenizer.save_pretrained(out / "model")
-    return trainer, {"loss": result.training_loss, "steps": result.global_step, "seconds": round(seconds, 1),
-                     "log": [e["loss"] for e in trainer.state.log_history if "loss" in e], "resumed": resume,
-                     "lora": settings.lora}
+    return result, seconds, resume
