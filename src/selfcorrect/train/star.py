@@ -11,7 +11,9 @@ program, not a hint.
 
 from __future__ import annotations
 
+import ast
 import asyncio
+import operator
 import re
 from collections.abc import Sequence
 
@@ -75,12 +77,26 @@ def equations_hold(text: str) -> bool:
     is 71."): the final answer alone would keep it."""
     for left, right in EQUATION.findall(text):
         try:
-            value = eval(left.replace("×", "*"), {"__builtins__": {}})  # digits, dots, + - * / and spaces only
+            # "08" is a number to a reader, a syntax error to Python: leading zeros go first
+            value = _arithmetic(ast.parse(re.sub(r"\b0+(\d)", r"\1", left.replace("×", "*")), mode="eval").body)
         except ZeroDivisionError:
             return False
         if abs(value - float(right)) > 1e-9 * max(1.0, abs(value)):
             return False
     return True
+
+
+OPERATIONS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
+
+
+def _arithmetic(node: ast.expr) -> float:
+    """The value of numbers joined by + - * / (what EQUATION matches), read from the syntax
+    tree: model text is never executed outside the sandbox."""
+    if isinstance(node, ast.Constant) and type(node.value) in (int, float):
+        return node.value
+    if isinstance(node, ast.BinOp) and type(node.op) in OPERATIONS:
+        return OPERATIONS[type(node.op)](_arithmetic(node.left), _arithmetic(node.right))
+    raise ValueError(f"not plain arithmetic: {ast.dump(node)}")
 
 
 def _cites_hint(text: str) -> bool:
