@@ -164,3 +164,14 @@ def test_a_two_attempt_round_reports_both_attempts_and_their_flips(tmp_path, toy
     markdown = (tmp_path / "train" / "report.md").read_text()
     assert "| round | attempt 1 | attempt 2 | Δ |" in markdown and "Two-attempt GRPO" in markdown
     assert "not to attempt 1 only" in markdown
+
+
+def test_independent_samples_are_not_read_as_two_attempts(tmp_path, toy_task, taught):
+    settings = load_settings(store=tmp_path / "store.sqlite", hf={"batch": 8})
+    lineage = Lineage(settings.store)
+    lineage.register(Checkpoint(name="base", round=0, path=taught))
+    lineage.close()
+    spec = TrainSpec(task=toy_task, limit=16, sample="self-consistency:n=2", rounds=1, patience=1,
+                     evaluate=["self-consistency:n=3"], epochs=1, learning_rate=1e-3)
+    report = asyncio.run(train_rounds(settings, spec, tmp_path / "train"))
+    assert all("attempts" not in r["heldout"] for r in report["rounds"])

@@ -346,7 +346,9 @@ def _heldout(results: dict[str, list], earlier: list[dict]) -> dict:
     n, right = len(correct), sum(correct.values())
     out = {"strategy": spec, "items": n, "accuracy": right / n if n else 0.0, "interval": list(wilson(right, n)),
            "correct": correct, "all": {s: sum(r.final.correct for r in rs) / len(rs) for s, rs in results.items() if rs}}
-    if n and all(len(r.grades) >= 2 for r in rows):  # a revising strategy: attempt 1 against attempt 2
+    # a revising strategy (attempt 2 revises attempt 1), not independent samples: the two attempts
+    if n and all(len(r.trajectory.attempts) >= 2 and r.trajectory.attempts[1].parent == r.trajectory.attempts[0].index
+                 for r in rows):
         first, second = [r.grades[0].correct for r in rows], [r.grades[1].correct for r in rows]
         out["attempts"] = {"attempt_1": sum(first) / n, "attempt_2": sum(second) / n,
                            "wrong_to_right": sum(not a and b for a, b in zip(first, second)),
