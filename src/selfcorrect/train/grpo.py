@@ -62,7 +62,6 @@ class TaskReward:
         self.task, self.items = task, {item.id: item for item in items}
         self.cap, self.format_weight, self.partial_credit = max_completion_length, format_weight, partial_credit
         self.sandbox = sandbox
-        self.graded = 0
         self._pool = concurrent.futures.ThreadPoolExecutor(1)  # a loop of its own: the trainer may run inside one
 
     def __call__(self, prompts, completions, completion_ids, item_id, **_) -> list[float]:
@@ -74,7 +73,6 @@ class TaskReward:
     async def _score(self, items: list[Item], texts: list[str], finishes: list[str]) -> list[float]:
         checks = await asyncio.gather(*(self.task.check(item, text, self.sandbox, finish)
                                         for item, text, finish in zip(items, texts, finishes)))
-        self.graded += len(checks)
         rewards = []
         for item, text, finish, check in zip(items, texts, finishes, checks):
             reward = 1.0 if check.correct else self._partial(item, check.answer)

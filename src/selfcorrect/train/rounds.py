@@ -87,18 +87,6 @@ class TrainSpec(BaseModel):
     labels: Literal["gold", "vote", "program", "judge"] = "gold"
     agreement: float = Field(0.5, gt=0, le=1)  # vote labels: the majority's least share
 
-    @model_validator(mode="after")
-    def _labels_of_corrections(self):
-        if self.method in ("correction", "grpo", "score") and self.labels != "gold":
-            raise ValueError(f"{self.method} is rewarded by the task's check: use labels gold")
-        ranked = self.labels in ("gold", "judge")
-        if (self.method == "dpo" and not ranked) or (self.labels == "judge" and self.method != "dpo"):
-            raise ValueError("preference pairs are ranked by the task's check (labels gold) or by the model as "
-                             "judge (labels judge, with method dpo)")
-        if self.method == "star" and self.labels == "vote":
-            raise ValueError("star hints the answer of items with no sample agreeing with it; a majority vote "
-                             "always has one: use labels gold or program")
-        return self
     restart: Literal["base", "continue"] = "base"
     # what samples and evaluates each round: the checkpoint itself on transformers (hf), or
     # its Q8_0 GGUF write-back on llama.cpp (gguf: ~2.5x faster on CPU, the embedded model's
@@ -123,6 +111,19 @@ class TrainSpec(BaseModel):
     alpha: float = Field(1.0, ge=0)
     beta_stage1: float = Field(0.5, ge=0)
 
+    @model_validator(mode="after")
+    def _labels_of_corrections(self):
+        if self.method in ("correction", "grpo", "score") and self.labels != "gold":
+            raise ValueError(f"{self.method} is rewarded by the task's check: use labels gold")
+        ranked = self.labels in ("gold", "judge")
+        if (self.method == "dpo" and not ranked) or (self.labels == "judge" and self.method != "dpo"):
+            raise ValueError("preference pairs are ranked by the task's check (labels gold) or by the model as "
+                             "judge (labels judge, with method dpo)")
+        if self.method == "star" and self.labels == "vote":
+            raise ValueError("star hints the answer of items with no sample agreeing with it; a majority vote "
+                             "always has one: use labels gold or program")
+        return self
+
 
 class _Subset:
     """A task seen through some of its items (the train or the held-out side)."""
@@ -140,8 +141,8 @@ class _Subset:
 async def train_rounds(settings: Settings, spec: TrainSpec, out: Path,
                        on_stage: Callable[[str], None] | None = None, engine_factory=None,
                        on_progress: Callable | None = None) -> dict:
-    """Run the rounds; write out/report.{json,md} after each one; return the report.
-    `engine_factory(checkpoint)` opens a checkpoint's model (default: the hf backend)."""
+    """Run the rounds; write out/report.{json,md,html} after each one; return the report.
+    `engine_factory(checkpoint)` opens a checkpoint's model (default: by `spec.engine`)."""
     from selfcorrect.models.hf import HFModel
 
     def say(text: str) -> None:
@@ -169,8 +170,8 @@ async def train_rounds(settings: Settings, spec: TrainSpec, out: Path,
     open_model = engine_factory or (open_gguf if use_gguf else open_hf)
     out.mkdir(parents=True, exist_ok=True)
     sampler = parse_strategy(spec.sample).spec
-    report = {"spec": spec.model_dump(), "engine": "gguf" if use_gguf else "hf", "train_items": len(train_ids), "heldout_items": len(held_ids),
-              "base": base.name, "rounds": [], "stopped": None}
+    report = {"spec": spec.model_dump(), "engine": "gguf" if use_gguf else "hf", "train_items": len(train_ids),
+              "heldout_items": len(held_ids), "base": base.name, "rounds": [], "stopped": None}
     current, best, waited = base, None, 0
     # made with round r-1's model, trained on in round r: star's rationales, self-judged pairs
     rationales: list = []
@@ -223,8 +224,6 @@ async def train_rounds(settings: Settings, spec: TrainSpec, out: Path,
                     merger = open_hf(start)
                     start_path = merger.merge_adapter(folder / "start")
                     merger.close()
-                training = SFTSettings(lora=spec.lora, epochs=spec.epochs, learning_rate=spec.learning_rate,
-                                       batch_size=spec.batch_size, seed=spec.seed)
                 if spec.method == "grpo":
                     say(f"round {number}: GRPO for {spec.grpo_steps} steps on {len(train_ids)} train items")
                     metrics = train_grpo(start_path, task, train_side.items(), folder, GRPOSettings(
@@ -242,6 +241,8 @@ async def train_rounds(settings: Settings, spec: TrainSpec, out: Path,
                         max_completion_length=KINDS[task.kind].max_tokens, seed=spec.seed))
                 else:
                     say(f"round {number}: training on {len(examples)} examples")
+                    training = SFTSettings(lora=spec.lora, epochs=spec.epochs, learning_rate=spec.learning_rate,
+                                           batch_size=spec.batch_size, seed=spec.seed)
                     metrics = (train_dpo(start_path, to_preference_dataset(examples), folder, training)
                                if spec.method == "dpo" else train_sft(start_path, to_dataset(examples), folder, training))
                 current = lineage.register(Checkpoint(
@@ -282,8 +283,8 @@ async def train_rounds(settings: Settings, spec: TrainSpec, out: Path,
                         per_item=spec.per_item)
             finally:
                 await engine.aclose()
-            entry.update(heldout_run=held_run, sample_run=sample_run, train_runs=runs, heldout=_heldout(held, report["rounds"]),
-                         train=_train_side(sampled[sampler]))
+            entry.update(heldout_run=held_run, sample_run=sample_run, train_runs=runs,
+                         heldout=_heldout(held, report["rounds"]), train=_train_side(sampled[sampler]))
             if base_solved is None:
                 base_solved = entry["train"].pop("solve_rates")
             else:
