@@ -7,7 +7,7 @@
 #   docs/findings/run_studies.sh arithmetic      # one of them
 #   docs/findings/run_studies.sh online-arithmetic online-arithmetic-feedback online-mbpp   # the error memory (issue 9)
 #   docs/findings/run_studies.sh train-rft-gold train-star-program train-dpo-gold train-dpo-judge  # self-training (issue 10)
-#   docs/findings/run_studies.sh train-grpo train-score                                       # RL (issue 12)
+#   docs/findings/run_studies.sh train-grpo train-score train-correction train-compare        # RL (issue 12)
 # LIMIT=3 runs a quick check of the same commands.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -42,11 +42,16 @@ for study in "${@:-arithmetic mbpp gsm8k online-arithmetic online-arithmetic-fee
           train-dpo-gold) "${sc[@]}" train "${train[@]}" --evaluate single --rounds 1 --method dpo --labels gold --per-item 2 --epochs 1 --out "$out/$name" ;;
           train-dpo-judge) "${sc[@]}" train "${train[@]}" --evaluate single --rounds 1 --method dpo --labels judge --per-item 2 --epochs 1 --out "$out/$name" ;;
           # issue 12: RL with the check as reward, and two-attempt self-correction training
-          train-grpo) "${sc[@]}" train "${train[@]}" --evaluate single --rounds 1 --method grpo --grpo-steps 40 --generations 8 \
+          train-grpo) "${sc[@]}" train "${train[@]}" --evaluate single,self-correct:keep=last --rounds 1 --method grpo --grpo-steps 40 --generations 8 \
             --learning-rate 5e-5 --format-reward 0.1 --partial-credit --out "$out/$name" ;;
-          train-score) "${sc[@]}" train "${train[@]}" --evaluate self-correct:keep=last,single \
+          train-score) "${sc[@]}" train "${train[@]}" --evaluate self-correct:keep=last,single,self-refine \
             --rounds 1 --method score --stage1-steps 15 --stage2-steps 15 --generations 4 --learning-rate 5e-5 \
             --out "$out/$name" ;;
+          # SCoRe's offline baseline: SFT on correction traces from the base's own samples (Pair-SFT)
+          train-correction) "${sc[@]}" train "${train[@]}" --evaluate self-correct:keep=last,single --rounds 1 \
+            --method correction --traces pairs --out "$out/$name" ;;
+          train-compare) "${sc[@]}" train-compare "$out/train-score" "$out/train-correction" "$out/train-grpo" \
+            --out "$out/train-compare" ;;
           *) echo "unknown study $name" >&2; exit 1 ;;
         esac ;;
       *) echo "unknown study $name (arithmetic, mbpp, gsm8k, online-arithmetic, online-arithmetic-feedback, online-mbpp)" >&2; exit 1 ;;

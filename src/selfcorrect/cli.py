@@ -741,6 +741,8 @@ def train(
                                                "of a revising --sample strategy), dpo, grpo or score (two attempts, to correct itself)")] = "rft",
     labels: Annotated[str, typer.Option(help="gold (the task's check), vote or program (no gold: pseudo-labels), "
                                                "judge (dpo: the model ranks its own samples)")] = "gold",
+    traces: Annotated[str, typer.Option(help="correction: revisions (made by the --sample strategy) or pairs "
+                                               "(independent samples: a wrong one shown, the review turn, a right one)")] = "revisions",
     agreement: Annotated[float, typer.Option(help="vote labels: the least share of samples the majority needs")] = 0.5,
     sample: Annotated[str, typer.Option(help="how the train side is sampled each round")] = "self-consistency:n=8",
     sample_temperature: Annotated[float, typer.Option(help="its temperature")] = 0.7,
@@ -776,7 +778,7 @@ def train(
 
     settings: Settings = ctx.obj
     try:
-        spec = TrainSpec(task=task, limit=limit, heldout=heldout, rounds=rounds, method=method, labels=labels,
+        spec = TrainSpec(task=task, limit=limit, heldout=heldout, rounds=rounds, method=method, labels=labels, traces=traces,
                          agreement=agreement,
                          sample=sample, sample_temperature=sample_temperature,
                          evaluate=[s for s in evaluate.split(",") if s], restart=restart, engine=engine,
@@ -797,6 +799,29 @@ def train(
                      on_progress=on_progress)
     print(render(report))
     err.print(f"report: {out / 'report.md'}, {out / 'report.json'}")
+
+
+@app.command(name="train-compare")
+def train_compare(
+    runs: Annotated[list[Path], typer.Argument(help="two or more `train --out` folders measured on the same held-out items")],
+    strategy: Annotated[Optional[str], typer.Option(help="the strategy of the paired tests (default: the first "
+                                                          "revising strategy every run measured)")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="where compare.{md,json,html} go")] = None,
+) -> None:
+    """Self-training runs side by side: the base and each run's last round on every strategy,
+    the two attempts of revising strategies with their flips, paired tests between the models."""
+    from selfcorrect.train.compare import compare, load, render, write
+
+    reports = {}
+    for folder in runs:
+        label = folder.resolve().name if folder.is_dir() else folder.resolve().parent.name
+        if label in reports:
+            raise ConfigError(f"two runs are named {label}", "give runs from folders with different names")
+        reports[label] = load(folder)
+    comparison = compare(reports, strategy)
+    print(write(comparison, out) if out else render(comparison))
+    if out:
+        err.print(f"comparison: {out / 'compare.md'}, {out / 'compare.json'}, {out / 'compare.html'}")
 
 
 @app.command()

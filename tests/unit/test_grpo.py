@@ -42,6 +42,15 @@ def test_grpo_trains_on_the_check_and_records_its_signals(tmp_path):
     assert metrics["steps"] == 3 and len(metrics["signals"]) == 3
     assert all({"reward", "reward_std", "frac_reward_zero_std", "entropy"} <= set(s) for s in metrics["signals"])
     assert 0.0 <= metrics["zero_variance_groups"] <= 1.0
+    # TRL's count of what it processed: every row's prompt and completion (the bench's throughput)
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    shortest = min(len(tokenizer(tokenizer.apply_chat_template(list(i.view.messages), tokenize=False,
+                                                               add_generation_prompt=True))["input_ids"])
+                   for i in TASK.items())
+    assert 3 * 8 * shortest <= metrics["tokens"] <= 3 * 8 * (shortest + 50 + 8)
+    assert metrics["tokens_per_s"] == pytest.approx(metrics["tokens"] / metrics["seconds"], rel=0.01)
     assert (tmp_path / "grpo" / "model" / "adapter_config.json").is_file()
 
 

@@ -111,6 +111,25 @@ def test_each_method_takes_only_the_labels_it_can_use():
     assert TrainSpec(method="correction", sample="self-refine:rounds=1").method == "correction"
     assert TrainSpec(method="dpo", labels="judge").labels == "judge"
     assert TrainSpec(method="star", labels="program").method == "star"
+    with pytest.raises(ValidationError, match="--traces pairs goes with --method correction"):
+        TrainSpec(method="rft", traces="pairs")
+    assert TrainSpec(method="correction", traces="pairs").traces == "pairs"
+
+
+def test_two_attempt_traces_on_a_code_task_are_refused_before_anything_runs(tmp_path):
+    from selfcorrect.errors import ConfigError
+
+    code = tmp_path / "code.jsonl"
+    code.write_text("".join(json.dumps({"prompt": f"Write f returning {k}.", "tests": [f"assert f() == {k}"]}) + "\n"
+                            for k in range(4)))
+    settings = load_settings(store=tmp_path / "store.sqlite")
+    lineage = Lineage(settings.store)
+    lineage.register(Checkpoint(name="base", round=0, path=str(tmp_path / "never-opened")))
+    lineage.close()
+    for spec in (TrainSpec(task=str(code), method="score"), TrainSpec(task=str(code), method="correction", traces="pairs")):
+        with pytest.raises(ConfigError, match="exists for chat and math tasks, not code"):
+            asyncio.run(train_rounds(settings, spec, tmp_path / "train"))
+    assert not (tmp_path / "train").exists()
 
 
 def test_a_dpo_round_trains_on_pairs_of_the_train_side(tmp_path, toy_task, taught):
@@ -156,13 +175,15 @@ def test_a_two_attempt_round_reports_both_attempts_and_their_flips(tmp_path, toy
     report = asyncio.run(train_rounds(settings, spec, tmp_path / "train"))
     assert len(report["rounds"]) == 2, report["stopped"]
     for r in report["rounds"]:
-        attempts = r["heldout"]["attempts"]
+        attempts = r["heldout"]["attempts"]["self-correct:keep=last"]
         assert 0 <= attempts["attempt_1"] <= 1 and 0 <= attempts["attempt_2"] <= 1
         assert attempts["attempt_2"] - attempts["attempt_1"] == pytest.approx(
             (attempts["wrong_to_right"] - attempts["right_to_wrong"]) / r["heldout"]["items"])
+        # keep=last returns attempt 2: its verdicts per item are the strategy's
+        assert attempts["second"] == r["heldout"]["by_strategy"]["self-correct:keep=last"] == r["heldout"]["correct"]
     assert [s["stage"] for s in report["rounds"][1]["signals"]] == [1, 2]
     markdown = (tmp_path / "train" / "report.md").read_text()
-    assert "| round | attempt 1 | attempt 2 | Δ |" in markdown and "Two-attempt GRPO" in markdown
+    assert "| `self-correct:keep=last` | 1 |" in markdown and "Two-attempt GRPO" in markdown
     assert "not to attempt 1 only" in markdown
 
 
@@ -174,4 +195,4 @@ def test_independent_samples_are_not_read_as_two_attempts(tmp_path, toy_task, ta
     spec = TrainSpec(task=toy_task, limit=16, sample="self-consistency:n=2", rounds=1, patience=1,
                      evaluate=["self-consistency:n=3"], epochs=1, learning_rate=1e-3)
     report = asyncio.run(train_rounds(settings, spec, tmp_path / "train"))
-    assert all("attempts" not in r["heldout"] for r in report["rounds"])
+    assert all(r["heldout"]["attempts"] == {} for r in report["rounds"])

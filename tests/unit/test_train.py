@@ -173,6 +173,29 @@ def test_correction_traces_teach_the_fix_and_keeping_a_right_answer(tmp_path):
         e.item_id in ids[:2] for e in build_correction(store, task="list", train_ids=ids[:2]))
 
 
+def test_pair_traces_show_a_wrong_sample_then_the_review_turn_and_teach_a_right_one(tmp_path):
+    from selfcorrect.train.data import build_correction_pairs
+    from selfcorrect.train.score import REVIEW
+
+    store = sampled(tmp_path)  # per item: two distinct right replies, one distinct wrong one
+    ids = [f"list/{i}" for i in range(len(PROBLEMS))]
+    train, held = split(ids, 0.5, seed=1)
+    examples = build_correction_pairs(store, task="list", train_ids=train, review=REVIEW["math"])
+    fixes = [e for e in examples if e.provenance["kind"] == "fix"]
+    keeps = [e for e in examples if e.provenance["kind"] == "keep"]
+    assert len(fixes) == len(train) and len(keeps) == len(fixes)  # keep=1: one right→right per fix
+    assert {e.item_id for e in keeps} == set(train)  # the cut takes one per item first
+    for e in examples:
+        shown, review = e.prompt[-2], e.prompt[-1]
+        assert shown["role"] == "assistant" and review == {"role": "user", "content": REVIEW["math"]}
+        gold = str(sum(int(w.strip("?")) for w in e.prompt[0]["content"].split() if w.strip("?").isdigit()))
+        assert f"The answer is {gold}" in e.completion  # the reply to learn is always a right one
+        assert (f"The answer is {gold}" in shown["content"]) == (e.provenance["kind"] == "keep")
+        assert shown["content"] != e.completion  # a keep shows one right reply and teaches the other
+    check_heldout(examples, held)
+    assert len(build_correction_pairs(store, task="list", train_ids=train, review="Again?", keep=0)) == len(train)
+
+
 def test_preference_pairs_and_a_dpo_round(tmp_path):
     from selfcorrect.train.data import build_dpo, to_preference_dataset
     from selfcorrect.train.sft import SFTSettings, train_dpo

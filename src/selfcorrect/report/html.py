@@ -152,12 +152,16 @@ def flips_table(report: dict) -> str:
 def render_training(report: dict, markdown_text: str) -> str:
     """A self-training report as one self-contained page: its Markdown (tables, alarms) and
     the round curves."""
+    spec = report["spec"]
+    return markdown_page(f"selfcorrect self-training: {spec['method']} on {spec['task']}, labels {spec['labels']}",
+                         markdown_text, plots.training_rounds(report))
+
+
+def markdown_page(title: str, markdown_text: str, figures: list[tuple[str, str]]) -> str:
+    """Markdown (tables, notes) and captioned SVG figures as one self-contained page."""
     from markdown_it import MarkdownIt
 
-    spec = report["spec"]
-    title = f"selfcorrect self-training: {spec['method']} on {spec['task']}, labels {spec['labels']}"
     body = MarkdownIt("commonmark", {"html": False}).enable("table").render(markdown_text)  # model text never becomes HTML
-    figures = "".join(f"<figure><figcaption>{html.escape(caption)}</figcaption>{svg}</figure>"
-                      for caption, svg in plots.training_rounds(report))
+    shown = "".join(f"<figure><figcaption>{html.escape(caption)}</figcaption>{svg}</figure>" for caption, svg in figures)
     return (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{STYLE}</style></head><body>{body}<h2>Plots</h2><div class='plots'>{figures}</div></body></html>")
+            f"<style>{STYLE}</style></head><body>{body}<h2>Plots</h2><div class='plots'>{shown}</div></body></html>")

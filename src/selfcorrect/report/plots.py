@@ -169,3 +169,24 @@ def training_rounds(report: dict) -> list[tuple[str, str]]:
         axes.legend(fontsize=7)
         figures.append(("GRPO signals per step", _svg(figure)))
     return figures
+
+
+def training_compared(comparison: dict) -> str:
+    """Each model's accuracy on every strategy (95% intervals); for revising strategies, the
+    first attempt beside the returned answer, so a self-correction gain shows as the step up."""
+    rows = comparison["rows"]
+    figure, axes = plt.subplots(figsize=(7, 0.8 + 0.42 * len(rows)))
+    names = [f"{r['model']} · {r['strategy']}" for r in rows]
+    accuracy = [r["accuracy"] for r in rows]
+    low = [max(0.0, a - r["interval"][0]) for a, r in zip(accuracy, rows)]
+    high = [max(0.0, r["interval"][1] - a) for a, r in zip(accuracy, rows)]
+    axes.barh(names, accuracy, xerr=[low, high], color="#4477aa", capsize=3, label="returned answer")
+    first = [(i, r["attempts"]["attempt_1"]) for i, r in enumerate(rows) if r.get("attempts")]
+    if first:
+        axes.plot([a for _, a in first], [i for i, _ in first], "o", color="#ee6677", label="attempt 1")
+    axes.invert_yaxis()
+    axes.set_xlim(0, 1)
+    axes.set_xlabel("held-out accuracy (95% interval)")
+    axes.grid(alpha=0.3, axis="x")
+    axes.legend(fontsize=7, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2)
+    return _svg(figure)

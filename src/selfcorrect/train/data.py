@@ -7,6 +7,9 @@ store's reader, made into prompt-completion examples, each with its provenance.
           wrong attempt and the feedback, and the revision the check accepted (wrong→right);
           and, so that the model also learns to keep a right answer, revisions of a right
           attempt that kept it right (right→right, `keep` per wrong→right at most).
+          Pair traces (Pair-SFT, the SCoRe paper's offline baseline): from independent samples
+          of one item, a wrong one shown as attempt 1, the review request, a right one as the
+          revision; and right→right the same way.
     dpo   preference pairs: a right and a wrong sample of the same prompt, and a revision the
           check accepted against the wrong attempt it revised.
     label-free (`labels="vote"` or `"program"`): no gold at all. The pseudo-label of an item
@@ -115,6 +118,42 @@ def build_correction(store: Store, *, task: str, train_ids: Sequence[str], run_i
                                           "kind": "keep" if parent.correct else "fix"})
             (keeps if parent.correct else fixes).append(example)
     return fixes + keeps[: int(keep * len(fixes))]
+
+
+def build_correction_pairs(store: Store, *, task: str, train_ids: Sequence[str], review: str,
+                           run_ids: Sequence[str] | None = None, model: str | None = None, per_item: int = 4,
+                           keep: float = 1.0, max_chars: int = 2000) -> list[Example]:
+    """Correction traces made of independent first attempts: [the item's conversation, a wrong
+    sample, `review`] → a right sample of the same item (at most `per_item` per item), and as
+    many as `keep` times their number of right → right ones (a right sample shown, another
+    right one as the reply), so the model does not learn to change every answer."""
+    allowed = set(train_ids)
+    samples: dict[str, dict[bool, dict[str, GradedAttempt]]] = {}
+    for graded in store.graded_attempts(task=task, run_ids=run_ids, item_ids=list(allowed), model=model):
+        text = graded.attempt.text.strip()
+        if (graded.item_id not in allowed or graded.attempt.parent is not None or graded.messages is None or not text
+                or len(text) > max_chars or graded.attempt.finish_reason == "length"):
+            continue
+        samples.setdefault(graded.item_id, {True: {}, False: {}})[graded.correct].setdefault(" ".join(text.split()), graded)
+
+    def trace(shown: GradedAttempt, reply: GradedAttempt, kind: str) -> Example:
+        return Example(prompt=[*shown.messages, {"role": "assistant", "content": shown.attempt.text},
+                               {"role": "user", "content": review}],
+                       completion=reply.attempt.text.strip(), item_id=shown.item_id,
+                       provenance={"run": reply.run_id, "strategy": reply.strategy, "model": reply.model,
+                                   "attempt": reply.attempt.index, "shown": shown.attempt.index, "kind": kind,
+                                   "traces": "pairs"})
+
+    fixes, keeps = [], []
+    for by_verdict in samples.values():
+        right, wrong = list(by_verdict[True].values()), list(by_verdict[False].values())
+        if not right:
+            continue
+        fixes += [trace(w, right[k % len(right)], "fix") for k, w in enumerate(wrong[:per_item])]
+        if len(right) > 1:
+            keeps += [(k, trace(r, right[(k + 1) % len(right)], "keep")) for k, r in enumerate(right[:per_item])]
+    keeps.sort(key=lambda pair: pair[0])  # one per item first, so the cut spreads over the items
+    return fixes + [example for _, example in keeps[: int(keep * len(fixes))]]
 
 
 class Pair(BaseModel):

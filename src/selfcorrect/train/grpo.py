@@ -130,8 +130,15 @@ def train_grpo(base: Path, task: Task, items: list[Item], out: Path, settings: G
            for entry in trainer.state.log_history if "reward" in entry]
     zero = [entry["frac_reward_zero_std"] for entry in log if "frac_reward_zero_std" in entry]
     completions = settings.steps * settings.generations * settings.prompts_per_step
+    tokens = processed_tokens(trainer)
     return {"loss": result.training_loss, "steps": result.global_step, "seconds": round(seconds, 1),
             "resumed": resume, "lora": settings.lora, "completions": completions,
             "completions_per_s": round(completions / seconds, 2) if seconds else None,
+            "tokens": tokens, "tokens_per_s": round(tokens / seconds, 1) if seconds else None,
             "zero_variance_groups": sum(zero) / len(zero) if zero else None, "signals": log,
             "log": [entry["loss"] for entry in log if "loss" in entry]}
+
+
+def processed_tokens(trainer) -> int:
+    """The prompt and completion tokens the trainer went through, by TRL's own count."""
+    return int(max((e["num_tokens"] for e in trainer.state.log_history if "num_tokens" in e), default=0))

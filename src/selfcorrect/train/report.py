@@ -60,15 +60,18 @@ def render(report: dict) -> str:
         lines += [f"- round {r['round']}'s model: {r['rationales']['items_hinted']} items hinted, "
                   f"{r['rationales']['items_rationalized']} rationalized, {r['rationales']['examples']} examples "
                   f"(trained on in round {r['round'] + 1})" for r in hinted]
-    revising = [r for r in report["rounds"] if r["heldout"].get("attempts")]
-    if revising:
-        lines += ["", f"Attempt 1 and attempt 2 on the held-out side (`{report['rounds'][0]['heldout']['strategy']}`; "
-                  "Δ = attempt 2 − attempt 1):", "",
-                  "| round | attempt 1 | attempt 2 | Δ | wrong→right | right→wrong |", "|---|---|---|---|---|---|"]
-        for r in revising:
-            a = r["heldout"]["attempts"]
-            lines.append(f"| {r['round']} | {100 * a['attempt_1']:.1f} | {100 * a['attempt_2']:.1f} | "
-                         f"{100 * (a['attempt_2'] - a['attempt_1']):+.1f} | {a['wrong_to_right']} | {a['right_to_wrong']} |")
+    revisers = list(dict.fromkeys(name for r in report["rounds"] for name in r["heldout"].get("attempts", {})))
+    if revisers:
+        lines += ["", "Attempt 1 and attempt 2 on the held-out side, for each strategy whose second attempt revises "
+                  "the first (Δ = attempt 2 − attempt 1):", "",
+                  "| strategy | round | attempt 1 | attempt 2 | Δ | wrong→right | right→wrong |",
+                  "|---|---|---|---|---|---|---|"]
+        for name in revisers:
+            for r in report["rounds"]:
+                if a := r["heldout"].get("attempts", {}).get(name):
+                    lines.append(f"| `{name}` | {r['round']} | {100 * a['attempt_1']:.1f} | {100 * a['attempt_2']:.1f} | "
+                                 f"{100 * (a['attempt_2'] - a['attempt_1']):+.1f} | {a['wrong_to_right']} | "
+                                 f"{a['right_to_wrong']} |")
     reinforced = [r for r in report["rounds"] if r.get("signals")]
     if reinforced:
         lines += ["", f"{'GRPO' if spec['method'] == 'grpo' else 'Two-attempt GRPO (Stage I, then II)'} (rewarded by "

@@ -27,6 +27,7 @@ from typing import Literal
 from pydantic import BaseModel, Field, model_validator
 
 from selfcorrect.config import Settings
+from selfcorrect.errors import ConfigError
 from selfcorrect.measure.stats import mcnemar, wilson
 from selfcorrect.models.base import SamplingParams
 from selfcorrect.models.load import load_gguf
@@ -37,6 +38,7 @@ from selfcorrect.tasks import Task, parse_task, select
 from selfcorrect.tasks.kinds import KINDS
 from selfcorrect.train.data import (
     build_correction,
+    build_correction_pairs,
     build_dpo,
     build_label_free,
     build_rft,
@@ -52,7 +54,7 @@ from selfcorrect.train.grpo import GRPOSettings, train_grpo
 from selfcorrect.train.judge import judged_pairs
 from selfcorrect.train.lineage import Checkpoint, Lineage
 from selfcorrect.train.report import write as write_report
-from selfcorrect.train.score import SCoReSettings, train_score
+from selfcorrect.train.score import REVIEW, SCoReSettings, train_score
 from selfcorrect.train.sft import SFTSettings, train_dpo, train_sft
 from selfcorrect.train.star import rationalize
 from selfcorrect.train.to_gguf import fits_template, write_checkpoint_gguf
@@ -82,6 +84,9 @@ class TrainSpec(BaseModel):
     # grpo: reinforcement learning on the train items, rewarded by the task's check (train/grpo.py)
     # score: two attempts per prompt, trained to correct itself in two stages (train/score.py)
     method: Literal["rft", "star", "correction", "dpo", "grpo", "score"] = "rft"
+    # correction traces: the revisions the sampling strategy made, or pairs of independent
+    # samples (a wrong one shown, the self-correct review turn, a right one: Pair-SFT)
+    traces: Literal["revisions", "pairs"] = "revisions"
     # gold: the task's check picks the samples; vote / program: no gold (train/data.py);
     # judge (dpo only): the model ranks its own samples, self-rewarding (train/judge.py)
     labels: Literal["gold", "vote", "program", "judge"] = "gold"
@@ -119,6 +124,8 @@ class TrainSpec(BaseModel):
         if (self.method == "dpo" and not ranked) or (self.labels == "judge" and self.method != "dpo"):
             raise ValueError("preference pairs are ranked by the task's check (labels gold) or by the model as "
                              "judge (labels judge, with method dpo)")
+        if self.traces == "pairs" and self.method != "correction":
+            raise ValueError("traces are what correction trains on: --traces pairs goes with --method correction")
         if self.method == "star" and self.labels == "vote":
             raise ValueError("star hints the answer of items with no sample agreeing with it; a majority vote "
                              "always has one: use labels gold or program")
@@ -154,6 +161,9 @@ async def train_rounds(settings: Settings, spec: TrainSpec, out: Path,
     base = lineage.of_round(0)
     task = parse_task(spec.task, settings.data)
     items = select(task.items(), seed=spec.seed)[: spec.limit] if spec.limit else task.items()
+    if (spec.method == "score" or spec.traces == "pairs") and task.kind not in REVIEW:
+        raise ConfigError(f"the review turn of two-attempt traces exists for {' and '.join(sorted(REVIEW))} tasks, "
+                          f"not {task.kind} ({spec.task})", "use --method grpo or correction with --traces revisions")
     train_ids, held_ids = split([i.id for i in items], spec.heldout, spec.seed)
     train_side, held_side = _Subset(task, set(train_ids)), _Subset(task, set(held_ids))
     use_gguf = spec.engine == "gguf" or (spec.engine == "auto" and fits_template(Path(base.path)))
@@ -195,6 +205,10 @@ async def train_rounds(settings: Settings, spec: TrainSpec, out: Path,
                     data_right = judge["pairs_as_the_check"] / judge["pairs"] if judge["pairs"] else None
                 elif spec.method == "dpo":
                     examples = build_dpo(store, task=task.name, train_ids=train_ids, run_ids=runs, per_item=spec.per_item)
+                elif spec.method == "correction" and spec.traces == "pairs":
+                    examples = build_correction_pairs(store, task=task.name, train_ids=train_ids, run_ids=runs,
+                                                      review=REVIEW[task.kind],
+                                                      per_item=spec.per_item)
                 elif spec.method == "correction":
                     examples = build_correction(store, task=task.name, train_ids=train_ids, run_ids=runs)
                 elif spec.labels == "gold":
@@ -341,19 +355,26 @@ async def _rationales(engine, store: Store, task: Task, train_side, runs: list[s
 
 def _heldout(results: dict[str, list], earlier: list[dict]) -> dict:
     """Accuracy of the first evaluated strategy with its interval; paired tests and flips
-    against the previous round and the base."""
+    against the previous round and the base. Every evaluated strategy's verdict per item is
+    kept, so that runs on the same held-out items can be compared item by item
+    (train/compare.py), and for each revising one the verdicts of its two attempts."""
     spec, rows = next(iter(results.items()))
     correct = {r.item: r.final.correct for r in rows}
     n, right = len(correct), sum(correct.values())
     out = {"strategy": spec, "items": n, "accuracy": right / n if n else 0.0, "interval": list(wilson(right, n)),
-           "correct": correct, "all": {s: sum(r.final.correct for r in rs) / len(rs) for s, rs in results.items() if rs}}
-    # a revising strategy (attempt 2 revises attempt 1), not independent samples: the two attempts
-    if n and all(len(r.trajectory.attempts) >= 2 and r.trajectory.attempts[1].parent == r.trajectory.attempts[0].index
-                 for r in rows):
-        first, second = [r.grades[0].correct for r in rows], [r.grades[1].correct for r in rows]
-        out["attempts"] = {"attempt_1": sum(first) / n, "attempt_2": sum(second) / n,
-                           "wrong_to_right": sum(not a and b for a, b in zip(first, second)),
-                           "right_to_wrong": sum(a and not b for a, b in zip(first, second))}
+           "correct": correct, "all": {s: sum(r.final.correct for r in rs) / len(rs) for s, rs in results.items() if rs},
+           "by_strategy": {s: {r.item: r.final.correct for r in rs} for s, rs in results.items()},
+           "attempts": {}}
+    for name, rs in results.items():
+        # a revising strategy (attempt 2 revises attempt 1), not independent samples
+        if rs and all(len(r.trajectory.attempts) >= 2 and r.trajectory.attempts[1].parent == r.trajectory.attempts[0].index
+                      for r in rs):
+            first = {r.item: r.grades[0].correct for r in rs}
+            second = {r.item: r.grades[1].correct for r in rs}
+            out["attempts"][name] = {
+                "attempt_1": sum(first.values()) / len(rs), "attempt_2": sum(second.values()) / len(rs),
+                "wrong_to_right": sum(not first[i] and second[i] for i in first),
+                "right_to_wrong": sum(first[i] and not second[i] for i in first), "first": first, "second": second}
     for name, other in (("previous", earlier[-1] if earlier else None), ("base", earlier[0] if earlier else None)):
         if other is None:
             continue

@@ -24,7 +24,7 @@ from pathlib import Path
 from selfcorrect.errors import ConfigError
 from selfcorrect.strategies.refine import SelfCorrect
 from selfcorrect.tasks import Item, Task
-from selfcorrect.train.grpo import SIGNALS, TaskReward
+from selfcorrect.train.grpo import SIGNALS, TaskReward, processed_tokens
 from selfcorrect.train.sft import load_policy, run_trainer, trainer_args
 
 # the review turn of the self-correct strategy, which measures the trained model
@@ -152,8 +152,8 @@ def train_score(base: Path, task: Task, items: list[Item], out: Path, settings: 
     to `out/model`. Returns the metrics with TRL's signals and the attempts' accuracies per step."""
     if not items:
         raise ConfigError("no train items for self-correction training", "give the train side some items")
-    if task.kind == "code":
-        raise ConfigError("two-attempt training runs on math and chat tasks for now",
+    if task.kind not in REVIEW:
+        raise ConfigError(f"two-attempt training runs on {' and '.join(sorted(REVIEW))} tasks, not {task.kind}",
                           "use --method grpo for code tasks")
     tokenizer, model, peft = load_policy(base, settings.lora, settings.rank, padding_side="left")
     from datasets import Dataset
@@ -185,8 +185,10 @@ def train_score(base: Path, task: Task, items: list[Item], out: Path, settings: 
     log = [{key: entry[key] for key in keys if key in entry} | {"step": entry.get("step")}
            for entry in trainer.state.log_history if "reward" in entry]
     zero = [entry["frac_reward_zero_std"] for entry in log if "frac_reward_zero_std" in entry]
+    tokens = processed_tokens(trainer)
     return {"loss": result.training_loss, "steps": result.global_step, "seconds": round(seconds, 1),
-            "resumed": resume, "lora": settings.lora, "zero_variance_groups": sum(zero) / len(zero) if zero else None,
+            "resumed": resume, "lora": settings.lora, "tokens": tokens,
+            "tokens_per_s": round(tokens / seconds, 1) if seconds else None, "zero_variance_groups": sum(zero) / len(zero) if zero else None,
             "signals": log, "log": [entry["loss"] for entry in log if "loss" in entry],
             "kl_note": "Stage I's KL weight applies to both attempts (TRL has one weight per token), not to "
                        "attempt 1 only as in SCoRe"}
