@@ -29,9 +29,9 @@ Rule = tuple[Callable[[str, list[dict], int], bool], Callable[[str, list[dict], 
 class Script:
     """rules: (test(last user message, messages, sample index), reply or reply function)."""
 
-    def __init__(self, rules: list[Rule]):
+    def __init__(self, rules: list[Rule], logprobs: Callable[[str, int], list[float]] | None = None):
         self.rules = rules
-        self.model = ScriptedModel(self.reply)
+        self.model = ScriptedModel(self.reply, logprobs=logprobs)
 
     def reply(self, messages, params, index) -> str:
         last = messages[-1]["content"]

@@ -49,6 +49,63 @@ def test_strategies_share_draws(tmp_path):
     assert [(c.first_index, c.params.n) for c in initial_calls] in ([(0, 4)], [(0, 1), (1, 3)])
 
 
+@pytest.mark.parametrize("spec, answers, drawn, chosen, stop", [
+    # four agreeing samples settle the beta rule (P = 0.97 ≥ 0.95): 12 samples never drawn
+    ("adaptive-consistency", ["4"] * 16, 4, "4", "settled after 4 of 16 samples"),
+    # a split vote keeps drawing until the leader is clear: 6 to 1 (P = 0.96) after 7 draws... in batches of 2: 8
+    ("adaptive-consistency", ["4", "5"] + ["4"] * 14, 8, "4", "settled after 8 of 16 samples"),
+    # never settled: the whole budget, then the plain vote (ties to the first seen)
+    ("adaptive-consistency:n=6", ["4", "5", "6", "7", "5", "4"], 6, "4", "budget: 6 samples"),
+    # window: the last three agree
+    ("adaptive-consistency:rule=window,batch=1", ["4", "5", "5", "5", "9"], 4, "5", "settled after 4 of 16 samples"),
+])
+def test_adaptive_consistency_stops_when_the_vote_is_settled(tmp_path, spec, answers, drawn, chosen, stop):
+    script = Script([(asked(INITIAL), lambda last, m, k: f"The answer is {answers[k]}.")])
+    _, _, results = evaluate(tmp_path, script, [spec, "self-consistency:n=4"], ONE)
+    result = only(results, spec)
+    assert len(result.trajectory.attempts) == drawn and result.trajectory.stop == stop
+    assert final_answer(result) == chosen
+    assert [a.sample for a in result.trajectory.attempts] == list(range(drawn))  # self-consistency's draws
+    drawn_by_model = sorted(k for c in script.model.calls for k in range(c.first_index, c.first_index + c.params.n))
+    assert drawn_by_model == list(range(max(drawn, 4)))  # shared through the cache, none twice
+
+
+def test_confidence_vote_weights_each_sample_by_the_models_token_confidence(tmp_path):
+    answers = ["5", "4", "4", "5", "5"]
+    sure = {"4": -0.05, "5": -2.0}  # the model is sure of 4, unsure of 5 (mean log-probability per token)
+    script = Script([(asked(INITIAL), lambda last, m, k: f"The answer is {answers[k]}.")],
+                    logprobs=lambda text, k: [sure[answers[k]]] * 4)
+    _, _, results = evaluate(tmp_path, script, ["confidence-vote:n=5", "confidence-vote:n=5,keep=0.4",
+                                                "self-consistency:n=5"], ONE)
+    assert final_answer(only(results, "self-consistency:n=5")) == "5"  # three plain votes to two
+    weighted = only(results, "confidence-vote:n=5")
+    assert final_answer(weighted) == "4" and weighted.final.correct  # 2·e^-0.05 > 3·e^-2
+    [vote] = [f for a in weighted.trajectory.attempts for f in a.feedback if f.source == "confidence vote"]
+    assert vote.kind == "intrinsic" and vote.score == pytest.approx(2 * 0.9512 / (2 * 0.9512 + 3 * 0.1353), abs=1e-3)
+    assert final_answer(only(results, "confidence-vote:n=5,keep=0.4")) == "4"  # the two most confident vote
+    assert all(a.confidence == pytest.approx({"mean": sure[a.answer], "lowest_window": sure[a.answer]})
+               for a in weighted.trajectory.attempts)  # float32 in the sample cache
+    initial = [c for c in script.model.calls if INITIAL in c.messages[-1]["content"]]
+    assert len(initial) == 1 and not initial[0].params.logprobs  # the same draws as self-consistency
+
+
+def test_confidence_vote_needs_a_backend_that_gives_logprobs(tmp_path):
+    script = Script([(asked(INITIAL), "The answer is 4.")])
+    with pytest.raises(ConfigError, match="needs token log-probabilities"):
+        evaluate(tmp_path, script, ["confidence-vote:n=3"], ONE)
+
+
+def test_token_confidence_finds_the_least_sure_stretch():
+    from selfcorrect.strategies.base import CONFIDENCE_WINDOW, token_confidence
+
+    logprobs = [-0.1] * 40 + [-3.0] * CONFIDENCE_WINDOW + [-0.1] * 40
+    confidence = token_confidence(logprobs)
+    assert confidence["lowest_window"] == pytest.approx(-3.0)
+    assert confidence["mean"] == pytest.approx((80 * -0.1 + CONFIDENCE_WINDOW * -3.0) / len(logprobs))
+    assert token_confidence([-1.0, -2.0]) == {"mean": -1.5, "lowest_window": -1.5}  # shorter than the window
+    assert token_confidence(None) is None and token_confidence(()) is None
+
+
 def test_universal_self_consistency_follows_the_models_pick(tmp_path):
     script = Script([(asked(INITIAL), lambda last, m, k: f"The answer is {k + 1}."),
                      (asked("agrees most"), "Response 4")])

@@ -7,6 +7,7 @@ whitespace-separated words), stop strings, sample indices, and it records every 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -33,7 +34,9 @@ class ScriptedCall:
 class ScriptedModel:
     """replies: a function (messages, params, sample index) -> text, or a table from the last
     user message to a reply, or to a list of replies indexed by sample index (cycled).
-    `default` answers a message the table lacks; without it such a message is an error."""
+    `default` answers a message the table lacks; without it such a message is an error.
+    `logprobs(text, index)`: per-token log-probabilities to return with each reply (the
+    model then reports that it gives them)."""
 
     def __init__(
         self,
@@ -43,8 +46,10 @@ class ScriptedModel:
         identity: str = "scripted",
         latency: float = 0.0,
         context_length: int = 8192,
+        logprobs: Callable[[str, int], Sequence[float]] | None = None,
     ):
         self.replies = replies
+        self.logprobs = logprobs
         self.default = default
         self.latency = latency
         self.calls: list[ScriptedCall] = []
@@ -58,7 +63,8 @@ class ScriptedModel:
     @property
     def capabilities(self) -> Capabilities:
         return Capabilities(
-            native_n=True, logprobs=False, context_length=self._context_length, max_parallel=64
+            native_n=True, logprobs=self.logprobs is not None, context_length=self._context_length,
+            max_parallel=64
         )
 
     async def describe(self) -> dict:
@@ -72,10 +78,13 @@ class ScriptedModel:
         if self.latency:
             await asyncio.sleep(self.latency)
         prompt_tokens = sum(len(m["content"].split()) for m in messages)
-        return [
+        completions = [
             _complete(self._reply(messages, params, i), params, prompt_tokens, i, self.latency)
             for i in range(first_index, first_index + params.n)
         ]
+        if self.logprobs is None:
+            return completions
+        return [dataclasses.replace(c, logprobs=tuple(self.logprobs(c.text, c.index))) for c in completions]
 
     def _reply(self, messages: list[Message], params: SamplingParams, index: int) -> str:
         if callable(self.replies):

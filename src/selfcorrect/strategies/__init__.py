@@ -16,14 +16,22 @@ from selfcorrect.strategies.debug import SelfDebug
 from selfcorrect.strategies.program_aided import ProgramAided
 from selfcorrect.strategies.refine import CriticRefine, GatedRefine, OracleRefine, SelfCorrect, SelfRefine
 from selfcorrect.strategies.reflexion import Reflexion
-from selfcorrect.strategies.sampling import BestOfN, SelfConsistency, Single, UniversalSelfConsistency
+from selfcorrect.strategies.sampling import (
+    AdaptiveConsistency,
+    BestOfN,
+    ConfidenceVote,
+    SelfConsistency,
+    Single,
+    UniversalSelfConsistency,
+)
 from selfcorrect.strategies.self_verify import SelfVerify
 
 __all__ = ["Context", "Outcome", "Session", "Strategy", "STRATEGIES", "parse_strategy"]
 
 STRATEGIES = Registry("strategy", "selfcorrect.strategies")
 for _builtin in (Single, SelfConsistency, UniversalSelfConsistency, BestOfN, SelfRefine, SelfDebug,
-                 Reflexion, CriticRefine, GatedRefine, ProgramAided, SelfVerify, OracleRefine, SelfCorrect):
+                 Reflexion, CriticRefine, GatedRefine, ProgramAided, SelfVerify, OracleRefine, SelfCorrect,
+                 AdaptiveConsistency, ConfidenceVote):
     STRATEGIES.register()(_builtin)
 
 

@@ -119,15 +119,17 @@ class Session:
     # -- model calls ---------------------------------------------------------------------
 
     async def attempt(self, messages: Sequence[Message], *, phase: str = "generate", round: int = 0,
-                      parent: Attempt | None = None, n: int = 1, answers: bool = True,
+                      parent: Attempt | None = None, n: int = 1, answers: bool = True, first: int | None = None,
                       **params) -> list[Attempt]:
         """Draw n answers; each becomes an attempt, recorded at once. With answers=False the
         strategy sets `answer` itself (a program-aided attempt's answer is what it prints).
-        A code attempt ends with its code block: what a model writes after it is not read."""
+        A code attempt ends with its code block: what a model writes after it is not read.
+        `first`: the first sample index, for a strategy that draws a pool in batches (the
+        default is the chain's own range)."""
         if self.kind.attempt_stop:
             params.setdefault("stop", self.kind.attempt_stop)
         messages = with_memory(messages, self.remembered())
-        completions = await self.ask(messages, phase=phase, n=n, purpose="attempt", **params)
+        completions = await self.ask(messages, phase=phase, n=n, purpose="attempt", first=first, **params)
         sent = self.ctx.params.replace(n=n, **params)
         provenance = {"messages_hash": messages_hash(messages), "params": sent.draw_fields(),
                       "request": request_key(self.ctx.model.identity, messages, sent)}
@@ -144,7 +146,8 @@ class Session:
                 parent=parent.index if parent is not None else None, **provenance,
                 prompt_tokens=completion.prompt_tokens, prompt_billed=billed,
                 completion_tokens=completion.completion_tokens,
-                seconds=completion.seconds, cached=completion.cached)
+                seconds=completion.seconds, cached=completion.cached,
+                confidence=token_confidence(completion.logprobs))
             self.trajectory.attempts.append(attempt)
             self._record({"type": "attempt", **attempt.model_dump()})
             attempts.append(attempt)
@@ -154,12 +157,13 @@ class Session:
         return attempts
 
     async def ask(self, messages: Sequence[Message], *, phase: str, n: int = 1, purpose: str,
-                  model: Model | None = None, **params) -> list[Completion]:
+                  model: Model | None = None, first: int | None = None, **params) -> list[Completion]:
         """A model call. Sample k of chain c is draw c*n + k, so chains draw apart and the
         first chain shares its draws with every strategy that asks the same thing."""
         params = self.ctx.params.replace(n=n, **params)
         model = model or self.ctx.model
-        completions = await model.generate(list(messages), params, first_index=self.chain_index * n)
+        completions = await model.generate(list(messages), params,
+                                           first_index=self.chain_index * n if first is None else first)
         cost = self.trajectory.cost[phase]
         cost.calls += 1
         cost.prompt_tokens += sum(billed_prompts(completions, model))
@@ -240,6 +244,22 @@ class Session:
     def _record(self, event: dict) -> None:
         if self.ctx.record is not None:
             self.ctx.record(event)
+
+
+CONFIDENCE_WINDOW = 16  # tokens: the lowest-confidence stretch of a reply, as in confidence-filtered voting
+
+
+def token_confidence(logprobs: Sequence[float] | None) -> dict[str, float] | None:
+    """What the model's own token probabilities say of a reply: the mean log-probability, and
+    the lowest mean over any window of CONFIDENCE_WINDOW tokens (a reply that was unsure
+    somewhere shows it there). None when the backend gave no log-probabilities."""
+    if not logprobs:
+        return None
+    window = min(CONFIDENCE_WINDOW, len(logprobs))
+    sums = [sum(logprobs[:window])]
+    for k in range(window, len(logprobs)):
+        sums.append(sums[-1] + logprobs[k] - logprobs[k - window])
+    return {"mean": sum(logprobs) / len(logprobs), "lowest_window": min(sums) / window}
 
 
 def billed_prompts(completions: Sequence[Completion], model) -> list[int]:

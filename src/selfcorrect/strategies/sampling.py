@@ -7,10 +7,15 @@ self-consistency            n samples, majority vote over answers; for code, ove
 universal-self-consistency  n samples, the model picks the most consistent one
 best-of-n                   n samples ranked by a verifier: the visible tests (code), the
                             model's own judgement, or a critic model
+adaptive-consistency        self-consistency's samples drawn in small batches, stopping as soon
+                            as the vote is settled (Aggarwal et al., 2023; Li et al., 2024)
+confidence-vote             n samples, each vote weighted by the model's own token confidence,
+                            or only the most confident share voting (Fu et al., 2025: DeepConf)
 """
 
 from __future__ import annotations
 
+import math
 import re
 
 from selfcorrect.errors import ConfigError
@@ -55,6 +60,100 @@ class SelfConsistency(Strategy):
         return session.done(chosen or attempts[0], "voted" if chosen else "no answers",
                             signal=None if self.n == 1 else votes > 1,
                             no_signal="no answers" if chosen is None else "no two answers agree")
+
+
+class AdaptiveConsistency(Strategy):
+    """Self-consistency that stops drawing once the vote is settled. Samples come in batches
+    of `batch`, as sample indices 0, 1, 2, ... (the very draws self-consistency makes, so the
+    two share the cache and sit on one compute curve), up to `n`. Settled:
+        beta    the leading answer's share among the two leading answers is above one half
+                with posterior probability ≥ `threshold` (a uniform prior: Beta(v1+1, v2+1))
+        window  the last `window` samples all gave the leading answer"""
+
+    name = "adaptive-consistency"
+    options = {"n": 16, "batch": 2, "rule": "beta", "threshold": 0.95, "window": 3}
+    bounds = {"n": (1, 256), "batch": (1, 64), "threshold": (0.5, 1.0), "window": (2, 64)}
+    choices = {"rule": ("beta", "window")}
+
+    async def run(self, session: Session) -> Outcome:
+        attempts: list[Attempt] = []
+        keys: list[str | None] = []
+        settled = False
+        while len(attempts) < self.n and not settled:
+            batch = await solve(session, n=min(self.batch, self.n - len(attempts)), first=len(attempts))
+            attempts += batch
+            keys += await session.kind.vote_keys(session, batch)
+            settled = self.settled(keys)
+        if session.kind.votes_on_behaviour:
+            for attempt, key in zip(attempts, keys):
+                session.give(attempt, Feedback(kind="intrinsic", source="behaviour", text=key or ""))
+        chosen = majority(attempts, keys)
+        votes = keys.count(keys[attempts.index(chosen)]) if chosen is not None else 0
+        if chosen is not None:
+            session.give(chosen, Feedback(kind="intrinsic", source="vote", score=votes / len(attempts),
+                                          text=f"{votes} of {len(attempts)} samples agree"))
+        stop = (f"settled after {len(attempts)} of {self.n} samples" if settled
+                else "no answers" if chosen is None else f"budget: {len(attempts)} samples")
+        return session.done(chosen or attempts[0], stop, signal=None if self.n == 1 else votes > 1,
+                            no_signal="no answers" if chosen is None else "no two answers agree")
+
+    def settled(self, keys: list[str | None]) -> bool:
+        counts = sorted((keys.count(k) for k in set(keys) if k is not None), reverse=True)
+        if not counts:
+            return False
+        if self.rule == "window":
+            last = keys[-self.window:]
+            return len(last) == self.window and last[0] is not None and len(set(last)) == 1
+        leader, second = counts[0], counts[1] if len(counts) > 1 else 0
+        return leader_probability(leader, second) >= self.threshold
+
+
+def leader_probability(leader: int, second: int) -> float:
+    """P(p > 1/2) for p ~ Beta(leader + 1, second + 1): how sure the vote is that the leading
+    answer is the more likely of the two. For whole counts, a binomial tail:
+    P = P(Binomial(leader + second + 1, 1/2) ≤ leader)."""
+    trials = leader + second + 1
+    return sum(math.comb(trials, j) for j in range(leader + 1)) / 2 ** trials
+
+
+class ConfidenceVote(Strategy):
+    """n samples; each votes with the model's own confidence in it, from its token
+    log-probabilities (intrinsic: the model's certainty, not a check). `measure`: the mean
+    log-probability of the reply or its lowest window (strategies/base.py). `keep`: the most
+    confident share of samples that vote at all (1.0: all, each weighted by exp(measure)).
+    The draws are self-consistency's: where the backend keeps log-probabilities (the embedded
+    engine and the transformers backend do), no sample is drawn twice."""
+
+    name = "confidence-vote"
+    options = {"n": 8, "measure": "lowest_window", "keep": 1.0}
+    bounds = {"n": (2, 256), "keep": (0.05, 1.0)}
+    choices = {"measure": ("mean", "lowest_window")}
+
+    async def run(self, session: Session) -> Outcome:
+        if not session.ctx.model.capabilities.logprobs:
+            raise ConfigError(f"{self.spec} needs token log-probabilities, which this backend does not give",
+                              "use the embedded model, the transformers backend or a server that returns logprobs")
+        attempts = await solve(session, n=self.n)
+        if any(a.confidence is None for a in attempts):  # a server that keeps them only when asked
+            attempts = await solve(session, n=self.n, logprobs=True)
+        keys = await session.kind.vote_keys(session, attempts)
+        scored = sorted(((a.confidence[self.measure], a, k) for a, k in zip(attempts, keys)
+                         if k is not None and a.confidence is not None), key=lambda t: -t[0])
+        voters = scored[: max(1, math.ceil(self.keep * len(scored)))] if scored else []
+        weights: dict[str, float] = {}
+        first_seen: dict[str, int] = {}
+        for confidence, attempt, key in voters:
+            weights[key] = weights.get(key, 0.0) + (math.exp(confidence) if self.keep == 1.0 else 1.0)
+            first_seen[key] = min(first_seen.get(key, attempt.index), attempt.index)
+        if not weights:
+            return session.done(attempts[0], "no answers", signal=False, no_signal="no answers")
+        best = max(weights, key=lambda k: (weights[k], -first_seen[k]))  # a tie: the answer drawn first
+        backers = [(confidence, attempt) for confidence, attempt, key in voters if key == best]
+        chosen = max(backers, key=lambda t: (t[0], -t[1].index))[1]  # its most confident reply
+        share = weights[best] / sum(weights.values())
+        session.give(chosen, Feedback(kind="intrinsic", source="confidence vote", score=share,
+                                      text=f"{share:.2f} of the confidence-weighted vote ({len(voters)} voters)"))
+        return session.done(chosen, "voted", signal=len(backers) > 1, no_signal="no two voters agree")
 
 
 class UniversalSelfConsistency(Strategy):
