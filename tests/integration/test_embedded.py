@@ -30,6 +30,15 @@ def test_the_chat_template_comes_from_the_gguf(embedded):
     assert prompt.endswith("<|im_start|>user\nWhat is 2 + 2?<|im_end|>\n<|im_start|>assistant\n")
 
 
+def test_a_final_assistant_message_is_continued_not_answered(exact):
+    started = [*QUESTION, {"role": "assistant", "content": "2 + 2 ="}]
+    prompt = exact.format_chat(started)
+    assert prompt == exact.format_chat(QUESTION) + "2 + 2 ="  # left open: no end-of-turn after it
+    [cont] = generate(exact, started, temperature=0, max_tokens=12)
+    assert cont.prompt_tokens == len(exact.tokenize(prompt))
+    assert cont.text.lstrip().startswith("4"), cont.text  # it goes on from "=", not a fresh reply
+
+
 def test_a_short_greedy_generation(embedded):
     [c] = generate(embedded, QUESTION, temperature=0, max_tokens=24)
     assert c.text.strip() and c.finish_reason in ("stop", "length")

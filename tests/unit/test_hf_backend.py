@@ -42,6 +42,14 @@ def test_draws_are_seeded_by_sample_index_whoever_asks(model):
     assert all(c.token_ids and c.completion_tokens == len(c.token_ids) for c in together)
 
 
+def test_a_final_assistant_message_is_continued(model):
+    started = [*ASK, {"role": "assistant", "content": "3 + 4 ="}]
+    text = model.tokenizer.decode(model.tokenize_chat(started))
+    assert text.endswith("3 + 4 =") and text.startswith(model.tokenizer.decode(model.tokenize_chat(ASK)))
+    [continued] = run(model.generate(started, SamplingParams(temperature=0, max_tokens=4)))
+    assert continued.prompt_tokens == len(model.tokenize_chat(started))
+
+
 def test_greedy_decoding_with_left_padding_matches_transformers_generate(model):
     import torch
 

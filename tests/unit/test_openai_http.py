@@ -81,6 +81,11 @@ def test_request_body_carries_the_sampling_parameters(stubs):
     assert (body["top_k"], body["stop"], body["logprobs"]) == (40, ["\n"], True)
     assert (plain.finish_reason, plain.prompt_tokens, plain.completion_tokens) == ("length", 7, 2)
     assert rich.logprobs == (-0.5, -1.0)
+    assert "continue_final_message" not in body
+    started = [*MESSAGES, {"role": "assistant", "content": "Step 1:"}]
+    asyncio.run(model.generate(started, SamplingParams()))
+    body = stub.seen[2].body  # vLLM and SGLang continue the assistant's message only when told
+    assert (body["messages"], body["continue_final_message"], body["add_generation_prompt"]) == (started, True, False)
 
 
 def test_transient_failures_are_retried_until_an_answer_comes(stubs):

@@ -1,7 +1,8 @@
 """The one model protocol every engine implements.
 
 Chat messages go in; completions come out with text, finish reason, token counts and
-seconds. A request asks for `params.n` samples numbered `first_index … first_index+n-1`:
+seconds. A conversation that ends with an assistant message is continued: the completion
+extends that message (prefill: how step-level search grows a partial solution). A request asks for `params.n` samples numbered `first_index … first_index+n-1`:
 the sample index is part of a draw's identity (see `models/cache.py`), so sample 3 of a
 request is the same draw whoever asks for it.
 """
@@ -101,6 +102,11 @@ class SamplingParams:
             "seed": self.seed,
             "logprobs": self.logprobs,
         }
+
+
+def continues(messages: Sequence[Message]) -> bool:
+    """Whether the last message is the assistant's own, to be continued rather than answered."""
+    return bool(messages) and messages[-1]["role"] == "assistant"
 
 
 def messages_hash(messages: Sequence[Message]) -> str:

@@ -25,7 +25,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from selfcorrect.errors import ConfigError, SelfcorrectError
-from selfcorrect.models.base import Capabilities, Completion, Message, SamplingParams, check_messages, sample_seed
+from selfcorrect.models.base import (
+    Capabilities,
+    Completion,
+    Message,
+    SamplingParams,
+    check_messages,
+    continues,
+    sample_seed,
+)
 
 
 def weights_hash(folder: str | Path) -> str:
@@ -195,7 +203,10 @@ class HFModel:
                 "parameters": sum(p.numel() for p in self.model.parameters()), "batch": self.batch}
 
     def tokenize_chat(self, messages: Seq[Message]) -> list[int]:
-        text = self.tokenizer.apply_chat_template(check_messages(messages), add_generation_prompt=True, tokenize=False)
+        messages = check_messages(messages)
+        open_end = continues(messages)  # a final assistant message is continued
+        text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=not open_end,
+                                                  continue_final_message=open_end, tokenize=False)
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
     async def generate(self, messages: Seq[Message], params: SamplingParams, first_index: int = 0) -> list[Completion]:

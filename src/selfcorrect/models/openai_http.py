@@ -35,6 +35,7 @@ from selfcorrect.models.base import (
     Message,
     SamplingParams,
     check_messages,
+    continues,
     sample_seed,
 )
 
@@ -180,6 +181,10 @@ class OpenAICompatibleModel:
             body["top_k"] = params.top_k
         if params.logprobs:
             body["logprobs"] = True
+        if continues(messages):
+            # vLLM and SGLang continue the final assistant message when told to; llama.cpp's
+            # server does it by itself and ignores the fields
+            body["continue_final_message"], body["add_generation_prompt"] = True, False
         return await self._send("POST", "/chat/completions", body, _completions)
 
     async def _send(self, method: str, path: str, body: dict | None, decode=None):

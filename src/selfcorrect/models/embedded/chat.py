@@ -7,7 +7,7 @@ import ctypes
 import logging
 from collections.abc import Sequence
 
-from selfcorrect.models.base import Message, check_messages
+from selfcorrect.models.base import Message, check_messages, continues
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +52,12 @@ class ChatTemplate:
             size = n + 1
 
     def format(self, messages: Sequence[Message]) -> str:
-        """The prompt text that the model's chat template makes of these messages."""
-        return self._formatter(messages=check_messages(messages)).prompt
+        """The prompt text that the model's chat template makes of these messages; a final
+        assistant message is left open, for the model to continue."""
+        messages = check_messages(messages)
+        if continues(messages):
+            return self._formatter(messages=messages[:-1]).prompt + messages[-1]["content"]
+        return self._formatter(messages=messages).prompt
 
     def tokenize(self, text: str) -> list[int]:
         # Chat templates write their own special tokens: parse them, add none.
