@@ -25,6 +25,7 @@ from selfcorrect.models.base import Completion, Message, SamplingParams
 from selfcorrect.models.cache import CachedModel
 from selfcorrect.models.load import load_model
 from selfcorrect.sandbox import Sandbox
+from selfcorrect.registry import split_specs
 from selfcorrect.store import Store
 
 app = typer.Typer(
@@ -401,7 +402,7 @@ def eval_(
                     critic=critic, reference=not no_reference, pool_cap=pool_cap, online=online,
                     holdout=_holdout(holdout), memory=memory, memory_k=memory_k, lesson_writer=_writer(lesson_writer),
                     retriever=check_retriever(retriever), memory_fixes=not no_memory_fixes,
-                    **({"strategies": [s for s in strategy.split(",") if s]} if strategy else {}))
+                    **({"strategies": split_specs(strategy)} if strategy else {}))
     _check_strategies(spec.strategies)
     with _progress() as (progress, on_progress):
         evaluation = Evaluation(settings, spec, resume=resume, on_progress=on_progress, force=force)
@@ -781,7 +782,7 @@ def train(
         spec = TrainSpec(task=task, limit=limit, heldout=heldout, rounds=rounds, method=method, labels=labels, traces=traces,
                          agreement=agreement,
                          sample=sample, sample_temperature=sample_temperature,
-                         evaluate=[s for s in evaluate.split(",") if s], restart=restart, engine=engine,
+                         evaluate=split_specs(evaluate), restart=restart, engine=engine,
                          per_item=per_item, rare_boost=rare_boost, grpo_steps=grpo_steps, generations=generations,
                          beta=beta, format_reward=format_reward, partial_credit=partial_credit,
                          stage1_steps=stage1_steps, stage2_steps=stage2_steps, alpha=alpha, beta_stage1=beta_stage1,

@@ -110,6 +110,21 @@ def parse_spec(spec: str, kind: str) -> tuple[str, dict[str, str]]:
     return name, options
 
 
+def split_specs(text: str) -> list[str]:
+    """A comma-separated list of specs, where a spec's own options are comma-separated too:
+    `beam-search:n=4,width=2,single` is two specs. A piece `key=value` with no name before
+    it belongs to the spec before it."""
+    specs: list[str] = []
+    for piece in (p.strip() for p in text.split(",")):
+        if not piece:
+            continue
+        if specs and "=" in piece and ":" not in piece.split("=", 1)[0]:
+            specs[-1] += "," + piece
+        else:
+            specs.append(piece)
+    return specs
+
+
 def coerce(entry: Entry, kind: str, raw: dict[str, str], extra: tuple[str, ...] = ()) -> dict:
     """Raw option strings as the types of their defaults, checked against bounds and
     choices; `extra` names options the caller handles itself."""

@@ -17,9 +17,10 @@ from typing import Literal
 from pydantic import BaseModel, Field, field_validator
 
 FeedbackKind = Literal["external", "intrinsic", "critic", "oracle"]
-Phase = Literal["retrieve", "generate", "feedback", "revise"]
-# "retrieve": looking up the error memory (seconds only), for strategies run with memory=on
-PHASES: tuple[Phase, ...] = ("retrieve", "generate", "feedback", "revise")
+Phase = Literal["retrieve", "generate", "feedback", "revise", "rollout"]
+# "retrieve": looking up the error memory (seconds only), for strategies run with memory=on;
+# "rollout": completions drawn only to value a partial solution (step-level search)
+PHASES: tuple[Phase, ...] = ("retrieve", "generate", "feedback", "revise", "rollout")
 
 
 class Feedback(BaseModel):

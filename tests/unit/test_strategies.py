@@ -275,6 +275,17 @@ def test_specs_are_checked():
             parse_strategy(bad)
 
 
+def test_a_list_of_specs_keeps_each_specs_own_options_together():
+    from selfcorrect.registry import split_specs
+
+    assert split_specs("single,beam-search:n=4,width=2,self-debug:explain=true,dvts") == [
+        "single", "beam-search:n=4,width=2", "self-debug:explain=true", "dvts"]
+    assert split_specs(" single , ,self-consistency:n=5 ") == ["single", "self-consistency:n=5"]
+    assert split_specs("items.jsonl:visible=2,tolerance=0.01") == ["items.jsonl:visible=2,tolerance=0.01"]
+    assert [parse_strategy(s).spec for s in split_specs("adaptive-consistency:rule=window,batch=1,single")] == [
+        "adaptive-consistency:batch=1,rule=window", "single"]
+
+
 def test_composition_needs_at_least_two_chains():
     from selfcorrect.strategies.compose import Chains
 

@@ -11,7 +11,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from selfcorrect.report.build import label  # noqa: E402
 
-PHASE_COLOURS = {"retrieve": "#aa3377", "generate": "#4477aa", "feedback": "#ccbb44", "revise": "#ee6677"}
+PHASE_COLOURS = {"retrieve": "#aa3377", "generate": "#4477aa", "feedback": "#ccbb44", "revise": "#ee6677",
+                 "rollout": "#228833"}
 FLIP_COLOURS = {"right_right": "#228833", "right_wrong": "#ee6677", "wrong_right": "#66ccee", "wrong_wrong": "#bbbbbb"}
 
 
@@ -94,8 +95,8 @@ def cost(report: dict) -> str:
     names = [label(s) for s in strategies]
     left = [0.0] * len(strategies)
     for phase, colour in PHASE_COLOURS.items():
-        values = [s["cost_per_item"][phase]["prompt_tokens"] + s["cost_per_item"][phase]["completion_tokens"]
-                  for s in strategies]
+        values = [s["cost_per_item"].get(phase, {}).get("prompt_tokens", 0)  # reports from before a phase existed
+                  + s["cost_per_item"].get(phase, {}).get("completion_tokens", 0) for s in strategies]
         axes.barh(names, values, left=left, color=colour, label=phase)
         left = [a + b for a, b in zip(left, values)]
     axes.invert_yaxis()

@@ -24,6 +24,7 @@ from selfcorrect.strategies.sampling import (
     Single,
     UniversalSelfConsistency,
 )
+from selfcorrect.strategies.search import BeamSearch, DiverseVerifierTreeSearch, MonteCarloTreeSearch
 from selfcorrect.strategies.self_verify import SelfVerify
 
 __all__ = ["Context", "Outcome", "Session", "Strategy", "STRATEGIES", "parse_strategy"]
@@ -31,7 +32,7 @@ __all__ = ["Context", "Outcome", "Session", "Strategy", "STRATEGIES", "parse_str
 STRATEGIES = Registry("strategy", "selfcorrect.strategies")
 for _builtin in (Single, SelfConsistency, UniversalSelfConsistency, BestOfN, SelfRefine, SelfDebug,
                  Reflexion, CriticRefine, GatedRefine, ProgramAided, SelfVerify, OracleRefine, SelfCorrect,
-                 AdaptiveConsistency, ConfidenceVote):
+                 AdaptiveConsistency, ConfidenceVote, BeamSearch, DiverseVerifierTreeSearch, MonteCarloTreeSearch):
     STRATEGIES.register()(_builtin)
 
 

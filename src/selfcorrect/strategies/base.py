@@ -156,6 +156,21 @@ class Session:
                 self.revised(parent, attempt)
         return attempts
 
+    def assemble(self, text: str, *, completion_tokens: int, seconds: float, finish_reason: str = "stop",
+                 sample: int = 0) -> Attempt:
+        """An attempt put together from several model calls (a path of steps that search
+        grew), recorded like a drawn one. Its calls' cost is already in their phases."""
+        reading = read(self.view, text, finish_reason)
+        messages = with_memory(self.view.messages, self.remembered())
+        attempt = Attempt(index=len(self.trajectory.attempts), round=0, phase="generate", chain=self.chain_index,
+                          sample=sample, text=text, answer=reading.answer, read=reading.how,
+                          finish_reason=finish_reason, messages_hash=messages_hash(messages),
+                          completion_tokens=completion_tokens, seconds=seconds)
+        self._record({"type": "messages", "messages": list(messages)})
+        self.trajectory.attempts.append(attempt)
+        self._record({"type": "attempt", **attempt.model_dump()})
+        return attempt
+
     async def ask(self, messages: Sequence[Message], *, phase: str, n: int = 1, purpose: str,
                   model: Model | None = None, first: int | None = None, **params) -> list[Completion]:
         """A model call. Sample k of chain c is draw c*n + k, so chains draw apart and the
