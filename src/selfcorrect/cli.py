@@ -802,6 +802,60 @@ def train(
     err.print(f"report: {out / 'report.md'}, {out / 'report.json'}")
 
 
+@app.command(name="train-verifier")
+def train_verifier(
+    ctx: typer.Context,
+    kind: Annotated[str, typer.Option(help="prm (a verdict per step, labels from rollouts) or orm (per solution)")] = "prm",
+    task: Annotated[str, typer.Option(help="a math task whose items are split into train and held-out sides")] = "arithmetic",
+    limit: Annotated[Optional[int], typer.Option(help="items, both sides together")] = 400,
+    heldout: Annotated[float, typer.Option(help="the held-out share of the items (split by item id)")] = 0.5,
+    sample: Annotated[str, typer.Option(help="how the policy (--model) samples both sides")] = "self-consistency:n=4",
+    temperature: Annotated[float, typer.Option(help="its temperature, and the rollouts'")] = 0.7,
+    rollouts: Annotated[int, typer.Option(help="prm: completions per prefix")] = 4,
+    step: Annotated[str, typer.Option(help="what ends a step: sentence, line or blank-line")] = "sentence",
+    base: Annotated[Optional[Path], typer.Option(help="the checkpoint the verifier starts from (default: the "
+                                                      "lineage's base, `selfcorrect models export`)")] = None,
+    epochs: Annotated[float, typer.Option(help="epochs")] = 2.0,
+    learning_rate: Annotated[float, typer.Option(help="all weights are trained")] = 2e-5,
+    seed: Annotated[int, typer.Option(help="the split and the draws")] = 0,
+    folder: Annotated[Optional[Path], typer.Option("--out", help="where labels, the model and the report go")] = None,
+) -> None:
+    """A verifier learned from the model's own samples: a process reward model (step labels
+    from rollouts) or an outcome verifier, measured on held-out items; then a scorer in
+    strategy specs (`beam-search:scorer=prm:PATH`, `best-of-n:verifier=orm:PATH`). docs/search.md"""
+    from pydantic import ValidationError
+
+    from selfcorrect.train.lineage import Lineage
+    from selfcorrect.train.verifiers import VerifierSpec, build
+
+    settings: Settings = ctx.obj
+    try:
+        spec = VerifierSpec(kind=kind, task=task, limit=limit, heldout=heldout, sample=sample, temperature=temperature,
+                            rollouts=rollouts, step=step, epochs=epochs, learning_rate=learning_rate, seed=seed)
+    except ValidationError as e:
+        first = e.errors()[0]
+        raise ConfigError(f"--{str(first['loc'][0]).replace('_', '-')}: {first['msg'].lower()} (got {first.get('input')!r})",
+                          "see `selfcorrect train-verifier --help`") from None
+    _check_strategies([spec.sample])
+    if base is None:
+        lineage = Lineage(settings.store)
+        try:
+            base = Path(lineage.of_round(0).path)
+        finally:
+            lineage.close()
+    out = folder or settings.store.parent / "verifiers" / f"{spec.kind}-{time.strftime('%Y%m%d-%H%M%S')}"
+    engine = load_model(settings)
+    try:
+        with _progress() as (progress, on_progress):
+            report = asyncio.run(build(settings, spec, base, out, engine,
+                                       on_stage=lambda text: progress.console.print(escape(text)),
+                                       on_progress=on_progress))
+    finally:
+        asyncio.run(engine.aclose())
+    print((out / "report.md").read_text())
+    err.print(f"verifier: {report['scorer']}")
+
+
 @app.command(name="train-compare")
 def train_compare(
     runs: Annotated[list[Path], typer.Argument(help="two or more `train --out` folders measured on the same held-out items")],

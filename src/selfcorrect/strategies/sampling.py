@@ -29,6 +29,7 @@ from selfcorrect.strategies.base import (
     solve,
 )
 from selfcorrect.trajectory import Attempt, Feedback
+from selfcorrect.verify.learned import learned_scores, parse_learned
 
 
 class Single(Strategy):
@@ -182,9 +183,16 @@ class UniversalSelfConsistency(Strategy):
 
 class BestOfN(Strategy):
     name = "best-of-n"
-    options = {"n": 8, "verifier": "auto"}  # auto: visible tests for code, self-judgement for math
+    # auto: visible tests for code, self-judgement for math; orm:PATH / prm:PATH: a verifier
+    # trained on the model's own samples (verify/learned.py)
+    options = {"n": 8, "verifier": "auto"}
     bounds = {"n": (1, 256)}
-    choices = {"verifier": ("auto", "tests", "self", "critic")}
+
+    def __init__(self, **options):
+        super().__init__(**options)
+        if self.verifier not in ("auto", "tests", "self", "critic") and parse_learned(self.verifier) is None:
+            raise ConfigError(f"best-of-n: unknown verifier {self.verifier!r}",
+                              "use auto, tests, self, critic, orm:PATH or prm:PATH")
     prompts = {
         "judge": ("{question}\n\nProposed answer:\n{answer}\n\nIs the proposed answer correct? "
                   "Reply with yes or no, then one sentence why."),
@@ -208,7 +216,13 @@ class BestOfN(Strategy):
                 await judge(session, attempt, self.prompts["judge"], critic=verifier == "critic")
             source = "critic" if verifier == "critic" else "self-judgement"
         else:
-            raise ConfigError(f"unknown verifier {verifier!r} for best-of-n", "use tests, self or critic")
+            from selfcorrect.strategies.search import split_steps
+
+            source = verifier.partition(":")[0]
+            for attempt in attempts:  # a PRM's verdict on the last step stands for the whole
+                scores = await learned_scores(session, verifier, split_steps(attempt.text))
+                session.give(attempt, Feedback(kind="external", source=source, score=scores[-1] if scores else None,
+                                               text=", ".join(f"{s:.2f}" for s in scores)))
         chosen = best_by(attempts, lambda a: feedback_score(a, source))
         scores = {feedback_score(a, source) for a in attempts} - {None}
         return session.done(chosen or attempts[0], "ranked" if chosen else "nothing scored",

@@ -20,6 +20,9 @@ Step scorers (`scorer=`), every one marked with its kind in the record:
               the answer most of the item's rollouts and finished paths reach (a vote:
               intrinsic; the gold answer is never used)
     self      the model judges the last step: a final `Score: N` line, 0 to 10 (intrinsic)
+    prm:PATH  a process reward model trained on the model's own rollouts (train/verifier.py):
+              its verdict on the last step (external)
+    orm:PATH  an outcome verifier, applied to the solution so far (external)
 Aggregation of a path's step scores (`aggregate=`): last, min or product. The finished path
 with the best aggregate is returned; its cost per phase: expand (generate), score
 (feedback), rollout.
@@ -38,9 +41,25 @@ from selfcorrect.strategies.base import Outcome, Session, Strategy, best_by
 from selfcorrect.tasks.base import read
 from selfcorrect.trajectory import Attempt, Feedback
 from selfcorrect.verify.answers import vote_key
+from selfcorrect.verify.learned import learned_scores, parse_learned
 from selfcorrect.verify.scores import SCORE_LINE, read_score
 
 DELIMITERS = {"blank-line": "\n\n", "line": "\n", "sentence": ". "}
+
+
+def split_steps(text: str, step: str = "sentence") -> list[str]:
+    """A finished reply as the steps search would have grown it: each step keeps its
+    delimiter, so the steps join back into the reply exactly."""
+    delimiter = DELIMITERS[step]
+    pieces = text.split(delimiter)
+    steps = [p + delimiter for p in pieces[:-1]] + ([pieces[-1]] if pieces[-1] else [])
+    merged: list[str] = []
+    for piece in steps:  # a delimiter alone (". . ") is no step of its own
+        if merged and not piece.replace(delimiter, "").strip():
+            merged[-1] += piece
+        else:
+            merged.append(piece)
+    return merged
 
 
 @dataclass(eq=False)
@@ -88,11 +107,16 @@ class StepSearch(Strategy):
     kinds = frozenset({"math"})
     options = {"step": "sentence", "step_tokens": 64, "scorer": "rollout", "rollouts": 4, "aggregate": "last"}
     bounds = {"step_tokens": (4, 1024), "rollouts": (1, 64)}
-    choices = {"step": tuple(DELIMITERS), "scorer": ("rollout", "self"), "aggregate": ("last", "min", "product")}
+    choices = {"step": tuple(DELIMITERS), "aggregate": ("last", "min", "product")}
     prompts = {
         "judge": ("{question}\n\nHere is the start of a solution:\n\n{steps}\n\nIs the last step of it correct? "
                   f"Think briefly, then end with the line: {SCORE_LINE} (N from 0 to 10)."),
     }
+
+    def __init__(self, **options):
+        super().__init__(**options)
+        if self.scorer not in ("rollout", "self") and parse_learned(self.scorer) is None:
+            raise ConfigError(f"{self.name}: unknown scorer {self.scorer!r}", "use rollout, self, prm:PATH or orm:PATH")
 
     async def run(self, session: Session) -> Outcome:
         tree, root = Tree(session), Node()
@@ -178,7 +202,10 @@ class StepSearch(Strategy):
     async def step_value(self, tree: Tree, node: Node) -> float | None:
         if self.scorer == "self":
             return await self.judged(tree.session, node)
-        return await self.rolled_out(tree, node)
+        if self.scorer == "rollout":
+            return await self.rolled_out(tree, node)
+        scores = await learned_scores(tree.session, self.scorer, node.steps)
+        return scores[-1] if scores else None
 
     async def judged(self, session: Session, node: Node) -> float | None:
         prompt = self.prompts["judge"].format(question=session.view.question, steps=node.text.strip())
@@ -227,7 +254,8 @@ class StepSearch(Strategy):
         attempt = session.assemble(node.text, completion_tokens=node.tokens, seconds=node.seconds,
                                    finish_reason=node.finish, sample=node.sample)
         scores = node.path_scores()
-        kind = "external" if self.scorer == "rollout" and session.view.checker else "intrinsic"
+        external = parse_learned(self.scorer) is not None or (self.scorer == "rollout" and session.view.checker)
+        kind = "external" if external else "intrinsic"
         session.give(attempt, Feedback(
             kind=kind, source=f"step scores ({self.scorer}, {self.aggregation})", score=self.aggregate_of(node),
             text=", ".join("—" if s is None else f"{s:.2f}" for s in scores)))
