@@ -9,9 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from selfcorrect.registry import Registry, coerce, parse_spec
-from selfcorrect.tasks.base import Check, Item, ItemView, Task, select, split
+from selfcorrect.tasks.base import Check, Item, ItemView, Subset, Task, select, split
 
-__all__ = ["Check", "Item", "ItemView", "Task", "TASKS", "load_task", "parse_task", "select", "split"]
+__all__ = ["Check", "Item", "ItemView", "Subset", "Task", "TASKS", "load_task", "parse_task", "select", "split"]
 
 TASKS = Registry("task", "selfcorrect.tasks")
 

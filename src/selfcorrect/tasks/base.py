@@ -205,3 +205,16 @@ def split(items: Sequence[Item], held_out: float, seed: int = 0) -> tuple[list[I
         digest = hashlib.sha256(f"{seed}:{item.id}".encode()).digest()
         (test if int.from_bytes(digest[:8], "big") / 2**64 < held_out else train).append(item)
     return train, test
+
+
+class Subset:
+    """A task seen through some of its items (a train or held-out side, one item for a benchmark)."""
+
+    def __init__(self, task: Task, ids: set[str]):
+        self._task, self._ids = task, ids
+
+    def items(self):
+        return [item for item in self._task.items() if item.id in self._ids]
+
+    def __getattr__(self, name):
+        return getattr(self._task, name)

@@ -34,7 +34,7 @@ from selfcorrect.models.load import load_gguf
 from selfcorrect.runner import EvalSpec, Evaluation, results_by_strategy
 from selfcorrect.store import Store
 from selfcorrect.strategies import parse_strategy
-from selfcorrect.tasks import Task, parse_task, select
+from selfcorrect.tasks import Subset, Task, parse_task, select
 from selfcorrect.tasks.kinds import KINDS
 from selfcorrect.train.data import (
     build_correction,
@@ -132,19 +132,6 @@ class TrainSpec(BaseModel):
         return self
 
 
-class _Subset:
-    """A task seen through some of its items (the train or the held-out side)."""
-
-    def __init__(self, task: Task, ids: set[str]):
-        self._task, self._ids = task, ids
-
-    def items(self):
-        return [item for item in self._task.items() if item.id in self._ids]
-
-    def __getattr__(self, name):
-        return getattr(self._task, name)
-
-
 async def train_rounds(settings: Settings, spec: TrainSpec, out: Path,
                        on_stage: Callable[[str], None] | None = None, engine_factory=None,
                        on_progress: Callable | None = None) -> dict:
@@ -165,7 +152,7 @@ async def train_rounds(settings: Settings, spec: TrainSpec, out: Path,
         raise ConfigError(f"the review turn of two-attempt traces exists for {' and '.join(sorted(REVIEW))} tasks, "
                           f"not {task.kind} ({spec.task})", "use --method grpo or correction with --traces revisions")
     train_ids, held_ids = split([i.id for i in items], spec.heldout, spec.seed)
-    train_side, held_side = _Subset(task, set(train_ids)), _Subset(task, set(held_ids))
+    train_side, held_side = Subset(task, set(train_ids)), Subset(task, set(held_ids))
     use_gguf = spec.engine == "gguf" or (spec.engine == "auto" and fits_template(Path(base.path)))
 
     def open_hf(c: Checkpoint):

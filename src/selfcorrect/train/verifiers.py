@@ -30,12 +30,11 @@ from selfcorrect.models.cache import CachedModel
 from selfcorrect.runner import EvalSpec, Evaluation, results_by_strategy
 from selfcorrect.store import Store
 from selfcorrect.strategies.search import split_steps
-from selfcorrect.tasks import parse_task, select
+from selfcorrect.tasks import Subset, parse_task, select
 from selfcorrect.tasks.kinds import KINDS
 from selfcorrect.train.data import check_heldout, split
 from selfcorrect.train.process import Labelled, label_solutions
 from selfcorrect.train.process import write as write_labels
-from selfcorrect.train.rounds import _Subset
 
 
 class VerifierSpec(BaseModel):
@@ -91,7 +90,7 @@ async def build(settings: Settings, spec: VerifierSpec, base: Path, out: Path, e
             say(f"sampling the {side} side ({len(ids)} items) with {spec.sample}")
             evaluation = Evaluation(settings, EvalSpec(task=task.name, strategies=[spec.sample], reference=False,
                                                        seed=spec.seed, temperature=spec.temperature),
-                                    task=_Subset(task, set(ids)), engine=engine, on_progress=on_progress)
+                                    task=Subset(task, set(ids)), engine=engine, on_progress=on_progress)
             run = await evaluation.run()
             rows = next(iter(results_by_strategy(evaluation.store, run).values()))
             found = solutions(rows, by_id)
