@@ -767,6 +767,8 @@ def train(
     stage2_steps: Annotated[int, typer.Option(help="score: Stage II steps (reward both, bonus for improving)")] = 20,
     alpha: Annotated[float, typer.Option(help="score: Stage II's bonus weight on r2 - r1")] = 1.0,
     beta_stage1: Annotated[float, typer.Option(help="score: Stage I's KL weight (--beta is Stage II's)")] = 0.5,
+    review_feedback: Annotated[str, typer.Option(help="score: the review turn says nothing of attempt 1 (none: "
+                                                       "intrinsic) or shows its visible tests' results (tests: code)")] = "none",
     seed: Annotated[int, typer.Option(help="the split and the draws")] = 0,
     folder: Annotated[Optional[Path], typer.Option("--out", help="where rounds go (default: train/ beside the store)")] = None,
 ) -> None:
@@ -786,6 +788,7 @@ def train(
                          per_item=per_item, rare_boost=rare_boost, grpo_steps=grpo_steps, generations=generations,
                          beta=beta, format_reward=format_reward, partial_credit=partial_credit,
                          stage1_steps=stage1_steps, stage2_steps=stage2_steps, alpha=alpha, beta_stage1=beta_stage1,
+                         review_feedback=review_feedback,
                          patience=patience, lora=not full, epochs=epochs, learning_rate=learning_rate, seed=seed)
     except ValidationError as e:
         first = e.errors()[0]

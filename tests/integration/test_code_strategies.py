@@ -45,6 +45,20 @@ def test_self_debug_shows_the_failure_and_fixes_the_code(tmp_path):
     assert matrix.counts["wrong_right"]["changed"] == 1
 
 
+def test_self_correct_with_test_feedback_shows_the_visible_tests_results(tmp_path):
+    script = Script([(asked("returned -1, expected 3"), RIGHT), (asked("There might be an error in the code"), WRONG),
+                     (asked("add(a, b) that returns"), WRONG)])
+    results = run(tmp_path, script, ["self-correct:feedback=tests,keep=last", "self-correct:keep=last"],
+                  code_task(tmp_path))
+    [shown] = results["self-correct:keep=last,feedback=tests"]
+    [blind] = results["self-correct:keep=last"]
+    assert shown.final.correct and not blind.final.correct  # only the tests' results tell it what is wrong
+    assert [f.kind for a in shown.trajectory.attempts for f in a.feedback] == ["external"]
+    assert not any(a.feedback for a in blind.trajectory.attempts)
+    review = [c.messages[-1]["content"] for c in script.model.calls if "There might be an error" in c.messages[-1]["content"]]
+    assert any(r.startswith("Your code was run on the tests:") for r in review)  # the same text training shows
+
+
 def test_self_debug_can_explain_its_code_first(tmp_path):
     script = Script([(asked("Explain what it does"), "It subtracts b from a."),
                      (asked("You explained your code"), RIGHT), (asked("add(a, b) that returns"), WRONG)])

@@ -62,10 +62,11 @@ def test_two_attempt_rollouts_mask_the_review_turn_and_reward_by_stage(tmp_path)
     base = make_tiny_model(tmp_path / "tiny")
     tokenizer = AutoTokenizer.from_pretrained(base, padding_side="left")
     rollout = TwoAttemptRollout(tokenizer, "math", max_new_tokens=6, temperature=1.0)
-    turn = rollout._review_turn([{"role": "user", "content": "What is 5 - 3?"}], "2", ended=True)
+    prompt = [{"role": "user", "content": "What is 5 - 3?"}]
+    turn = rollout._review_turn(prompt, rollout.review(prompt, "2"), ended=True)
     assert REVIEW["math"] in tokenizer.decode(turn) and tokenizer.decode(turn).rstrip().endswith("assistant")
     assert turn[0] != tokenizer.eos_token_id  # attempt 1 ended with its own end token: not repeated
-    assert rollout._review_turn([{"role": "user", "content": "x"}], "2", ended=False)[0] == tokenizer.eos_token_id
+    assert rollout._review_turn([{"role": "user", "content": "x"}], REVIEW["math"], ended=False)[0] == tokenizer.eos_token_id
 
     first, second = (i.id for i in TASK.items())
     reward = SCoReReward(TASK, TASK.items(), 10, stage1_steps=5, alpha=2.0)
@@ -86,3 +87,40 @@ def test_two_attempt_rollouts_mask_the_review_turn_and_reward_by_stage(tmp_path)
     assert metrics["steps"] == 3 and [s["stage"] for s in metrics["signals"]] == [1, 1, 2]
     assert all("attempt_1_accuracy" in s and "attempt_2_accuracy" in s for s in metrics["signals"])
     assert (tmp_path / "score" / "model" / "adapter_config.json").is_file()
+
+
+def test_the_review_turn_can_show_the_visible_tests_results(tmp_path):
+    """feedback="tests": the review turn carries what attempt 1's code gave on the item's visible
+    tests, worded as self-correct:feedback=tests words it at inference."""
+    import json
+
+    from transformers import AutoTokenizer
+
+    from selfcorrect.sandbox.harness import RunResult, TestOutcome
+    from selfcorrect.tasks import load_task
+    from selfcorrect.train.score import TwoAttemptRollout
+
+    path = tmp_path / "add.jsonl"
+    path.write_text(json.dumps({"prompt": "Write add(a, b).", "tests": ["assert add(1, 2) == 3"],
+                                "visible_tests": ["assert add(1, 2) == 3"]}) + "\n")
+    [item] = load_task(str(path)).items()
+    ran = []
+
+    class Sandbox:  # what the real one answers for `return a - b`
+        async def arun(self, program, tests, setup=""):
+            ran.append((program, [t.name for t in tests]))
+            return RunResult(loaded=True, tests=(TestOutcome("visible 1", False, 0.0, error_type="AssertionError",
+                                                             message="add(1, 2) returned -1, expected 3"),))
+
+    tokenizer = AutoTokenizer.from_pretrained(make_tiny_model(tmp_path / "tiny"), padding_side="left")
+    rollout = TwoAttemptRollout(tokenizer, "code", 8, 1.0, feedback="tests", items=[item], sandbox=Sandbox())
+    try:
+        prompt = list(item.view.messages)
+        review = rollout.review(prompt, "```python\ndef add(a, b):\n    return a - b\n```")
+        assert review.startswith("Your code was run on the tests:\nFailed: add(1, 2) returned -1, expected 3\n\n")
+        assert ran == [("def add(a, b):\n    return a - b\n", ["visible 1"])]
+        assert rollout.review(prompt, "I cannot do that.").startswith("Your code was run on the tests:\n"
+                                                                      "Your reply contained no code.")
+        assert len(ran) == 1  # no code: nothing run
+    finally:
+        rollout.close()

@@ -116,20 +116,23 @@ def test_each_method_takes_only_the_labels_it_can_use():
     assert TrainSpec(method="correction", traces="pairs").traces == "pairs"
 
 
-def test_two_attempt_traces_on_a_code_task_are_refused_before_anything_runs(tmp_path):
+def test_a_review_turn_with_test_results_needs_items_with_visible_tests(tmp_path):
     from selfcorrect.errors import ConfigError
 
     code = tmp_path / "code.jsonl"
-    code.write_text("".join(json.dumps({"prompt": f"Write f returning {k}.", "tests": [f"assert f() == {k}"]}) + "\n"
-                            for k in range(4)))
+    code.write_text("".join(json.dumps({"prompt": f"Write f returning {k}.", "tests": [f"assert f() == {k}"],
+                                        "visible_tests": []}) + "\n" for k in range(4)))
     settings = load_settings(store=tmp_path / "store.sqlite")
     lineage = Lineage(settings.store)
     lineage.register(Checkpoint(name="base", round=0, path=str(tmp_path / "never-opened")))
     lineage.close()
-    for spec in (TrainSpec(task=str(code), method="score"), TrainSpec(task=str(code), method="correction", traces="pairs")):
-        with pytest.raises(ConfigError, match="exists for chat and math tasks, not code"):
-            asyncio.run(train_rounds(settings, spec, tmp_path / "train"))
+    for task in ("arithmetic", str(code)):  # math: no tests; this JSONL: no visible tests
+        with pytest.raises(ConfigError, match="has no visible tests on every item"):
+            asyncio.run(train_rounds(settings, TrainSpec(task=task, method="score", review_feedback="tests"),
+                                     tmp_path / "train"))
     assert not (tmp_path / "train").exists()
+    with pytest.raises(ValueError, match="goes with --method score"):
+        TrainSpec(method="grpo", review_feedback="tests")
 
 
 def test_a_dpo_round_trains_on_pairs_of_the_train_side(tmp_path, toy_task, taught):

@@ -203,7 +203,7 @@ class Session:
         if self.ctx.sandbox is None:
             raise ConfigError(f"{self.trajectory.strategy} needs a sandbox", "the runner gives one")
         result = await self.ctx.sandbox.arun(
-            program, [TestCase(f"visible {i + 1}", t) for i, t in enumerate(tests)], setup=setup)
+            program, visible_cases(tests), setup=setup)
         cost = self.trajectory.cost["feedback"]
         cost.sandbox_runs += 1
         cost.sandbox_seconds += result.seconds
@@ -218,7 +218,7 @@ class Session:
             return None
         if attempt.answer is None:
             return self.give(attempt, Feedback(kind="external", source="visible tests", passed=False,
-                                               score=0.0, text="Your reply contained no code."))
+                                               score=0.0, text=NO_CODE))
         result = await self.run(attempt.answer, self.view.visible_tests, self.view.setup)
         return self.give(attempt, Feedback(
             kind="external", source="visible tests", passed=result.passed,
@@ -275,6 +275,14 @@ def token_confidence(logprobs: Sequence[float] | None) -> dict[str, float] | Non
     for k in range(window, len(logprobs)):
         sums.append(sums[-1] + logprobs[k] - logprobs[k - window])
     return {"mean": sum(logprobs) / len(logprobs), "lowest_window": min(sums) / window}
+
+
+NO_CODE = "Your reply contained no code."
+
+
+def visible_cases(tests: Sequence[str]) -> list[TestCase]:
+    """An item's visible tests as the sandbox runs them, named as feedback shows them."""
+    return [TestCase(f"visible {i + 1}", t) for i, t in enumerate(tests)]
 
 
 def billed_prompts(completions: Sequence[Completion], model) -> list[int]:

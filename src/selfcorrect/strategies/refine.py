@@ -19,6 +19,8 @@ no signal and returns the first attempt: reports count how often that happens.
 
 from __future__ import annotations
 
+from selfcorrect.errors import ConfigError
+
 from selfcorrect.strategies.base import (
     Outcome,
     Session,
@@ -186,29 +188,48 @@ class GatedRefine(Strategy):
 
 
 class SelfCorrect(Strategy):
-    """SCoRe's two-turn inference: an attempt, then a request to review and correct it that
-    says nothing about whether it was right (intrinsic), then the revision. Without a signal
-    the first attempt stands (keep=first); keep=last returns the revision, the use of a
-    model trained to correct itself (train --method score). The flips between the attempts
-    are counted either way."""
+    """SCoRe's two-turn inference: an attempt, then a request to review and correct it, then
+    the revision. `feedback=none`: the request says nothing about whether the attempt was
+    right (intrinsic); `feedback=tests` (code): it shows what the visible tests gave
+    (external). Without a signal the first attempt stands (keep=first); keep=last returns the
+    revision, the use of a model trained to correct itself (train --method score). The flips
+    between the attempts are counted either way."""
 
     name = "self-correct"
-    kinds = frozenset({"math", "chat"})
-    options = {"keep": "first"}
-    choices = {"keep": ("first", "last")}
+    kinds = frozenset({"math", "chat", "code"})
+    options = {"keep": "first", "feedback": "none"}
+    choices = {"keep": ("first", "last"), "feedback": ("none", "tests")}
     prompts = {
         "review_math": ("There might be an error in the solution above because of lack of understanding of the "
                         "question. Please correct the error, if any, and rewrite the solution. End with: The "
                         "answer is <number>."),
         "review_chat": ("There might be an error in the reply above because of lack of understanding of the "
                         "request. Please correct the error, if any, and rewrite the reply."),
+        "review_code": ("There might be an error in the code above because of lack of understanding of the "
+                        "task. Please correct the error, if any, and rewrite the whole function in a ```python "
+                        "code block."),
+        "review_tests": ("Your code was run on the tests:\n{feedback}\n\nThere might be an error in the code "
+                         "above. Please correct the error, if any, and rewrite the whole function in a ```python "
+                         "code block."),
     }
+
+    @property
+    def needs(self) -> set[str]:
+        return {"sandbox"} if self.feedback == "tests" else set()
 
     async def run(self, session: Session) -> Outcome:
         [first] = await solve(session)
-        template = self.prompts[f"review_{session.view.kind}"]
-        [second] = await session.attempt(revise_messages(session, first, template), phase="revise", round=1,
-                                         parent=first)
+        if self.feedback == "tests":
+            if session.kind.name != "code":
+                raise ConfigError(f"{self.spec} shows visible tests' results: it needs a code task",
+                                  "use feedback=none for math and chat tasks")
+            shown = await session.visible_tests(first)
+            if shown is None:
+                return session.done(first, "no visible tests", signal=False, no_signal="no visible tests")
+            request = revise_messages(session, first, self.prompts["review_tests"], feedback=shown.text)
+        else:
+            request = revise_messages(session, first, self.prompts[f"review_{session.view.kind}"])
+        [second] = await session.attempt(request, phase="revise", round=1, parent=first)
         if self.keep == "last":
             return session.done(second, "revised")
         return session.done(first, "revised", signal=False, no_signal="nothing says which attempt is right")

@@ -87,7 +87,8 @@ def render(report: dict) -> str:
                          + f" | {first.get('entropy', math.nan):.3f} → {last.get('entropy', math.nan):.3f} | "
                          f"{r['training'].get('completions_per_s', '—')} |")
         if spec["method"] == "score":
-            lines += ["", f"Note: {reinforced[0]['training']['kl_note']}."]
+            lines += ["", f"The review turn between the attempts: {reinforced[0]['training'].get('review', 'intrinsic: no word on whether attempt 1 was right')}.",
+                      "", f"Note: {reinforced[0]['training']['kl_note']}."]
     judged = [r for r in report["rounds"] if r.get("judge")]
     if judged:
         lines += ["", "The model as judge of its own samples (self-rewarding pairs; intrinsic, no gold in the pairs), "

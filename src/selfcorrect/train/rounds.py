@@ -115,6 +115,9 @@ class TrainSpec(BaseModel):
     stage2_steps: int = Field(20, ge=0)
     alpha: float = Field(1.0, ge=0)
     beta_stage1: float = Field(0.5, ge=0)
+    # what the review turn between the attempts says: nothing of whether attempt 1 was right
+    # (intrinsic), or the visible tests' results of its code (external; code tasks)
+    review_feedback: Literal["none", "tests"] = "none"
 
     @model_validator(mode="after")
     def _labels_of_corrections(self):
@@ -124,6 +127,8 @@ class TrainSpec(BaseModel):
         if (self.method == "dpo" and not ranked) or (self.labels == "judge" and self.method != "dpo"):
             raise ValueError("preference pairs are ranked by the task's check (labels gold) or by the model as "
                              "judge (labels judge, with method dpo)")
+        if self.review_feedback == "tests" and self.method != "score":
+            raise ValueError("--review-feedback is the review turn of two-attempt training: it goes with --method score")
         if self.traces == "pairs" and self.method != "correction":
             raise ValueError("traces are what correction trains on: --traces pairs goes with --method correction")
         if self.method == "star" and self.labels == "vote":
@@ -148,9 +153,9 @@ async def train_rounds(settings: Settings, spec: TrainSpec, out: Path,
     base = lineage.of_round(0)
     task = parse_task(spec.task, settings.data)
     items = select(task.items(), seed=spec.seed)[: spec.limit] if spec.limit else task.items()
-    if (spec.method == "score" or spec.traces == "pairs") and task.kind not in REVIEW:
-        raise ConfigError(f"the review turn of two-attempt traces exists for {' and '.join(sorted(REVIEW))} tasks, "
-                          f"not {task.kind} ({spec.task})", "use --method grpo or correction with --traces revisions")
+    if spec.review_feedback == "tests" and (task.kind != "code" or not all(i.view.visible_tests for i in items)):
+        raise ConfigError(f"--review-feedback tests shows the visible tests' results: {spec.task} has no visible "
+                          "tests on every item", "use a code task with visible tests (mbpp), or --review-feedback none")
     train_ids, held_ids = split([i.id for i in items], spec.heldout, spec.seed)
     train_side, held_side = Subset(task, set(train_ids)), Subset(task, set(held_ids))
     use_gguf = spec.engine == "gguf" or (spec.engine == "auto" and fits_template(Path(base.path)))
@@ -238,7 +243,7 @@ async def train_rounds(settings: Settings, spec: TrainSpec, out: Path,
                         lora=spec.lora, learning_rate=spec.learning_rate, stage1_steps=spec.stage1_steps,
                         stage2_steps=spec.stage2_steps, alpha=spec.alpha, beta_stage1=spec.beta_stage1,
                         beta_stage2=spec.beta, generations=spec.generations,
-                        temperature=max(spec.sample_temperature, 0.7),
+                        temperature=max(spec.sample_temperature, 0.7), feedback=spec.review_feedback,
                         max_completion_length=KINDS[task.kind].max_tokens, seed=spec.seed))
                 else:
                     say(f"round {number}: training on {len(examples)} examples")

@@ -2,9 +2,11 @@
 task's check (SCoRe, Kumar et al., 2024), on TRL's GRPOTrainer through a custom rollout.
 
 Each rollout is attempt 1, then the `self-correct` strategy's turn asking the model to review
-its answer and correct it (intrinsic: nothing says whether attempt 1 was right), then attempt
-2. The review turn is masked out of the loss (`env_mask`): only the model's own tokens are
-trained. Math and chat tasks (code with external feedback is not built yet).
+its answer and correct it, then attempt 2. The review turn says nothing about whether attempt
+1 was right (intrinsic, `feedback="none"`), or, for code, shows what the item's visible tests
+gave when attempt 1's code ran in the sandbox (external, `feedback="tests"`), exactly as
+`self-correct:feedback=tests` shows it at inference. It is masked out of the loss
+(`env_mask`): only the model's own tokens are trained.
 
     Stage I   reward r2 (attempt 2 right) under a strong KL penalty (`beta_stage1`), so that
               attempt 1 stays near the starting model while attempt 2 learns to fix it
@@ -18,17 +20,23 @@ trained token, so Stage I's strong penalty holds attempt 2 near the start as wel
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from selfcorrect.errors import ConfigError
+from selfcorrect.sandbox import Sandbox
+from selfcorrect.strategies.base import NO_CODE, describe_run, visible_cases
 from selfcorrect.strategies.refine import SelfCorrect
 from selfcorrect.tasks import Item, Task
+from selfcorrect.tasks.base import read
 from selfcorrect.train.grpo import SIGNALS, TaskReward, processed_tokens
 from selfcorrect.train.sft import load_policy, run_trainer, trainer_args
 
 # the review turn of the self-correct strategy, which measures the trained model
 REVIEW = {kind: SelfCorrect.prompts[f"review_{kind}"] for kind in SelfCorrect.kinds}
+REVIEW_TESTS = SelfCorrect.prompts["review_tests"]
 
 
 @dataclass
@@ -45,20 +53,35 @@ class SCoReSettings:
     prompts_per_step: int = 2
     max_completion_length: int = 96  # per attempt
     temperature: float = 1.0
+    feedback: str = "none"  # the review turn: "none" (intrinsic) or "tests" (code: the visible tests' results)
     save_steps: int = 20
     seed: int = 0
 
 
-def review_message(kind: str) -> dict:
-    return {"role": "user", "content": REVIEW[kind]}
-
-
 class TwoAttemptRollout:
-    """TRL rollout function: attempt 1, the review turn, attempt 2, one row per prompt row."""
+    """TRL rollout function: attempt 1, the review turn, attempt 2, one row per prompt row.
+    With feedback "tests", `items` and `sandbox` give each row's visible tests to run."""
 
-    def __init__(self, tokenizer, kind: str, max_new_tokens: int, temperature: float):
+    def __init__(self, tokenizer, kind: str, max_new_tokens: int, temperature: float, *, feedback: str = "none",
+                 items: list[Item] = (), sandbox=None):
         self.tokenizer, self.kind = tokenizer, kind
         self.max_new_tokens, self.temperature = max_new_tokens, temperature
+        self.feedback, self.sandbox = feedback, sandbox
+        self.items = {json.dumps(list(item.view.messages)): item for item in items}
+        self._pool = concurrent.futures.ThreadPoolExecutor(1)  # the sandbox is async; the trainer may run in a loop
+
+    def review(self, prompt: list, attempt_text: str) -> str:
+        """What the review turn says after this attempt."""
+        if self.feedback != "tests":
+            return REVIEW[self.kind]
+        item = self.items[json.dumps(list(prompt))]
+        code = read(item.view, attempt_text).answer
+        shown = NO_CODE if code is None else describe_run(self._pool.submit(
+            asyncio.run, self.sandbox.arun(code, visible_cases(item.view.visible_tests), setup=item.view.setup)).result())
+        return REVIEW_TESTS.format(feedback=shown.strip())
+
+    def close(self) -> None:
+        self._pool.shutdown()
 
     def __call__(self, prompts: list, trainer) -> dict:
         import torch
@@ -69,7 +92,7 @@ class TwoAttemptRollout:
         with torch.no_grad():
             attempt1 = self._generate(model, firsts)
             texts1 = self.tokenizer.batch_decode(attempt1, skip_special_tokens=True)
-            turns = [self._review_turn(p, text, ended=bool(a1) and a1[-1] == self.tokenizer.eos_token_id)
+            turns = [self._review_turn(p, self.review(p, text), ended=bool(a1) and a1[-1] == self.tokenizer.eos_token_id)
                      for p, text, a1 in zip(prompts, texts1, attempt1)]
             seconds = [first + a1 + turn for first, a1, turn in zip(firsts, attempt1, turns)]
             attempt2 = self._generate(model, seconds)
@@ -97,13 +120,13 @@ class TwoAttemptRollout:
             cut.append(row[: end + 1] if end is not None else row)  # the end token is the model's own
         return cut
 
-    def _review_turn(self, prompt: list, attempt_text: str, ended: bool) -> list[int]:
+    def _review_turn(self, prompt: list, review: str, ended: bool) -> list[int]:
         """The template's tokens between attempt 1 and attempt 2: the end of the assistant turn,
         the review request, the start of the next assistant turn (the end token of attempt 1,
         when the model wrote one, is already in its tokens: it is not repeated)."""
         marker = "\x00ATTEMPT\x00"
         text = self.tokenizer.apply_chat_template(
-            [*prompt, {"role": "assistant", "content": marker}, review_message(self.kind)],
+            [*prompt, {"role": "assistant", "content": marker}, {"role": "user", "content": review}],
             add_generation_prompt=True, tokenize=False)
         after = text[text.index(marker) + len(marker):]
         eos = self.tokenizer.eos_token
@@ -152,9 +175,9 @@ def train_score(base: Path, task: Task, items: list[Item], out: Path, settings: 
     to `out/model`. Returns the metrics with TRL's signals and the attempts' accuracies per step."""
     if not items:
         raise ConfigError("no train items for self-correction training", "give the train side some items")
-    if task.kind not in REVIEW:
-        raise ConfigError(f"two-attempt training runs on {' and '.join(sorted(REVIEW))} tasks, not {task.kind}",
-                          "use --method grpo for code tasks")
+    if settings.feedback == "tests" and (task.kind != "code" or not all(i.view.visible_tests for i in items)):
+        raise ConfigError("a review turn with the visible tests' results needs a code task whose items have "
+                          "visible tests", "use feedback none, or a code task such as mbpp")
     tokenizer, model, peft = load_policy(base, settings.lora, settings.rank, padding_side="left")
     from datasets import Dataset
     from transformers import TrainerCallback
@@ -173,14 +196,20 @@ def train_score(base: Path, task: Task, items: list[Item], out: Path, settings: 
         num_generations=settings.generations, max_completion_length=3 * settings.max_completion_length,
         beta=settings.beta_stage1)
     dataset = Dataset.from_list([{"prompt": list(item.view.messages), "item_id": item.id} for item in items])
-    reward = SCoReReward(task, items, settings.max_completion_length, settings.stage1_steps, settings.alpha)
-    rollout = TwoAttemptRollout(tokenizer, task.kind, settings.max_completion_length, settings.temperature)
+    sandbox = Sandbox() if task.kind == "code" else None
+    reward = SCoReReward(task, items, settings.max_completion_length, settings.stage1_steps, settings.alpha,
+                         sandbox=sandbox)
+    rollout = TwoAttemptRollout(tokenizer, task.kind, settings.max_completion_length, settings.temperature,
+                                feedback=settings.feedback, items=items, sandbox=sandbox)
     try:
         trainer = GRPOTrainer(model=model, reward_funcs=[reward], args=config, train_dataset=dataset,
                               processing_class=tokenizer, peft_config=peft, rollout_func=rollout, callbacks=[Stages()])
         result, seconds, resume = run_trainer(trainer, tokenizer, out)
     finally:
         reward.close()
+        rollout.close()
+        if sandbox is not None:
+            sandbox.close()
     keys = (*SIGNALS, "attempt_1_accuracy", "attempt_2_accuracy", "wrong_to_right", "right_to_wrong", "stage")
     log = [{key: entry[key] for key in keys if key in entry} | {"step": entry.get("step")}
            for entry in trainer.state.log_history if "reward" in entry]
@@ -190,5 +219,7 @@ def train_score(base: Path, task: Task, items: list[Item], out: Path, settings: 
             "resumed": resume, "lora": settings.lora, "tokens": tokens,
             "tokens_per_s": round(tokens / seconds, 1) if seconds else None, "zero_variance_groups": sum(zero) / len(zero) if zero else None,
             "signals": log, "log": [entry["loss"] for entry in log if "loss" in entry],
+            "review": ("external: the visible tests' results of attempt 1" if settings.feedback == "tests"
+                       else "intrinsic: no word on whether attempt 1 was right"),
             "kl_note": "Stage I's KL weight applies to both attempts (TRL has one weight per token), not to "
                        "attempt 1 only as in SCoRe"}
