@@ -91,3 +91,20 @@ def test_program_aided_runs_the_program_and_fixes_errors(tmp_path):
     first, second = result.trajectory.attempts
     assert first.answer is None and second.answer == "12" and result.final.correct
     assert result.trajectory.cost["feedback"].sandbox_runs == 2
+
+
+def test_two_attempt_training_on_code_runs_the_visible_tests_between_the_attempts(tmp_path):
+    pytest.importorskip("trl")
+    from selfcorrect.train.score import SCoReSettings, train_score
+    from tests.tinymodel import make_tiny_model
+
+    path = tmp_path / "add.jsonl"
+    path.write_text("".join(json.dumps({"prompt": f"Write add{k}(a, b).", "tests": [f"assert add{k}(1, 2) == 3"],
+                                        "visible_tests": [f"assert add{k}(1, 2) == 3"]}) + "\n" for k in range(2)))
+    task = load_task(str(path))
+    settings = SCoReSettings(stage1_steps=1, stage2_steps=1, generations=2, prompts_per_step=2, max_completion_length=6,
+                             learning_rate=1e-3, save_steps=100, feedback="tests")
+    metrics = train_score(make_tiny_model(tmp_path / "tiny"), task, task.items(), tmp_path / "score", settings,
+                          progress=False)
+    assert metrics["steps"] == 2 and metrics["review"].startswith("external")
+    assert all(s["attempt_1_accuracy"] == 0 for s in metrics["signals"])  # a random model writes no working code
