@@ -68,7 +68,7 @@ def test_nothing_is_written_when_the_command_fails(tmp_path):
     (["--strategy", "self-consistency:n=-1"], ["self-consistency:n=-1 is outside 1 to 256"]),
     (["--strategy", "self-consistency:n=0"], ["self-consistency:n=0 is outside"]),
     (["--strategy", "best-of-n:n=100000"], ["best-of-n:n=100000 is outside 1 to 256"]),
-    (["--strategy", "best-of-n:verifier=bogus"], ["verifier='bogus' is not an option", "tests, self, critic"]),
+    (["--strategy", "best-of-n:verifier=bogus"], ["unknown verifier 'bogus'", "tests, self, critic, orm:PATH or prm:PATH"]),
     (["--strategy", "self-consistency:chains=abc"], ["chains='abc'", "not a int"]),
     (["--pool-cap", "0"], ["--pool-cap 0 is out of range"]),
     (["--online"], ["an online evaluation needs a strategy with memory=on"]),
