@@ -48,19 +48,25 @@ class SelfConsistency(Strategy):
 
     async def run(self, session: Session) -> Outcome:
         attempts = await solve(session, n=self.n)
-        keys = await session.kind.vote_keys(session, attempts)
-        if session.kind.votes_on_behaviour:  # kept, so that a vote over fewer samples can be replayed
-            for attempt, key in zip(attempts, keys):
-                session.give(attempt, Feedback(kind="intrinsic", source="behaviour", text=key or ""))
-        chosen = majority(attempts, keys)
-        votes = keys.count(keys[attempts.index(chosen)]) if chosen is not None else 0
-        if chosen is not None:
-            session.give(chosen, Feedback(kind="intrinsic", source="vote", score=votes / len(attempts),
-                                          text=f"{votes} of {len(attempts)} samples agree"))
+        chosen, votes = vote(session, attempts, await session.kind.vote_keys(session, attempts))
         # A vote where no two answers agree picks the first sample: no signal (n=1 has no vote).
         return session.done(chosen or attempts[0], "voted" if chosen else "no answers",
                             signal=None if self.n == 1 else votes > 1,
                             no_signal="no answers" if chosen is None else "no two answers agree")
+
+
+def vote(session: Session, attempts: list[Attempt], keys: list[str | None]) -> tuple[Attempt | None, int]:
+    """The majority over `keys` (what each attempt votes for), recorded: the chosen attempt's
+    share of the vote, and for code what each program did. Returns (chosen, its votes)."""
+    if session.kind.votes_on_behaviour:  # kept, so that a vote over fewer samples can be replayed
+        for attempt, key in zip(attempts, keys):
+            session.give(attempt, Feedback(kind="intrinsic", source="behaviour", text=key or ""))
+    chosen = majority(attempts, keys)
+    votes = keys.count(keys[attempts.index(chosen)]) if chosen is not None else 0
+    if chosen is not None:
+        session.give(chosen, Feedback(kind="intrinsic", source="vote", score=votes / len(attempts),
+                                      text=f"{votes} of {len(attempts)} samples agree"))
+    return chosen, votes
 
 
 class AdaptiveConsistency(Strategy):
@@ -85,14 +91,7 @@ class AdaptiveConsistency(Strategy):
             attempts += batch
             keys += await session.kind.vote_keys(session, batch)
             settled = self.settled(keys)
-        if session.kind.votes_on_behaviour:
-            for attempt, key in zip(attempts, keys):
-                session.give(attempt, Feedback(kind="intrinsic", source="behaviour", text=key or ""))
-        chosen = majority(attempts, keys)
-        votes = keys.count(keys[attempts.index(chosen)]) if chosen is not None else 0
-        if chosen is not None:
-            session.give(chosen, Feedback(kind="intrinsic", source="vote", score=votes / len(attempts),
-                                          text=f"{votes} of {len(attempts)} samples agree"))
+        chosen, votes = vote(session, attempts, keys)
         stop = (f"settled after {len(attempts)} of {self.n} samples" if settled
                 else "no answers" if chosen is None else f"budget: {len(attempts)} samples")
         return session.done(chosen or attempts[0], stop, signal=None if self.n == 1 else votes > 1,
