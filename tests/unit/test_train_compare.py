@@ -54,7 +54,8 @@ def test_runs_side_by_side_with_flips_and_paired_tests(tmp_path):
     assert score_vs_sft["difference"] == -0.5 and score_vs_sft["p_value"] == pytest.approx(0.0625)
     markdown = render(comparison)
     assert "| train-score (score) | 1 | `self-correct:keep=last` | 60.0 (" in markdown
-    assert "| 30.0 | 60.0 | +30.0 | 3 | 0 |" in markdown  # attempt 1, attempt 2, Δ, flips
+    assert "| 30.0 (10.8–60.3) | 60.0 (31.3–83.2) | +30.0 (0.25) | 3 | 0 |" in markdown  # attempts, Δ (p), flips
+    assert trained["attempts"]["p_value"] == pytest.approx(0.25)  # 3 flips up, none down
     write(comparison, tmp_path / "out")
     assert json.loads((tmp_path / "out" / "compare.json").read_text())["strategy"] == "self-correct:keep=last"
     assert (tmp_path / "out" / "compare.html").read_text().count("<svg") == 1

@@ -83,6 +83,8 @@ def _row(model: str, round_number: int, strategy: str, verdicts: dict, heldout: 
            "interval": list(wilson(right, n)), "verdicts": verdicts}
     if attempts := heldout.get("attempts", {}).get(strategy):
         row["attempts"] = {k: v for k, v in attempts.items() if k not in ("first", "second")}
+        row["attempts"]["intervals"] = [list(wilson(round(attempts[k] * n), n)) for k in ("attempt_1", "attempt_2")]
+        row["attempts"]["p_value"] = mcnemar(attempts["wrong_to_right"], attempts["right_to_wrong"])
     return row
 
 
@@ -94,19 +96,24 @@ def render(comparison: dict) -> str:
                                   + (f", {spec['traces']} traces" if spec["method"] == "correction" else "")
                                   + f", {spec['rounds']} round{'s' if spec['rounds'] > 1 else ''})"
                                   for label, spec in comparison["runs"].items()) + ".", "",
-             "| model | round | strategy | accuracy (95% CI) | attempt 1 | attempt 2 | Δ | wrong→right | right→wrong |",
+             "| model | round | strategy | accuracy (95% CI) | attempt 1 (95% CI) | attempt 2 (95% CI) | Δ (p) | "
+             "wrong→right | right→wrong |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in comparison["rows"]:
         low, high = r["interval"]
         cells = [f"{r['model']}", str(r["round"]), f"`{r['strategy']}`",
                  f"{100 * r['accuracy']:.1f} ({100 * low:.1f}–{100 * high:.1f})"]
         if a := r.get("attempts"):
-            cells += [f"{100 * a['attempt_1']:.1f}", f"{100 * a['attempt_2']:.1f}",
-                      f"{100 * (a['attempt_2'] - a['attempt_1']):+.1f}", str(a["wrong_to_right"]), str(a["right_to_wrong"])]
+            (low1, high1), (low2, high2) = a["intervals"]
+            cells += [f"{100 * a['attempt_1']:.1f} ({100 * low1:.1f}–{100 * high1:.1f})",
+                      f"{100 * a['attempt_2']:.1f} ({100 * low2:.1f}–{100 * high2:.1f})",
+                      f"{100 * (a['attempt_2'] - a['attempt_1']):+.1f} ({a['p_value']:.2g})",
+                      str(a["wrong_to_right"]), str(a["right_to_wrong"])]
         else:
             cells += ["—"] * 5
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", f"Paired tests on `{comparison['strategy']}` (the returned answers; wrong→right counts items the "
+    lines += ["", "Δ's p: McNemar's exact test of attempt 2 against attempt 1 on the same items (the flips).",
+              "", f"Paired tests on `{comparison['strategy']}` (the returned answers; wrong→right counts items the "
               "second model gets right and the first wrong; McNemar's exact test):", "",
               "| from | to | wrong→right | right→wrong | difference | p |", "|---|---|---|---|---|---|"]
     lines += [f"| {p['from']} | {p['to']} | {p['wrong_to_right']} | {p['right_to_wrong']} | "

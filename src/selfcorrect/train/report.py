@@ -7,6 +7,8 @@ import json
 import math
 from pathlib import Path
 
+from selfcorrect.measure.stats import mcnemar
+
 
 def write(report: dict, out: Path) -> None:
     from selfcorrect.report.html import render_training
@@ -64,13 +66,14 @@ def render(report: dict) -> str:
     if revisers:
         lines += ["", "Attempt 1 and attempt 2 on the held-out side, for each strategy whose second attempt revises "
                   "the first (Δ = attempt 2 − attempt 1):", "",
-                  "| strategy | round | attempt 1 | attempt 2 | Δ | wrong→right | right→wrong |",
+                  "| strategy | round | attempt 1 | attempt 2 | Δ (McNemar p) | wrong→right | right→wrong |",
                   "|---|---|---|---|---|---|---|"]
         for name in revisers:
             for r in report["rounds"]:
                 if a := r["heldout"].get("attempts", {}).get(name):
                     lines.append(f"| `{name}` | {r['round']} | {100 * a['attempt_1']:.1f} | {100 * a['attempt_2']:.1f} | "
-                                 f"{100 * (a['attempt_2'] - a['attempt_1']):+.1f} | {a['wrong_to_right']} | "
+                                 f"{100 * (a['attempt_2'] - a['attempt_1']):+.1f} "
+                                 f"({mcnemar(a['wrong_to_right'], a['right_to_wrong']):.2g}) | {a['wrong_to_right']} | "
                                  f"{a['right_to_wrong']} |")
     reinforced = [r for r in report["rounds"] if r.get("signals")]
     if reinforced:
