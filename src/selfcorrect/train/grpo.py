@@ -130,15 +130,18 @@ def train_grpo(base: Path, task: Task, items: list[Item], out: Path, settings: G
            for entry in trainer.state.log_history if "reward" in entry]
     zero = [entry["frac_reward_zero_std"] for entry in log if "frac_reward_zero_std" in entry]
     completions = settings.steps * settings.generations * settings.prompts_per_step
-    tokens = processed_tokens(trainer)
+    tokens, stepped = processed(trainer)
     return {"loss": result.training_loss, "steps": result.global_step, "seconds": round(seconds, 1),
-            "resumed": resume, "lora": settings.lora, "completions": completions,
-            "completions_per_s": round(completions / seconds, 2) if seconds else None,
-            "tokens": tokens, "tokens_per_s": round(tokens / seconds, 1) if seconds else None,
+            "resumed": resume, "lora": settings.lora, "completions": completions, "step_seconds": round(stepped, 1),
+            "completions_per_s": round(completions / stepped, 2) if stepped else None,
+            "tokens": tokens, "tokens_per_s": round(tokens / stepped, 1) if stepped else None,
             "zero_variance_groups": sum(zero) / len(zero) if zero else None, "signals": log,
             "log": [entry["loss"] for entry in log if "loss" in entry]}
 
 
-def processed_tokens(trainer) -> int:
-    """The prompt and completion tokens the trainer went through, by TRL's own count."""
-    return int(max((e["num_tokens"] for e in trainer.state.log_history if "num_tokens" in e), default=0))
+def processed(trainer) -> tuple[int, float]:
+    """The prompt and completion tokens the trainer went through (TRL's own count) and the
+    seconds its steps took (TRL's `step_time`): over every step, also those before a resume."""
+    log = trainer.state.log_history
+    return (int(max((e["num_tokens"] for e in log if "num_tokens" in e), default=0)),
+            sum(e["step_time"] for e in log if "step_time" in e))

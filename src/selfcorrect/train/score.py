@@ -31,7 +31,7 @@ from selfcorrect.strategies.base import NO_CODE, describe_run, visible_cases
 from selfcorrect.strategies.refine import SelfCorrect
 from selfcorrect.tasks import Item, Task
 from selfcorrect.tasks.base import read
-from selfcorrect.train.grpo import SIGNALS, TaskReward, processed_tokens
+from selfcorrect.train.grpo import SIGNALS, TaskReward, processed
 from selfcorrect.train.sft import load_policy, run_trainer, trainer_args
 
 # the review turn of the self-correct strategy, which measures the trained model
@@ -214,10 +214,10 @@ def train_score(base: Path, task: Task, items: list[Item], out: Path, settings: 
     log = [{key: entry[key] for key in keys if key in entry} | {"step": entry.get("step")}
            for entry in trainer.state.log_history if "reward" in entry]
     zero = [entry["frac_reward_zero_std"] for entry in log if "frac_reward_zero_std" in entry]
-    tokens = processed_tokens(trainer)
+    tokens, stepped = processed(trainer)
     return {"loss": result.training_loss, "steps": result.global_step, "seconds": round(seconds, 1),
-            "resumed": resume, "lora": settings.lora, "tokens": tokens,
-            "tokens_per_s": round(tokens / seconds, 1) if seconds else None, "zero_variance_groups": sum(zero) / len(zero) if zero else None,
+            "resumed": resume, "lora": settings.lora, "tokens": tokens, "step_seconds": round(stepped, 1),
+            "tokens_per_s": round(tokens / stepped, 1) if stepped else None, "zero_variance_groups": sum(zero) / len(zero) if zero else None,
             "signals": log, "log": [entry["loss"] for entry in log if "loss" in entry],
             "review": ("external: the visible tests' results of attempt 1" if settings.feedback == "tests"
                        else "intrinsic: no word on whether attempt 1 was right"),
