@@ -8,6 +8,7 @@
 #   docs/findings/run_studies.sh online-arithmetic online-arithmetic-feedback online-mbpp   # the error memory (issue 9)
 #   docs/findings/run_studies.sh train-rft-gold train-star-program train-dpo-gold train-dpo-judge  # self-training (issue 10)
 #   docs/findings/run_studies.sh train-grpo train-score train-correction train-compare        # RL (issue 12)
+#   docs/findings/run_studies.sh verifier-prm search-prm                                     # search with a learned PRM (issue 11)
 # LIMIT=3 runs a quick check of the same commands.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -42,10 +43,10 @@ for study in "${@:-arithmetic mbpp gsm8k online-arithmetic online-arithmetic-fee
           train-dpo-gold) "${sc[@]}" train "${train[@]}" --evaluate single --rounds 1 --method dpo --labels gold --per-item 2 --epochs 1 --out "$out/$name" ;;
           train-dpo-judge) "${sc[@]}" train "${train[@]}" --evaluate single --rounds 1 --method dpo --labels judge --per-item 2 --epochs 1 --out "$out/$name" ;;
           # issue 12: RL with the check as reward, and two-attempt self-correction training
-          train-grpo) "${sc[@]}" train "${train[@]}" --evaluate single,self-correct:keep=last --rounds 1 --method grpo --grpo-steps 40 --generations 8 \
+          train-grpo) "${sc[@]}" train "${train[@]}" --evaluate single,self-correct:keep=last --rounds 1 --method grpo --grpo-steps 20 --generations 8 \
             --learning-rate 5e-5 --format-reward 0.1 --partial-credit --out "$out/$name" ;;
           train-score) "${sc[@]}" train "${train[@]}" --evaluate self-correct:keep=last,single,self-refine \
-            --rounds 1 --method score --stage1-steps 15 --stage2-steps 15 --generations 4 --learning-rate 5e-5 \
+            --rounds 1 --method score --stage1-steps 10 --stage2-steps 10 --generations 4 --learning-rate 5e-5 \
             --out "$out/$name" ;;
           # SCoRe's offline baseline: SFT on correction traces from the base's own samples (Pair-SFT)
           train-correction) "${sc[@]}" train "${train[@]}" --evaluate self-correct:keep=last,single --rounds 1 \
@@ -54,6 +55,14 @@ for study in "${@:-arithmetic mbpp gsm8k online-arithmetic online-arithmetic-fee
             --out "$out/train-compare" ;;
           *) echo "unknown study $name" >&2; exit 1 ;;
         esac ;;
+      # A PRM from the model's own rollouts on the first 200 arithmetic items (its train and
+      # held-out sides), then search and voting with it on 200 items it never saw.
+      verifier-prm) [ -n "$("${sc[@]}" models lineage 2>/dev/null | grep -w base)" ] || "${sc[@]}" models export
+        "${sc[@]}" train-verifier --kind prm --task arithmetic:n=600 --limit "${LIMIT:-200}" --sample self-consistency:n=4 \
+          --rollouts 4 --out "$out/$name" ;;
+      search-prm) prm="prm:$out/verifier-prm/model"
+        "${sc[@]}" eval --task arithmetic:n=600 --ids "400-$((400 + ${LIMIT:-200} - 1))" --pool-cap 32 --out "$out/$name" \
+          --strategy "single,self-consistency:n=4,adaptive-consistency:n=8,confidence-vote:n=4,best-of-n:n=4,verifier=$prm,beam-search:n=4,width=2,scorer=$prm,dvts:n=4,width=2,scorer=$prm,mcts:simulations=8,children=2,scorer=$prm,beam-search:n=4,width=2,rollouts=2" ;;
       *) echo "unknown study $name (arithmetic, mbpp, gsm8k, online-arithmetic, online-arithmetic-feedback, online-mbpp)" >&2; exit 1 ;;
     esac
   done
