@@ -92,3 +92,26 @@ def test_a_self_training_round_of_the_embedded_model_from_the_command_line(tmp_p
     first = lineage.get("star/round-1")
     lineage.close()
     assert first.parent == "base" and first.method == "star" and first.gguf and first.gguf.endswith(".gguf")
+
+
+@pytest.mark.timeout(900)
+def test_two_attempt_rl_on_the_embedded_model_reports_both_attempts(tmp_path):
+    """export, then one two-attempt RL round (a step of each stage) from the command line:
+    rollouts by transformers, the held-out side measured on llama.cpp with self-correct."""
+    import json
+
+    from tests.cli import selfcorrect
+
+    store = str(tmp_path / "store.sqlite")
+    assert selfcorrect("--store", store, "models", "export", cwd=tmp_path, timeout=300).returncode == 0
+    done = selfcorrect("--store", store, "train", "--task", "arithmetic", "--limit", "8", "--rounds", "1",
+                       "--method", "score", "--sample", "self-consistency:n=2", "--evaluate", "self-correct:keep=last",
+                       "--stage1-steps", "1", "--stage2-steps", "1", "--generations", "2",
+                       "--out", str(tmp_path / "score"), cwd=tmp_path, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads((tmp_path / "score" / "report.json").read_text())
+    trained = report["rounds"][1]
+    assert [s["stage"] for s in trained["signals"]] == [1, 2] and trained["training"]["review"].startswith("intrinsic")
+    attempts = trained["heldout"]["attempts"]["self-correct:keep=last"]
+    assert set(attempts["first"]) == set(attempts["second"]) == set(report["rounds"][0]["heldout"]["correct"])
+    assert "| `self-correct:keep=last` | 1 |" in (tmp_path / "score" / "report.md").read_text()
