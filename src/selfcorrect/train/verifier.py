@@ -159,6 +159,10 @@ class Verifier:
 
     def step_scores(self, prompt: list[dict], steps: Sequence[str], max_length: int = 2048) -> list[float]:
         """PRM: the probability that each step is good (ORM: one score, of the whole)."""
+        return self.read(prompt, steps, max_length)[0]
+
+    def read(self, prompt: list[dict], steps: Sequence[str], max_length: int = 2048) -> tuple[list[float], int]:
+        """The scores of `step_scores`, and how many tokens the verifier read for them."""
         import torch
 
         ids, positions = encode(self.tokenizer, prompt, steps, max_length)
@@ -166,8 +170,8 @@ class Verifier:
             logits = self.model(input_ids=torch.tensor([ids])).logits[0]
         probabilities = torch.softmax(logits, dim=-1)[..., 1]
         if self.kind == "orm":
-            return [float(probabilities)]
-        return [float(probabilities[p]) for p in positions]
+            return [float(probabilities)], len(ids)
+        return [float(probabilities[p]) for p in positions], len(ids)
 
 
 def auc(right: Sequence[float], wrong: Sequence[float]) -> float | None:

@@ -85,7 +85,7 @@ async def build(settings: Settings, spec: VerifierSpec, base: Path, out: Path, e
     try:
         cached = CachedModel(engine, store)
         params = SamplingParams(temperature=spec.temperature, top_k=40, max_tokens=KINDS["math"].max_tokens,
-                                seed=spec.seed, stop=task.items()[0].view.stop if task.items() else ())
+                                seed=spec.seed, stop=items[0].view.stop if items else ())
         for side, ids in (("train", train_ids), ("heldout", held_ids)):
             say(f"sampling the {side} side ({len(ids)} items) with {spec.sample}")
             evaluation = Evaluation(settings, EvalSpec(task=task.name, strategies=[spec.sample], reference=False,

@@ -30,14 +30,14 @@ def parse_learned(spec: str) -> tuple[str, Path] | None:
 async def learned_scores(session, spec: str, steps: Sequence[str]) -> list[float]:
     """The verifier's scores of a (partial) solution given as steps: one per step for a PRM,
     one for the whole for an ORM."""
-    from selfcorrect.train.verifier import Verifier, encode
+    from selfcorrect.train.verifier import Verifier
 
     kind, path = parse_learned(spec)
     verifier = await asyncio.to_thread(Verifier.load, path, kind)
     started = time.perf_counter()
-    scores = await asyncio.to_thread(verifier.step_scores, list(session.view.messages), list(steps))
+    scores, read = await asyncio.to_thread(verifier.read, list(session.view.messages), list(steps))
     cost = session.trajectory.cost["feedback"]
     cost.calls += 1
-    cost.prompt_tokens += len(encode(verifier.tokenizer, list(session.view.messages), steps, 10**9)[0])
+    cost.prompt_tokens += read
     cost.seconds += time.perf_counter() - started
     return scores
