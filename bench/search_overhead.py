@@ -2,9 +2,12 @@
 throughput on CPU.
 
 1. Overhead (target ≤ 10%): beam-search, dvts and mcts on the embedded model, items one at
-   a time with a fresh store (no cached draw), each run's wall time against the model
-   seconds its calls report (every phase: expand, rollout, judge). Search runs one item at a
-   time here so that the wall time is the item's own; in an evaluation items overlap.
+   a time with a fresh store (no cached draw), each run's wall time against the seconds the
+   engine spent decoding in it (its busy time: every phase, expand, rollout, judge). Calls
+   of one search overlap in the engine's batches, so the model seconds each call reports
+   sum to more than the wall time; busy time counts each decoding step once. Plain
+   self-consistency runs through the same harness as the reference: what it adds is the
+   evaluation's own cost (store, records), not search's.
 2. PRM scoring (steps/s): a token-classification head on the exported embedded model
    (`selfcorrect models export`; the head untrained: speed does not depend on it) scoring
    sampled arithmetic solutions, one solution per forward pass as search asks.
@@ -27,7 +30,7 @@ from selfcorrect.runner import EvalSpec, Evaluation, results_by_strategy
 from selfcorrect.tasks import Subset
 from selfcorrect.tasks.arithmetic import Arithmetic
 
-SEARCHES = ["beam-search:n=4,width=2,scorer=rollout,rollouts=2", "dvts:n=4,width=2,scorer=self",
+SEARCHES = ["self-consistency:n=4", "beam-search:n=4,width=2,scorer=rollout,rollouts=2", "dvts:n=4,width=2,scorer=self",
             "mcts:simulations=6,children=2,scorer=rollout,rollouts=2"]
 
 
@@ -36,7 +39,8 @@ def overhead(items: int) -> list[dict]:
     for spec in SEARCHES:
         task = Arithmetic(n=items)
         with tempfile.TemporaryDirectory() as folder, EmbeddedModel(threads=2, parallel=8) as model:
-            wall = model_seconds = tokens = 0.0
+            wall = tokens = 0.0
+            busy_before = model.stats.busy_seconds
             for k in range(items):
                 settings = load_settings(store=Path(folder) / f"store-{k}.sqlite")
                 evaluation = Evaluation(settings, EvalSpec(task="arithmetic", strategies=[spec], reference=False),
@@ -45,10 +49,10 @@ def overhead(items: int) -> list[dict]:
                 run = asyncio.run(evaluation.run())
                 wall += time.perf_counter() - started
                 [result] = next(iter(results_by_strategy(evaluation.store, run).values()))
-                model_seconds += sum(c.seconds for c in result.trajectory.cost.values())
                 tokens += result.tokens
-            rows.append({"strategy": spec, "items": items, "wall_s": round(wall, 2), "model_s": round(model_seconds, 2),
-                         "overhead": round(wall / model_seconds - 1, 4), "tokens_per_item": round(tokens / items)})
+            busy = model.stats.busy_seconds - busy_before
+            rows.append({"strategy": spec, "items": items, "wall_s": round(wall, 2), "engine_busy_s": round(busy, 2),
+                         "overhead": round(wall / busy - 1, 4), "tokens_per_item": round(tokens / items)})
             print(json.dumps(rows[-1]), flush=True)
     return rows
 
@@ -82,8 +86,8 @@ def main() -> None:
     parser.add_argument("--solutions", type=int, default=64)
     args = parser.parse_args()
     rows = overhead(args.items)
-    worst = max(rows, key=lambda r: r["overhead"])
-    print(f"search overhead over model time: worst {100 * worst['overhead']:.1f}% ({worst['strategy']}); "
+    worst = max(rows[1:], key=lambda r: r["overhead"])
+    print(f"search overhead over engine busy time: worst {100 * worst['overhead']:.1f}% ({worst['strategy']}); "
           + ", ".join(f"{r['strategy'].split(':')[0]} {100 * r['overhead']:.1f}%" for r in rows))
     if (Path(args.base) / "config.json").is_file():
         print(json.dumps({"prm_scoring": prm_throughput(Path(args.base), args.solutions)}))

@@ -81,6 +81,21 @@ def accuracy_at(curve: Sequence[dict], tokens: float) -> tuple[float | None, str
     return curve[-1]["accuracy"], "beyond"
 
 
+def budget_for(curve: Sequence[dict], accuracy: float) -> tuple[dict | None, str]:
+    """What the curve spends to first reach `accuracy`: tokens and samples, linear between
+    points; "within" when it does inside the pool, "beyond" (None) when it never does there."""
+    if not curve:
+        return None, "no pool"
+    if accuracy <= curve[0]["accuracy"]:
+        return {"tokens": curve[0]["tokens"], "samples": float(curve[0]["n"])}, "within"
+    for low, high in zip(curve, curve[1:]):
+        if accuracy <= high["accuracy"]:
+            share = (accuracy - low["accuracy"]) / (high["accuracy"] - low["accuracy"])
+            return {"tokens": low["tokens"] + share * (high["tokens"] - low["tokens"]),
+                    "samples": low["n"] + share * (high["n"] - low["n"])}, "within"
+    return None, "beyond"
+
+
 def _prompt_tokens(attempts: list[Attempt]) -> int:
     """The prompt tokens the first n samples were charged: once where the backend shares a
     prompt among a request's samples, per sample where it does not (runs recorded before

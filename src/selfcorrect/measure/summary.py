@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 
-from selfcorrect.measure.compute import accuracy_at, best_of_curve, vote_curve
+from selfcorrect.measure.compute import accuracy_at, best_of_curve, budget_for, vote_curve
 from selfcorrect.measure.flips import flip_matrices
 from selfcorrect.measure.stats import mcnemar, wilson
 from selfcorrect.trajectory import PHASES, UnitResult
@@ -26,7 +26,7 @@ def summarize(results: dict[str, list[UnitResult]], oracle: set[str], kind: str,
             strategies[spec]["versus_baseline"] = None if spec == baseline else _paired(results[baseline], rows)
     pool = _pool(results, kind)
     for spec, summary in strategies.items():
-        summary["compute_matched"] = _matched(summary, pool["vote"])
+        summary["compute_matched"] = _matched(summary, pool["vote"], pool["best_of"])
     return {"baseline": baseline, "strategies": strategies, "curves": pool}
 
 
@@ -84,10 +84,21 @@ def _pool(results: dict[str, list[UnitResult]], kind: str) -> dict:
     }
 
 
-def _matched(summary: dict, vote: dict) -> dict:
+def _matched(summary: dict, vote: dict, best_of: dict) -> dict:
+    """Against voting at the strategy's mean tokens, and the other way round: what voting
+    spends to reach the strategy's accuracy (samples saved, for adaptive voting); against
+    the run's best-of-n with its verifier (a search's scorer) where the run has one."""
+    accuracy = summary["accuracy"]
     pool_accuracy, where = accuracy_at(vote["points"], summary["tokens_per_item"])
-    gain = summary["accuracy"] - pool_accuracy if pool_accuracy is not None and summary["accuracy"] is not None else None
-    return {"sampling_accuracy": pool_accuracy, "gain": gain, "budget": where}
+    gain = accuracy - pool_accuracy if pool_accuracy is not None and accuracy is not None else None
+    needs, reached = budget_for(vote["points"], accuracy) if accuracy is not None else (None, "no pool")
+    matched = {"sampling_accuracy": pool_accuracy, "gain": gain, "budget": where,
+               "sampling_for_equal_accuracy": needs, "equal_accuracy_budget": reached}
+    if best_of["points"] and accuracy is not None:
+        best_accuracy, best_where = accuracy_at(best_of["points"], summary["tokens_per_item"])
+        matched["best_of"] = {"strategy": best_of["strategy"], "verifier": best_of["verifier"],
+                              "accuracy": best_accuracy, "gain": accuracy - best_accuracy, "budget": best_where}
+    return matched
 
 
 def _mean(values) -> float:

@@ -114,9 +114,18 @@ def compute_section(report: dict) -> list[str]:
         where = {"within": "", "below": " (below the pool's smallest budget: compared with one sample)",
                  "beyond": " (beyond the pool's largest budget: compared with its largest; the gain is "
                            "not measured, and overstated if sampling keeps improving)"}[matched["budget"]]
+        needs = matched.get("sampling_for_equal_accuracy")
+        equal = (f" Voting first reaches {pct(s['accuracy'])} at {needs['tokens']:.0f} tokens "
+                 f"({needs['samples']:.1f} samples)." if needs else
+                 " Voting does not reach that accuracy within the pool." if matched.get("equal_accuracy_budget") == "beyond"
+                 else "")
+        best = matched.get("best_of")
+        versus_best = (f" Best-of-n by {best['verifier']} at that budget: {pct(best['accuracy'])}"
+                       f"{' (beyond its pool: not measured)' if best['budget'] == 'beyond' else ''}, "
+                       f"{signed(best['gain'])}." if best else "")
         lines.append(f"- {label(s)}: {pct(s['accuracy'])} at {s['tokens_per_item']:.0f} tokens per item; "
                      f"sampling with a vote reaches {pct(matched['sampling_accuracy'])} at that budget{where}: "
-                     f"{signed(matched['gain'])}.")
+                     f"{signed(matched['gain'])}.{equal}{versus_best}")
     return lines
 
 
