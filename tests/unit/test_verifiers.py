@@ -103,6 +103,25 @@ def test_an_orm_learns_which_solutions_are_right(trained):
     assert measured["auc"] >= 0.9 and "step_accuracy" not in measured
 
 
+def test_a_reading_is_charged_its_forward_pass_not_its_wait_for_the_model(trained):
+    import threading
+    import time
+
+    from selfcorrect.train.verifier import Verifier
+
+    verifier = Verifier.load(trained["prm"][0], "prm")
+    record = toy_records()[0]
+    with verifier._lock:  # another call holds the model for half a second
+        waiter = threading.Thread(target=lambda: readings.append(verifier.read(record.prompt, record.steps)))
+        readings, started = [], time.perf_counter()
+        waiter.start()
+        time.sleep(0.5)
+    waiter.join()
+    assert time.perf_counter() - started >= 0.5
+    [reading] = readings
+    assert 0 < reading.seconds < 0.5 and reading.tokens > 0 and len(reading.scores) == len(record.steps)
+
+
 def test_learned_verifiers_score_search_and_best_of_n_as_external_feedback(tmp_path, trained):
     prm, orm = (str(trained[k][0]) for k in ("prm", "orm"))
 

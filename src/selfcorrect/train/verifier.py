@@ -22,6 +22,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from selfcorrect.errors import ConfigError
 from selfcorrect.train.process import Labelled
@@ -129,6 +130,12 @@ def train_verifier(base: Path, kind: str, records: Sequence[Labelled], out: Path
             "log": [e["loss"] for e in trainer.state.log_history if "loss" in e]}
 
 
+class Reading(NamedTuple):
+    scores: list[float]
+    tokens: int
+    seconds: float
+
+
 class Verifier:
     """A trained PRM or ORM, loaded once per path and process; scoring runs one request at a
     time (the model is not thread-safe), off the event loop."""
@@ -161,17 +168,19 @@ class Verifier:
         """PRM: the probability that each step is good (ORM: one score, of the whole)."""
         return self.read(prompt, steps, max_length)[0]
 
-    def read(self, prompt: list[dict], steps: Sequence[str], max_length: int = 2048) -> tuple[list[float], int]:
-        """The scores of `step_scores`, and how many tokens the verifier read for them."""
+    def read(self, prompt: list[dict], steps: Sequence[str], max_length: int = 2048) -> Reading:
+        """The scores of `step_scores`, how many tokens the verifier read for them, and the
+        seconds of its forward pass (not the wait for the model: calls queue behind each other)."""
         import torch
 
         ids, positions = encode(self.tokenizer, prompt, steps, max_length)
         with self._lock, torch.no_grad():
+            started = time.perf_counter()
             logits = self.model(input_ids=torch.tensor([ids])).logits[0]
+            seconds = time.perf_counter() - started
         probabilities = torch.softmax(logits, dim=-1)[..., 1]
-        if self.kind == "orm":
-            return [float(probabilities)], len(ids)
-        return [float(probabilities[p]) for p in positions], len(ids)
+        scores = [float(probabilities)] if self.kind == "orm" else [float(probabilities[p]) for p in positions]
+        return Reading(scores, len(ids), seconds)
 
 
 def auc(right: Sequence[float], wrong: Sequence[float]) -> float | None:

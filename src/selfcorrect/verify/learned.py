@@ -7,7 +7,6 @@ a verifier's reading counts like the policy's."""
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -34,10 +33,9 @@ async def learned_scores(session, spec: str, steps: Sequence[str]) -> list[float
 
     kind, path = parse_learned(spec)
     verifier = await asyncio.to_thread(Verifier.load, path, kind)
-    started = time.perf_counter()
-    scores, read = await asyncio.to_thread(verifier.read, list(session.view.messages), list(steps))
+    reading = await asyncio.to_thread(verifier.read, list(session.view.messages), list(steps))
     cost = session.trajectory.cost["feedback"]
     cost.calls += 1
-    cost.prompt_tokens += read
-    cost.seconds += time.perf_counter() - started
-    return scores
+    cost.prompt_tokens += reading.tokens
+    cost.seconds += reading.seconds
+    return reading.scores
