@@ -28,7 +28,7 @@ from selfcorrect.version import code_version
 from selfcorrect.models.base import Completion, messages_hash
 from selfcorrect.trajectory import Attempt
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -44,6 +44,7 @@ CREATE TABLE IF NOT EXISTS samples (
     logprobs,  -- packed float32 (JSON text in stores of schema 1)
     created_at REAL NOT NULL,
     token_ids BLOB,  -- packed int32
+    model_ended INTEGER,  -- 1: the model ended its reply; 0: a stop string or the cap did; NULL: not said
     PRIMARY KEY (request_key, sample_index)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS messages (
@@ -127,7 +128,7 @@ class Store:
     def __init__(self, path: str | Path = DEFAULT_STORE, *, read_only: bool = False):
         self.path = Path(path)
         self.read_only = read_only
-        self._token_ids = True  # whether samples have the column (schema 2)
+        self._sample_columns: set[str] = set()  # what a store of an older schema opened read-only lacks
         self._lock = threading.Lock()
         try:
             self._db = self._open_read_only() if read_only else self._open()
@@ -173,22 +174,23 @@ class Store:
             if self.read_only:
                 raise SelfcorrectError(f"{self.path} is not a selfcorrect store", "pass the right --store")
             self._db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
-        elif int(row[0]) == 1 and not self.read_only:
-            self._migrate_from_1()
-        elif int(row[0]) == 1:
-            self._token_ids = False  # a store of schema 1 opened read-only: read as it is
-        elif int(row[0]) != SCHEMA_VERSION:
+        elif int(row[0]) < SCHEMA_VERSION and not self.read_only:
+            self._migrate()
+        elif int(row[0]) > SCHEMA_VERSION:
             raise SelfcorrectError(
                 f"the store {self.path} has schema {row[0]}; this selfcorrect reads {SCHEMA_VERSION}",
                 "use a selfcorrect version that matches, or start a new store with --store",
             )
+        self._sample_columns = {row[1] for row in self._db.execute("PRAGMA table_info(samples)")}
 
-    def _migrate_from_1(self) -> None:
-        """Schema 1 had no token ids and no kept conversations: add them; nothing is lost."""
+    def _migrate(self) -> None:
+        """Schema 1 had no token ids and no kept conversations, schema 2 did not say whether
+        the model ended a reply itself: add them; nothing is lost (old draws: not said)."""
         with self._transaction():
             columns = {row[1] for row in self._db.execute("PRAGMA table_info(samples)")}
-            if "token_ids" not in columns:
-                self._db.execute("ALTER TABLE samples ADD COLUMN token_ids BLOB")
+            for column, kind in (("token_ids", "BLOB"), ("model_ended", "INTEGER")):
+                if column not in columns:
+                    self._db.execute(f"ALTER TABLE samples ADD COLUMN {column} {kind}")
             self._db.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (str(SCHEMA_VERSION),))
 
     def close(self) -> None:
@@ -207,11 +209,11 @@ class Store:
         """The cached samples of a request among `indices`, by index."""
         if not indices:
             return {}
-        tokens = "token_ids" if self._token_ids else "NULL"
+        optional = ", ".join(c if c in self._sample_columns else "NULL" for c in ("token_ids", "model_ended"))
         with self._lock:
             rows = self._db.execute(
                 "SELECT sample_index, text, finish_reason, prompt_tokens, completion_tokens,"
-                f" seconds, logprobs, {tokens} FROM samples WHERE request_key = ?"
+                f" seconds, logprobs, {optional} FROM samples WHERE request_key = ?"
                 " AND sample_index BETWEEN ? AND ?",
                 (request_key, min(indices), max(indices)),
             ).fetchall()
@@ -227,6 +229,7 @@ class Store:
                 logprobs=unpack_floats(row[6]),
                 cached=True,
                 token_ids=unpack_ints(row[7]),
+                model_ended=None if row[8] is None else bool(row[8]),
             )
             for row in rows
             if row[0] in wanted
@@ -248,14 +251,15 @@ class Store:
                 pack_floats(c.logprobs),
                 now,
                 pack_ints(c.token_ids),
+                c.model_ended,
             )
             for c in completions
         ]
         with self._lock, self._transaction():
             self._db.executemany(
                 "INSERT OR IGNORE INTO samples (request_key, sample_index, model, text, finish_reason,"
-                " prompt_tokens, completion_tokens, seconds, logprobs, created_at, token_ids)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows
+                " prompt_tokens, completion_tokens, seconds, logprobs, created_at, token_ids, model_ended)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows
             )
 
     # -- conversations -------------------------------------------------------------------

@@ -57,7 +57,7 @@ def test_without_the_prefix_cache_one_request_at_a_time_repeats_exactly(exact):
 def test_max_tokens_ends_with_length(embedded):
     [c] = generate(embedded, [{"role": "user", "content": "Tell me a long story."}],
                    temperature=0, max_tokens=5)
-    assert (c.finish_reason, c.completion_tokens) == ("length", 5)
+    assert (c.finish_reason, c.completion_tokens, c.model_ended) == ("length", 5, False)
 
 
 def test_stop_strings_end_the_text_before_them(exact):
@@ -67,6 +67,7 @@ def test_stop_strings_end_the_text_before_them(exact):
     [cut] = generate(exact, ask, temperature=0, max_tokens=48, stop=["\n"])
     assert cut.finish_reason == "stop" and "\n" not in cut.text
     assert free.text.startswith(cut.text)  # ...and the stop cuts it at the first
+    assert (free.finish_reason, free.model_ended, cut.model_ended) == ("stop", True, False)  # its end token, the stop
 
 
 def test_n_samples_share_one_prompt_evaluation_and_differ(embedded):

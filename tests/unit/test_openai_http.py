@@ -233,3 +233,14 @@ def test_a_server_that_drops_connections_is_not_called_unreachable(stubs):
         asyncio.run(fast(stub.url, retries=1).generate(MESSAGES, SamplingParams()))
     assert "closed it without a reply" in str(caught.value)
     assert "cannot reach" not in str(caught.value)
+
+
+def test_whether_the_model_ended_its_reply_is_read_where_the_server_says():
+    from selfcorrect.models.openai_http import model_ended
+
+    assert model_ended({"finish_reason": "stop", "stop_reason": None}) is True  # vLLM: its end token
+    assert model_ended({"finish_reason": "stop", "stop_reason": ". "}) is False  # vLLM: a stop string
+    assert model_ended({"finish_reason": "stop", "matched_stop": 2}) is True  # SGLang: the end token's id
+    assert model_ended({"finish_reason": "stop", "matched_stop": "\n\n"}) is False
+    assert model_ended({"finish_reason": "length", "stop_reason": None}) is False  # the cap
+    assert model_ended({"finish_reason": "stop"}) is None  # a server that does not say

@@ -4,6 +4,7 @@ across runs, with their conversations and provenance (what training and memory r
 import asyncio
 
 from selfcorrect.config import load_settings
+from selfcorrect.models.base import Completion
 from selfcorrect.runner import EvalSpec, Evaluation
 from selfcorrect.store import Store, pack_floats, pack_ints, unpack_floats, unpack_ints
 from tests.scripts import ListTask, Script, asked
@@ -77,7 +78,7 @@ def test_token_ids_and_logprobs_are_packed():
     assert len(pack_ints(range(100))) == 400  # 4 bytes a token, not a row per token
 
 
-def test_a_store_of_schema_1_is_migrated_and_keeps_its_samples(tmp_path):
+def test_a_store_of_an_older_schema_is_migrated_and_keeps_its_samples(tmp_path):
     import sqlite3
 
     path = tmp_path / "old.sqlite"
@@ -98,5 +99,9 @@ def test_a_store_of_schema_1_is_migrated_and_keeps_its_samples(tmp_path):
     read_only.close()
     with Store(path) as store:
         [old] = store.get_samples("k", [0]).values()
-        assert (old.text, old.logprobs, old.token_ids) == ("old draw", (-0.5,), None)
-        assert store._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()[0] == "2"
+        assert (old.text, old.logprobs, old.token_ids, old.model_ended) == ("old draw", (-0.5,), None, None)
+        assert store._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()[0] == "3"
+        new = Completion(text="new draw", finish_reason="stop", prompt_tokens=3, completion_tokens=2, seconds=0.1,
+                         index=1, model_ended=True)
+        store.put_samples("k", "m", [new])
+        assert store.get_samples("k", [1])[1].model_ended is True  # the added column holds it

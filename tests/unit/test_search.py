@@ -52,6 +52,24 @@ def test_beam_search_keeps_the_best_scored_steps_and_returns_the_best_finished_p
     assert cost["rollout"].calls == 0
 
 
+def test_a_path_the_model_ended_is_finished_not_continued(tmp_path):
+    """A step that ends because the model ended its reply (not at the delimiter) finishes its
+    path: continued, a small model repeats itself to the token cap."""
+    def reply(last, messages, k):
+        if messages[-1]["role"] == "assistant":
+            return "The answer is 5."
+        if "Is the last step of it correct?" in last:
+            return "Score: 5"
+        return ["2 + 2 = 4", "2 + 2 = 5. So"][k % 2]  # the first ends its reply; the second goes on
+    script = Script([(lambda last, m, k: True, reply)])
+    spec = "beam-search:n=2,width=1,scorer=self"
+    _, _, results = evaluate(tmp_path, script, [spec], ONE)
+    result = only(results, spec)
+    assert sorted(a.text for a in result.trajectory.attempts) == ["2 + 2 = 4", "2 + 2 = 5. The answer is 5."]
+    continued = [c.messages[-1]["content"] for c in script.model.calls if c.messages[-1]["role"] == "assistant"]
+    assert continued == ["2 + 2 = 5. "]
+
+
 def test_rollout_values_follow_the_vote_of_the_rollouts_and_are_intrinsic(tmp_path):
     script = model()
     spec = "beam-search:n=4,width=2,rollouts=3"

@@ -137,6 +137,10 @@ class Completion:
     logprobs: tuple[float, ...] | None = None
     cached: bool = False
     token_ids: tuple[int, ...] | None = None  # where the backend gives them
+    # True: the model ended its reply itself (end of sequence); False: a stop string or the
+    # token cap ended it; None: the backend does not say. Search tells "the step is over" from
+    # "the solution is over" by it.
+    model_ended: bool | None = None
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

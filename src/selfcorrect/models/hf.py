@@ -74,6 +74,7 @@ class _Row:
     logprobs: list[float] = field(default_factory=list)
     text: str = ""
     finish: str | None = None
+    model_ended: bool = False  # an end-of-sequence token, not a stop string or the cap, ended it
 
 
 @dataclass
@@ -340,7 +341,7 @@ class HFModel:
 
     def _accept(self, row: _Row, token: int, logprob: float | None) -> None:
         if token in self._stops:
-            row.finish = "stop"
+            row.finish, row.model_ended = "stop", True
             return
         row.tokens.append(token)
         if row.params.logprobs:
@@ -360,7 +361,7 @@ class HFModel:
         if not row.params.stop:
             row.text = self.tokenizer.decode(row.tokens, skip_special_tokens=True)
         request.results[row.index] = Completion(
-            text=row.text, finish_reason=row.finish or "length", prompt_tokens=len(row.prompt),
+            text=row.text, finish_reason=row.finish or "length", model_ended=row.model_ended, prompt_tokens=len(row.prompt),
             completion_tokens=len(row.tokens), seconds=seconds, index=row.index,
             logprobs=tuple(row.logprobs) if row.params.logprobs else None, token_ids=tuple(row.tokens))
         if len(request.results) == request.params.n and not request.future.done():

@@ -335,6 +335,7 @@ def _completions(data: dict, seconds: float) -> list[Completion]:
             Completion(
                 text=text,
                 finish_reason="length" if choice.get("finish_reason") == "length" else "stop",
+                model_ended=model_ended(choice),
                 prompt_tokens=prompt_tokens,
                 completion_tokens=tokens,
                 seconds=seconds / len(choices),
@@ -342,6 +343,18 @@ def _completions(data: dict, seconds: float) -> list[Completion]:
             )
         )
     return completions
+
+
+def model_ended(choice: dict) -> bool | None:
+    """Whether the model ended this choice itself, where the server says: vLLM's
+    `stop_reason` and SGLang's `matched_stop` name the stop string that matched (None, or
+    a stop token's id, when the model ended with its own end token). Other servers: None."""
+    if choice.get("finish_reason") == "length":
+        return False
+    for field in ("stop_reason", "matched_stop"):
+        if field in choice:
+            return not isinstance(choice[field], str)
+    return None
 
 
 def _logprobs(choice: dict) -> tuple[float, ...] | None:

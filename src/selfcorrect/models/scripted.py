@@ -116,6 +116,7 @@ def _complete(
     return Completion(
         text=text,
         finish_reason=finish,
+        model_ended=not cuts and finish == "stop",
         prompt_tokens=prompt_tokens,
         completion_tokens=len(words),
         seconds=seconds,

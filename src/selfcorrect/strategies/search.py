@@ -127,8 +127,10 @@ class StepSearch(Strategy):
         attempts = [self.record(session, node) for node in tree.finished]
         chosen = best_by(attempts, lambda a: a.feedback[-1].score if a.feedback else None)
         scores = {a.feedback[-1].score for a in attempts if a.feedback} - {None}
+        no_signal = ("no step score was readable" if not scores else
+                     "one path finished: nothing to choose" if len(attempts) == 1 else "every path scored the same")
         return session.done(chosen or attempts[0], "searched" if chosen else "nothing scored", signal=len(scores) > 1,
-                            no_signal="no step score was readable" if not scores else "every path scored the same")
+                            no_signal=no_signal)
 
     async def search(self, tree: Tree, root: Node) -> None:
         raise NotImplementedError
@@ -154,12 +156,13 @@ class StepSearch(Strategy):
         for c in completions:
             child = Node(steps=(*node.steps, c.text), parent=node, tokens=node.tokens + c.completion_tokens,
                          seconds=node.seconds + c.seconds, sample=c.index)
-            if not c.text.strip() or read(session.view, child.text).how == "answer is":
-                child.done = True  # nothing to add, or it stated its answer
+            if not c.text.strip() or c.model_ended or read(session.view, child.text).how == "answer is":
+                child.done = True  # nothing to add, the model ended its reply, or it stated its answer
             elif child.tokens >= cap:
                 child.done, child.finish = True, "length"
             elif c.finish_reason == "stop":
-                # cut at the delimiter (or the model ended its reply: the next step is then empty)
+                # cut at the delimiter; where the backend does not say whether the model ended
+                # its reply instead, the next step shows it (it is then empty)
                 child.steps = (*node.steps, c.text + delimiter)
             if child.done:
                 tree.finished.append(child)

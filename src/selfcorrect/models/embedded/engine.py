@@ -343,7 +343,7 @@ class EmbeddedModel:
     def _accept(self, seq: Sequence, token: int, row: int) -> None:
         llama_cpp = self._llama
         if llama_cpp.llama_vocab_is_eog(self._vocab, token):
-            seq.finish = "stop"
+            seq.finish, seq.model_ended = "stop", True
             return
         n = llama_cpp.llama_token_to_piece(self._vocab, token, self._piece, 256, 0, False)
         seq.text += self._piece.raw[:n]
@@ -386,6 +386,7 @@ class EmbeddedModel:
         request.results[seq.index] = Completion(
             text=seq.text.decode("utf-8", "ignore"),
             finish_reason=seq.finish,
+            model_ended=seq.model_ended,
             prompt_tokens=len(request.prompt),
             completion_tokens=seq.generated,
             seconds=seq.seconds,

@@ -54,6 +54,7 @@ class Sequence:
     token_ids: list[int] = field(default_factory=list)
     seconds: float = 0.0
     finish: str | None = None
+    model_ended: bool = False  # an end-of-sequence token, not a stop string or the cap, ended it
 
 
 @dataclass
