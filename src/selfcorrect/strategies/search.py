@@ -4,8 +4,8 @@ A step is what the model writes up to the step delimiter (`step=`: a blank line,
 a sentence). A partial solution is grown by asking the model to continue its own unfinished
 reply (a final assistant message: models/base.py), through the normal model protocol and
 sample cache, so search draws are shared and resumable like all others. A path is finished
-when it states its answer ("The answer is N"), when the model has nothing to add, or at the
-run's token cap.
+when it states its answer ("The answer is N"), when the model ends its reply (its end token,
+not the delimiter) or has nothing to add, or at the run's token cap.
 
     beam-search  n partial solutions; each round the n/width best are kept and each grows
                  `width` next steps (Snell et al., 2024; HF search-and-learn)
