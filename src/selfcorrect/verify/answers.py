@@ -5,13 +5,14 @@ it refuses to guess. Its cases, with the verdict a careful human grader gives, a
 `tests/data/answers.jsonl`.
 
 Reading. The most explicit marker wins: GSM8K's `#### N`, then LaTeX's `\\boxed{...}`, then
-"the answer is ..." / "Answer: ..." (the last one in the reply). Where the expected answer
-is a number, only a stated number counts:
+"the answer is ..." / "Answer: ..." (the last one in the reply), then "N is the answer"
+(not as a question: "Is 5 the answer?", "Maybe 5 is the answer?" state nothing). Where the
+expected answer is a number, only a stated number counts:
 - the number the marker states ("The answer is $1,234 dollars." -> 1234; "... is not 5 but
   7" -> 7; "... is 18, because 9 * 2 = 18" -> 18), or the right-hand side of an equation
   after it ("The answer is 64 * 49 = 3136" -> 3136);
-- without a marker, the right-hand side of the reply's final equation (`... = 60`), when no
-  number follows it.
+- without a marker, the right-hand side of the reply's final equation (`... = 60`, `...
+  equals 60`), when no number follows it.
 An unevaluated expression ("The answer is 64 * 49.") is a parse failure, never a match: it
 is what a model writes when it restates the question. So are several numbers with nothing
 to choose between them ("ambiguous"), and a reply cut off at the token cap with no marker
@@ -42,6 +43,9 @@ _HASHES_RE = re.compile(r"####\s*([^\n]*)")
 _ANSWER_IS_RE = re.compile(
     r"answer\s*(?:is|was|would be|will be|:|=)\s*:?\s*([^\n]*?)(?=\.\s|\.?\s*$)",
     re.IGNORECASE | re.MULTILINE)
+_IS_THE_ANSWER_RE = re.compile(
+    rf"(?<![\w.,])\$?\s*({NUMBER})\s+is\s+(?:the|my|our)\s+(?:final\s+|correct\s+|right\s+)?answer\b(?![^.\n]*\?)",
+    re.IGNORECASE)
 _FILLERS = (r"(?:indeed|simply|just|probably|exactly|clearly|definitely|actually|finally|therefore|"
             r"thus|so|then|now|still|about|approximately|roughly|around|equal to|equals|the number|"
             r"a total of|total of|in total|of|=|:)")
@@ -52,7 +56,7 @@ _OPERATOR_NEXT_RE = re.compile(r"^\s*(?:[-+*/×÷^x]|\*\*)\s*[\d(.]", re.IGNOREC
 _TERMINATOR_RE = re.compile(r"[,;:!?()\[\]]|\.(?:\s|$)|\b(?:which|because|since|as|so|but|if|when|"
                             r"where|from|after|given|for|by|per)\b", re.IGNORECASE)
 _NOT_BUT_RE = re.compile(rf"^\s*not\s+(?:{NUMBER})\b[^\d]*?\b(?:but|rather)\s+", re.IGNORECASE)
-_EQUATION_RE = re.compile(rf"=\s*\$?\s*\\?\$?\s*({NUMBER})")
+_EQUATION_RE = re.compile(rf"(?:=|\bequals\b|\bis equal to\b)\s*\$?\s*\\?\$?\s*({NUMBER})", re.IGNORECASE)
 
 # Why a reply gave no answer. Reports count "truncated" apart from the others.
 TRUNCATED, EXPRESSION, AMBIGUOUS, NO_ANSWER = "truncated", "expression", "ambiguous", "no answer"
@@ -124,6 +128,8 @@ def _markers(text: str):
         phrase = match.group(1)
         terminated = match.end(1) < end or text.rstrip().endswith(".")
         yield "answer is", phrase, not terminated
+    if match := _last(_IS_THE_ANSWER_RE, text):
+        yield "is the answer", match.group(1), False  # the number comes before: never cut short
 
 
 def _stated_number(phrase: str) -> tuple[str | None, str]:
