@@ -70,6 +70,18 @@ def test_a_path_the_model_ended_is_finished_not_continued(tmp_path):
     assert continued == ["2 + 2 = 5. "]
 
 
+def test_a_path_that_states_its_answer_is_finished_whatever_the_wording(tmp_path):
+    def reply(last, messages, k):
+        if "Is the last step of it correct?" in last:
+            return "Score: 5"
+        return ["4 is the answer. Yes", "The answer is 4. Yes"][k % 2]  # both cut at the delimiter
+    script = Script([(lambda last, m, k: True, reply)])
+    spec = "beam-search:n=2,width=1,scorer=self"
+    _, _, results = evaluate(tmp_path, script, [spec], ONE)
+    assert sorted(a.text for a in only(results, spec).trajectory.attempts) == ["4 is the answer", "The answer is 4"]
+    assert not [c for c in script.model.calls if c.messages[-1]["role"] == "assistant"]  # nothing continued
+
+
 def test_rollout_values_follow_the_vote_of_the_rollouts_and_are_intrinsic(tmp_path):
     script = model()
     spec = "beam-search:n=4,width=2,rollouts=3"

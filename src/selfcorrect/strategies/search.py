@@ -4,8 +4,8 @@ A step is what the model writes up to the step delimiter (`step=`: a blank line,
 a sentence). A partial solution is grown by asking the model to continue its own unfinished
 reply (a final assistant message: models/base.py), through the normal model protocol and
 sample cache, so search draws are shared and resumable like all others. A path is finished
-when it states its answer ("The answer is N"), when the model ends its reply (its end token,
-not the delimiter) or has nothing to add, or at the run's token cap.
+when it states its answer ("The answer is N", "N is the answer"), when the model ends its
+reply (its end token, not the delimiter) or has nothing to add, or at the run's token cap.
 
     beam-search  n partial solutions; each round the n/width best are kept and each grows
                  `width` next steps (Snell et al., 2024; HF search-and-learn)
@@ -40,7 +40,7 @@ from selfcorrect.memory.recall import with_memory
 from selfcorrect.strategies.base import Outcome, Session, Strategy, best_by
 from selfcorrect.tasks.base import read
 from selfcorrect.trajectory import Attempt, Feedback
-from selfcorrect.verify.answers import vote_key
+from selfcorrect.verify.answers import MARKERS, vote_key
 from selfcorrect.verify.learned import learned_scores, parse_learned
 from selfcorrect.verify.scores import SCORE_LINE, read_score
 
@@ -156,7 +156,7 @@ class StepSearch(Strategy):
         for c in completions:
             child = Node(steps=(*node.steps, c.text), parent=node, tokens=node.tokens + c.completion_tokens,
                          seconds=node.seconds + c.seconds, sample=c.index)
-            if not c.text.strip() or c.model_ended or read(session.view, child.text).how == "answer is":
+            if not c.text.strip() or c.model_ended or read(session.view, child.text).how in MARKERS:
                 child.done = True  # nothing to add, the model ended its reply, or it stated its answer
             elif child.tokens >= cap:
                 child.done, child.finish = True, "length"

@@ -61,6 +61,8 @@ _EQUATION_RE = re.compile(rf"(?:=|\bequals\b|\bis equal to\b)\s*\$?\s*\\?\$?\s*(
 # Why a reply gave no answer. Reports count "truncated" apart from the others.
 TRUNCATED, EXPRESSION, AMBIGUOUS, NO_ANSWER = "truncated", "expression", "ambiguous", "no answer"
 FAILURES = (TRUNCATED, EXPRESSION, AMBIGUOUS, NO_ANSWER)
+# Readings of an answer the reply states outright (not inferred from its last equation).
+MARKERS = ("####", "boxed", "answer is", "is the answer")
 
 
 @dataclass(frozen=True)
