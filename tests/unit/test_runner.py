@@ -85,9 +85,17 @@ def test_the_sampling_pool_grows_to_the_largest_budget_in_the_run(tmp_path):
                                         reference=True, pool_cap=40)
     pool = run.config["pool"]
     assert pool.startswith("self-consistency:n=") and pool in results and pool != "self-consistency:n=8"
-    report = json.loads(write_reports(evaluation.store, run, "math", tmp_path / "r")["json"].read_text())
+    paths = write_reports(evaluation.store, run, "math", tmp_path / "r")
+    report = json.loads(paths["json"].read_text())
     best = report["strategies"]["best-of-n:n=2"]
     assert best["compute_matched"]["budget"] == "within"  # the pool reaches its budget
+    # read the other way too, and against the run's best-of-n, in every report
+    needs = best["compute_matched"]["sampling_for_equal_accuracy"]
+    assert best["compute_matched"]["equal_accuracy_budget"] == "within" and needs["samples"] >= 1
+    assert best["compute_matched"]["best_of"]["gain"] == 0.0  # best-of-n against its own curve
+    assert f"Voting first reaches {100 * best['accuracy']:.1f}% at {needs['tokens']:.0f} tokens" in paths["md"].read_text()
+    page = paths["html"].read_text()
+    assert "voting reaches this accuracy at" in page and "vs best-of-n by" in page
     assert report["curves"]["vote"]["points"][-1]["tokens"] >= best["tokens_per_item"]
     assert [s for s in results if s.startswith("self-consistency")] == [pool]  # outgrown pools dropped
 

@@ -9,7 +9,8 @@ import json
 
 from selfcorrect.report import plots
 from selfcorrect.report.build import label
-from selfcorrect.report.markdown import ORACLE_NOTE, at_equal_tokens, pct, prompt_accounting, signed
+from selfcorrect.report.markdown import (ORACLE_NOTE, at_equal_tokens, equal_accuracy, pct, prompt_accounting, signed,
+                                        versus_best_of)
 
 STYLE = """
 body{font:14px/1.45 system-ui,sans-serif;margin:0 auto;max-width:1200px;padding:1rem 2rem;color:#222}
@@ -121,8 +122,11 @@ def render(report: dict, browser: list[dict]) -> str:
 
 def comparison_table(report: dict) -> str:
     e = html.escape
+    best = report["curves"]["best_of"]
+    best_header = f"<th>vs best-of-n by {e(best['verifier'])} at equal tokens</th>" if best["points"] else ""
     rows = ["<table><tr><th>strategy</th><th>accuracy (95% CI)</th><th>parse failures</th><th>truncated</th>"
-            "<th>no signal</th><th>tokens / item</th><th>vs baseline (p)</th><th>vs sampling at equal tokens</th></tr>"]
+            "<th>no signal</th><th>tokens / item</th><th>vs baseline (p)</th><th>vs sampling at equal tokens</th>"
+            f"<th>voting reaches this accuracy at</th>{best_header}</tr>"]
     for s in report["strategies"].values():
         low, high = s["interval"]
         versus = s.get("versus_baseline")
@@ -130,7 +134,8 @@ def comparison_table(report: dict) -> str:
         rows.append(f"<tr><td>{e(label(s))}</td><td>{pct(s['accuracy'])} ({pct(low)}–{pct(high)})</td>"
                     f"<td>{pct(s['parse_failure_rate'])}</td><td>{pct(s['truncation_rate'])}</td>"
                     f"<td>{pct(s['no_signal_rate'])}</td><td>{s['tokens_per_item']:.0f}</td><td>{vs}</td>"
-                    f"<td>{e(at_equal_tokens(s['compute_matched']))}</td></tr>")
+                    f"<td>{e(at_equal_tokens(s['compute_matched']))}</td><td>{e(equal_accuracy(s['compute_matched']))}</td>"
+                    + (f"<td>{e(versus_best_of(s['compute_matched']))}</td>" if best["points"] else "") + "</tr>")
     return "".join(rows) + "</table>"
 
 

@@ -24,6 +24,22 @@ def at_equal_tokens(matched: dict) -> str:
     return signed(matched["gain"]) + note
 
 
+def equal_accuracy(matched: dict) -> str:
+    """What voting spends to first reach the strategy's accuracy."""
+    needs = matched.get("sampling_for_equal_accuracy")
+    if needs:
+        return f"{needs['tokens']:.0f} tokens ({needs['samples']:.1f} samples)"
+    return "not within the pool" if matched.get("equal_accuracy_budget") == "beyond" else "—"
+
+
+def versus_best_of(matched: dict) -> str:
+    """Against the run's best-of-n (its verifier) at the strategy's budget."""
+    best = matched.get("best_of")
+    if not best:
+        return "—"
+    return signed(best["gain"]) + (" (beyond its pool: not measured)" if best["budget"] == "beyond" else "")
+
+
 def prompt_accounting(config: dict) -> str:
     reuse = config.get("prompt_reuse")
     if reuse is None:
@@ -114,15 +130,12 @@ def compute_section(report: dict) -> list[str]:
         where = {"within": "", "below": " (below the pool's smallest budget: compared with one sample)",
                  "beyond": " (beyond the pool's largest budget: compared with its largest; the gain is "
                            "not measured, and overstated if sampling keeps improving)"}[matched["budget"]]
-        needs = matched.get("sampling_for_equal_accuracy")
-        equal = (f" Voting first reaches {pct(s['accuracy'])} at {needs['tokens']:.0f} tokens "
-                 f"({needs['samples']:.1f} samples)." if needs else
-                 " Voting does not reach that accuracy within the pool." if matched.get("equal_accuracy_budget") == "beyond"
-                 else "")
+        reached = matched.get("equal_accuracy_budget")
+        equal = (f" Voting first reaches {pct(s['accuracy'])} at {equal_accuracy(matched)}." if reached == "within"
+                 else " Voting does not reach that accuracy within the pool." if reached == "beyond" else "")
         best = matched.get("best_of")
-        versus_best = (f" Best-of-n by {best['verifier']} at that budget: {pct(best['accuracy'])}"
-                       f"{' (beyond its pool: not measured)' if best['budget'] == 'beyond' else ''}, "
-                       f"{signed(best['gain'])}." if best else "")
+        versus_best = (f" Best-of-n by {best['verifier']} at that budget: {pct(best['accuracy'])}, "
+                       f"{versus_best_of(matched)}." if best else "")
         lines.append(f"- {label(s)}: {pct(s['accuracy'])} at {s['tokens_per_item']:.0f} tokens per item; "
                      f"sampling with a vote reaches {pct(matched['sampling_accuracy'])} at that budget{where}: "
                      f"{signed(matched['gain'])}.{equal}{versus_best}")
