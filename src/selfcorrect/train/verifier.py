@@ -166,7 +166,7 @@ class Verifier:
 
     def step_scores(self, prompt: list[dict], steps: Sequence[str], max_length: int = 2048) -> list[float]:
         """PRM: the probability that each step is good (ORM: one score, of the whole)."""
-        return self.read(prompt, steps, max_length)[0]
+        return self.read(prompt, steps, max_length).scores
 
     def read(self, prompt: list[dict], steps: Sequence[str], max_length: int = 2048) -> Reading:
         """The scores of `step_scores`, how many tokens the verifier read for them, and the
