@@ -396,6 +396,8 @@ def eval_(
             raise ConfigError(f"{flag} {value} is out of range",
                               f"use a number from {low}" + (f" to {high}" if high else " up") +
                               (", or omit it to run every item" if flag in ("--limit", "--sample") else ""))
+    if resume is not None:
+        _refuse_settings_on_resume(ctx, resume)
     main_job = task is None and strategy is None and resume is None
     spec = EvalSpec(task=task or "arithmetic", limit=limit if limit is not None else (MAIN_JOB_LIMIT if main_job else None),
                     ids=ids, sample=sample, seed=seed, temperature=temperature, top_k=top_k, max_tokens=max_tokens,
@@ -405,7 +407,8 @@ def eval_(
                     **({"strategies": split_specs(strategy)} if strategy else {}))
     _check_strategies(spec.strategies)
     with _progress() as (progress, on_progress):
-        evaluation = Evaluation(settings, spec, resume=resume, on_progress=on_progress, force=force)
+        evaluation = Evaluation(settings, spec, resume=resume, on_progress=on_progress, force=force,
+                                pool_cap=pool_cap if resume and _given(ctx, "pool_cap") else None)
         progress.console.print(f"[bold]{escape(evaluation.task.name)}[/]: {len(evaluation.items)} items × "
                                f"{', '.join(escape(s.spec) for s in evaluation.strategies)}")
         try:
@@ -423,6 +426,26 @@ def eval_(
                                        f"resume with `selfcorrect eval --resume {record.run_id}`") from e
             raise
     _finish_report(evaluation.store, run, evaluation.task.kind, folder)
+
+
+# What a resumed run may be given: the rest of its settings come from its record.
+RESUME_OPTIONS = {"resume", "force", "folder", "pool_cap"}
+
+
+def _given(ctx: typer.Context, name: str) -> bool:
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name != "DEFAULT"
+
+
+def _refuse_settings_on_resume(ctx: typer.Context, run_id: str) -> None:
+    """A resumed run keeps the settings it was made with: an option that would change them is
+    an error, not silently ignored."""
+    given = [p.opts[0] for p in ctx.command.params if p.name not in RESUME_OPTIONS and _given(ctx, p.name)]
+    if given:
+        raise ConfigError(f"--resume {run_id} goes on with the settings the run was made with; "
+                          f"{', '.join(given)} would change them",
+                          f"drop {', '.join(given)} (only --pool-cap, --out and --force go with --resume), "
+                          "or start a new run with them")
 
 
 def _holdout(share: float) -> float:

@@ -100,16 +100,19 @@ class Evaluation:
     def __init__(self, settings: Settings, spec: EvalSpec, resume: str | None = None,
                  on_progress: Callable[[Progress], None] | None = None,
                  task: Task | None = None, engine: Model | None = None,
-                 critic_engine: Model | None = None, force: bool = False):
+                 critic_engine: Model | None = None, force: bool = False, pool_cap: int | None = None):
         """`task`, `engine` and `critic_engine` replace what the spec and settings name (tests,
         library use); engines given here stay open for their owner. `force` resumes a run
-        made by another code version or with other prompts (the run then records both)."""
+        made by another code version or with other prompts (the run then records both).
+        `pool_cap` gives a resumed run's reference pool another cap (the run records it)."""
         self.settings = settings
         self.run_record: Run | None = None
         if resume:
             self.store = Store(settings.store)
             self.run_record = self.store.run(resume)
             spec = EvalSpec(**self.run_record.config["spec"])
+            if pool_cap is not None:
+                spec = spec.model_copy(update={"pool_cap": pool_cap})
         self.spec = spec
         self.force = force
         self.task = task or parse_task(spec.task, settings.data)
@@ -206,17 +209,18 @@ class Evaluation:
         async with Resources(self.settings, self.store, needs=self.needs, critic=self.spec.critic,
                              engine=self.engine, critic_engine=self.critic_engine) as resources:
             self.model, self.critic, self.sandbox = resources.model, resources.critic, resources.sandbox
-            if self.run_record is None:
+            resumed = self.run_record is not None
+            if not resumed:
                 self.run_record = self.store.create_run(self.config(), prompt_hashes=self.prompt_hashes(),
                                                         oracle=self.oracle)
-            else:
-                self._check_resume()
             run_id = self.run_record.run_id
             self.store.claim_writer(run_id)  # before anything of the run is touched
-            if self.uses_memory:
-                self.bank = LessonBank(self.settings.store, embedder=load_embedder(self.spec.retriever))
-                self.guidelines = GuidelineBook(self.bank)
             try:
+                if resumed:
+                    self._check_resume()
+                if self.uses_memory:
+                    self.bank = LessonBank(self.settings.store, embedder=load_embedder(self.spec.retriever))
+                    self.guidelines = GuidelineBook(self.bank)
                 if self.spec.online:
                     await self._online()
                 else:
@@ -281,6 +285,7 @@ class Evaluation:
         """A resumed run goes on with the same model; with another code version or other
         prompts only when forced, and then the run lists both."""
         run, config = self.run_record, self.run_record.config
+        self._change_pool_cap()
         for role, model in (("model", self.model), ("critic", self.critic)):
             had = config.get(role)
             if had and model is not None and had != model.identity:
@@ -303,6 +308,23 @@ class Evaluation:
         config.setdefault("resumed_with", []).append(
             {"code_version": version, "prompt_hashes": prompts, "at": time.time()})
         self.store.update_run_config(run.run_id, config)
+
+    def _change_pool_cap(self) -> None:
+        """A resumed run given another pool cap records it; a pool larger than the new cap is
+        dropped and grown again to the cap from the cached draws."""
+        config = self.run_record.config
+        recorded = config["spec"].get("pool_cap", POOL_CAP)
+        if self.spec.pool_cap == recorded:
+            return
+        config["spec"]["pool_cap"] = self.spec.pool_cap
+        config.setdefault("resumed_with", []).append(
+            {"pool_cap": self.spec.pool_cap, "pool_cap_before": recorded, "at": time.time()})
+        if self.pool is not None and self.pool.n > self.spec.pool_cap:
+            self.store.delete_results(self.run_record.run_id, self.pool.spec)
+            config["strategies"] = [s for s in config.get("strategies", []) if s != self.pool.spec]
+            self.pool = None
+            config["pool"] = None
+        self.store.update_run_config(self.run_record.run_id, config)
 
     def _record_config(self) -> None:
         """The run's record, with what is known only once it ran: the pool, prompt reuse."""

@@ -141,6 +141,12 @@ def test_runs_are_listed_from_a_read_only_folder(tmp_path):
     assert "the-run" in done.stdout
 
 
+def test_resume_refuses_options_that_would_change_the_run(tmp_path):
+    done = selfcorrect("eval", "--resume", "some-run", "--limit", "3", "-s", "single", cwd=tmp_path)
+    assert_one_line_error(done, "--resume some-run goes on with the settings the run was made with",
+                          "--strategy, --limit would change them", "only --pool-cap, --out and --force")
+
+
 def test_ctrl_c_stops_a_run_promptly_with_the_resume_hint_and_no_traceback(tmp_path):
     import signal
     import subprocess

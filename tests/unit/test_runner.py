@@ -112,6 +112,27 @@ def test_a_budget_beyond_a_capped_pool_is_said_in_every_report(tmp_path):
     assert "beyond the pool" in paths["html"].read_text()
 
 
+def test_a_resumed_run_takes_another_pool_cap_and_records_it(tmp_path):
+    script = Script([(asked(INITIAL), right_on_even), (asked("Is the proposed answer correct"), "yes")])
+    evaluation, run, _ = evaluate(tmp_path, script, ["single", "best-of-n:n=6"], PROBLEMS,
+                                  reference=True, pool_cap=40)
+    grown = run.config["pool"]
+    assert int(grown.split("=")[1]) > 2
+    capped = Evaluation(evaluation.settings, EvalSpec(), resume=run.run_id, task=ListTask(PROBLEMS),
+                        engine=script.model, pool_cap=2)
+    record = asyncio.run(capped.run())
+    assert record.config["pool"] == "self-consistency:n=2" and record.config["spec"]["pool_cap"] == 2
+    assert record.config["resumed_with"][-1]["pool_cap_before"] == 40
+    results = results_by_strategy(capped.store, record)
+    assert grown not in results and grown not in record.config["strategies"]  # the larger pool is gone
+    assert len(results["self-consistency:n=2"]) == len(PROBLEMS)
+    assert capped.model.stats.hits >= len(PROBLEMS)  # its samples came from the cache
+    paths = write_reports(capped.store, record, "math", tmp_path / "r")
+    report = json.loads(paths["json"].read_text())
+    assert report["strategies"]["best-of-n:n=6"]["compute_matched"]["budget"] == "beyond"
+    assert "reference pool capped at 2 samples (was 40)" in paths["md"].read_text()
+
+
 def test_resume_refuses_another_model(tmp_path):
     script = Script([(asked(INITIAL), right_on_even)])
     evaluation, run, _ = evaluate(tmp_path, script, ["single"], PROBLEMS)

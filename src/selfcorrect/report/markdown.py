@@ -16,6 +16,15 @@ def signed(value: float | None) -> str:
     return "—" if value is None else f"{100 * value:+.1f} pts"
 
 
+def _resumes(config: dict) -> str:
+    """What the run was resumed with: other code versions, another reference pool cap."""
+    resumes = config.get("resumed_with", [])
+    versions = [r["code_version"] for r in resumes if "code_version" in r]
+    text = f"; resumed with {', '.join(versions)}" if versions else ""
+    return text + "".join(f"; reference pool capped at {r['pool_cap']} samples (was {r['pool_cap_before']})"
+                          for r in resumes if "pool_cap" in r)
+
+
 def at_equal_tokens(matched: dict) -> str:
     """A strategy's gain over voting at its token budget; outside the pool's range, said so
     next to the number (beyond the largest pool the gain is not measured)."""
@@ -60,9 +69,7 @@ def render(report: dict) -> str:
         f"- model: `{config['model']}`" + (f"; critic: `{config['critic']}`" if config.get("critic") else ""),
         f"- items: {config['items']} ({report['kind']}); sampling: temperature {params['temperature']}, "
         f"top_p {params['top_p']}, top_k {params['top_k']}, max_tokens {params['max_tokens']}, seed {params['seed']}",
-        f"- run {run['status']}, created {run['created']}; code {run['code_version']}"
-        + (f"; resumed with {', '.join(r['code_version'] for r in config['resumed_with'])}"
-           if config.get("resumed_with") else ""),
+        f"- run {run['status']}, created {run['created']}; code {run['code_version']}" + _resumes(config),
         f"- cost: {prompt_accounting(config)}", "",
         "## Comparison", "",
         f"Paired tests are against `{report['baseline']}` on the same items (McNemar, exact). "
