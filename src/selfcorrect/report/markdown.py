@@ -19,7 +19,7 @@ def signed(value: float | None) -> str:
 def _resumes(config: dict) -> str:
     """What the run was resumed with: other code versions, another reference pool cap."""
     resumes = config.get("resumed_with", [])
-    versions = [r["code_version"] for r in resumes if "code_version" in r]
+    versions = list(dict.fromkeys(r["code_version"] for r in resumes if "code_version" in r))
     text = f"; resumed with {', '.join(versions)}" if versions else ""
     return text + "".join(f"; reference pool capped at {r['pool_cap']} samples (was {r['pool_cap_before']})"
                           for r in resumes if "pool_cap" in r)
