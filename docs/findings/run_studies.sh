@@ -19,7 +19,8 @@ for study in "${@:-arithmetic mbpp gsm8k online-arithmetic online-arithmetic-fee
     case $name in
       arithmetic) "${sc[@]}" eval --task arithmetic --critic same --pool-cap 48 ${LIMIT:+--limit $LIMIT} --out "$out/arithmetic" \
         --strategy single,self-consistency,universal-self-consistency,best-of-n:n=4,self-refine,reflexion,critic-refine,gated-refine,program-aided,self-verify,oracle-refine ;;
-      mbpp) "${sc[@]}" eval --task mbpp --max-tokens 200 ${LIMIT:+--limit $LIMIT} --out "$out/mbpp" \
+      # MBPP: the pool stops at 12 samples; self-refine's budget would need 24, another hour of 2 cores.
+      mbpp) "${sc[@]}" eval --task mbpp --max-tokens 200 --pool-cap 12 ${LIMIT:+--limit $LIMIT} --out "$out/mbpp" \
         --strategy single,self-consistency:n=5,best-of-n:n=5,self-debug,self-debug:explain=true,self-refine ;;
       gsm8k) "${sc[@]}" eval --task gsm8k --max-tokens 256 --limit "${LIMIT:-200}" --out "$out/gsm8k" \
         --strategy single,self-consistency:n=5,self-refine,program-aided ;;
