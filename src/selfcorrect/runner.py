@@ -218,6 +218,7 @@ class Evaluation:
             try:
                 if resumed:
                     self._check_resume()
+                    self._change_pool_cap()  # only once the resume is accepted: it may drop the pool
                 if self.uses_memory:
                     self.bank = LessonBank(self.settings.store, embedder=load_embedder(self.spec.retriever))
                     self.guidelines = GuidelineBook(self.bank)
@@ -285,7 +286,6 @@ class Evaluation:
         """A resumed run goes on with the same model; with another code version or other
         prompts only when forced, and then the run lists both."""
         run, config = self.run_record, self.run_record.config
-        self._change_pool_cap()
         for role, model in (("model", self.model), ("critic", self.critic)):
             had = config.get(role)
             if had and model is not None and had != model.identity:
@@ -321,10 +321,8 @@ class Evaluation:
             {"pool_cap": self.spec.pool_cap, "pool_cap_before": recorded, "at": time.time()})
         if self.pool is not None and self.pool.n > self.spec.pool_cap:
             self.store.delete_results(self.run_record.run_id, self.pool.spec)
-            config["strategies"] = [s for s in config.get("strategies", []) if s != self.pool.spec]
             self.pool = None
-            config["pool"] = None
-        self.store.update_run_config(self.run_record.run_id, config)
+        self._record_config()
 
     def _record_config(self) -> None:
         """The run's record, with what is known only once it ran: the pool, prompt reuse."""

@@ -133,6 +133,20 @@ def test_a_resumed_run_takes_another_pool_cap_and_records_it(tmp_path):
     assert "reference pool capped at 2 samples (was 40)" in paths["md"].read_text()
 
 
+def test_a_refused_resume_leaves_the_pool_and_its_cap_as_they_were(tmp_path):
+    script = Script([(asked(INITIAL), right_on_even), (asked("Is the proposed answer correct"), "yes")])
+    evaluation, run, results = evaluate(tmp_path, script, ["single", "best-of-n:n=6"], PROBLEMS,
+                                        reference=True, pool_cap=40)
+    other = ScriptedModel(script.reply, identity="another-model")
+    again = Evaluation(evaluation.settings, EvalSpec(), resume=run.run_id, task=ListTask(PROBLEMS),
+                       engine=other, pool_cap=2)
+    with pytest.raises(SelfcorrectError, match="this model is another-model"):
+        asyncio.run(again.run())
+    kept = Store(evaluation.settings.store).run(run.run_id)
+    assert kept.config["spec"]["pool_cap"] == 40 and kept.config["pool"] == run.config["pool"]
+    assert len(results_by_strategy(again.store, kept)[run.config["pool"]]) == len(results[run.config["pool"]])
+
+
 def test_resume_refuses_another_model(tmp_path):
     script = Script([(asked(INITIAL), right_on_even)])
     evaluation, run, _ = evaluate(tmp_path, script, ["single"], PROBLEMS)
