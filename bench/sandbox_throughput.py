@@ -6,7 +6,7 @@ process with some functions disabled, no namespaces) on the same programs, side 
 one run, both with as many parallel workers as there are cores. Also reported: the
 sandbox's per-program latency (p50, p99) and the memory its workers hold.
 
-    python bench/sandbox_throughput.py [--data ../shared/data/mbpp] [--workers N] [--rounds 2]
+    python bench/sandbox_throughput.py [--data DIR] [--workers N] [--rounds 2]
 """
 
 from __future__ import annotations
@@ -20,11 +20,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from selfcorrect.sandbox import Sandbox, TestCase
+from selfcorrect.tasks.data import find_file
 
 
-def load(data: Path) -> list[dict]:
-    path = data / "sanitized-mbpp.json" if data.is_dir() else data
-    return json.loads(path.read_text())
+def load(data: Path | None) -> list[dict]:
+    return json.loads(find_file(data, "mbpp", "sanitized-mbpp.json").read_text())
 
 
 def human_eval_problem(task: dict) -> dict:
@@ -79,7 +79,7 @@ def worker_memory_mb(sandbox: Sandbox) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared/data/mbpp")
+    parser.add_argument("--data", type=Path, default=None)
     parser.add_argument("--workers", type=int, default=os.cpu_count())
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()

@@ -57,7 +57,7 @@ def options(
         Optional[Path], typer.Option("--config", help="TOML settings (default: ./selfcorrect.toml if present)")
     ] = None,
     data: Annotated[
-        Optional[Path], typer.Option("--data", help="datasets folder (holding gsm8k/, mbpp/)")
+        Optional[Path], typer.Option("--data", help="datasets folder (holding gsm8k/, mbpp/); default: the shipped copy")
     ] = None,
     store: Annotated[Optional[Path], typer.Option("--store", help="SQLite store file")] = None,
     threads: Annotated[Optional[int], typer.Option("--threads", help="llama.cpp threads")] = None,

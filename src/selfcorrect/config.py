@@ -75,7 +75,7 @@ class Settings(BaseModel):
     model: str = Field("embedded", description="the model: embedded, gguf:PATH, openai:NAME, hf:PATH or round:N")
     store: Path = Field(DEFAULT_STORE, description="the SQLite store file (sample cache, runs)")
     data: Path | None = Field(
-        None, description="where datasets are: a folder holding gsm8k/ and mbpp/ (default: the hub)"
+        None, description="where datasets are: a folder holding gsm8k/ and mbpp/ (default: the copy shipped in selfcorrect)"
     )
     sandbox: Literal["bwrap", "process"] = Field(
         "bwrap", description="the sandbox's isolation: bwrap, or process (no isolation: unsafe)"

@@ -2,16 +2,16 @@
 takes (extraction, assembly, the sandbox); a trivially wrong solution fails."""
 
 import asyncio
-from pathlib import Path
 
 import pytest
 
 from selfcorrect.sandbox import Sandbox
 from selfcorrect.tasks import load_task
+from selfcorrect.tasks.data import SHIPPED
 
 pytestmark = pytest.mark.integration
 
-DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
+DATA = SHIPPED  # the copy inside the package: a fresh clone has no other
 
 
 @pytest.fixture(scope="module")

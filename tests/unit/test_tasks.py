@@ -2,17 +2,17 @@ import asyncio
 import json
 import re
 from dataclasses import fields
-from pathlib import Path
 
 import pytest
 
 from selfcorrect.errors import ConfigError
 from selfcorrect.tasks import ItemView, load_task, select, split
 from selfcorrect.tasks.arithmetic import Arithmetic
+from selfcorrect.tasks.data import SHIPPED
 from selfcorrect.tasks.gsm8k import gold_answer
 from selfcorrect.tasks.humaneval import docstring_examples
 
-DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
+DATA = SHIPPED  # the copy inside the package: a fresh clone has no other
 
 
 def check(task, item, reply):
@@ -95,8 +95,8 @@ def test_gsm8k_gold_is_the_number_after_the_hashes():
         gold_answer("no marker")
 
 
-def test_gsm8k_loads_from_a_data_folder_file_or_root():
-    for path in (DATA, DATA / "gsm8k", DATA / "gsm8k" / "test.jsonl"):
+def test_gsm8k_loads_from_a_data_folder_file_or_root_and_by_default_from_the_shipped_copy():
+    for path in (None, DATA, DATA / "gsm8k", DATA / "gsm8k" / "test.jsonl"):
         items = load_task("gsm8k", path).items()
         assert len(items) == 1319 and items[0].answer == "18"
     with pytest.raises(ConfigError, match="no gsm8k data"):

@@ -24,14 +24,14 @@ def _arithmetic(n: int = 200, digits: int = 2, steps: int = 1, ops: str = "+-*",
     return Arithmetic(n=n, digits=digits, steps=steps, ops=ops, form=form, seed=seed)
 
 
-@TASKS.register("gsm8k", about="math: --data folder with gsm8k/{test,train}.jsonl, or the hub")
+@TASKS.register("gsm8k", about="math: GSM8K test or train (shipped; --data for another copy)")
 def _gsm8k(data: str | None = None, split: str = "test") -> Task:
     from selfcorrect.tasks.gsm8k import GSM8K
 
     return GSM8K(data, split=split)
 
 
-@TASKS.register("mbpp", about="code: --data folder with mbpp/sanitized-mbpp.json, or the hub")
+@TASKS.register("mbpp", about="code: sanitized MBPP (shipped; --data for another copy)")
 def _mbpp(data: str | None = None, visible: int = 1) -> Task:
     from selfcorrect.tasks.mbpp import MBPP
 

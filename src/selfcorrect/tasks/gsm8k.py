@@ -6,7 +6,7 @@ import json
 
 from selfcorrect.errors import ConfigError
 from selfcorrect.tasks.base import Item, MathTask
-from selfcorrect.tasks.data import find_file, hub_dataset
+from selfcorrect.tasks.data import find_file
 
 
 def gold_answer(solution: str) -> str:
@@ -23,14 +23,11 @@ class GSM8K(MathTask):
         if split not in ("train", "test"):
             raise ConfigError(f"GSM8K has no split {split!r}", "use train or test")
         self.split = split
-        self.path = find_file(path, "gsm8k", f"{split}.jsonl", "or omit it to use the Hugging Face hub")
+        self.path = find_file(path, "gsm8k", f"{split}.jsonl")
 
     def items(self) -> list[Item]:
-        if self.path is None:
-            records = list(hub_dataset("openai/gsm8k", "main", self.split, "gsm8k"))
-        else:
-            with self.path.open() as f:
-                records = [json.loads(line) for line in f if line.strip()]
+        with self.path.open() as f:
+            records = [json.loads(line) for line in f if line.strip()]
         return [self.make_item(f"gsm8k/{self.split}/{i}", r["question"], gold_answer(r["answer"]),
                                solution=r["answer"])
                 for i, r in enumerate(records)]

@@ -11,7 +11,7 @@ import json
 
 from selfcorrect.errors import ConfigError
 from selfcorrect.tasks.base import CodeTask, Item, ItemView
-from selfcorrect.tasks.data import find_file, hub_dataset
+from selfcorrect.tasks.data import find_file
 from selfcorrect.verify.code import guess_entry_point
 
 TEMPLATE = ("{question}\nYour code should pass these tests:\n{tests}\n"
@@ -26,13 +26,10 @@ class MBPP(CodeTask):
         if not 0 <= visible <= 3:
             raise ConfigError(f"visible={visible}: MBPP items have 3 tests", "use 0 to 3")
         self.visible = visible
-        self.path = find_file(path, "mbpp", "sanitized-mbpp.json", "or omit it to use the Hugging Face hub")
+        self.path = find_file(path, "mbpp", "sanitized-mbpp.json")
 
     def items(self) -> list[Item]:
-        if self.path is None:
-            records = list(hub_dataset("google-research-datasets/mbpp", "sanitized", "test", "mbpp"))
-        else:
-            records = json.loads(self.path.read_text())
+        records = json.loads(self.path.read_text())
         return [self.make_item(r) for r in records]
 
     def make_item(self, record: dict) -> Item:
