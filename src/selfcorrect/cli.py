@@ -365,7 +365,7 @@ def eval_(
     sample: Annotated[Optional[int], typer.Option(help="a seeded random sample of N items")] = None,
     seed: Annotated[int, typer.Option(help="draws and sampling")] = 0,
     temperature: Annotated[float, typer.Option(help="sampling temperature for every strategy")] = 0.3,
-    top_k: Annotated[Optional[int], typer.Option(help="default: 40 on a local model, off on a server")] = None,
+    top_k: Annotated[Optional[int], typer.Option(help="default: 40 (every built-in engine)")] = None,
     max_tokens: Annotated[Optional[int], typer.Option(help="default: 192 for math, 384 for code")] = None,
     critic: Annotated[Optional[str], typer.Option(help="a model spec for critic-refine, or \"same\"")] = None,
     no_reference: Annotated[bool, typer.Option("--no-reference", help="draw no reference pool of plain samples")] = False,

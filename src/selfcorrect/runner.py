@@ -71,7 +71,7 @@ class EvalSpec(BaseModel):
     # answered 30 at 0.3, 25 at 0.5, 11 at 0.7 (docs/FINDINGS.md).
     temperature: float = 0.3
     top_p: float = 1.0
-    top_k: int | None = None  # None: the backend's preference (40 on a local engine, off on a server)
+    top_k: int | None = None  # None: the backend's preference (40 on every built-in engine)
     max_tokens: int | None = None  # None: by the task's kind
     critic: str | None = None
     # Draw a reference pool of plain samples (self-consistency) large enough for voting to

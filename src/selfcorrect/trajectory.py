@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 FeedbackKind = Literal["external", "intrinsic", "critic", "oracle"]
 Phase = Literal["retrieve", "generate", "feedback", "revise", "rollout"]
@@ -76,13 +76,33 @@ class Revision(BaseModel):
 
 
 class Cost(BaseModel):
-    calls: int = 0
+    """Two accounts of one phase's model use. Notional (calls, prompt_tokens,
+    completion_tokens): what the strategy asked for, as if no draw were served from the
+    sample cache; the equal-compute basis every comparison uses. Sent (sent_*): what reached
+    the backend, as it reported it: requests (a server that ignores `n` takes one per
+    sample) and their tokens; draws from the cache, or shared with another strategy's
+    request, send nothing. None: recorded before sent cost was counted."""
+
+    calls: int = 0  # the strategy's model calls (one may be many requests)
     prompt_tokens: int = 0
     completion_tokens: int = 0
     seconds: float = 0.0  # model time, also for draws served from the sample cache
     cached_calls: int = 0
+    sent_requests: int | None = 0
+    sent_prompt_tokens: int | None = 0
+    sent_completion_tokens: int | None = 0
     sandbox_runs: int = 0
     sandbox_seconds: float = 0.0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _unknown_before_counted(cls, data):
+        if isinstance(data, dict) and data and "sent_requests" not in data:
+            data = {**data, **dict.fromkeys(SENT_FIELDS)}
+        return data
+
+
+SENT_FIELDS = ("sent_requests", "sent_prompt_tokens", "sent_completion_tokens")
 
 
 class Trajectory(BaseModel):
@@ -137,5 +157,18 @@ class UnitResult(BaseModel):
 
     @property
     def tokens(self) -> int:
-        """Prompt and completion tokens of every phase."""
+        """Prompt and completion tokens of every phase (notional: as if none were cached)."""
         return sum(c.prompt_tokens + c.completion_tokens for c in self.trajectory.cost.values())
+
+    @property
+    def sent_tokens(self) -> int | None:
+        """Prompt and completion tokens that reached the backend (None: not counted then)."""
+        return self._sent(lambda c: c.sent_prompt_tokens + c.sent_completion_tokens)
+
+    @property
+    def sent_requests(self) -> int | None:
+        return self._sent(lambda c: c.sent_requests)
+
+    def _sent(self, count) -> int | None:
+        costs = self.trajectory.cost.values()
+        return None if any(c.sent_requests is None for c in costs) else sum(count(c) for c in costs)

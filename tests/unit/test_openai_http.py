@@ -75,7 +75,10 @@ def test_request_body_carries_the_sampling_parameters(stubs):
     plain = asyncio.run(model.generate(MESSAGES, SamplingParams(temperature=0.3, max_tokens=9)))[0]
     body = stub.seen[0].body
     assert (body["model"], body["temperature"], body["max_tokens"], body["messages"]) == ("m", 0.3, 9, MESSAGES)
-    assert "top_k" not in body and "stop" not in body and "logprobs" not in body  # OpenAI rejects top_k
+    assert "top_k" not in body and "stop" not in body and "logprobs" not in body
+    assert body["max_completion_tokens"] == 9
+    # servers' own samplers off: llama.cpp's server would apply repeat penalty 1.1 and min_p 0.05
+    assert (body["min_p"], body["repeat_penalty"], body["repetition_penalty"]) == (0.0, 1.0, 1.0)
     rich = asyncio.run(model.generate(MESSAGES, SamplingParams(top_k=40, stop=["\n"], logprobs=True)))[0]
     body = stub.seen[1].body
     assert (body["top_k"], body["stop"], body["logprobs"]) == (40, ["\n"], True)
@@ -244,3 +247,72 @@ def test_whether_the_model_ended_its_reply_is_read_where_the_server_says():
     assert model_ended({"finish_reason": "stop", "matched_stop": "\n\n"}) is False
     assert model_ended({"finish_reason": "length", "stop_reason": None}) is False  # the cap
     assert model_ended({"finish_reason": "stop"}) is None  # a server that does not say
+
+
+def test_a_server_that_rejects_fields_outside_openais_api_is_sent_without_them(stubs, caplog):
+    def strict(seen):  # as OpenAI answers an unknown argument
+        unknown = [f for f in ("min_p", "top_k", "repeat_penalty", "repetition_penalty") if f in seen.body]
+        if unknown:
+            return json_reply({"error": {"message": f"Unrecognized request argument supplied: {unknown[0]}"}}, 400)
+        return chat_reply(["fine"])
+
+    stub = stubs(strict)
+    model = fast(stub.url)
+    with caplog.at_level(logging.WARNING):
+        for _ in range(2):
+            assert asyncio.run(model.generate(MESSAGES, SamplingParams(top_k=40)))[0].text == "fine"
+    assert len(stub.seen) == 3  # rejected once, then never sent again
+    assert "top_k" not in stub.seen[-1].body and "min_p" not in stub.seen[-1].body
+    assert sum("OpenAI's own sampling fields only" in r.message for r in caplog.records) == 1
+
+
+def test_other_rejections_are_not_retried_without_the_fields(stubs):
+    stub = stubs(lambda seen: json_reply({"error": {"message": "messages too long"}}, 400))
+    with pytest.raises(ModelRequestError, match="messages too long"):
+        asyncio.run(fast(stub.url).generate(MESSAGES, SamplingParams()))
+    assert len(stub.seen) == 1
+
+
+def test_replies_are_cut_at_a_stop_string_the_server_ignored(stubs, caplog):
+    stub = stubs(lambda seen: chat_reply(["print(3)\n```\nThe program prints 3.", "no stop here"]))
+    with caplog.at_level(logging.WARNING):
+        got = asyncio.run(fast(stub.url).generate(MESSAGES, SamplingParams(n=2, stop=["\n```\n"])))
+    assert [c.text for c in got] == ["print(3)", "no stop here"]
+    assert got[0].finish_reason == "stop" and got[0].model_ended is False
+    assert sum("past a stop string" in r.message for r in caplog.records) == 1
+
+
+def probe_stub(seed_honoured: bool, owned_by: str = "vllm", overrun: bool = False):
+    draws = iter(range(100))
+
+    def respond(seen):
+        if seen.path.endswith("/models"):
+            return json_reply({"data": [{"id": "m", "owned_by": owned_by}]})
+        body = seen.body
+        if "random words" in body["messages"][-1]["content"]:
+            text = f"words {body['seed']}" if seed_honoured else f"words {next(draws)}"
+            return chat_reply([text])
+        tokens = 30 if overrun else body["max_tokens"]
+        return json_reply({"choices": [{"message": {"content": "1, 2"}, "finish_reason": "length"}],
+                           "usage": {"prompt_tokens": 5, "completion_tokens": tokens}})
+    return respond
+
+
+@pytest.mark.parametrize("seed_honoured, owned_by, overrun, said", [
+    (True, "vllm", False, []),
+    (False, "vllm", False, ["does not honour seed"]),
+    (True, "library", False, ["is Ollama"]),
+    (True, "sglang", True, ["does not honour max_tokens"]),
+])
+def test_the_probe_says_once_what_a_server_ignores(stubs, caplog, seed_honoured, owned_by, overrun, said):
+    stub = stubs(probe_stub(seed_honoured, owned_by, overrun))
+    model = fast(stub.url, probe=True)
+    with caplog.at_level(logging.WARNING):
+        async def three():
+            return await asyncio.gather(*(model.generate(MESSAGES, SamplingParams()) for _ in range(3)))
+        asyncio.run(three())
+        asyncio.run(model.generate(MESSAGES, SamplingParams()))
+    probes = [s for s in stub.seen if s.body is None or s.body["messages"] != MESSAGES]
+    assert len(probes) == 4  # two seeded draws, a capped one, the model list: once, before the first request
+    warnings = [r.message for r in caplog.records if r.levelno >= logging.WARNING]
+    assert [w for w in warnings if any(s in w for s in said)] == [w for w in warnings] and len(warnings) == len(said)

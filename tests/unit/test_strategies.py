@@ -390,3 +390,56 @@ def test_a_chat_item_has_no_extractor_its_answer_is_the_reply():
     critique = [c for c in model.calls if "Review this reply" in c.messages[-1]["content"]]
     assert critique and "Proposed reply:\nThe Loire." in critique[0].messages[-1]["content"]
     assert "chat" not in parse_strategy("oracle-refine").kinds and "chat" not in parse_strategy("self-debug").kinds
+
+
+def test_sent_cost_counts_what_reached_the_backend_and_notional_cost_what_was_asked(tmp_path):
+    script = Script([(asked(INITIAL), lambda last, m, k: f"The answer is {k}.")])
+    specs = ["single", "self-consistency:n=4"]
+    _, _, first = evaluate(tmp_path, script, specs, ONE)
+    calls = list(script.model.calls)
+    costs = [only(first, s).trajectory.cost["generate"] for s in specs]
+    # the four draws were made once and shared: each request is billed to the strategy that sent it
+    assert sum(c.sent_requests for c in costs) == len(calls)
+    assert sum(c.sent_completion_tokens for c in costs) == 4 * len("The answer is 0.".split())
+    assert sum(c.completion_tokens for c in costs) == 5 * len("The answer is 0.".split())  # notional: 1 + 4 draws
+    _, _, again = evaluate(tmp_path, script, specs, ONE)  # the same store: every draw from the cache
+    assert len(script.model.calls) == len(calls)
+    for spec, before in zip(specs, costs):
+        cost = only(again, spec).trajectory.cost["generate"]
+        assert (cost.sent_requests, cost.sent_prompt_tokens, cost.sent_completion_tokens) == (0, 0, 0)
+        assert (cost.calls, cost.prompt_tokens, cost.completion_tokens) == (before.calls, before.prompt_tokens,
+                                                                              before.completion_tokens)
+
+
+def test_a_server_that_ignores_n_is_billed_a_request_per_sample(tmp_path):
+    from selfcorrect.config import load_settings
+    from selfcorrect.models.openai_http import OpenAICompatibleModel
+    from selfcorrect.runner import EvalSpec, Evaluation, results_by_strategy
+    from tests.httpstub import HTTPStub, chat_reply
+    from tests.scripts import ListTask
+
+    stub = HTTPStub(lambda seen: chat_reply([f"The answer is {seen.body['seed'] % 7}."], prompt_tokens=30))
+    try:
+        engine = OpenAICompatibleModel("m", stub.url)
+        evaluation = Evaluation(load_settings(store=tmp_path / "s.sqlite"),
+                                EvalSpec(strategies=["self-consistency:n=5"], reference=False),
+                                task=ListTask(ONE), engine=engine)
+        run = asyncio.run(evaluation.run())
+        [result] = results_by_strategy(evaluation.store, run)["self-consistency:n=5"]
+    finally:
+        stub.close()
+    cost = result.trajectory.cost["generate"]
+    posts = [s for s in stub.seen if s.path.endswith("/chat/completions")]
+    # the n=5 request came back with one choice (sample 0), then four requests of one: one call, five requests
+    assert cost.calls == 1 and cost.sent_requests == len(posts) == 5
+    assert cost.sent_prompt_tokens == 5 * 30 and result.sent_requests == 5
+
+
+def test_results_stored_before_sent_cost_was_counted_say_so():
+    from selfcorrect.report.markdown import sent_cell
+    from selfcorrect.trajectory import Cost
+
+    old = Cost.model_validate({"calls": 2, "prompt_tokens": 40, "completion_tokens": 9})
+    assert old.sent_requests is None and Cost().sent_requests == 0
+    assert sent_cell({"sent_per_item": {"requests": None, "tokens": None}}).startswith("not counted")
+    assert sent_cell({"sent_per_item": {"requests": 1.5, "tokens": 412.0}}) == "1.5 requests, 412 tokens"

@@ -10,9 +10,10 @@ from collections.abc import Sequence
 from selfcorrect.measure.compute import accuracy_at, best_of_curve, budget_for, vote_curve
 from selfcorrect.measure.flips import flip_matrices
 from selfcorrect.measure.stats import mcnemar, wilson
-from selfcorrect.trajectory import PHASES, UnitResult
+from selfcorrect.trajectory import PHASES, SENT_FIELDS, UnitResult
 
-COST_FIELDS = ("calls", "prompt_tokens", "completion_tokens", "seconds", "sandbox_runs", "sandbox_seconds")
+COST_FIELDS = ("calls", "prompt_tokens", "completion_tokens", *SENT_FIELDS, "seconds", "sandbox_runs",
+               "sandbox_seconds")
 
 
 def summarize(results: dict[str, list[UnitResult]], oracle: set[str], kind: str, baseline: str | None = None) -> dict:
@@ -37,9 +38,12 @@ def _one(spec: str, rows: Sequence[UnitResult], oracle: bool) -> dict:
     truncated = sum(r.final.failure == "truncated" for r in rows)
     judged = [r.trajectory.signal for r in rows if r.trajectory.signal is not None]
     low, high = wilson(right, n)
-    cost = {phase: {f: _mean(getattr(r.trajectory.cost[phase], f) for r in rows) for f in COST_FIELDS}
+    cost = {phase: {f: _mean_known(getattr(r.trajectory.cost[phase], f) for r in rows) for f in COST_FIELDS}
             for phase in PHASES}
     tokens = _mean(r.tokens for r in rows)
+    # what reached the backend, beside the notional cost above (None: recorded before it was counted)
+    sent = {"requests": _mean_known(r.sent_requests for r in rows), "tokens": _mean_known(r.sent_tokens for r in rows),
+            "calls": _mean(sum(c.calls for c in r.trajectory.cost.values()) for r in rows)}
     return {
         "strategy": spec, "oracle": oracle, "items": n, "correct": right,
         "accuracy": right / n if n else None, "interval": [low, high],
@@ -48,7 +52,7 @@ def _one(spec: str, rows: Sequence[UnitResult], oracle: bool) -> dict:
         # Items where the selector or stop rule had nothing to act on, of those where it applies
         "no_signal": judged.count(False), "no_signal_rate": judged.count(False) / len(judged) if judged else None,
         "no_signal_reasons": dict(Counter(r.trajectory.no_signal for r in rows if r.trajectory.signal is False)),
-        "tokens_per_item": tokens, "cost_per_item": cost,
+        "tokens_per_item": tokens, "sent_per_item": sent, "cost_per_item": cost,
         "flips": [m.to_dict() for m in flip_matrices(rows)],
         "stops": dict(Counter(r.trajectory.stop for r in rows)),
         "attempts_per_item": _mean(len(r.trajectory.attempts) for r in rows),
@@ -104,3 +108,9 @@ def _matched(summary: dict, vote: dict, best_of: dict) -> dict:
 def _mean(values) -> float:
     values = list(values)
     return sum(values) / len(values) if values else 0.0
+
+
+def _mean_known(values) -> float | None:
+    """The mean, or None where any value is unknown (recorded before it was counted)."""
+    values = list(values)
+    return None if any(v is None for v in values) else _mean(values)

@@ -9,10 +9,12 @@ request is the same draw whoever asks for it.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
@@ -146,6 +148,42 @@ class Completion:
         return dataclasses.asdict(self)
 
 
+@dataclass
+class Sent:
+    """What reached a backend: requests answered and the tokens they carried, as the
+    engine or server reported them. Draws served from the sample cache, or shared with
+    another caller's request, send nothing."""
+
+    requests: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+_sending: contextvars.ContextVar[Sent | None] = contextvars.ContextVar("sending", default=None)
+
+
+def count_sent(prompt_tokens: int, completion_tokens: int) -> None:
+    """A backend calls this once per request it sends (an HTTP request, an engine request
+    of n samples). The tally goes to whoever is counting in this context (`sending`): a
+    draw made in a task the cache started for a caller counts for that caller."""
+    tally = _sending.get()
+    if tally is not None:
+        tally.requests += 1
+        tally.prompt_tokens += prompt_tokens
+        tally.completion_tokens += completion_tokens
+
+
+@contextlib.contextmanager
+def sending() -> Iterator[Sent]:
+    """`with sending() as sent:` counts what the backend calls made inside send."""
+    sent = Sent()
+    token = _sending.set(sent)
+    try:
+        yield sent
+    finally:
+        _sending.reset(token)
+
+
 @dataclass(frozen=True, slots=True)
 class Capabilities:
     """What a backend can do, so that strategies and the runner can plan.
@@ -154,8 +192,8 @@ class Capabilities:
     logprobs: per-token log-probabilities are available.
     context_length: tokens of context (prompt plus completion) one sequence may use.
     max_parallel: how many requests are worth having in flight at once.
-    default_top_k: the top_k the runner samples with when none is asked for (a local
-        engine samples cheaply over the top 40; a server's own default is left alone: 0).
+    default_top_k: the top_k the runner samples with when none is asked for (the built-in
+        engines say 40, so that a draw means the same on each).
     """
 
     native_n: bool
@@ -186,7 +224,8 @@ class Model(Protocol):
     async def generate(
         self, messages: Sequence[Message], params: SamplingParams, first_index: int = 0
     ) -> list[Completion]:
-        """`params.n` completions, with indices first_index … first_index+n-1, in that order."""
+        """`params.n` completions, with indices first_index … first_index+n-1, in that order.
+        Call `count_sent` once per request sent to the engine or server."""
         ...
 
     async def aclose(self) -> None: ...

@@ -32,6 +32,7 @@ from selfcorrect.models.base import (
     SamplingParams,
     check_messages,
     continues,
+    count_sent,
     sample_seed,
 )
 
@@ -222,7 +223,9 @@ class HFModel:
                 raise SelfcorrectError("the hf model is closed")
             self._waiting.append(request)
             self._cv.notify()
-        return await asyncio.wrap_future(request.future)
+        completions = await asyncio.wrap_future(request.future)
+        count_sent(completions[0].prompt_tokens, sum(c.completion_tokens for c in completions))
+        return completions
 
     async def aclose(self) -> None:
         self.close()

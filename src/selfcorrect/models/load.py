@@ -56,7 +56,8 @@ def _openai(settings: Settings, arg: str) -> Model:
 
     http = settings.http
     return OpenAICompatibleModel(arg, http.base_url, api_key_env=http.api_key_env, concurrency=http.concurrency,
-                                 timeout=http.timeout, retries=http.retries, context_length=http.context_length)
+                                 timeout=http.timeout, retries=http.retries, context_length=http.context_length,
+                                 probe=True)
 
 
 @BACKENDS.register("hf", about="hf:PATH[+ADAPTER]: a transformers checkpoint in-process, with a LoRA "

@@ -12,6 +12,15 @@ Ollama, OpenAI itself.
   its own sample index.
 - The API key is read from the environment variable named by `api_key_env` and sent as
   a bearer token; it never appears in logs, errors or repr.
+- A draw means what it means on the embedded engine: temperature, top_p and top_k alone.
+  Servers' own extra samplers are turned off in every request (llama.cpp's server applies
+  a repeat penalty of 1.1 and min_p 0.05 unless told otherwise: the penalty keeps a model
+  from copying a question's numbers into its program). A server that rejects these fields
+  (OpenAI itself) is sent requests without them, and the log says so once.
+- Where a server ignores parts of a request, selfcorrect notices and says so once: `n`
+  (the rest are drawn one by one), stop strings (replies are cut at the first one here),
+  `max_tokens` (sent also as `max_completion_tokens`), `seed` (found by `probe`: two
+  requests with one seed that draw different text).
 """
 
 from __future__ import annotations
@@ -36,12 +45,18 @@ from selfcorrect.models.base import (
     SamplingParams,
     check_messages,
     continues,
+    count_sent,
     sample_seed,
+    sending,
 )
 
 log = logging.getLogger(__name__)
 
 MAX_RETRY_AFTER = 60.0
+# Sampler fields outside OpenAI's own API, set so that servers sample as the embedded engine
+# does: llama.cpp's names, then vLLM's and SGLang's (each server ignores the others' names)
+PLAIN_SAMPLING = {"min_p": 0.0, "repeat_penalty": 1.0, "repetition_penalty": 1.0}
+EXTENSIONS = ("top_k", *PLAIN_SAMPLING)
 REPLICA_COOLDOWN = 5.0  # seconds a replica that failed to answer is passed over
 
 
@@ -79,6 +94,7 @@ class OpenAICompatibleModel:
         max_backoff: float = 20.0,
         context_length: int = 0,
         identity: str | None = None,
+        probe: bool = False,
     ):
         urls = [base_urls] if isinstance(base_urls, str) else list(base_urls)
         if not model:
@@ -109,8 +125,13 @@ class OpenAICompatibleModel:
         self.backoff = backoff
         self.max_backoff = max_backoff
         self._context_length = context_length
-        self._identity = identity or f"openai:{model}"
+        # Draws made before plain sampling (with a server's own penalties) must not serve these
+        self._identity = identity or f"openai:{model}+plain-sampling"
         self._native_n: bool | None = None  # unknown until a server answers an n > 1 request
+        self._extensions = True  # until a server rejects the fields outside OpenAI's API
+        self._told: set[str] = set()  # what the log has said once
+        self._probe_pending = probe
+        self._probing: asyncio.Task | None = None
         self._turns = itertools.count()  # breaks ties between equally loaded replicas
         self._client: httpx.AsyncClient | None = None
         self._client_loop: asyncio.AbstractEventLoop | None = None
@@ -130,12 +151,14 @@ class OpenAICompatibleModel:
             logprobs=True,
             context_length=self._context_length,
             max_parallel=self.concurrency * len(self.replicas),
+            default_top_k=40,  # as the local engines: the same draws everywhere
         )
 
     async def generate(
         self, messages: Sequence[Message], params: SamplingParams, first_index: int = 0
     ) -> list[Completion]:
         messages = check_messages(messages)
+        await self._probed()
         drawn: list[Completion] = []
         if params.n > 1 and self._native_n is not False:
             drawn = await self._request(messages, params, params.n, first_index)
@@ -172,20 +195,95 @@ class OpenAICompatibleModel:
             "temperature": params.temperature,
             "top_p": params.top_p,
             "max_tokens": params.max_tokens,
+            "max_completion_tokens": params.max_tokens,  # OpenAI's newer name; some servers read only it
             "seed": sample_seed(params.seed, first_index),
             "n": n,
         }
         if params.stop:
             body["stop"] = list(params.stop)
-        if params.top_k:
-            body["top_k"] = params.top_k
         if params.logprobs:
             body["logprobs"] = True
         if continues(messages):
             # vLLM and SGLang continue the final assistant message when told to; llama.cpp's
             # server does it by itself and ignores the fields
             body["continue_final_message"], body["add_generation_prompt"] = True, False
-        return await self._send("POST", "/chat/completions", body, _completions)
+        if self._extensions:
+            try:
+                return await self._chat({**body, **self._sampling(params)}, params)
+            except ModelRequestError as e:
+                rejected = [field for field in EXTENSIONS if field in e.what]
+                if not rejected:
+                    raise
+                self._extensions = False
+                self._tell("extensions", "%s rejected %s: sending OpenAI's own sampling fields only, so "
+                           "draws follow this server's defaults beyond temperature, top_p and seed",
+                           self.replicas[0].url, ", ".join(rejected))
+        return await self._chat(body, params)
+
+    @staticmethod
+    def _sampling(params: SamplingParams) -> dict:
+        return {**({"top_k": params.top_k} if params.top_k else {}), **PLAIN_SAMPLING}
+
+    async def _chat(self, body: dict, params: SamplingParams) -> list[Completion]:
+        completions = await self._send("POST", "/chat/completions", body, _completions)
+        count_sent(completions[0].prompt_tokens, sum(c.completion_tokens for c in completions))
+        if params.stop and any(stop in c.text for c in completions for stop in params.stop):
+            self._tell("stop", "%s returned text past a stop string: replies are cut at the first one here",
+                       self.replicas[0].url)
+            completions = [cut_at_stop(c, params.stop) for c in completions]
+        if len(completions) == 1 and completions[0].completion_tokens > params.max_tokens:
+            self._tell("max_tokens", "%s does not honour max_tokens (a reply ran to %d tokens, past %d): token "
+                       "counts are as the server reports them", self.replicas[0].url,
+                       completions[0].completion_tokens, params.max_tokens)
+        return completions
+
+    def _tell(self, what: str, message: str, *args) -> None:
+        """Log a server's shortfall once per backend."""
+        if what not in self._told:
+            self._told.add(what)
+            log.warning(message, *args)
+
+    # -- what the server honours ---------------------------------------------------------
+
+    async def _probed(self) -> None:
+        """Run the probe once, before the first request (callers that come meanwhile wait)."""
+        if self._probe_pending:
+            self._probe_pending = False
+            self._probing = asyncio.ensure_future(self.probe())
+        probing = self._probing
+        if probing is not None:
+            try:
+                await asyncio.shield(probing)
+            finally:
+                if probing.done():
+                    self._probing = None  # a finished task belongs to its event loop
+
+    async def probe(self) -> dict:
+        """Ask the server three small things, outside any strategy's cost: does one seed draw
+        one text, is a reply cut at max_tokens, and is it Ollama (whose OpenAI endpoint takes
+        none of top_k, min_p or repeat penalties). Says once what it ignores and returns the
+        findings. Backends made by `--model openai:NAME` probe before their first request."""
+        with sending():  # not a strategy's cost
+            words = [{"role": "user", "content": "Write ten random words."}]
+            seeded = SamplingParams(temperature=1.0, max_tokens=16, seed=7)
+            first, second = await gather_all(self._request(words, seeded, 1, 0), self._request(words, seeded, 1, 0))
+            count = [{"role": "user", "content": "Count from 1 to 30, separated by commas."}]
+            capped = await self._request(count, SamplingParams(temperature=0.0, max_tokens=4), 1, 0)
+            models = await self._send("GET", "/models", None)
+        found = {"seed": first[0].text == second[0].text,
+                 "max_tokens": capped[0].completion_tokens <= 4,
+                 "ollama": any(m.get("owned_by") in ("library", "ollama") for m in models.get("data", []))}
+        if not found["seed"]:
+            self._tell("seed", "%s does not honour seed (one seed drew two texts): runs are reproducible "
+                       "through the sample cache only", self.replicas[0].url)
+        if not found["max_tokens"]:
+            self._tell("max_tokens", "%s does not honour max_tokens: token counts are as the server reports "
+                       "them", self.replicas[0].url)
+        if found["ollama"]:
+            self._tell("ollama", "%s is Ollama: its OpenAI endpoint ignores top_k, min_p and repeat "
+                       "penalties; for draws like the embedded engine's, set PARAMETER repeat_penalty 1 and "
+                       "PARAMETER top_k 40 in the model's Modelfile", self.replicas[0].url)
+        return found
 
     async def _send(self, method: str, path: str, body: dict | None, decode=None):
         """Send with retries; `decode(data, seconds)` runs inside each attempt, so that a
@@ -343,6 +441,15 @@ def _completions(data: dict, seconds: float) -> list[Completion]:
             )
         )
     return completions
+
+
+def cut_at_stop(completion: Completion, stops: Sequence[str]) -> Completion:
+    """A reply cut where its first stop string begins, as a server that honours stops cuts it."""
+    ends = [i for stop in stops if (i := completion.text.find(stop)) >= 0]
+    if not ends:
+        return completion
+    return replace(completion, text=completion.text[:min(ends)], finish_reason="stop", model_ended=False,
+                   logprobs=None)
 
 
 def model_ended(choice: dict) -> bool | None:

@@ -9,8 +9,8 @@ import json
 
 from selfcorrect.report import plots
 from selfcorrect.report.build import label
-from selfcorrect.report.markdown import (ORACLE_NOTE, at_equal_tokens, equal_accuracy, pct, prompt_accounting, signed,
-                                        versus_best_of)
+from selfcorrect.report.markdown import (COST_NOTE, ORACLE_NOTE, at_equal_tokens, equal_accuracy, pct, prompt_accounting,
+                                        sent_cell, signed, versus_best_of)
 
 STYLE = """
 body{font:14px/1.45 system-ui,sans-serif;margin:0 auto;max-width:1200px;padding:1rem 2rem;color:#222}
@@ -102,7 +102,7 @@ def render(report: dict, browser: list[dict]) -> str:
     parts.append(f"<p>model <code>{e(config['model'])}</code> · {config['items']} items ({e(report['kind'])}) · "
                  f"run {e(run['status'])}, created {e(str(run['created']))} · code {e(run['code_version'])} · "
                  f"{e(prompt_accounting(config))}</p>")
-    parts.append("<h2>Comparison</h2>" + comparison_table(report))
+    parts.append("<h2>Comparison</h2>" + comparison_table(report) + f"<p>{e(COST_NOTE).replace('*', '')}</p>")
     figures = [("Accuracy against tokens per item", plots.accuracy_vs_tokens(report)),
                ("Revision flips per round", plots.flips(report)),
                ("Tokens per item by phase", plots.cost(report)),
@@ -125,7 +125,8 @@ def comparison_table(report: dict) -> str:
     best = report["curves"]["best_of"]
     best_header = f"<th>vs best-of-n by {e(best['verifier'])} at equal tokens</th>" if best["points"] else ""
     rows = ["<table><tr><th>strategy</th><th>accuracy (95% CI)</th><th>parse failures</th><th>truncated</th>"
-            "<th>no signal</th><th>tokens / item</th><th>vs baseline (p)</th><th>vs sampling at equal tokens</th>"
+            "<th>no signal</th><th>tokens / item</th><th>sent / item</th><th>vs baseline (p)</th>"
+            "<th>vs sampling at equal tokens</th>"
             f"<th>voting reaches this accuracy at</th>{best_header}</tr>"]
     for s in report["strategies"].values():
         low, high = s["interval"]
@@ -133,7 +134,7 @@ def comparison_table(report: dict) -> str:
         vs = "baseline" if versus is None else f"{signed(versus['difference'])} (p={versus['p_value']:.3g})"
         rows.append(f"<tr><td>{e(label(s))}</td><td>{pct(s['accuracy'])} ({pct(low)}–{pct(high)})</td>"
                     f"<td>{pct(s['parse_failure_rate'])}</td><td>{pct(s['truncation_rate'])}</td>"
-                    f"<td>{pct(s['no_signal_rate'])}</td><td>{s['tokens_per_item']:.0f}</td><td>{vs}</td>"
+                    f"<td>{pct(s['no_signal_rate'])}</td><td>{s['tokens_per_item']:.0f}</td><td>{e(sent_cell(s))}</td><td>{vs}</td>"
                     f"<td>{e(at_equal_tokens(s['compute_matched']))}</td><td>{e(equal_accuracy(s['compute_matched']))}</td>"
                     + (f"<td>{e(versus_best_of(s['compute_matched']))}</td>" if best["points"] else "") + "</tr>")
     return "".join(rows) + "</table>"

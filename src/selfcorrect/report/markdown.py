@@ -49,6 +49,20 @@ def versus_best_of(matched: dict) -> str:
     return signed(best["gain"]) + (" (beyond its pool: not measured)" if best["budget"] == "beyond" else "")
 
 
+COST_NOTE = ("*Tokens / item* is the notional cost: what the strategy asked for, as if no draw were served "
+             "from the sample cache (the basis of every equal-compute comparison). *Sent / item* is what "
+             "reached the backend: requests and their prompt plus completion tokens, as it reported them "
+             "(draws from the cache, or shared with another strategy, send nothing).")
+
+
+def sent_cell(summary: dict) -> str:
+    """What reached the backend per item, or why it is not known."""
+    sent = summary.get("sent_per_item") or {}
+    if sent.get("requests") is None:
+        return "not counted (recorded before sent cost)"
+    return f"{sent['requests']:.1f} requests, {sent['tokens']:.0f} tokens"
+
+
 def prompt_accounting(config: dict) -> str:
     reuse = config.get("prompt_reuse")
     if reuse is None:
@@ -79,8 +93,9 @@ def render(report: dict) -> str:
         "with no answer marker) included; *no signal* is the share of items where the strategy's "
         "selector or stop rule had nothing to act on (e.g. no critique with a readable score) and "
         "fell back to its default.", "",
-        "| strategy | accuracy (95% CI) | parse failures | truncated | no signal | tokens / item | vs baseline (p) | vs sampling at equal tokens |",
-        "|---|---|---|---|---|---|---|---|",
+        f"{COST_NOTE}", "",
+        "| strategy | accuracy (95% CI) | parse failures | truncated | no signal | tokens / item | sent / item | vs baseline (p) | vs sampling at equal tokens |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for s in report["strategies"].values():
         low, high = s["interval"]
@@ -88,7 +103,7 @@ def render(report: dict) -> str:
         vs = "baseline" if versus is None else f"{signed(versus['difference'])} (p={versus['p_value']:.3g})"
         lines.append(f"| {label(s)} | {pct(s['accuracy'])} ({pct(low)}–{pct(high)}) | "
                      f"{pct(s['parse_failure_rate'])} | {pct(s['truncation_rate'])} | {pct(s['no_signal_rate'])} | "
-                     f"{s['tokens_per_item']:.0f} | {vs} | {at_equal_tokens(s['compute_matched'])} |")
+                     f"{s['tokens_per_item']:.0f} | {sent_cell(s)} | {vs} | {at_equal_tokens(s['compute_matched'])} |")
     lines += ["", *online_section(report), "", *compute_section(report), "", *flips_section(report), "",
               *cost_section(report)]
     return "\n".join(lines) + "\n"
@@ -168,14 +183,22 @@ def flips_section(report: dict) -> list[str]:
 
 def cost_section(report: dict) -> list[str]:
     lines = ["## Cost per item", "",
-             "| strategy | phase | calls | prompt tokens | completion tokens | model seconds | sandbox runs | stops |",
-             "|---|---|---|---|---|---|---|---|"]
+             "Notional (calls, prompt and completion tokens: as if nothing were cached) beside what was "
+             "sent to the backend (requests, prompt and completion tokens).", "",
+             "| strategy | phase | calls | prompt tokens | completion tokens | sent requests | sent prompt tokens "
+             "| sent completion tokens | model seconds | sandbox runs | stops |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+
+    def number(value: float | None, digits: int) -> str:
+        return "—" if value is None else f"{value:.{digits}f}"
+
     for s in report["strategies"].values():
         stops = ", ".join(f"{k} {v}" for k, v in sorted(s["stops"].items()))
         for i, (phase, cost) in enumerate(s["cost_per_item"].items()):
             if not cost["calls"] and not cost["sandbox_runs"] and not cost["seconds"]:
                 continue
             lines.append(f"| {label(s)} | {phase} | {cost['calls']:.2f} | {cost['prompt_tokens']:.0f} | "
-                         f"{cost['completion_tokens']:.0f} | {cost['seconds']:.2f} | {cost['sandbox_runs']:.2f} | "
-                         f"{stops if phase == 'generate' else ''} |")
+                         f"{cost['completion_tokens']:.0f} | {number(cost.get('sent_requests'), 2)} | "
+                         f"{number(cost.get('sent_prompt_tokens'), 0)} | {number(cost.get('sent_completion_tokens'), 0)} | "
+                         f"{cost['seconds']:.2f} | {cost['sandbox_runs']:.2f} | {stops if phase == 'generate' else ''} |")
     return lines

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from selfcorrect.errors import ConfigError
 from selfcorrect.memory.recall import Recalled, with_memory
-from selfcorrect.models.base import Completion, Message, Model, SamplingParams, messages_hash
+from selfcorrect.models.base import Completion, Message, Model, SamplingParams, messages_hash, sending
 from selfcorrect.models.cache import request_key
 from selfcorrect.sandbox import RunResult, Sandbox, TestCase
 from selfcorrect.tasks.base import ItemView, read
@@ -177,9 +177,13 @@ class Session:
         first chain shares its draws with every strategy that asks the same thing."""
         params = self.ctx.params.replace(n=n, **params)
         model = model or self.ctx.model
-        completions = await model.generate(list(messages), params,
-                                           first_index=self.chain_index * n if first is None else first)
+        with sending() as sent:
+            completions = await model.generate(list(messages), params,
+                                               first_index=self.chain_index * n if first is None else first)
         cost = self.trajectory.cost[phase]
+        cost.sent_requests += sent.requests
+        cost.sent_prompt_tokens += sent.prompt_tokens
+        cost.sent_completion_tokens += sent.completion_tokens
         cost.calls += 1
         cost.prompt_tokens += sum(billed_prompts(completions, model))
         cost.completion_tokens += sum(c.completion_tokens for c in completions)

@@ -37,5 +37,7 @@ async def learned_scores(session, spec: str, steps: Sequence[str]) -> list[float
     cost = session.trajectory.cost["feedback"]
     cost.calls += 1
     cost.prompt_tokens += reading.tokens
+    cost.sent_requests += 1  # a forward pass: never served from a cache
+    cost.sent_prompt_tokens += reading.tokens
     cost.seconds += reading.seconds
     return reading.scores

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from selfcorrect.errors import BackendUnavailableError, ConfigError, ModelNotFoundError, SelfcorrectError
-from selfcorrect.models.base import Capabilities, Completion, Message, SamplingParams
+from selfcorrect.models.base import Capabilities, Completion, Message, SamplingParams, count_sent
 from selfcorrect.models.embedded.chat import ChatTemplate
 from selfcorrect.models.embedded.files import EMBEDDED_QUANTS, embedded_model_path, file_fingerprint
 from selfcorrect.models.embedded.llama import import_llama_cpp, route_llama_logs
@@ -171,7 +171,9 @@ class EmbeddedModel:
         self, messages: Seq[Message], params: SamplingParams, first_index: int = 0
     ) -> list[Completion]:
         future = self.submit(messages, params, first_index)
-        return await asyncio.wrap_future(future)
+        completions = await asyncio.wrap_future(future)
+        count_sent(completions[0].prompt_tokens, sum(c.completion_tokens for c in completions))
+        return completions
 
     def submit(
         self, messages: Seq[Message], params: SamplingParams, first_index: int = 0
