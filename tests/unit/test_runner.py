@@ -77,6 +77,13 @@ def test_results_and_paired_statistics(tmp_path):
     assert report["curves"]["vote"]["points"][0]["accuracy"] == 0.5
     assert report["run"]["config"]["item_ids"] == [f"list/{i}" for i in range(6)]
     assert [r.item for r in results["single"]] == [f"list/{i}" for i in range(6)]
+    # sample 0 is drawn once for both: notional cost counts it twice, sent cost once
+    sent = sum(s["sent_per_item"]["tokens"] for s in (single, vote))
+    assert 0 < sent < single["tokens_per_item"] + vote["tokens_per_item"]
+    assert single["sent_per_item"]["calls"] == 1
+    line = next(ln for ln in paths["md"].read_text().splitlines() if ln.startswith("| single |"))
+    assert f"{single['sent_per_item']['requests']:.1f} requests, {single['sent_per_item']['tokens']:.0f} tokens" in line
+    assert "sent / item" in paths["html"].read_text() and "sent prompt tokens" in paths["md"].read_text()
 
 
 def test_the_sampling_pool_grows_to_the_largest_budget_in_the_run(tmp_path):

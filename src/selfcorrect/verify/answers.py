@@ -6,15 +6,18 @@ it refuses to guess. Its cases, with the verdict a careful human grader gives, a
 
 Reading. The most explicit marker wins: GSM8K's `#### N`, then LaTeX's `\\boxed{...}`, then
 "the answer is ..." / "Answer: ..." (the last one in the reply), then "N is the answer"
-(not as a question: "Is 5 the answer?", "Maybe 5 is the answer?" state nothing). Where the
-expected answer is a number, only a stated number counts:
+(not as a question: "Is 5 the answer?", "Maybe 5 is the answer?" state nothing), then a
+hedged final statement ("I think it is 31.", "I believe it's 31"), when nothing after it
+states another number. Where the expected answer is a number, only a stated number counts:
 - the number the marker states ("The answer is $1,234 dollars." -> 1234; "... is not 5 but
   7" -> 7; "... is 18, because 9 * 2 = 18" -> 18), or the right-hand side of an equation
   after it ("The answer is 64 * 49 = 3136" -> 3136);
 - without a marker, the right-hand side of the reply's final equation (`... = 60`, `...
   equals 60`), when no number follows it.
 An unevaluated expression ("The answer is 64 * 49.") is a parse failure, never a match: it
-is what a model writes when it restates the question. So are several numbers with nothing
+is what a model writes when it restates the question. A false equation stating the answer
+("The answer is 47 - 12 = 31.", "so 25 = 31") is one too ("false equation"): its left side,
+when it is plain arithmetic, must come to its right side (to the decimals shown). So are several numbers with nothing
 to choose between them ("ambiguous"), and a reply cut off at the token cap with no marker
 ("truncated", counted apart: "Step 10:" is not an answer of 10).
 
@@ -57,12 +60,22 @@ _TERMINATOR_RE = re.compile(r"[,;:!?()\[\]]|\.(?:\s|$)|\b(?:which|because|since|
                             r"where|from|after|given|for|by|per)\b", re.IGNORECASE)
 _NOT_BUT_RE = re.compile(rf"^\s*not\s+(?:{NUMBER})\b[^\d]*?\b(?:but|rather)\s+", re.IGNORECASE)
 _EQUATION_RE = re.compile(rf"(?:=|\bequals\b|\bis equal to\b)\s*\$?\s*\\?\$?\s*({NUMBER})", re.IGNORECASE)
+# "I think it is 31": a hedged statement is still the reply's answer when it is its last word
+_HEDGED_RE = re.compile(
+    r"\bI\s+(?:think|believe|guess|suppose|reckon|would say|'d say)\s+(?:that\s+)?(?:it|this|that)\s*"
+    r"(?:is|'s|’s|would be|must be|should be)\s+([^\n]*?)(?=\.\s|\.?\s*$)", re.IGNORECASE | re.MULTILINE)
+# The arithmetic that ends a left-hand side ("... is 47 - 12 " of "... is 47 - 12 = 31"), and
+# the words after which it is a whole quantity (not "50% of 20", "3 kg")
+_ARITHMETIC_TAIL_RE = re.compile(r"(?:(?<=^)|(?<=[\s:(=]))([-+*/()$\d.,\s]*\d[)\s]*)$")
+_QUANTITY_BEFORE_RE = re.compile(r"(?:^|[\n:=(]|\b(?:is|was|are|be|so|then|thus|therefore|gives|makes|"
+                                 r"total|result|answer|get|got|have|has|equals))\s*$", re.IGNORECASE)
 
 # Why a reply gave no answer. Reports count "truncated" apart from the others.
 TRUNCATED, EXPRESSION, AMBIGUOUS, NO_ANSWER = "truncated", "expression", "ambiguous", "no answer"
-FAILURES = (TRUNCATED, EXPRESSION, AMBIGUOUS, NO_ANSWER)
+FALSE_EQUATION = "false equation"
+FAILURES = (TRUNCATED, EXPRESSION, AMBIGUOUS, NO_ANSWER, FALSE_EQUATION)
 # Readings of an answer the reply states outright (not inferred from its last equation).
-MARKERS = ("####", "boxed", "answer is", "is the answer")
+MARKERS = ("####", "boxed", "answer is", "is the answer", "hedged")
 
 
 @dataclass(frozen=True)
@@ -96,8 +109,9 @@ def read_answer(text: str, *, numeric: bool = True, finish_reason: str = "stop")
             return Reading(None, failure)
     if truncated:
         return Reading(None, TRUNCATED)
-    if numeric and (answer := _final_equation(text)) is not None:
-        return Reading(answer, "final equation")
+    if numeric:
+        answer, failure = _final_equation(text)
+        return Reading(answer, "final equation") if answer is not None else Reading(None, failure)
     return Reading(None, NO_ANSWER)
 
 
@@ -132,14 +146,18 @@ def _markers(text: str):
         yield "answer is", phrase, not terminated
     if match := _last(_IS_THE_ANSWER_RE, text):
         yield "is the answer", match.group(1), False  # the number comes before: never cut short
+    if (match := _last(_HEDGED_RE, text)) and not _NUMBER_RE.search(text[match.end(1):]):
+        yield "hedged", match.group(1), match.end(1) >= end and not text.rstrip().endswith(".")
 
 
 def _stated_number(phrase: str) -> tuple[str | None, str]:
     """The number a marker's phrase states, or why it states none."""
     phrase = _strip_markup(phrase)
     if "=" in phrase:  # "64 * 49 = 3136", "x = 5": the right-hand side
-        right = phrase.rsplit("=", 1)[1]
+        left, right = phrase.rsplit("=", 1)
         if _NUMBER_RE.search(right):
+            if _false_equation(left, right):
+                return None, FALSE_EQUATION
             phrase = right
     phrase = _NOT_BUT_RE.sub("", phrase).strip()
     if not _NUMBER_RE.search(phrase):
@@ -174,16 +192,63 @@ def _checked_rest(number: str, rest: str) -> tuple[str | None, str]:
     return number, ""
 
 
-def _final_equation(text: str) -> str | None:
+def _final_equation(text: str) -> tuple[str | None, str]:
     """The right-hand side of the reply's last equation, when it is the last number in the
-    reply and not itself the start of an expression ("= 5 + 3")."""
+    reply, not itself the start of an expression ("= 5 + 3"), and the equation is not false."""
     match = _last(_EQUATION_RE, text)
     if match is None:
-        return None
+        return None, NO_ANSWER
     after = text[match.end():]
     if _NUMBER_RE.search(after) or _OPERATOR_NEXT_RE.match(after) or not text[: match.start()].strip():
+        return None, NO_ANSWER
+    if _false_equation(text[: match.start()], match.group(1)):
+        return None, FALSE_EQUATION
+    return _plain(match.group(1)), ""
+
+
+def _false_equation(left: str, right: str) -> bool:
+    """Whether `left = right` is arithmetic that does not come out: the left side ends in a
+    whole quantity of plain numbers and + - * / (a number alone, "47 - 12"), and its value,
+    rounded to the decimals the right side shows, is not the right side's number. Anything
+    else (units, "50% of 20", variables) is not checked."""
+    tail = _ARITHMETIC_TAIL_RE.search(left)
+    stated = _LEADING_RE.match(_strip_markup(right))
+    if tail is None or stated is None or not _QUANTITY_BEFORE_RE.search(left[: tail.start()]):
+        return False
+    value, shown = _arithmetic(tail.group(1)), as_number(_plain(stated.group(1)))
+    if value is None or shown is None:
+        return False
+    decimals = len(stated.group(1).partition(".")[2])
+    if decimals == 0:  # "7 / 2 = 3" is false; "10 / 3 = 3.33" is rounded
+        return value != shown
+    return abs(value - shown) > Fraction(1, 2 * 10 ** decimals)
+
+
+def _arithmetic(expression: str) -> Fraction | None:
+    """The exact value of plain arithmetic (numbers, + - * /, parentheses), else None."""
+    import ast
+
+    expression = re.sub(r"(?<=\d),(?=\d{3}\b)", "", expression.replace("$", "")).strip()
+    try:
+        tree = ast.parse(expression, mode="eval").body
+    except SyntaxError:
         return None
-    return _plain(match.group(1))
+
+    def value(node) -> Fraction:
+        if isinstance(node, ast.Constant) and type(node.value) in (int, float):
+            return Fraction(str(node.value))
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+            return -value(node.operand) if isinstance(node.op, ast.USub) else value(node.operand)
+        if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Add, ast.Sub, ast.Mult, ast.Div)):
+            a, b = value(node.left), value(node.right)
+            return {ast.Add: a + b, ast.Sub: a - b, ast.Mult: a * b}.get(type(node.op)) if not isinstance(
+                node.op, ast.Div) else a / b
+        raise ValueError(node)
+
+    try:
+        return value(tree)
+    except (ValueError, ZeroDivisionError):
+        return None
 
 
 def _normalise(text: str) -> str:
