@@ -128,7 +128,8 @@ def test_learned_verifiers_score_search_and_best_of_n_as_external_feedback(tmp_p
     def reply(last, messages, k):
         if messages[-1]["role"] == "assistant":
             return f"The answer is {messages[-1]['content'].rsplit('= ', 1)[1].split('.')[0]}."
-        return ["2 + 2 = 5", "2 + 2 = 4", "2 + 2 = 5", "2 + 2 = 5"][k % 4] + ". The answer is x."
+        said = ["5", "4", "5", "5"][k % 4]  # three of four say 5
+        return f"2 + 2 = {said}. The answer is {said}."
     script = Script([(lambda last, m, k: True, reply)])
     specs = [f"beam-search:n=4,width=2,scorer=prm:{prm}", f"best-of-n:n=4,verifier=orm:{orm}", "self-consistency:n=4"]
     _, _, results = evaluate(tmp_path, script, specs, [("What is 2 + 2?", "4")])
