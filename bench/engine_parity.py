@@ -13,16 +13,15 @@ import argparse
 import asyncio
 import json
 import platform
-import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
+
+from http_throughput import start_server  # bench/ is this script's folder
 
 from selfcorrect.config import load_settings
 from selfcorrect.measure.summary import summarize
-from selfcorrect.models.embedded import EmbeddedModel, default_model_path
+from selfcorrect.models.embedded import EmbeddedModel
 from selfcorrect.models.openai_http import OpenAICompatibleModel
 from selfcorrect.runner import EvalSpec, Evaluation, results_by_strategy
 
@@ -35,21 +34,6 @@ class ServerDefaults(OpenAICompatibleModel):
     @staticmethod
     def _sampling(params):
         return {}
-
-
-def start_server(threads: int) -> subprocess.Popen:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "selfcorrect.models.llama_server", "--model", str(default_model_path()),
-         "--model_alias", "smollm2", "--port", str(PORT), "--n_threads", str(threads), "--n_ctx", "4096",
-         "--verbose", "false"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(300):
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{PORT}/v1/models", timeout=1)
-            return process
-        except OSError:
-            time.sleep(0.2)
-    process.kill()
-    raise SystemExit("llama_cpp.server did not start")
 
 
 def arm(name: str, engine, spec: EvalSpec, folder: Path) -> dict:
@@ -82,7 +66,7 @@ def main() -> None:
         folder = Path(folder)
         with EmbeddedModel(threads=args.threads) as engine:
             figures["arms"]["embedded"] = arm("embedded", engine, spec, folder)
-        server = start_server(args.threads)
+        server = start_server(args.threads, PORT, n_ctx=4096)
         try:
             url = f"http://127.0.0.1:{PORT}/v1"
             figures["arms"]["http"] = arm("http", OpenAICompatibleModel("smollm2", url, probe=True), spec, folder)

@@ -27,14 +27,15 @@ from selfcorrect.models.openai_http import OpenAICompatibleModel
 PORT = 8391
 
 
-def start_server(threads: int) -> subprocess.Popen:
+def start_server(threads: int, port: int = PORT, n_ctx: int = 2048) -> subprocess.Popen:
+    """llama-cpp-python's OpenAI server on the embedded model, served as 'smollm2'."""
     process = subprocess.Popen(
         [sys.executable, "-m", "selfcorrect.models.llama_server", "--model", str(default_model_path()),
-         "--model_alias", "smollm2", "--port", str(PORT), "--n_threads", str(threads),
+         "--model_alias", "smollm2", "--port", str(port), "--n_threads", str(threads), "--n_ctx", str(n_ctx),
          "--verbose", "false"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     for _ in range(300):
         try:
-            urllib.request.urlopen(f"http://127.0.0.1:{PORT}/v1/models", timeout=1)
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=1)
             return process
         except OSError:
             time.sleep(0.2)
