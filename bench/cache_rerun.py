@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from selfcorrect.models.base import SamplingParams
-from selfcorrect.models.cache import CachedModel
+from selfcorrect.cache import CachedModel
 from selfcorrect.models.scripted import ScriptedModel
 from selfcorrect.store import Store
 

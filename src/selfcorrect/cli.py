@@ -22,7 +22,7 @@ from rich.table import Table
 from selfcorrect.config import Settings, load_settings
 from selfcorrect.errors import ConfigError, SelfcorrectError
 from selfcorrect.models.base import Completion, Message, SamplingParams
-from selfcorrect.models.cache import CachedModel
+from selfcorrect.cache import CachedModel
 from selfcorrect.models.load import load_model
 from selfcorrect.sandbox import Sandbox
 from selfcorrect.registry import split_specs
@@ -182,7 +182,7 @@ def models_export(
     """The embedded model as a transformers checkpoint that can be trained, registered as
     round 0 of the lineage (`--model round:0`)."""
     from selfcorrect.train.export import export_embedded
-    from selfcorrect.train.lineage import Checkpoint, Lineage
+    from selfcorrect.models.lineage import Checkpoint, Lineage
 
     settings: Settings = ctx.find_root().obj
     folder = out or settings.store.parent / "models" / "base"
@@ -203,7 +203,7 @@ def models_gguf(
     out: Annotated[Optional[Path], typer.Option(help="the GGUF file (default: beside the checkpoint)")] = None,
 ) -> None:
     """Write a checkpoint back to GGUF (Q8_0, LoRA merged), to run on the llama.cpp engine."""
-    from selfcorrect.train.lineage import Lineage
+    from selfcorrect.models.lineage import Lineage
     from selfcorrect.train.to_gguf import write_checkpoint_gguf
 
     lineage = Lineage(ctx.find_root().obj.store)
@@ -222,7 +222,7 @@ def models_gguf(
 @models_app.command("lineage")
 def models_lineage(ctx: typer.Context) -> None:
     """The checkpoints of the slow path: round, parent, method, data, metrics."""
-    from selfcorrect.train.lineage import Lineage
+    from selfcorrect.models.lineage import Lineage
 
     lineage = Lineage(ctx.find_root().obj.store)
     table = Table(title="checkpoints (--model round:N)")
@@ -851,7 +851,7 @@ def train_verifier(
     strategy specs (`beam-search:scorer=prm:PATH`, `best-of-n:verifier=orm:PATH`). docs/search.md"""
     from pydantic import ValidationError
 
-    from selfcorrect.train.lineage import Lineage
+    from selfcorrect.models.lineage import Lineage
     from selfcorrect.train.verifiers import VerifierSpec, build
 
     settings: Settings = ctx.obj

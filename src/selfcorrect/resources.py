@@ -14,7 +14,7 @@ from __future__ import annotations
 from selfcorrect.config import Settings
 from selfcorrect.errors import ConfigError
 from selfcorrect.models.base import Model
-from selfcorrect.models.cache import CachedModel
+from selfcorrect.cache import CachedModel
 from selfcorrect.models.load import load_model
 from selfcorrect.sandbox import Sandbox
 from selfcorrect.store import Store

@@ -9,7 +9,7 @@ from selfcorrect.config import load_settings
 from selfcorrect.models.base import SamplingParams
 from selfcorrect.models.load import load_model
 from selfcorrect.train.export import export_embedded
-from selfcorrect.train.lineage import Checkpoint, Lineage
+from selfcorrect.models.lineage import Checkpoint, Lineage
 
 pytestmark = pytest.mark.integration
 

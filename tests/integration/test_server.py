@@ -7,7 +7,7 @@ import pytest
 
 from selfcorrect.errors import BackendUnavailableError
 from selfcorrect.models.base import SamplingParams
-from selfcorrect.models.cache import CachedModel
+from selfcorrect.cache import CachedModel
 from selfcorrect.models.openai_http import OpenAICompatibleModel
 from tests.httpstub import FaultProxy
 

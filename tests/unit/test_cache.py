@@ -6,7 +6,7 @@ import time
 import pytest
 
 from selfcorrect.models.base import SamplingParams
-from selfcorrect.models.cache import CachedModel
+from selfcorrect.cache import CachedModel
 from selfcorrect.models.scripted import ScriptedModel
 from selfcorrect.store import Store
 

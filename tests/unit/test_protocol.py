@@ -2,7 +2,7 @@ import pytest
 
 from selfcorrect.errors import ConfigError
 from selfcorrect.models.base import SamplingParams, check_messages, sample_seed
-from selfcorrect.models.cache import request_key
+from selfcorrect.cache import request_key
 
 MESSAGES = [{"role": "user", "content": "2 + 2?"}]
 

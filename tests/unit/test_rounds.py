@@ -13,7 +13,7 @@ from selfcorrect.config import load_settings  # noqa: E402
 from selfcorrect.models.hf import HFModel  # noqa: E402
 from selfcorrect.tasks import TASKS  # noqa: E402
 from selfcorrect.train.data import Example, to_dataset  # noqa: E402
-from selfcorrect.train.lineage import Checkpoint, Lineage  # noqa: E402
+from selfcorrect.models.lineage import Checkpoint, Lineage  # noqa: E402
 from selfcorrect.train.rounds import TrainSpec, train_rounds  # noqa: E402
 from selfcorrect.train.sft import SFTSettings, train_sft  # noqa: E402
 from tests.scripts import ListTask  # noqa: E402

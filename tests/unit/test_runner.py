@@ -235,7 +235,7 @@ def test_a_strategy_has_no_path_to_the_store(tmp_path):
             frontier = nxt
         return found
 
-    from selfcorrect.models.cache import CachedModel
+    from selfcorrect.cache import CachedModel
 
     handle = seen[0]
     assert not any(isinstance(x, (Store, CachedModel)) for x in reachable(handle))

@@ -3,7 +3,7 @@
 Chat messages go in; completions come out with text, finish reason, token counts and
 seconds. A conversation that ends with an assistant message is continued: the completion
 extends that message (prefill: how step-level search grows a partial solution). A request asks for `params.n` samples numbered `first_index … first_index+n-1`:
-the sample index is part of a draw's identity (see `models/cache.py`), so sample 3 of a
+the sample index is part of a draw's identity (see `cache.py`), so sample 3 of a
 request is the same draw whoever asks for it.
 """
 

@@ -75,7 +75,7 @@ def _hf(settings: Settings, arg: str) -> Model:
                    "embedded model), or round:NAME for a checkpoint by name; from the lineage in the store")
 def _round(settings: Settings, arg: str) -> Model:
     from selfcorrect.models.hf import HFModel
-    from selfcorrect.train.lineage import Lineage
+    from selfcorrect.models.lineage import Lineage
 
     if not arg:
         raise ConfigError("--model round: needs a round number or a checkpoint name",

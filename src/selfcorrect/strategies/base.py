@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from selfcorrect.errors import ConfigError
 from selfcorrect.memory.recall import Recalled, with_memory
 from selfcorrect.models.base import Completion, Message, Model, SamplingParams, messages_hash, sending
-from selfcorrect.models.cache import request_key
+from selfcorrect.cache import request_key
 from selfcorrect.sandbox import RunResult, Sandbox, TestCase
 from selfcorrect.tasks.base import ItemView, read
 from selfcorrect.tasks.kinds import CODE_STOP, Kind, kind_of

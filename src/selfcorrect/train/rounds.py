@@ -52,7 +52,7 @@ from selfcorrect.train.data import (
 )
 from selfcorrect.train.grpo import GRPOSettings, train_grpo
 from selfcorrect.train.judge import judged_pairs
-from selfcorrect.train.lineage import Checkpoint, Lineage
+from selfcorrect.models.lineage import Checkpoint, Lineage
 from selfcorrect.train.report import write as write_report
 from selfcorrect.train.score import REVIEW, SCoReSettings, train_score
 from selfcorrect.train.sft import SFTSettings, train_dpo, train_sft

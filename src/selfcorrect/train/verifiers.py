@@ -26,7 +26,7 @@ from pydantic import BaseModel, Field
 from selfcorrect.config import Settings
 from selfcorrect.errors import ConfigError
 from selfcorrect.models.base import Model, SamplingParams
-from selfcorrect.models.cache import CachedModel
+from selfcorrect.cache import CachedModel
 from selfcorrect.runner import EvalSpec, Evaluation, results_by_strategy
 from selfcorrect.store import Store
 from selfcorrect.strategies.search import split_steps

@@ -15,7 +15,7 @@ Reproducibility. A fresh engine repeats its draws exactly (across processes, and
 or 2 threads here), and so does one that serves one request at a time with prefix_cache=0.
 Reusing cached prompt cells, or decoding beside other sequences, changes where and in what
 order attention sums, and a near-tie can then flip a token. The sample cache
-(models/cache.py) is what makes draws shared and stable within a project.
+(cache.py) is what makes draws shared and stable within a project.
 """
 
 from __future__ import annotations
