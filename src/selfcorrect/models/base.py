@@ -162,15 +162,16 @@ class Sent:
 _sending: contextvars.ContextVar[Sent | None] = contextvars.ContextVar("sending", default=None)
 
 
-def count_sent(prompt_tokens: int, completion_tokens: int) -> None:
+def count_sent(completions: Sequence[Completion]) -> None:
     """A backend calls this once per request it sends (an HTTP request, an engine request
-    of n samples). The tally goes to whoever is counting in this context (`sending`): a
-    draw made in a task the cache started for a caller counts for that caller."""
+    of n samples), with the completions it answered: their prompt once, their completion
+    tokens all. The tally goes to whoever is counting in this context (`sending`): a draw
+    made in a task the cache started for a caller counts for that caller."""
     tally = _sending.get()
-    if tally is not None:
+    if tally is not None and completions:
         tally.requests += 1
-        tally.prompt_tokens += prompt_tokens
-        tally.completion_tokens += completion_tokens
+        tally.prompt_tokens += completions[0].prompt_tokens
+        tally.completion_tokens += sum(c.completion_tokens for c in completions)
 
 
 @contextlib.contextmanager

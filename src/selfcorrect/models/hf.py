@@ -224,7 +224,7 @@ class HFModel:
             self._waiting.append(request)
             self._cv.notify()
         completions = await asyncio.wrap_future(request.future)
-        count_sent(completions[0].prompt_tokens, sum(c.completion_tokens for c in completions))
+        count_sent(completions)
         return completions
 
     async def aclose(self) -> None:

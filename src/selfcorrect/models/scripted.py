@@ -83,7 +83,7 @@ class ScriptedModel:
             _complete(self._reply(messages, params, i), params, prompt_tokens, i, self.latency)
             for i in range(first_index, first_index + params.n)
         ]
-        count_sent(prompt_tokens, sum(c.completion_tokens for c in completions))
+        count_sent(completions)
         if self.logprobs is None:
             return completions
         return [dataclasses.replace(c, logprobs=tuple(self.logprobs(c.text, c.index))) for c in completions]

@@ -172,7 +172,7 @@ class EmbeddedModel:
     ) -> list[Completion]:
         future = self.submit(messages, params, first_index)
         completions = await asyncio.wrap_future(future)
-        count_sent(completions[0].prompt_tokens, sum(c.completion_tokens for c in completions))
+        count_sent(completions)
         return completions
 
     def submit(
