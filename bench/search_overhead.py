@@ -59,12 +59,12 @@ def overhead(items: int) -> list[dict]:
 
 
 def prm_throughput(base: Path, count: int) -> dict:
-    from selfcorrect.strategies.search import split_steps
-    from selfcorrect.train.verifier import _load_classifier, encode
+    from selfcorrect.verify.learned import encode, load_classifier
+    from selfcorrect.verify.steps import split_steps
 
     import torch
 
-    tokenizer, model = _load_classifier(base, "prm")
+    tokenizer, model = load_classifier(base, "prm")
     model.eval()
     items = Arithmetic(n=count).items()
     solutions = [(list(i.view.messages), split_steps(f"{i.view.question.split('What is ')[-1].rstrip('?')} = {i.answer}. "

@@ -34,7 +34,7 @@ from selfcorrect.sandbox import Sandbox
 from selfcorrect.store import Run, Store
 from selfcorrect.version import code_version
 from selfcorrect.strategies import Context, Session, Strategy, parse_strategy
-from selfcorrect.strategies.base import ModelHandle
+from selfcorrect.strategies.session import ModelHandle
 from selfcorrect.strategies.sampling import SelfConsistency
 from selfcorrect.tasks import Item, Task, parse_task, select
 from selfcorrect.tasks.base import Check
@@ -515,7 +515,7 @@ async def regrade(settings: Settings, run_id: str, task: Task | None = None) -> 
     sample cache, replays them. Attempts recorded before finish reasons were kept count as
     cut off when they used the whole token budget. `task` replaces the one the run names
     (library use, tests)."""
-    from selfcorrect.tasks.base import read
+    from selfcorrect.tasks.kinds import read
     from selfcorrect.verify.answers import read_printed_number
     from selfcorrect.verify.code import extract_code
 

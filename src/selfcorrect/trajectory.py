@@ -61,7 +61,7 @@ class Attempt(BaseModel):
     completion_tokens: int = 0
     seconds: float = 0.0
     cached: bool = False
-    # the model's own token confidence in it (strategies/base.py `token_confidence`), where
+    # the model's own token confidence in it (strategies/session.py `token_confidence`), where
     # the backend gave log-probabilities: intrinsic, and no sign of being right by itself
     confidence: dict[str, float] | None = None
     feedback: list[Feedback] = Field(default_factory=list)

@@ -4,7 +4,7 @@ registered through entry points (tests/unit/test_plugins.py installs it)."""
 from __future__ import annotations
 
 from selfcorrect.models.base import Capabilities, Completion, SamplingParams
-from selfcorrect.strategies.base import Strategy, solve
+from selfcorrect.strategies.strategy import Strategy, solve
 from selfcorrect.tasks.base import MathTask
 
 

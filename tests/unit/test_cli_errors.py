@@ -203,7 +203,7 @@ def test_a_keys_file_holding_a_key_instead_of_its_hash_is_refused(tmp_path):
 
 
 @pytest.mark.parametrize("args, phrases", [
-    (["--method", "sft"], ["--method: input should be 'rft', 'star', 'correction', 'dpo', 'grpo' or 'score'"]),
+    (["--method", "sft"], ["unknown training method 'sft'", "did you mean 'rft'?", "rft, star, correction, dpo, grpo, score"]),
     (["--labels", "oracle"], ["--labels: input should be 'gold', 'vote', 'program' or 'judge'"]),
     (["--method", "star", "--labels", "vote"], ["a majority vote always has one"]),
     (["--engine", "vllm"], ["--engine: input should be 'auto', 'gguf' or 'hf'"]),

@@ -204,7 +204,7 @@ def test_a_run_has_one_writer_at_a_time(tmp_path):
 def test_a_strategy_has_no_path_to_the_store(tmp_path):
     """The sample cache's store holds finished units' grades: no attribute of what a
     strategy is handed may lead there."""
-    from selfcorrect.strategies.base import Context
+    from selfcorrect.strategies.session import Context
 
     script = Script([(asked(INITIAL), right_on_even)])
     evaluation = Evaluation(load_settings(store=tmp_path / "store.sqlite"),

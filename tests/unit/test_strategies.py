@@ -96,7 +96,7 @@ def test_confidence_vote_needs_a_backend_that_gives_logprobs(tmp_path):
 
 
 def test_token_confidence_finds_the_least_sure_stretch():
-    from selfcorrect.strategies.base import CONFIDENCE_WINDOW, token_confidence
+    from selfcorrect.strategies.session import CONFIDENCE_WINDOW, token_confidence
 
     logprobs = [-0.1] * 40 + [-3.0] * CONFIDENCE_WINDOW + [-0.1] * 40
     confidence = token_confidence(logprobs)
@@ -234,7 +234,7 @@ def test_oracle_refine_uses_the_gold_check_and_is_marked(tmp_path):
 
 
 def test_a_strategy_that_is_not_an_oracle_cannot_reach_the_gold(tmp_path):
-    from selfcorrect.strategies.base import Strategy
+    from selfcorrect.strategies.strategy import Strategy
 
     class Cheater(Strategy):
         name = "cheater"
@@ -367,8 +367,8 @@ def test_a_chat_item_has_no_extractor_its_answer_is_the_reply():
     """Free-form requests: the kind owns reading and voting, and strategies ask the kind."""
     from selfcorrect.models.base import SamplingParams
     from selfcorrect.models.scripted import ScriptedModel
-    from selfcorrect.strategies.base import Context, ModelHandle, Session
-    from selfcorrect.tasks.base import ItemView
+    from selfcorrect.strategies.session import Context, ModelHandle, Session
+    from selfcorrect.tasks.items import ItemView
     from selfcorrect.tasks.kinds import KINDS
 
     view = ItemView(id="chat/0", task="chat", kind="chat", question="Name a river in France.",

@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 
 from selfcorrect.sandbox import RunResult, TestOutcome
-from selfcorrect.strategies.base import describe_run, majority, vote_key
+from selfcorrect.strategies.selection import majority
+from selfcorrect.strategies.session import describe_run
+from selfcorrect.verify.answers import vote_key
 from selfcorrect.strategies.refine import CRITIQUE, GatedRefine
 from selfcorrect.strategies.sampling import read_choice, yes_or_no
 from selfcorrect.tasks.kinds import left_side
@@ -69,7 +71,7 @@ def attempts(*answers):
 def test_votes_use_the_answer_grading_reads():
     """An equation and a marker stating the same number vote together, as they grade."""
     from selfcorrect.tasks.arithmetic import Arithmetic
-    from selfcorrect.tasks.base import read
+    from selfcorrect.tasks.kinds import read
 
     view = Arithmetic(n=1).items()[0].view
     replies = ["37 + 75 = 112", "The answer is 112.", "The answer is 37 + 75."]
@@ -94,7 +96,7 @@ def test_execution_feedback_reads_as_a_model_should():
 
 
 def test_feedback_masks_memory_addresses_so_replays_come_from_the_cache():
-    from selfcorrect.strategies.base import reproducible
+    from selfcorrect.strategies.session import reproducible
 
     assert reproducible("<function add_42 at 0x7f3c2a1b9d30>\n7") == "<function add_42 at 0x…>\n7"
     assert reproducible("0x10 and 255") == "0x10 and 255"  # short hex literals are values, kept

@@ -69,7 +69,7 @@ def toy_records(count=24):
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    from selfcorrect.train.verifier import VerifierSettings, train_verifier
+    from selfcorrect.train.classifier import VerifierSettings, train_verifier
 
     folder = tmp_path_factory.mktemp("verifiers")
     base = make_tiny_model(folder / "tiny")
@@ -82,7 +82,8 @@ def trained(tmp_path_factory):
 
 
 def test_a_prm_learns_which_steps_are_good(trained):
-    from selfcorrect.train.verifier import Verifier, evaluate
+    from selfcorrect.train.classifier import evaluate
+    from selfcorrect.verify.learned import Verifier
 
     path, metrics = trained["prm"]
     assert metrics["labels"] == 48 and 0 < metrics["positive_share"] < 1 and metrics["log"][-1] < metrics["log"][0]
@@ -96,7 +97,8 @@ def test_a_prm_learns_which_steps_are_good(trained):
 
 
 def test_an_orm_learns_which_solutions_are_right(trained):
-    from selfcorrect.train.verifier import Verifier, evaluate
+    from selfcorrect.train.classifier import evaluate
+    from selfcorrect.verify.learned import Verifier
 
     verifier = Verifier.load(trained["orm"][0], "orm")
     measured = evaluate(verifier, toy_records())
@@ -107,12 +109,12 @@ def test_a_reading_is_charged_its_forward_pass_not_its_wait_for_the_model(traine
     import threading
     import time
 
-    from selfcorrect.train.verifier import Verifier
+    from selfcorrect.verify.learned import Verifier
 
     verifier = Verifier.load(trained["prm"][0], "prm")
     record = toy_records()[0]
     with verifier._lock:  # another call holds the model for half a second
-        waiter = threading.Thread(target=lambda: readings.append(verifier.read(record.prompt, record.steps)))
+        waiter = threading.Thread(target=lambda: readings.append(verifier.score(record.prompt, record.steps)))
         readings, started = [], time.perf_counter()
         waiter.start()
         time.sleep(0.5)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from selfcorrect.strategies.base import majority
+from selfcorrect.strategies.selection import majority
 from selfcorrect.verify.answers import vote_key
 from selfcorrect.trajectory import Attempt, UnitResult
 

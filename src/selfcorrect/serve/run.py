@@ -13,8 +13,9 @@ from selfcorrect.memory.learn import verdict
 from selfcorrect.models.base import Completion, Message, Model, SamplingParams
 from selfcorrect.serve.protocol import ChatRequest
 from selfcorrect.strategies import Context, Session, Strategy
-from selfcorrect.strategies.base import ModelHandle, best_by
-from selfcorrect.tasks.base import ItemView
+from selfcorrect.strategies.selection import best_by
+from selfcorrect.strategies.session import ModelHandle
+from selfcorrect.tasks.items import ItemView
 from selfcorrect.trajectory import Attempt, Trajectory
 
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from selfcorrect.errors import ConfigError
 from selfcorrect.registry import Registry, coerce, parse_spec, typed_value
-from selfcorrect.strategies.base import Context, Outcome, Session, Strategy
+from selfcorrect.strategies.session import Context, Outcome, Session
+from selfcorrect.strategies.strategy import Strategy
 from selfcorrect.strategies.compose import Chains
 from selfcorrect.strategies.debug import SelfDebug
 from selfcorrect.strategies.program_aided import ProgramAided

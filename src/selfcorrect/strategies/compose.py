@@ -13,7 +13,9 @@ from __future__ import annotations
 import asyncio
 
 from selfcorrect.errors import ConfigError
-from selfcorrect.strategies.base import Outcome, Session, Strategy, best_by, feedback_score, majority
+from selfcorrect.strategies.selection import best_by, feedback_score, majority
+from selfcorrect.strategies.session import Outcome, Session
+from selfcorrect.strategies.strategy import Strategy
 
 SELECTIONS = ("vote", "tests")
 

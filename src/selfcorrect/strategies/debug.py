@@ -8,7 +8,11 @@ Returns the attempt that passes most visible tests; a tie goes to the earlier at
 
 from __future__ import annotations
 
-from selfcorrect.strategies.base import Outcome, Session, Strategy, best_by, feedback_score, same_answer, solve
+from selfcorrect.strategies.selection import best_by, feedback_score, same_answer
+
+from selfcorrect.strategies.session import Outcome, Session
+
+from selfcorrect.strategies.strategy import Strategy, solve
 from selfcorrect.strategies.refine import revise_messages
 from selfcorrect.trajectory import Feedback
 

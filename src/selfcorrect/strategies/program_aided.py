@@ -8,15 +8,13 @@ the first attempt whose program ran and printed a number.
 
 from __future__ import annotations
 
-from selfcorrect.strategies.base import (
-    CODE_STOP,
-    Outcome,
-    Session,
-    Strategy,
-    best_by,
-    feedback_score,
-    reproducible,
-)
+from selfcorrect.strategies.selection import best_by, feedback_score
+
+from selfcorrect.strategies.session import Outcome, Session, reproducible
+
+from selfcorrect.strategies.strategy import Strategy
+
+from selfcorrect.tasks.kinds import CODE_STOP
 from selfcorrect.trajectory import Attempt, Feedback
 from selfcorrect.verify.answers import read_printed_number
 from selfcorrect.verify.code import extract_code

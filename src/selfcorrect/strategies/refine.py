@@ -21,15 +21,11 @@ from __future__ import annotations
 
 from selfcorrect.errors import ConfigError
 
-from selfcorrect.strategies.base import (
-    Outcome,
-    Session,
-    Strategy,
-    best_by,
-    feedback_score,
-    same_answer,
-    solve,
-)
+from selfcorrect.strategies.selection import best_by, feedback_score, same_answer
+
+from selfcorrect.strategies.session import Outcome, Session
+
+from selfcorrect.strategies.strategy import Strategy, solve
 from selfcorrect.trajectory import Attempt, Feedback
 from selfcorrect.verify.scores import CONFIDENCE_LINE, SCORE_LINE, read_score
 

@@ -9,7 +9,11 @@ evaluator scores best (a tie goes to the earlier).
 
 from __future__ import annotations
 
-from selfcorrect.strategies.base import Outcome, Session, Strategy, best_by, feedback_score, solve
+from selfcorrect.strategies.selection import best_by, feedback_score
+
+from selfcorrect.strategies.session import Outcome, Session
+
+from selfcorrect.strategies.strategy import Strategy, solve
 from selfcorrect.strategies.sampling import BestOfN, judge
 from selfcorrect.trajectory import Attempt, Feedback
 

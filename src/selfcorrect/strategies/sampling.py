@@ -19,17 +19,12 @@ import math
 import re
 
 from selfcorrect.errors import ConfigError
-from selfcorrect.strategies.base import (
-    Outcome,
-    Session,
-    Strategy,
-    best_by,
-    feedback_score,
-    majority,
-    solve,
-)
+from selfcorrect.strategies.selection import best_by, feedback_score, majority
+from selfcorrect.strategies.session import Outcome, Session
+from selfcorrect.strategies.strategy import Strategy, solve
 from selfcorrect.trajectory import Attempt, Feedback
 from selfcorrect.verify.learned import learned_scores, parse_learned
+from selfcorrect.verify.steps import split_steps
 
 
 class Single(Strategy):
@@ -119,7 +114,7 @@ def leader_probability(leader: int, second: int) -> float:
 class ConfidenceVote(Strategy):
     """n samples; each votes with the model's own confidence in it, from its token
     log-probabilities (intrinsic: the model's certainty, not a check). `measure`: the mean
-    log-probability of the reply or its lowest window (strategies/base.py). `keep`: the most
+    log-probability of the reply or its lowest window (strategies/session.py). `keep`: the most
     confident share of samples that vote at all (1.0: all, each weighted by exp(measure)).
     The draws are self-consistency's: where the backend keeps log-probabilities (the embedded
     engine and the transformers backend do), no sample is drawn twice."""
@@ -215,8 +210,6 @@ class BestOfN(Strategy):
                 await judge(session, attempt, self.prompts["judge"], critic=verifier == "critic")
             source = "critic" if verifier == "critic" else "self-judgement"
         else:
-            from selfcorrect.strategies.search import split_steps
-
             source = verifier.partition(":")[0]
             for attempt in attempts:  # a PRM's verdict on the last step stands for the whole
                 scores = await learned_scores(session, verifier, split_steps(attempt.text))

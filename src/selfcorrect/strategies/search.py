@@ -20,7 +20,7 @@ Step scorers (`scorer=`), every one marked with its kind in the record:
               the answer most of the item's rollouts and finished paths reach (a vote:
               intrinsic; the gold answer is never used)
     self      the model judges the last step: a final `Score: N` line, 0 to 10 (intrinsic)
-    prm:PATH  a process reward model trained on the model's own rollouts (train/verifier.py):
+    prm:PATH  a process reward model trained on the model's own rollouts (train/classifier.py):
               its verdict on the last step (external)
     orm:PATH  an outcome verifier, applied to the solution so far (external)
 Aggregation of a path's step scores (`aggregate=`): last, min or product. The finished path
@@ -37,30 +37,15 @@ from dataclasses import dataclass, field
 
 from selfcorrect.errors import ConfigError
 from selfcorrect.memory.recall import with_memory
-from selfcorrect.strategies.base import Outcome, Session, Strategy, best_by
-from selfcorrect.tasks.base import read
+from selfcorrect.strategies.selection import best_by
+from selfcorrect.strategies.session import Outcome, Session
+from selfcorrect.strategies.strategy import Strategy
+from selfcorrect.tasks.kinds import read
 from selfcorrect.trajectory import Attempt, Feedback
 from selfcorrect.verify.answers import MARKERS, vote_key
 from selfcorrect.verify.learned import learned_scores, parse_learned
+from selfcorrect.verify.steps import DELIMITERS
 from selfcorrect.verify.scores import SCORE_LINE, read_score
-
-DELIMITERS = {"blank-line": "\n\n", "line": "\n", "sentence": ". "}
-
-
-def split_steps(text: str, step: str = "sentence") -> list[str]:
-    """A finished reply as the steps search would have grown it: each step keeps its
-    delimiter, so the steps join back into the reply exactly."""
-    delimiter = DELIMITERS[step]
-    pieces = text.split(delimiter)
-    steps = [p + delimiter for p in pieces[:-1]] + ([pieces[-1]] if pieces[-1] else [])
-    merged: list[str] = []
-    for piece in steps:  # a delimiter alone (". . ") is no step of its own
-        if merged and not piece.replace(delimiter, "").strip():
-            merged[-1] += piece
-        else:
-            merged.append(piece)
-    return merged
-
 
 @dataclass(eq=False)
 class Node:

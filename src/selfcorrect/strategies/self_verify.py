@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import re
 
-from selfcorrect.strategies.base import Outcome, Session, Strategy, solve, vote_key
+from selfcorrect.strategies.session import Outcome, Session
+
+from selfcorrect.strategies.strategy import Strategy, solve
+
+from selfcorrect.verify.answers import vote_key
 from selfcorrect.trajectory import Feedback
 from selfcorrect.verify.answers import NUMBER, answers_match, read_answer
 

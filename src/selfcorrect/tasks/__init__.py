@@ -9,7 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from selfcorrect.registry import Registry, coerce, parse_spec
-from selfcorrect.tasks.base import Check, Item, ItemView, Subset, Task, select, split
+from selfcorrect.tasks.base import Check, Subset, Task, select, split
+from selfcorrect.tasks.items import Item, ItemView
 
 __all__ = ["Check", "Item", "ItemView", "Subset", "Task", "TASKS", "load_task", "parse_task", "select", "split"]
 

@@ -12,7 +12,8 @@ import operator
 import random
 
 from selfcorrect.errors import ConfigError
-from selfcorrect.tasks.base import Item, MathTask
+from selfcorrect.tasks.base import MathTask
+from selfcorrect.tasks.items import Item
 
 NAMES = ["Ava", "Ben", "Chloe", "Dan", "Ella", "Finn", "Grace", "Hugo", "Iris", "Jack"]
 THINGS = ["apples", "marbles", "stickers", "coins", "books", "shells", "pencils", "stamps"]

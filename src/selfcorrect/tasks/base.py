@@ -1,9 +1,8 @@
-"""Tasks: items with prompts, and the gold check that only the task may use.
+"""Tasks: sets of items (tasks/items.py), and the gold check that only the task may use.
 
-An `Item` holds everything about a problem, the gold answer and hidden tests included. A
-strategy receives an `ItemView`, which has no gold: the prompt, the question, the visible
-tests it may run for feedback. The gold check (`Task.check`) belongs to the task; a
-strategy never calls it, unless a run is explicitly an oracle run.
+The gold check (`Task.check`) belongs to the task; a strategy never calls it, unless a run
+is explicitly an oracle run. Here too: picking items (`select`), the train/held-out split, and
+a task seen through some of its items (`Subset`).
 """
 
 from __future__ import annotations
@@ -13,55 +12,14 @@ import random
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from selfcorrect.errors import ConfigError
 from selfcorrect.models.base import Message
 from selfcorrect.sandbox import RunResult, Sandbox, TestCase
-from selfcorrect.tasks.kinds import kind_of
-from selfcorrect.verify.answers import NO_ANSWER, Reading, answers_match, is_numeric
-
-
-@dataclass(frozen=True)
-class ItemView:
-    """What a strategy may see of an item: no gold answer, no hidden tests."""
-
-    id: str
-    task: str
-    kind: str  # "math", "code" or "chat" (tasks/kinds.py)
-    question: str  # the problem as a person reads it
-    messages: tuple[Message, ...]  # the task's prompt for it
-    visible_tests: tuple[str, ...] = ()
-    entry_point: str | None = None
-    setup: str = ""  # what the tests import
-    prompt_code: str = ""  # code the answer continues (HumanEval's signature and docstring)
-    stop: tuple[str, ...] = ()  # where an answer to the task's own prompt ends
-    # Math: whether the expected answer is a number (then only a stated number is read).
-    # The form of the answer, not the answer: a task says as much in its instructions.
-    numeric: bool = True
-    # A checker the user supplies for math and chat items: Python source defining
-    # `check(answer) -> bool`, run in the sandbox on each answer (external feedback; strategies
-    # that run visible tests run it).
-    checker: str = ""
-
-
-@dataclass(frozen=True)
-class Item:
-    """An item with its gold. It holds its view rather than extending it, so that handing
-    a strategy an Item by mistake cannot pass as handing it a view."""
-
-    view: ItemView
-    answer: str | None = None  # the gold answer (math)
-    tests: tuple[str, ...] = ()  # the hidden tests that decide correctness (code)
-    meta: dict = field(default_factory=dict, compare=False)
-
-    @property
-    def id(self) -> str:
-        return self.view.id
-
-    @property
-    def kind(self) -> str:
-        return self.view.kind
+from selfcorrect.tasks.items import Item, ItemView
+from selfcorrect.tasks.kinds import read
+from selfcorrect.verify.answers import NO_ANSWER, answers_match, is_numeric
 
 
 @dataclass(frozen=True)
@@ -76,16 +34,6 @@ class Check:
     detail: str
     run: RunResult | None = None
     failure: str | None = None  # why there was no answer: "truncated", "expression", ...
-
-
-def read(view: ItemView, reply: str, finish_reason: str = "stop") -> Reading:
-    """The answer a reply gives (a number or expression, the program to test, a chat reply),
-    the same for strategies, votes and the gold check; on a parse failure, why there is none."""
-    return kind_of(view).read(view, reply, finish_reason)
-
-
-def extract(view: ItemView, reply: str, finish_reason: str = "stop") -> str | None:
-    return read(view, reply, finish_reason).answer
 
 
 class Task(ABC):

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 
 from selfcorrect.errors import ConfigError
-from selfcorrect.tasks.base import Item, MathTask
+from selfcorrect.tasks.base import MathTask
+from selfcorrect.tasks.items import Item
 from selfcorrect.tasks.data import find_file
 
 

@@ -15,7 +15,8 @@ import re
 from pathlib import Path
 
 from selfcorrect.errors import ConfigError
-from selfcorrect.tasks.base import CodeTask, Item, ItemView
+from selfcorrect.tasks.base import CodeTask
+from selfcorrect.tasks.items import Item, ItemView
 
 TEMPLATE = ("Complete this Python function. Reply with the whole function in a ```python code "
             "block.\n```python\n{prompt}```")

@@ -16,7 +16,8 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from selfcorrect.errors import ConfigError
-from selfcorrect.tasks.base import CodeTask, Item, ItemView, MathTask, Task
+from selfcorrect.tasks.base import CodeTask, MathTask, Task
+from selfcorrect.tasks.items import Item, ItemView
 from selfcorrect.verify.code import guess_entry_point
 
 CODE_TEMPLATE = "{prompt}\nWrite the Python code in a ```python code block."

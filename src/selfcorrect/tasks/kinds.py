@@ -12,17 +12,25 @@ from critics, the model's own judgment, or checks a user supplies.
 from __future__ import annotations
 
 import ast
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import Protocol
 
+from selfcorrect.sandbox import RunResult
+from selfcorrect.tasks.items import ItemView
+from selfcorrect.trajectory import Attempt
 from selfcorrect.verify.answers import NO_ANSWER, TRUNCATED, Reading, read_answer, vote_key
 from selfcorrect.verify.code import assemble, extract_code
 
-if TYPE_CHECKING:
-    from selfcorrect.strategies.base import Session
-    from selfcorrect.tasks.base import ItemView
-    from selfcorrect.trajectory import Attempt
-
 CODE_STOP = ("\n```\n",)  # the end of a fenced code block (the opening fence names a language)
+
+
+class VoteContext(Protocol):
+    """What a kind needs to say what attempts vote for: the item's view, and a way to run a
+    program on it (a strategy's session: strategies/session.py)."""
+
+    view: ItemView
+
+    async def run(self, program: str, tests: Sequence[str] = (), setup: str = "") -> RunResult: ...
 
 
 class Kind:
@@ -35,7 +43,7 @@ class Kind:
     def read(self, view: ItemView, reply: str, finish_reason: str = "stop") -> Reading:
         raise NotImplementedError
 
-    async def vote_keys(self, session: Session, attempts: list[Attempt]) -> list[str | None]:
+    async def vote_keys(self, session: VoteContext, attempts: list[Attempt]) -> list[str | None]:
         """What each attempt votes for (None: it does not vote)."""
         return [vote_key(a.answer) for a in attempts]
 
@@ -63,7 +71,7 @@ class CodeKind(Kind):
             return Reading(None, TRUNCATED if finish_reason == "length" else NO_ANSWER)
         return Reading(assemble(code, view.prompt_code, view.entry_point), "code")
 
-    async def vote_keys(self, session: Session, attempts: list[Attempt]) -> list[str | None]:
+    async def vote_keys(self, session: VoteContext, attempts: list[Attempt]) -> list[str | None]:
         """What each program returns on the inputs of the visible tests (the expected values
         are never looked at); with no visible tests, its normalised code."""
         calls = [left_side(t) for t in session.view.visible_tests]
@@ -93,7 +101,7 @@ class ChatKind(Kind):
             return Reading(None, TRUNCATED if finish_reason == "length" else NO_ANSWER)
         return Reading(text, "reply")
 
-    async def vote_keys(self, session: Session, attempts: list[Attempt]) -> list[str | None]:
+    async def vote_keys(self, session: VoteContext, attempts: list[Attempt]) -> list[str | None]:
         return [" ".join(a.answer.lower().split()) if a.answer else None for a in attempts]
 
 
@@ -102,6 +110,12 @@ KINDS: dict[str, Kind] = {kind.name: kind for kind in (MathKind(), CodeKind(), C
 
 def kind_of(view: ItemView) -> Kind:
     return KINDS[view.kind]
+
+
+def read(view: ItemView, reply: str, finish_reason: str = "stop") -> Reading:
+    """The answer a reply gives (a number or expression, the program to test, a chat reply),
+    the same for strategies, votes and the gold check; on a parse failure, why there is none."""
+    return kind_of(view).read(view, reply, finish_reason)
 
 
 def left_side(test: str) -> str | None:

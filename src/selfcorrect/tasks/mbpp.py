@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 
 from selfcorrect.errors import ConfigError
-from selfcorrect.tasks.base import CodeTask, Item, ItemView
+from selfcorrect.tasks.base import CodeTask
+from selfcorrect.tasks.items import Item, ItemView
 from selfcorrect.tasks.data import find_file
 from selfcorrect.verify.code import guess_entry_point
 

@@ -49,6 +49,16 @@ class Example(BaseModel):
     provenance: dict = Field(default_factory=dict)  # run, strategy, attempt, model
 
 
+class SplitSpec(BaseModel):
+    """A task's items split by id into a train and a held-out side: what every training command
+    starts from. Each description is its command-line option's help."""
+
+    task: str = Field("arithmetic", description="the task whose items are split into train and held-out sides")
+    limit: int | None = Field(400, ge=2, description="items, both sides together")
+    heldout: float = Field(0.5, gt=0, lt=1, description="the held-out share of the items (split by item id)")
+    seed: int = Field(0, description="the split and the draws")
+
+
 def split(item_ids: Iterable[str], heldout: float, seed: int = 0) -> tuple[list[str], list[str]]:
     """(train, held-out) item ids: an item is held out when the hash of its id and the seed
     falls in the held-out share."""

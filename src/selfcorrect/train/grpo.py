@@ -26,7 +26,7 @@ from pathlib import Path
 
 from selfcorrect.errors import ConfigError
 from selfcorrect.tasks import Item, Task
-from selfcorrect.tasks.base import read
+from selfcorrect.tasks.kinds import read
 from selfcorrect.train.sft import load_policy, run_trainer, trainer_args
 from selfcorrect.verify.answers import is_numeric
 

@@ -1,7 +1,7 @@
 """Process labels from rollouts (Math-Shepherd), with a binary search for the first wrong
 step (OmegaPRM): the data a process reward model learns from, made by the model itself.
 
-A sampled solution is split into steps as search grows them (strategies/search.py). The
+A sampled solution is split into steps as search grows them (verify/steps.py, as search grows them in strategies/search.py). The
 value of a prefix is estimated by `k` completions from it: the share that reach an answer
 the task's check accepts (soft label), or whether any does (hard label). A right solution's
 steps are all labelled good without rollouts (each prefix provably reaches a right answer:
@@ -26,7 +26,7 @@ from pydantic import BaseModel, Field
 
 from selfcorrect.models.base import Model, SamplingParams
 from selfcorrect.tasks import Item, Task
-from selfcorrect.strategies.search import split_steps
+from selfcorrect.verify.steps import split_steps
 
 
 class Labelled(BaseModel):

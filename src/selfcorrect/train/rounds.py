@@ -24,39 +24,20 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import Field, model_validator
 
 from selfcorrect.config import Settings
 from selfcorrect.errors import ConfigError
 from selfcorrect.measure.stats import mcnemar, wilson
-from selfcorrect.models.base import SamplingParams
+from selfcorrect.models.lineage import Checkpoint, Lineage
 from selfcorrect.models.load import load_gguf
 from selfcorrect.runner import EvalSpec, Evaluation, results_by_strategy
 from selfcorrect.store import Store
 from selfcorrect.strategies import parse_strategy
-from selfcorrect.tasks import Subset, Task, parse_task, select
-from selfcorrect.tasks.kinds import KINDS
-from selfcorrect.train.data import (
-    build_correction,
-    build_correction_pairs,
-    build_dpo,
-    build_label_free,
-    build_rft,
-    check_heldout,
-    data_hash,
-    pseudo_label_accuracy,
-    split,
-    to_dataset,
-    to_preference_dataset,
-    write_jsonl,
-)
-from selfcorrect.train.grpo import GRPOSettings, train_grpo
-from selfcorrect.train.judge import judged_pairs
-from selfcorrect.models.lineage import Checkpoint, Lineage
+from selfcorrect.tasks import Subset, parse_task, select
+from selfcorrect.train.data import SplitSpec, check_heldout, data_hash, split, write_jsonl
+from selfcorrect.train.methods import METHODS, TrainingRun, method_of
 from selfcorrect.train.report import write as write_report
-from selfcorrect.train.score import REVIEW, SCoReSettings, train_score
-from selfcorrect.train.sft import SFTSettings, train_dpo, train_sft
-from selfcorrect.train.star import rationalize
 from selfcorrect.train.to_gguf import fits_template, write_checkpoint_gguf
 from selfcorrect.verify.answers import vote_key
 
@@ -65,75 +46,52 @@ DIVERSITY_ALARM = 0.5  # distinct answers per item below half of the base's
 TAIL_ALARM = 0.1  # the share of never-solved items up by ten points or more
 
 
-class TrainSpec(BaseModel):
-    """What a training runs (the labels of correction traces are always the task's check)."""
+class TrainSpec(SplitSpec):
+    """What a training runs. Each field's description is its `selfcorrect train` option's help
+    (cli/train.py makes the options from these fields)."""
 
-    task: str = "arithmetic"
-    limit: int | None = Field(400, ge=2)  # items, train and held-out together
-    heldout: float = Field(0.5, gt=0, lt=1)
-    seed: int = 0
-    sample: str = "self-consistency:n=8"  # how the train side is sampled each round
-    sample_temperature: float = Field(0.7, ge=0, le=2)
-    evaluate: list[str] = Field(default_factory=lambda: ["single"])  # strategies on the held-out side
-    rounds: int = Field(2, ge=1, le=20)
-    # rft: the accepted samples; correction: accepted revisions of the sampling strategy
-    # (it must revise: self-refine, self-debug, program-aided, ...), as multi-turn traces
-    # dpo: preference pairs (a right and a wrong sample of one prompt; a fix against what it fixed)
-    # star: rft plus rationales for the failed items, asked again with the answer as a hint
-    # (gold: oracle-derived data, marked; program: the model's own program-aided answer)
-    # grpo: reinforcement learning on the train items, rewarded by the task's check (train/grpo.py)
-    # score: two attempts per prompt, trained to correct itself in two stages (train/score.py)
-    method: Literal["rft", "star", "correction", "dpo", "grpo", "score"] = "rft"
-    # correction traces: the revisions the sampling strategy made, or pairs of independent
-    # samples (a wrong one shown, the self-correct review turn, a right one: Pair-SFT)
-    traces: Literal["revisions", "pairs"] = "revisions"
-    # gold: the task's check picks the samples; vote / program: no gold (train/data.py);
-    # judge (dpo only): the model ranks its own samples, self-rewarding (train/judge.py)
-    labels: Literal["gold", "vote", "program", "judge"] = "gold"
-    agreement: float = Field(0.5, gt=0, le=1)  # vote labels: the majority's least share
-
-    restart: Literal["base", "continue"] = "base"
-    # what samples and evaluates each round: the checkpoint itself on transformers (hf), or
-    # its Q8_0 GGUF write-back on llama.cpp (gguf: ~2.5x faster on CPU, the embedded model's
-    # shape only); auto: gguf when the base has the embedded model's shape
-    engine: Literal["auto", "gguf", "hf"] = "auto"
-    per_item: int = Field(4, ge=1)
-    rare_boost: int = Field(1, ge=1, le=10)  # rft: repeat the replies of rarely solved items
-    patience: int = Field(1, ge=1)
-    lora: bool = True
-    epochs: float = Field(2.0, gt=0)
-    learning_rate: float = Field(2e-4, gt=0)
-    batch_size: int = Field(8, ge=1)
-    # grpo: steps per round, completions per prompt, the KL weight, the shaping terms
-    grpo_steps: int = Field(40, ge=1)
-    generations: int = Field(8, ge=2)
-    beta: float = Field(0.04, ge=0)
-    format_reward: float = Field(0.0, ge=0, le=1)
-    partial_credit: bool = False
-    # score: the steps of each stage, Stage II's bonus for improving, Stage I's KL weight
-    stage1_steps: int = Field(20, ge=0)
-    stage2_steps: int = Field(20, ge=0)
-    alpha: float = Field(1.0, ge=0)
-    beta_stage1: float = Field(0.5, ge=0)
-    # what the review turn between the attempts says: nothing of whether attempt 1 was right
-    # (intrinsic), or the visible tests' results of its code (external; code tasks)
-    review_feedback: Literal["none", "tests"] = "none"
+    rounds: int = Field(2, ge=1, le=20, description="training rounds after the base's")
+    method: str = Field("rft", description="how a round trains (train/methods.py, docs/train.md)")
+    labels: Literal["gold", "vote", "program", "judge"] = Field(
+        "gold", description="gold (the task's check), vote or program (no gold: pseudo-labels, train/data.py), "
+                            "judge (dpo: the model ranks its own samples, train/judge.py)")
+    traces: Literal["revisions", "pairs"] = Field(
+        "revisions", description="correction: revisions (made by the --sample strategy, which must revise) or pairs "
+                                 "(independent samples: a wrong one shown, the review turn, a right one)")
+    agreement: float = Field(0.5, gt=0, le=1, description="vote labels: the least share of samples the majority needs")
+    sample: str = Field("self-consistency:n=8", description="how the train side is sampled each round")
+    sample_temperature: float = Field(0.7, ge=0, le=2, description="its temperature")
+    evaluate: list[str] = Field(["single"], description="comma-separated strategies measured on the held-out side")
+    restart: Literal["base", "continue"] = Field(
+        "base", description="base (ReST-EM: each round from the base) or continue")
+    engine: Literal["auto", "gguf", "hf"] = Field(
+        "auto", description="what samples and evaluates: gguf (each checkpoint written back to GGUF, on llama.cpp: "
+                            "~2.5x faster on CPU, the embedded model's shape only), hf (transformers) or auto")
+    per_item: int = Field(4, ge=1, description="the most training replies per item")
+    rare_boost: int = Field(1, ge=1, le=10, description="rft: repeat the replies of items right in at most a quarter "
+                                                        "of their samples this many times")
+    patience: int = Field(1, ge=1, description="rounds without a held-out gain before stopping")
+    lora: bool = Field(True, description="LoRA, or full fine-tuning (--full)")
+    epochs: float = Field(2.0, gt=0, description="epochs per round")
+    learning_rate: float = Field(2e-4, gt=0, description="2e-4 suits LoRA; full fine-tuning wants about 1e-5")
+    batch_size: int = Field(8, ge=1, description="examples per step")
+    grpo_steps: int = Field(40, ge=1, description="grpo: steps per round")
+    generations: int = Field(8, ge=2, description="grpo and score: completions per prompt (the group)")
+    beta: float = Field(0.04, ge=0, description="grpo: the KL penalty towards the starting model (score: Stage II's)")
+    format_reward: float = Field(0.0, ge=0, le=1, description="grpo: reward for a readable answer (0: off)")
+    partial_credit: bool = Field(False, description="grpo: up to 0.5 for a numeric answer near the gold")
+    stage1_steps: int = Field(20, ge=0, description="score: Stage I steps (reward attempt 2, strong KL)")
+    stage2_steps: int = Field(20, ge=0, description="score: Stage II steps (reward both, bonus for improving)")
+    alpha: float = Field(1.0, ge=0, description="score: Stage II's bonus weight on r2 - r1")
+    beta_stage1: float = Field(0.5, ge=0, description="score: Stage I's KL weight (--beta is Stage II's)")
+    review_feedback: Literal["none", "tests"] = Field(
+        "none", description="score: the review turn says nothing of attempt 1 (none: intrinsic) or shows its "
+                            "visible tests' results (tests: code)")
 
     @model_validator(mode="after")
-    def _labels_of_corrections(self):
-        if self.method in ("correction", "grpo", "score") and self.labels != "gold":
-            raise ValueError(f"{self.method} is rewarded by the task's check: use labels gold")
-        ranked = self.labels in ("gold", "judge")
-        if (self.method == "dpo" and not ranked) or (self.labels == "judge" and self.method != "dpo"):
-            raise ValueError("preference pairs are ranked by the task's check (labels gold) or by the model as "
-                             "judge (labels judge, with method dpo)")
-        if self.review_feedback == "tests" and self.method != "score":
-            raise ValueError("--review-feedback is the review turn of two-attempt training: it goes with --method score")
-        if self.traces == "pairs" and self.method != "correction":
-            raise ValueError("traces are what correction trains on: --traces pairs goes with --method correction")
-        if self.method == "star" and self.labels == "vote":
-            raise ValueError("star hints the answer of items with no sample agreeing with it; a majority vote "
-                             "always has one: use labels gold or program")
+    def _method_takes_it(self):
+        METHODS.get(self.method)  # an unknown method: its error names the known ones
+        method_of(self).check(self)
         return self
 
 
@@ -171,13 +129,12 @@ async def train_rounds(settings: Settings, spec: TrainSpec, out: Path,
 
     open_model = engine_factory or (open_gguf if use_gguf else open_hf)
     out.mkdir(parents=True, exist_ok=True)
-    sampler = parse_strategy(spec.sample).spec
+    method = method_of(spec)
+    run = TrainingRun(spec, store, task, train_ids, held_ids, train_side, parse_strategy(spec.sample).spec)
     report = {"spec": spec.model_dump(), "engine": "gguf" if use_gguf else "hf", "train_items": len(train_ids),
               "heldout_items": len(held_ids), "base": base.name, "rounds": [], "stopped": None}
     current, best, waited = base, None, 0
-    # made with round r-1's model, trained on in round r: star's rationales, self-judged pairs
-    rationales: list = []
-    judged: list = []
+    carried: list = []  # made with round r-1's model, trained on in round r (method.prepare)
     base_solved: dict[str, float] | None = None
     try:
         for number in range(spec.rounds + 1):
@@ -185,37 +142,11 @@ async def train_rounds(settings: Settings, spec: TrainSpec, out: Path,
             entry = {"round": number, "checkpoint": current.name}
             if number > 0:
                 say(f"round {number}: building data from round {number - 1}'s samples")
-                runs = report["rounds"][-1]["train_runs"]
-                # exploitation: the share of the data the task's check agrees with (by
-                # construction with gold labels; measured afterwards for the others)
-                pseudo, data_right = None, 1.0
-                if spec.method in ("grpo", "score"):
-                    examples, data_right = [], None  # rewarded online by the check: no data to build
-                elif spec.labels == "judge":
-                    examples = judged
-                    judge = report["rounds"][-1]["judge"]
-                    data_right = judge["pairs_as_the_check"] / judge["pairs"] if judge["pairs"] else None
-                elif spec.method == "dpo":
-                    examples = build_dpo(store, task=task.name, train_ids=train_ids, run_ids=runs, per_item=spec.per_item)
-                elif spec.method == "correction" and spec.traces == "pairs":
-                    examples = build_correction_pairs(store, task=task.name, train_ids=train_ids, run_ids=runs,
-                                                      review=REVIEW[task.kind],
-                                                      per_item=spec.per_item)
-                elif spec.method == "correction":
-                    examples = build_correction(store, task=task.name, train_ids=train_ids, run_ids=runs)
-                elif spec.labels == "gold":
-                    examples = rationales + build_rft(store, task=task.name, train_ids=train_ids, run_ids=runs,
-                                                      per_item=spec.per_item, rare_boost=spec.rare_boost)
-                else:
-                    examples, labelled = build_label_free(
-                        store, task=task.name, train_ids=train_ids, run_ids=runs, sample_strategy=sampler,
-                        labels=spec.labels, agreement=spec.agreement, per_item=spec.per_item)
-                    examples = rationales + examples
-                    data_right = (sum(labelled[e.item_id]["right"] for e in examples) / len(examples)
-                                  if examples else None)
-                    pseudo = {"items_labelled": len(labelled), "accuracy_against_gold": pseudo_label_accuracy(labelled)}
+                previous = report["rounds"][-1]
+                data = method.data(run, previous["train_runs"], carried, previous)
+                examples = data.examples
                 check_heldout(examples, held_ids)
-                if not examples and spec.method not in ("grpo", "score"):
+                if not examples and not method.online:
                     why = ("the judge ordered no pair of samples (no readable score, or equal scores)"
                            if spec.labels == "judge" else "no sample was verified right")
                     report["stopped"] = f"round {number}: {why}, nothing to train on"
@@ -230,34 +161,15 @@ async def train_rounds(settings: Settings, spec: TrainSpec, out: Path,
                     merger = open_hf(start)
                     start_path = merger.merge_adapter(folder / "start")
                     merger.close()
-                if spec.method == "grpo":
-                    say(f"round {number}: GRPO for {spec.grpo_steps} steps on {len(train_ids)} train items")
-                    metrics = train_grpo(start_path, task, train_side.items(), folder, GRPOSettings(
-                        lora=spec.lora, learning_rate=spec.learning_rate, steps=spec.grpo_steps,
-                        generations=spec.generations, beta=spec.beta, format_reward=spec.format_reward,
-                        partial_credit=spec.partial_credit, temperature=max(spec.sample_temperature, 0.7),
-                        max_completion_length=KINDS[task.kind].max_tokens, seed=spec.seed))
-                elif spec.method == "score":
-                    say(f"round {number}: two-attempt training, {spec.stage1_steps} + {spec.stage2_steps} steps")
-                    metrics = train_score(start_path, task, train_side.items(), folder, SCoReSettings(
-                        lora=spec.lora, learning_rate=spec.learning_rate, stage1_steps=spec.stage1_steps,
-                        stage2_steps=spec.stage2_steps, alpha=spec.alpha, beta_stage1=spec.beta_stage1,
-                        beta_stage2=spec.beta, generations=spec.generations,
-                        temperature=max(spec.sample_temperature, 0.7), feedback=spec.review_feedback,
-                        max_completion_length=KINDS[task.kind].max_tokens, seed=spec.seed))
-                else:
-                    say(f"round {number}: training on {len(examples)} examples")
-                    training = SFTSettings(lora=spec.lora, epochs=spec.epochs, learning_rate=spec.learning_rate,
-                                           batch_size=spec.batch_size, seed=spec.seed)
-                    metrics = (train_dpo(start_path, to_preference_dataset(examples), folder, training)
-                               if spec.method == "dpo" else train_sft(start_path, to_dataset(examples), folder, training))
+                say(f"round {number}: {method.training(examples, run)}")
+                metrics = method.train(run, start_path, folder, examples)
                 current = lineage.register(Checkpoint(
                     name=f"{out.name}/round-{number}", round=number, parent=current.name, method=spec.method,
                     path=str(start_path) if spec.lora else str(folder / "model"),
                     adapter=str(folder / "model") if spec.lora else None, data_hash=data_hash(examples),
                     metrics={k: v for k, v in metrics.items() if k not in ("log", "signals")}))
                 entry.update(checkpoint=current.name, examples=len(examples), data_hash=current.data_hash,
-                             pseudo_labels=pseudo, data_right=data_right,
+                             pseudo_labels=data.pseudo_labels, data_right=data.data_right,
                              training={k: v for k, v in metrics.items() if k not in ("log", "signals")},
                              loss_log=metrics["log"], signals=metrics.get("signals"))
             engine = open_model(current)
@@ -276,26 +188,21 @@ async def train_rounds(settings: Settings, spec: TrainSpec, out: Path,
                     label_run, _ = await _evaluate(settings, train_side, ["program-aided"], engine, spec.seed + number,
                                                    MEASURE_TEMPERATURE, on_progress)
                     runs.append(label_run)
-                if spec.method == "star" and number < spec.rounds:
-                    say(f"round {number}: rationalizing the train items it failed, the "
-                        f"{'gold answer' if spec.labels == 'gold' else 'program-aided answer'} as a hint")
-                    rationales, entry["rationales"] = await _rationales(
-                        engine, store, task, train_side, runs, sampled[sampler], spec)
-                if spec.labels == "judge" and number < spec.rounds:
-                    say(f"round {number}: the model judges its own samples of the train side")
-                    judged, entry["judge"] = await judged_pairs(
-                        engine, train_side.items(), sampled[sampler],
-                        SamplingParams(temperature=0.0, max_tokens=KINDS[task.kind].max_tokens, seed=spec.seed),
-                        per_item=spec.per_item)
+                if number < spec.rounds:
+                    if method.preparing(run):
+                        say(f"round {number}: {method.preparing(run)}")
+                    carried, record = await method.prepare(run, engine, runs, sampled[run.sampler])
+                    if record is not None:
+                        entry[method.prepared] = record
             finally:
                 await engine.aclose()
             entry.update(heldout_run=held_run, sample_run=sample_run, train_runs=runs,
-                         heldout=_heldout(held, report["rounds"]), train=_train_side(sampled[sampler]))
+                         heldout=_heldout(held, report["rounds"]), train=_train_side(sampled[run.sampler]))
             if base_solved is None:
                 base_solved = entry["train"].pop("solve_rates")
             else:
                 entry["train"].pop("solve_rates")
-            entry["train"]["tail"] = _tail(sampled[sampler], base_solved)
+            entry["train"]["tail"] = _tail(sampled[run.sampler], base_solved)
             entry["alarms"] = _alarms(entry, report["rounds"])
             entry["seconds"] = round(time.perf_counter() - started, 1)
             report["rounds"].append(entry)
@@ -322,27 +229,6 @@ async def _evaluate(settings: Settings, side, strategies: list[str], engine, see
                             on_progress=on_progress)
     run = await evaluation.run()
     return run.run_id, results_by_strategy(evaluation.store, run)
-
-
-async def _rationales(engine, store: Store, task: Task, train_side, runs: list[str], rows: list,
-                      spec: TrainSpec) -> tuple[list, dict]:
-    """STaR's rationales from this round's model for the train items no sample got right
-    (gold), or with no sample agreeing with the model's own program-aided answer (program)."""
-    items = train_side.items()
-    if spec.labels == "gold":
-        solved = {r.item for r in rows if any(g.correct for g in r.grades)}
-        hints = {i.id: i.answer for i in items if i.id not in solved}
-    else:
-        examples, labelled = build_label_free(
-            store, task=task.name, train_ids=[i.id for i in items], run_ids=runs,
-            sample_strategy=parse_strategy(spec.sample).spec, labels="program", per_item=spec.per_item)
-        covered = {e.item_id for e in examples}
-        hints = {item_id: record["label"] for item_id, record in labelled.items() if item_id not in covered}
-    params = SamplingParams(temperature=spec.sample_temperature, top_k=40, n=4, max_tokens=KINDS["math"].max_tokens,
-                            seed=spec.seed)
-    made, tried = await rationalize(engine, task, items, hints, label=spec.labels, params=params, per_item=spec.per_item)
-    return made, {"items_hinted": len(hints), "items_rationalized": sum(1 for t in tried.values() if t["kept"]),
-                  "examples": len(made), "oracle": spec.labels == "gold"}
 
 
 def _heldout(results: dict[str, list], earlier: list[dict]) -> dict:

@@ -27,10 +27,10 @@ from pathlib import Path
 
 from selfcorrect.errors import ConfigError
 from selfcorrect.sandbox import Sandbox
-from selfcorrect.strategies.base import NO_CODE, describe_run, visible_cases
+from selfcorrect.strategies.session import NO_CODE, describe_run, visible_cases
 from selfcorrect.strategies.refine import SelfCorrect
 from selfcorrect.tasks import Item, Task
-from selfcorrect.tasks.base import read
+from selfcorrect.tasks.kinds import read
 from selfcorrect.train.grpo import SIGNALS, TaskReward, processed
 from selfcorrect.train.sft import load_policy, run_trainer, trainer_args
 

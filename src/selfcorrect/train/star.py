@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from selfcorrect.errors import ConfigError
 from selfcorrect.models.base import Model, SamplingParams
 from selfcorrect.tasks import Item, Task
-from selfcorrect.tasks.base import read
+from selfcorrect.tasks.kinds import read
 from selfcorrect.train.data import Example
 from selfcorrect.verify.answers import vote_key
 

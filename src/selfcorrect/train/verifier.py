@@ -1,217 +1,172 @@
-"""Verifiers learned from the model's own outputs: a process reward model (PRM: a good/bad
-verdict at the end of every step) and an outcome verifier (ORM, V-STaR style: right/wrong of
-a whole solution), both a classification head on a transformers checkpoint (the embedded
-model's export, or any), trained with transformers' Trainer. TRL's PRM trainer is gone from
-current releases; this is the small trainer it would have been.
+"""`selfcorrect train-verifier`: a PRM or ORM learned from the model's own samples.
 
-    PRM  token classification: the label of a step sits on its last token, every other
-         token is ignored by the loss (-100)
-    ORM  sequence classification on the last token of prompt and solution
+    1. the task's items are split by id into train and held-out sides (as for self-training)
+    2. the policy samples both sides with the sampling strategy (through the normal
+       evaluation: cached, resumable)
+    3. labels: ORM, each distinct sample right or wrong by the task's check; PRM, step labels
+       from rollouts (train/process.py), drawn through the sample cache
+    4. the verifier is trained on the train side only (train/classifier.py)
+    5. it is measured on the held-out side: AUC right vs wrong, precision of the top-scored
+       sample per item, and for a PRM the step-label accuracy and AUC
 
-A trained verifier scores with the probability of "good"/"right"; search and best-of-n take
-it as a scorer (`scorer=prm:PATH`, `verifier=orm:PATH`). Its kind is external: its signal
-comes from the task's checks on train items, not from the policy's own judgement at test time.
+The held-out side's labels are made the same way, and used only in step 5.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
-import math
-import threading
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
-from typing import NamedTuple
 
+from pydantic import Field
+
+from selfcorrect.config import Settings
 from selfcorrect.errors import ConfigError
-from selfcorrect.train.process import Labelled
-
-KINDS = ("prm", "orm")
-
-
-@dataclass
-class VerifierSettings:
-    epochs: float = 2.0
-    learning_rate: float = 2e-5  # all weights: a reward model is fine-tuned whole
-    batch_size: int = 8
-    max_length: int = 512
-    seed: int = 0
-
-
-def _load_classifier(base: Path, kind: str):
-    try:
-        import torch
-        from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification, AutoTokenizer
-    except ImportError:
-        raise ConfigError("verifiers need torch and transformers", "pip install torch==2.13.0 'selfcorrect[train]'") from None
-    tokenizer = AutoTokenizer.from_pretrained(base)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    classes = AutoModelForTokenClassification if kind == "prm" else AutoModelForSequenceClassification
-    model = classes.from_pretrained(base, num_labels=2, dtype=torch.float32)
-    model.config.pad_token_id = tokenizer.pad_token_id
-    return tokenizer, model
+from selfcorrect.models.base import Model, SamplingParams
+from selfcorrect.cache import CachedModel
+from selfcorrect.runner import EvalSpec, Evaluation, results_by_strategy
+from selfcorrect.store import Store
+from selfcorrect.tasks import Subset, parse_task, select
+from selfcorrect.tasks.kinds import KINDS
+from selfcorrect.train.data import SplitSpec, check_heldout, split
+from selfcorrect.train.process import Labelled, label_solutions
+from selfcorrect.train.process import write as write_labels
+from selfcorrect.verify.learned import Verifier, VerifierKind
+from selfcorrect.verify.steps import Step, split_steps
 
 
-def encode(tokenizer, prompt: list[dict], steps: Sequence[str], max_length: int) -> tuple[list[int], list[int]]:
-    """Token ids of the conversation with the solution as the assistant's reply, and the
-    position of each step's last token (steps cut off by `max_length` have none)."""
-    head = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
-    text, ends = head, []
-    for step in steps:
-        text += step
-        ends.append(len(text))
-    encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    ids, offsets = encoded["input_ids"], encoded["offset_mapping"]
-    # a step's verdict sits on the last token that ends within it
-    positions = [max((i for i, (_, stop) in enumerate(offsets) if stop <= end), default=0) for end in ends]
-    return ids[:max_length], [p for p in positions if p < max_length]
+class VerifierSpec(SplitSpec):
+    """What `selfcorrect train-verifier` runs; each description is its option's help."""
+
+    kind: VerifierKind = Field("prm", description="prm (a verdict per step, labels from rollouts) or orm (per solution)")
+    task: str = Field("arithmetic", description="a math task whose items are split into train and held-out sides")
+    sample: str = Field("self-consistency:n=4", description="how the policy (--model) samples both sides")
+    temperature: float = Field(0.7, ge=0, le=2, description="its temperature, and the rollouts'")
+    rollouts: int = Field(4, ge=1, le=64, description="prm: completions per prefix")
+    step: Step = Field("sentence", description="what ends a step: sentence, line or blank-line")
+    epochs: float = Field(2.0, gt=0, description="epochs")
+    learning_rate: float = Field(2e-5, gt=0, description="all weights are trained")
 
 
-def prm_rows(tokenizer, records: Sequence[Labelled], max_length: int) -> list[dict]:
-    rows = []
-    for r in records:
-        ids, positions = encode(tokenizer, r.prompt, r.steps, max_length)
-        labels = [-100] * len(ids)
-        for position, good in zip(positions, r.labels):
-            labels[position] = int(good)
-        if positions:
-            rows.append({"input_ids": ids, "attention_mask": [1] * len(ids), "labels": labels})
-    return rows
+def solutions(rows: list, items: dict) -> list[tuple]:
+    """Each distinct sampled reply, once per item, with where it came from."""
+    seen, out = set(), []
+    for r in rows:
+        for attempt in r.trajectory.attempts:
+            key = (r.item, " ".join(attempt.text.split()))
+            if attempt.text.strip() and key not in seen and attempt.finish_reason != "length":
+                seen.add(key)
+                out.append((items[r.item], attempt.text.strip(), {"strategy": r.strategy, "sample": attempt.sample}))
+    return out
 
 
-def orm_rows(tokenizer, records: Sequence[Labelled], max_length: int) -> list[dict]:
-    rows = []
-    for r in records:
-        ids, _ = encode(tokenizer, r.prompt, r.steps, max_length)
-        rows.append({"input_ids": ids, "attention_mask": [1] * len(ids), "labels": int(r.correct)})
-    return rows
+async def build(settings: Settings, spec: VerifierSpec, base: Path, out: Path, engine: Model,
+                on_stage: Callable[[str], None] | None = None, on_progress: Callable | None = None) -> dict:
+    from selfcorrect.train.classifier import VerifierSettings, evaluate, train_verifier
 
+    def say(text: str) -> None:
+        if on_stage is not None:
+            on_stage(text)
 
-def train_verifier(base: Path, kind: str, records: Sequence[Labelled], out: Path,
-                   settings: VerifierSettings = VerifierSettings(), *, progress: bool = True) -> dict:
-    """Fine-tune a classifier of `kind` on `records` from the checkpoint at `base`; the model
-    goes to `out/model`. Returns the training metrics."""
-    if kind not in KINDS:
-        raise ConfigError(f"unknown verifier kind {kind!r}", "use prm or orm")
-    tokenizer, model = _load_classifier(base, kind)
-    from datasets import Dataset
-    from transformers import (
-        DataCollatorForTokenClassification,
-        DataCollatorWithPadding,
-        Trainer,
-        TrainingArguments,
-    )
-
-    from selfcorrect.train.sft import trainer_args
-
-    rows = (prm_rows if kind == "prm" else orm_rows)(tokenizer, records, settings.max_length)
-    if not rows:
-        raise ConfigError(f"no {kind} training rows", "label some solutions first (more samples, or more items)")
-    labels = [label for row in rows for label in (row["labels"] if kind == "prm" else [row["labels"]]) if label != -100]
-    if len(set(labels)) < 2:
-        raise ConfigError(f"every {kind} label is {'good' if labels[0] else 'bad'}: nothing to tell apart",
-                          "sample more items, or at a higher temperature, so that some are right and some wrong")
-    collator = (DataCollatorForTokenClassification(tokenizer) if kind == "prm" else DataCollatorWithPadding(tokenizer))
-    args = TrainingArguments(**trainer_args(out, settings.learning_rate, settings.seed, save_steps=10_000,
-                                            progress=progress),
-                             num_train_epochs=settings.epochs, per_device_train_batch_size=settings.batch_size,
-                             lr_scheduler_type="cosine", warmup_steps=0.05, remove_unused_columns=False)
-    trainer = Trainer(model=model, args=args, train_dataset=Dataset.from_list(rows), data_collator=collator)
+    task = parse_task(spec.task, settings.data)
+    if task.kind != "math":
+        raise ConfigError(f"verifiers are trained on math tasks for now, not {task.kind} ({spec.task})",
+                          "use a math task (arithmetic, gsm8k, a JSONL of questions and answers)")
+    items = select(task.items(), seed=spec.seed)[: spec.limit] if spec.limit else task.items()
+    train_ids, held_ids = split([i.id for i in items], spec.heldout, spec.seed)
+    by_id = {i.id: i for i in items}
+    out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    result = trainer.train()
-    seconds = time.perf_counter() - started
-    trainer.save_model(str(out / "model"))
-    tokenizer.save_pretrained(out / "model")
-    (out / "model" / "verifier.json").write_text(json.dumps({"kind": kind, "base": str(base)}))
-    return {"kind": kind, "rows": len(rows), "labels": len(labels), "positive_share": sum(labels) / len(labels),
-            "loss": result.training_loss, "steps": result.global_step, "seconds": round(seconds, 1),
-            "log": [e["loss"] for e in trainer.state.log_history if "loss" in e]}
+    store = Store(settings.store)
+    labelled: dict[str, list[Labelled]] = {}
+    try:
+        cached = CachedModel(engine, store)
+        params = SamplingParams(temperature=spec.temperature, top_k=40, max_tokens=KINDS["math"].max_tokens,
+                                seed=spec.seed, stop=items[0].view.stop if items else ())
+        for side, ids in (("train", train_ids), ("heldout", held_ids)):
+            say(f"sampling the {side} side ({len(ids)} items) with {spec.sample}")
+            evaluation = Evaluation(settings, EvalSpec(task=task.name, strategies=[spec.sample], reference=False,
+                                                       seed=spec.seed, temperature=spec.temperature),
+                                    task=Subset(task, set(ids)), engine=engine, on_progress=on_progress)
+            run = await evaluation.run()
+            rows = next(iter(results_by_strategy(evaluation.store, run).values()))
+            found = solutions(rows, by_id)
+            if spec.kind == "orm":
+                labelled[side] = [_whole(item, text, await task.check(item, text, None, "stop"), provenance)
+                                  for item, text, provenance in found]
+            else:
+                say(f"labelling the steps of {len(found)} {side} solutions by rollouts ({spec.rollouts} per prefix)")
+                labelled[side] = await label_solutions(cached, task, found, step=spec.step, k=spec.rollouts,
+                                                       params=params)
+            write_labels(labelled[side], out / f"labels-{side}.jsonl")
+    finally:
+        store.close()
+    check_heldout([_as_example(r) for r in labelled["train"]], held_ids)
+    say(f"training the {spec.kind.upper()} on {len(labelled['train'])} train solutions")
+    training = train_verifier(base, spec.kind, labelled["train"], out,
+                              VerifierSettings(epochs=spec.epochs, learning_rate=spec.learning_rate, seed=spec.seed))
+    say("measuring it on the held-out side")
+    verifier = Verifier.load(out / "model", spec.kind)
+    measured = await asyncio.to_thread(evaluate, verifier, labelled["heldout"])
+    report = {"spec": spec.model_dump(), "base": str(base), "policy": engine.identity,
+              "train_items": len(train_ids), "heldout_items": len(held_ids),
+              "labels": {side: _label_summary(records) for side, records in labelled.items()},
+              "training": {k: v for k, v in training.items() if k != "log"}, "loss_log": training["log"],
+              "heldout": measured, "seconds": round(time.perf_counter() - started, 1),
+              "model": str(out / "model"), "scorer": f"{spec.kind}:{out / 'model'}"}
+    (out / "report.json").write_text(json.dumps(report, indent=2))
+    (out / "report.md").write_text(render(report))
+    return report
 
 
-class Reading(NamedTuple):
-    scores: list[float]
-    tokens: int
-    seconds: float
+def _whole(item, text: str, check, provenance: dict) -> Labelled:
+    steps = split_steps(text)
+    return Labelled(item_id=item.id, prompt=list(item.view.messages), steps=steps, labels=[check.correct] * len(steps),
+                    values=[None] * len(steps), correct=check.correct, provenance=provenance)
 
 
-class Verifier:
-    """A trained PRM or ORM, loaded once per path and process; scoring runs one request at a
-    time (the model is not thread-safe), off the event loop."""
+def _as_example(record: Labelled):
+    from selfcorrect.train.data import Example
 
-    _loaded: dict[str, Verifier] = {}
-    _guard = threading.Lock()
-
-    def __init__(self, path: Path):
-        meta = path / "verifier.json"
-        if not meta.is_file():
-            raise ConfigError(f"no trained verifier at {path}", "train one with `selfcorrect train-verifier` "
-                              "and name its model folder (…/model)")
-        self.path, self.kind = path, json.loads(meta.read_text())["kind"]
-        self.tokenizer, self.model = _load_classifier(path, self.kind)
-        self.model.eval()
-        self._lock = threading.Lock()
-
-    @classmethod
-    def load(cls, path: str | Path, kind: str) -> Verifier:
-        key = str(Path(path).resolve())
-        with cls._guard:
-            if key not in cls._loaded:
-                cls._loaded[key] = cls(Path(path))
-        verifier = cls._loaded[key]
-        if verifier.kind != kind:
-            raise ConfigError(f"{path} is a trained {verifier.kind}, not a {kind}", f"name it as {verifier.kind}:{path}")
-        return verifier
-
-    def step_scores(self, prompt: list[dict], steps: Sequence[str], max_length: int = 2048) -> list[float]:
-        """PRM: the probability that each step is good (ORM: one score, of the whole)."""
-        return self.read(prompt, steps, max_length).scores
-
-    def read(self, prompt: list[dict], steps: Sequence[str], max_length: int = 2048) -> Reading:
-        """The scores of `step_scores`, how many tokens the verifier read for them, and the
-        seconds of its forward pass (not the wait for the model: calls queue behind each other)."""
-        import torch
-
-        ids, positions = encode(self.tokenizer, prompt, steps, max_length)
-        with self._lock, torch.no_grad():
-            started = time.perf_counter()
-            logits = self.model(input_ids=torch.tensor([ids])).logits[0]
-            seconds = time.perf_counter() - started
-        probabilities = torch.softmax(logits, dim=-1)[..., 1]
-        scores = [float(probabilities)] if self.kind == "orm" else [float(probabilities[p]) for p in positions]
-        return Reading(scores, len(ids), seconds)
+    return Example(prompt=record.prompt, completion="".join(record.steps), item_id=record.item_id)
 
 
-def auc(right: Sequence[float], wrong: Sequence[float]) -> float | None:
-    """The probability that a right example outscores a wrong one (ties count half)."""
-    if not right or not wrong:
-        return None
-    wins = sum(1.0 if r > w else 0.5 if r == w else 0.0 for r in right for w in wrong)
-    return wins / (len(right) * len(wrong))
+def _label_summary(records: list[Labelled]) -> dict:
+    steps = [label for r in records for label in r.labels]
+    return {"solutions": len(records), "right": sum(r.correct for r in records), "steps": len(steps),
+            "good_steps": sum(steps), "rollouts": sum(r.rollouts for r in records),
+            "items": len({r.item_id for r in records})}
 
 
-def evaluate(verifier: Verifier, records: Sequence[Labelled]) -> dict:
-    """On held-out solutions: the PRM's step-label accuracy and AUC; for both kinds, how well
-    the score of a whole solution (its last step for a PRM) tells right from wrong (AUC), and
-    the precision among the top-scored solution of each item."""
-    steps_seen = steps_right = 0
-    step_right, step_wrong, whole = [], [], []
-    for r in records:
-        scores = verifier.step_scores(r.prompt, r.steps)
-        if verifier.kind == "prm":
-            for score, good in zip(scores, r.labels):
-                steps_seen += 1
-                steps_right += (score > 0.5) == good
-                (step_right if good else step_wrong).append(score)
-        whole.append((r.item_id, scores[-1] if scores else math.nan, r.correct))
-    scored = [w for w in whole if not math.isnan(w[1])]
-    best: dict[str, tuple[float, bool]] = {}
-    for item_id, score, correct in scored:
-        if item_id not in best or score > best[item_id][0]:
-            best[item_id] = (score, correct)
-    return {"solutions": len(records), "right_solutions": sum(r.correct for r in records),
-            "auc": auc([s for _, s, c in scored if c], [s for _, s, c in scored if not c]),
-            "top_precision": sum(c for _, c in best.values()) / len(best) if best else None, "items": len(best),
-            **({"steps": steps_seen, "step_accuracy": steps_right / steps_seen if steps_seen else None,
-                "step_auc": auc(step_right, step_wrong)} if verifier.kind == "prm" else {})}
+def render(report: dict) -> str:
+    spec, held, labels = report["spec"], report["heldout"], report["labels"]
+
+    def share(value):
+        return "—" if value is None else f"{value:.3f}"
+
+    lines = [f"# {spec['kind'].upper()} on {spec['task']}, learned from the model's own samples", "",
+             f"Policy `{report['policy']}`; verifier trained from `{report['base']}`. {report['train_items']} train "
+             f"items, {report['heldout_items']} held-out items (split by item id, seed {spec['seed']}); samples "
+             f"`{spec['sample']}` at temperature {spec['temperature']}"
+             + (f"; step labels from {spec['rollouts']} rollouts per prefix (binary search for the first wrong step)"
+                if spec["kind"] == "prm" else "") + ". Gold answers decided the labels of train items; the held-out "
+             "labels, made the same way, only measure the verifier.", "",
+             "| side | solutions (right) | items | steps (good) | rollouts |", "|---|---|---|---|---|"]
+    for side, s in labels.items():
+        lines.append(f"| {side} | {s['solutions']} ({s['right']}) | {s['items']} | {s['steps']} ({s['good_steps']}) | "
+                     f"{s['rollouts']} |")
+    lines += ["", "On the held-out side:", "",
+              f"- right vs wrong solutions, AUC of the {'last step' if spec['kind'] == 'prm' else 'solution'}'s "
+              f"score: {share(held['auc'])}",
+              f"- precision of the top-scored solution per item: {share(held['top_precision'])} ({held['items']} items)"]
+    if spec["kind"] == "prm":
+        lines += [f"- step labels: accuracy {share(held['step_accuracy'])} over {held['steps']} steps, "
+                  f"AUC {share(held['step_auc'])}"]
+    lines += ["", f"Training: {report['training']['rows']} rows, {report['training']['labels']} labels "
+              f"({100 * report['training']['positive_share']:.0f}% good), loss {report['training']['loss']:.3f}, "
+              f"{report['training']['seconds']:.0f} s. Use it as `{spec['kind']}:{report['model']}` "
+              f"(e.g. `beam-search:scorer={spec['kind']}:{report['model']}`)."]
+    return "\n".join(lines) + "\n"
+

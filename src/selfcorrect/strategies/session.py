@@ -1,34 +1,27 @@
-"""What every strategy stands on: the context it runs in, the session it works through, and
-the selection rules.
+"""The session a strategy works through, and the context a run gives it.
 
-A strategy is small: `run(session)` spends model calls and feedback through the session
-and returns its outcome, the attempt it selects and why it stopped. The session records
-everything as it happens (attempts, feedback, calls, sandbox runs, revisions), keeps the
-cost of each phase, and is the only way a strategy reaches the model and feedback sources.
-It never reaches the gold: the item view has none, and the oracle check exists only in
-sessions of oracle strategies.
+The session records everything as it happens (attempts, feedback, calls, sandbox runs,
+revisions), keeps the cost of each phase, and is the only way a strategy reaches the model
+and feedback sources. It never reaches the gold: the item view has none, and the oracle check
+exists only in sessions of oracle strategies.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
+from selfcorrect.cache import request_key
 from selfcorrect.errors import ConfigError
 from selfcorrect.memory.recall import Recalled, with_memory
 from selfcorrect.models.base import Completion, Message, Model, SamplingParams, messages_hash, sending
-from selfcorrect.cache import request_key
 from selfcorrect.sandbox import RunResult, Sandbox, TestCase
-from selfcorrect.tasks.base import ItemView, read
-from selfcorrect.tasks.kinds import CODE_STOP, Kind, kind_of
+from selfcorrect.tasks.items import ItemView
+from selfcorrect.tasks.kinds import Kind, kind_of, read
 from selfcorrect.trajectory import Attempt, Feedback, Revision, Trajectory
-from selfcorrect.verify.answers import vote_key
 
 OracleCheck = Callable[[str], Awaitable[bool]]
-__all__ = ["CODE_STOP", "Context", "ModelHandle", "Outcome", "Session", "Strategy", "vote_key"]
 
 
 class ModelHandle:
@@ -319,129 +312,3 @@ def reproducible(output: str) -> str:
     differs from run to run): feedback goes into the next prompt, and a prompt that differs
     for no reason is a new draw, so a replayed run would not come from the cache."""
     return re.sub(r"\b0x[0-9a-fA-F]{6,}\b", "0x…", output)
-
-
-# -- strategies --------------------------------------------------------------------------
-
-
-class Strategy:
-    """A self-correction method. Subclasses set `name`, `kinds` (the tasks they suit), and
-    `prompts`, the one place their prompts live; options are keyword arguments."""
-
-    name: str
-    kinds: frozenset[str] = frozenset({"math", "code", "chat"})
-    prompts: dict[str, str] = {}
-    oracle = False
-    # memory=true: the error memory's lessons and guidelines go before every attempt
-    options: dict = {"memory": False}
-    # Bounds and choices of options, checked before anything is stored: a budget beyond
-    # them is a typo, and would grow memory and outlast a Ctrl-C.
-    bounds: dict[str, tuple[float, float]] = {}
-    choices: dict[str, tuple[str, ...]] = {}
-
-    def __init_subclass__(cls, **kwargs):
-        super().__init_subclass__(**kwargs)
-        if "options" in cls.__dict__ and "memory" not in cls.options:
-            cls.options = {**cls.options, "memory": False}  # every strategy can use the memory
-
-    def __init__(self, **options):
-        from selfcorrect.registry import check_bounds
-
-        unknown = set(options) - set(self.options)
-        if unknown:
-            raise ConfigError(f"strategy {self.name} has no option {', '.join(sorted(unknown))}",
-                              f"its options are: {', '.join(self.options) or 'none'}")
-        check_bounds(self.name, options, self.bounds, self.choices)
-        self.settings = {**self.options, **options}
-        for name, value in self.settings.items():  # self.rounds, self.n, ...
-            setattr(self, name, value)
-
-    @property
-    def needs(self) -> set[str]:
-        """What it needs opened beside the model: "sandbox", "critic", "oracle" (checked
-        before a run starts; a subclass whose needs depend on its options overrides this)."""
-        return {"oracle"} if self.oracle else set()
-
-    @property
-    def spec(self) -> str:
-        changed = {k: v for k, v in self.settings.items() if v != self.options[k]}
-        text = ",".join(f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in changed.items())
-        return self.name + (f":{text}" if text else "")
-
-    def prompt_hash(self) -> str:
-        return hashlib.sha256(json.dumps(self.prompts, sort_keys=True).encode()).hexdigest()[:16]
-
-    @property
-    def custom_prompts(self) -> list[str]:
-        """The prompts replaced for this instance (empty: the strategy's own)."""
-        return sorted(k for k, v in self.prompts.items() if type(self).prompts.get(k) != v)
-
-    def with_prompts(self, overrides: dict[str, str], source: str = "") -> Strategy:
-        """Replace some of this instance's prompts. Each must be a prompt the strategy has,
-        and use no placeholder its own prompt lacks (model text fills only those)."""
-        import string
-
-        for key, template in overrides.items():
-            if key not in self.prompts:
-                raise ConfigError(f"{source or self.name}: strategy {self.name} has no prompt {key!r}",
-                                  f"its prompts are: {', '.join(self.prompts) or 'none'}")
-            fields = {f for _, f, _, _ in string.Formatter().parse(self.prompts[key]) if f}
-            try:
-                used = {f for _, f, _, _ in string.Formatter().parse(template) if f}
-            except ValueError as e:
-                raise ConfigError(f"{source or self.name}: prompt {key!r} is not a valid template: {e}",
-                                  "write placeholders as {name}, and literal braces as {{ }}") from None
-            if used - fields:
-                raise ConfigError(f"{source or self.name}: prompt {key!r} uses {', '.join(sorted(used - fields))}, "
-                                  "which it is not given", f"its placeholders are: {', '.join(sorted(fields)) or 'none'}")
-        self.prompts = {**self.prompts, **overrides}
-        return self
-
-    async def run(self, session: Session) -> Outcome:
-        raise NotImplementedError
-
-
-async def solve(session: Session, *, round: int = 0, n: int = 1, **params) -> list[Attempt]:
-    """First attempts: the task's own prompt, as plain sampling would send it."""
-    if session.view.stop:
-        params.setdefault("stop", session.view.stop)
-    return await session.attempt(session.view.messages, round=round, n=n, **params)
-
-
-# -- selection rules ---------------------------------------------------------------------
-
-
-def majority(attempts: Sequence[Attempt], keys: Sequence[str | None] | None = None) -> Attempt | None:
-    """The attempt whose answer most attempts share; a tie goes to the answer that appeared
-    first. Attempts without an answer do not vote."""
-    keys = list(keys) if keys is not None else [vote_key(a.answer) for a in attempts]
-    counts: dict[str, int] = {}
-    first: dict[str, Attempt] = {}
-    for attempt, key in zip(attempts, keys):
-        if key is None:
-            continue
-        counts[key] = counts.get(key, 0) + 1
-        first.setdefault(key, attempt)
-    if not counts:
-        return None
-    best = max(counts, key=lambda k: (counts[k], -first[k].index))
-    return first[best]
-
-
-def best_by(attempts: Sequence[Attempt], score: Callable[[Attempt], float | None]) -> Attempt | None:
-    """The highest-scoring attempt; a tie goes to the earliest; unscored attempts lose."""
-    scored = [(s, a) for a in attempts if (s := score(a)) is not None]
-    if not scored:
-        return None
-    top = max(s for s, _ in scored)
-    return min((a for s, a in scored if s == top), key=lambda a: a.index)
-
-
-def feedback_score(attempt: Attempt, source: str) -> float | None:
-    scores = [f.score for f in attempt.feedback if f.source == source and f.score is not None]
-    return scores[-1] if scores else None
-
-
-def same_answer(a: Attempt, b: Attempt) -> bool:
-    return vote_key(a.answer) == vote_key(b.answer)
-

@@ -1,0 +1,44 @@
+"""The `selfcorrect` command: one module per command group, all on the application of
+cli/app.py (its global options and shared helpers)."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import sys
+
+from rich.logging import RichHandler
+from rich.markup import escape
+
+from selfcorrect.cli import evaluate, memory, models, serve, tools, train  # noqa: F401  (they register commands)
+from selfcorrect.cli.app import app, err
+from selfcorrect.errors import SelfcorrectError
+
+__all__ = ["app", "main"]
+
+
+def main() -> None:
+    debug = "--debug" in sys.argv
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.WARNING,
+        format="%(message)s",
+        handlers=[RichHandler(console=err, show_path=debug)],
+    )
+    if not debug:
+        logging.getLogger("httpx").setLevel(logging.WARNING)
+    try:
+        app()
+    except SelfcorrectError as e:
+        if debug:
+            raise
+        err.print(f"[bold red]error:[/] {escape(str(e))}", soft_wrap=True)
+        sys.exit(1)
+    except sqlite3.DatabaseError as e:
+        if debug:
+            raise
+        err.print(f"[bold red]error:[/] the store is damaged or unreadable ({escape(str(e))}) — restore "
+                  "it from a backup, or start a new one with --store", soft_wrap=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)

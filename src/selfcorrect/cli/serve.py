@@ -1,0 +1,66 @@
+"""`selfcorrect serve` and `serve-key`: the OpenAI-compatible server (docs/serve.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.markup import escape
+
+from selfcorrect.cli.app import Critic, Retriever, app, err
+from selfcorrect.config import Settings
+from selfcorrect.errors import ConfigError
+
+
+@app.command()
+def serve(
+    ctx: typer.Context,
+    strategy: Annotated[str, typer.Option("--strategy", "-s", help="for requests that name none")] = "single",
+    memory: Annotated[Optional[str], typer.Option(help="an error memory namespace: lessons shown, feedback learned")] = None,
+    critic: Critic = None,
+    retriever: Retriever = "bm25",
+    host: Annotated[str, typer.Option(help="the address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="the port")] = 8000,
+    api_keys: Annotated[Optional[Path], typer.Option(help="a keys file (`selfcorrect serve-key NAME >> FILE`)")] = None,
+    rate_limit: Annotated[float, typer.Option(help="requests per minute per key")] = 600.0,
+    max_body: Annotated[int, typer.Option(help="the largest request body in bytes")] = 1_000_000,
+    timeout: Annotated[float, typer.Option(help="seconds a strategy may run before the best answer so far returns")] = 600.0,
+    cors: Annotated[Optional[str], typer.Option(help="comma-separated origins allowed by CORS (default: off)")] = None,
+) -> None:
+    """An OpenAI-compatible server whose answers are a strategy's (docs/serve.md)."""
+    import uvicorn
+
+    from selfcorrect.serve.app import ServeConfig, create_app
+    from selfcorrect.serve.keys import read_keys
+
+    settings: Settings = ctx.obj
+    for flag, value in (("--port", port), ("--rate-limit", rate_limit), ("--max-body", max_body), ("--timeout", timeout)):
+        if value <= 0 or (flag == "--port" and value > 65535):
+            raise ConfigError(f"{flag} {value} is out of range", "give a positive number" +
+                              (" up to 65535" if flag == "--port" else ""))
+    keys = read_keys(api_keys) if api_keys else None
+    if keys is None and host not in ("127.0.0.1", "localhost", "::1"):
+        err.print(f"[yellow]warning[/]: listening on {escape(host)} with no API keys: anyone who reaches it can use it")
+    config = ServeConfig(strategy=strategy, memory=memory, critic=critic, retriever=retriever, keys=keys, rate_limit=rate_limit,
+                         max_body=max_body, timeout=timeout, cors=[o for o in (cors or "").split(",") if o])
+    settings.store.parent.mkdir(parents=True, exist_ok=True)
+    application = create_app(settings, config)  # checks the strategy and retriever before it listens
+    err.print(f"serving {escape(strategy)} on http://{host}:{port}/v1 (model {escape(settings.model)}"
+              + (f", memory {escape(memory)}" if memory else "") + ")")
+    uvicorn.run(application, host=host, port=port, log_level="warning", timeout_keep_alive=5, limit_concurrency=1024)
+
+
+@app.command(name="serve-key")
+def serve_key(name: Annotated[str, typer.Argument(help="who the key is for (letters, digits, - and _)")]) -> None:
+    """A new API key: prints the key once (give it to the client) and, on stdout, the line for
+    the keys file (its hash: the key itself is never stored)."""
+    import re
+
+    from selfcorrect.serve.keys import new_key
+
+    if not re.fullmatch(r"[\w-]{1,64}", name):
+        raise ConfigError(f"key name {name!r} is not usable", "use letters, digits, - and _ (up to 64)")
+    key, digest = new_key()
+    err.print(f"API key for {escape(name)} (shown once): {key}")
+    print(f"{name} {digest}")
