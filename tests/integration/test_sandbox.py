@@ -166,3 +166,18 @@ def test_tests_can_observe_what_the_program_returns(sandbox):
     result = sandbox.run(ADD, ["__observe__(add(1, 2))", "__observe__(add('a', 'b'))", "__observe__(add(1))"])
     assert [t.observed for t in result.tests] == [("3",), ("'ab'",), ()]
     assert result.tests[2].error_type == "TypeError"
+
+
+@pytest.mark.parametrize("isolation", ["bwrap", "process"])
+def test_a_set_prints_in_the_same_order_in_every_sandbox(isolation):
+    """Feedback shows what a program returned; a set's order follows string hashing, which is
+    seeded alike in every worker, so the same program gives the same feedback (and the next
+    prompt is served from the sample cache) in every run."""
+    if isolation == "bwrap" and shutil.which("bwrap") is None:
+        pytest.skip("bubblewrap is not installed")
+    program = "def f():\n    return set('the quick brown fox jumps over the lazy dog'.split())\n"
+    seen = set()
+    for _ in range(3):
+        with Sandbox(workers=1, isolation=isolation) as box:
+            seen.add(box.run(program, ["assert f() == 0"]).tests[0].message)
+    assert len(seen) == 1, seen

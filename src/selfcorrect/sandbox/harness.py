@@ -41,6 +41,10 @@ log = logging.getLogger(__name__)
 
 ZYGOTE_SOURCE = (Path(__file__).with_name("zygote.py")).read_text()
 ISOLATIONS = ("bwrap", "process")
+# str and set hashing seeded alike in every worker, so a program prints a set in one order on
+# every run: its output becomes feedback in the next prompt, and a prompt that differs for no
+# reason is a new draw (a replayed run would not come from the sample cache)
+HASH_SEED = "0"
 # processes of a worker's uid besides the program's own: bwrap outside and as the
 # namespace's init, the zygote, the runner
 INFRASTRUCTURE_PROCESSES = 4
@@ -289,6 +293,13 @@ class Sandbox:
                 self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix="sandbox")
             return self._executor
 
+    @property
+    def python_command(self) -> list[str]:
+        """The zygote's interpreter line. Not -I, which would ignore PYTHONHASHSEED: its other
+        parts are here (-P: no script folder on sys.path, -s: no user site) and the
+        environment is set whole, so no other PYTHON* variable reaches it."""
+        return [self.python, "-P", "-s", "-B", "-c", ZYGOTE_SOURCE]
+
     def _nproc(self, limits: Limits) -> int:
         if self.isolation == "bwrap":
             return limits.processes + INFRASTRUCTURE_PROCESSES
@@ -321,7 +332,7 @@ class Sandbox:
     def _start(self, slot: int) -> _Worker:
         limits = self.limits
         user = self._uid_base + slot if self._root else None
-        env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
+        env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONHASHSEED": HASH_SEED}
         if self.isolation == "bwrap":
             command = ["bwrap", "--unshare-all", "--die-with-parent", "--new-session",
                        "--hostname", "sandbox", "--ro-bind", "/usr", "/usr"]
@@ -339,13 +350,13 @@ class Sandbox:
                         "--chdir", "/tmp", "--clearenv",
                         "--setenv", "PATH", "/usr/bin:/bin", "--setenv", "HOME", "/tmp",
                         "--setenv", "LANG", "C.UTF-8", "--setenv", "TMPDIR", "/tmp",
-                        self.python, "-I", "-B", "-c", ZYGOTE_SOURCE]
+                        "--setenv", "PYTHONHASHSEED", HASH_SEED, *self.python_command]
             return _Worker(command, env, user, "/tmp", True, self._nproc(limits), None)
         scratch = tempfile.mkdtemp(prefix="selfcorrect-sandbox-")
         if user is not None:
             os.chown(scratch, user, user)
         env |= {"HOME": scratch, "TMPDIR": scratch}
-        command = [self.python, "-I", "-B", "-c", ZYGOTE_SOURCE]
+        command = self.python_command
         return _Worker(command, env, user, scratch, False, self._nproc(limits), scratch)
 
     def close(self) -> None:
