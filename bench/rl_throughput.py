@@ -44,7 +44,8 @@ def one(side: str, model: Path, steps: int, out: Path) -> dict:
 
         metrics = train_grpo(model, task, items, out, GRPOSettings(
             steps=steps, generations=GENERATIONS, prompts_per_step=PROMPTS_PER_STEP, max_completion_length=MAX_COMPLETION,
-            temperature=TEMPERATURE, beta=BETA, learning_rate=LEARNING_RATE, save_steps=1000), progress=False)
+            temperature=TEMPERATURE, beta=BETA, learning_rate=LEARNING_RATE, save_steps=1000, precision="fp32"),
+            progress=False)
         seconds, tokens = metrics["seconds"], metrics["tokens"]
     elif side == "two-attempt":
         from selfcorrect.train.score import SCoReSettings, train_score
@@ -52,7 +53,7 @@ def one(side: str, model: Path, steps: int, out: Path) -> dict:
         metrics = train_score(model, task, items, out, SCoReSettings(
             stage1_steps=steps // 2, stage2_steps=steps - steps // 2, generations=GENERATIONS // 2,
             max_completion_length=MAX_COMPLETION, temperature=TEMPERATURE, learning_rate=LEARNING_RATE,
-            save_steps=1000), progress=False)
+            save_steps=1000, precision="fp32"), progress=False)
         seconds, tokens = metrics["seconds"], metrics["tokens"]
     else:
         import torch

@@ -39,7 +39,8 @@ def one(side: str, lora: bool, model: Path, count: int, out: Path) -> dict:
     from selfcorrect.train.sft import SFTSettings, train_sft
 
     dataset = to_dataset(examples(count))
-    settings = SFTSettings(lora=lora, epochs=1, learning_rate=2e-4 if lora else 1e-5, batch_size=8)
+    # fp32 as the direct side runs (bench/precision.py compares precisions)
+    settings = SFTSettings(lora=lora, epochs=1, learning_rate=2e-4 if lora else 1e-5, batch_size=8, precision="fp32")
     started = time.perf_counter()
     if side == "harness":
         metrics = train_sft(model, dataset, out, settings, progress=False)

@@ -19,6 +19,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from selfcorrect.errors import ConfigError
+from selfcorrect.precision import Precision
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +90,10 @@ class Settings(BaseModel):
     llama: LlamaSettings = Field(default_factory=LlamaSettings, description="the [llama] section")
     http: HTTPSettings = Field(default_factory=HTTPSettings, description="the [http] section")
     hf: HFSettings = Field(default_factory=HFSettings, description="the [hf] section")
+    precision: Precision = Field(
+        "auto", description="torch's precision for training, the transformers engine and verifiers: auto (bf16 "
+                            "where the CPU has amx_bf16 or avx512_bf16, or the GPU supports it; fp32 elsewhere), "
+                            "fp32 or bf16 (docs/train.md)")
 
 
 def load_settings(config: Path | None = None, **overrides) -> Settings:

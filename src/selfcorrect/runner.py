@@ -421,7 +421,8 @@ class Evaluation:
                          fixes=self.spec.memory_fixes)
                   if strategy.memory else None)
         ctx = Context(model=model, params=self.params(), sandbox=self.sandbox, critic=critic,
-                      oracle=oracle if strategy.oracle else None, record=record, memory=recall)
+                      oracle=oracle if strategy.oracle else None, record=record, memory=recall,
+                      precision=self.settings.precision)
         session = Session(item.view, ctx, spec, oracle=strategy.oracle)
         started = time.perf_counter()
         outcome = await strategy.run(session)

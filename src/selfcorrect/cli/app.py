@@ -54,6 +54,9 @@ def options(
     ] = None,
     store: Annotated[Optional[Path], typer.Option("--store", help="SQLite store file")] = None,
     threads: Annotated[Optional[int], typer.Option("--threads", help="llama.cpp threads")] = None,
+    precision: Annotated[Optional[str], typer.Option(
+        "--precision", help="torch's precision (training, hf engine, verifiers): auto (bf16 where the CPU has "
+                            "amx_bf16/avx512_bf16 or the GPU bf16; fp32 elsewhere), fp32 or bf16")] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="neither read nor write the sample cache")] = False,
     debug: Annotated[bool, typer.Option("--debug", help="show tracebacks and debug logs")] = False,
 ) -> None:
@@ -64,6 +67,7 @@ def options(
         store=store,
         data=data,
         threads=threads,
+        precision=precision,
         cache=False if no_cache else None,
     )
 

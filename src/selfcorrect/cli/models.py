@@ -135,10 +135,11 @@ def models_export(
     settings: Settings = ctx.find_root().obj
     folder = out or settings.store.parent / "models" / "base"
     started = time.perf_counter()
-    export_embedded(folder)
+    export_embedded(folder, settings.precision)
     lineage = Lineage(settings.store)
     lineage.register(Checkpoint(name="base", round=0, path=str(folder.resolve()), method="export",
-                                metrics={"export_seconds": round(time.perf_counter() - started, 1)}))
+                                metrics={"export_seconds": round(time.perf_counter() - started, 1),
+                                         "precision": "bf16" if settings.precision == "bf16" else "fp32"}))
     lineage.close()
     err.print(f"exported the embedded model to {folder} in {time.perf_counter() - started:.0f} s: --model round:0 "
               f"or --model hf:{folder}")

@@ -109,6 +109,7 @@ def train_compare(
 
 @app.command()
 def fit(
+    ctx: typer.Context,
     data: Annotated[Path, typer.Argument(help="a round's data.jsonl: examples (SFT) or preference pairs (DPO)")],
     base: Annotated[Path, typer.Option(help="the checkpoint to start from (a transformers folder)")],
     out: Annotated[Path, typer.Option(help="where the model goes (out/model), with checkpoints to resume from")],
@@ -124,7 +125,8 @@ def fit(
     from selfcorrect.train.sft import SFTSettings, train_dpo, train_sft
 
     rows = read_jsonl(data)
-    settings = SFTSettings(lora=not full, epochs=epochs, learning_rate=learning_rate, batch_size=batch_size, seed=seed)
+    settings = SFTSettings(lora=not full, epochs=epochs, learning_rate=learning_rate, batch_size=batch_size, seed=seed,
+                           precision=ctx.obj.precision)
     if rows and isinstance(rows[0], Pair):
         metrics = train_dpo(base, to_preference_dataset(rows), out, settings)
     else:

@@ -35,6 +35,7 @@ from selfcorrect.models.base import (
     count_sent,
     sample_seed,
 )
+from selfcorrect.precision import Precision, dtype, resolve
 
 
 def weights_hash(folder: str | Path) -> str:
@@ -94,7 +95,7 @@ class HFModel:
     another thread than the one that loaded the model ran at 70% of the speed here."""
 
     def __init__(self, path: str | Path, adapter: str | Path | None = None, *, batch: int = 8,
-                 threads: int | None = None):
+                 threads: int | None = None, precision: Precision = "fp32"):
         try:
             import torch
             from transformers import AutoTokenizer
@@ -108,7 +109,11 @@ class HFModel:
         self._torch = torch
         self.tokenizer = AutoTokenizer.from_pretrained(self.path)
         self.batch = batch
-        self._base_identity = f"hf:{self.path.name}:{weights_hash(self.path)}"
+        # fp32 by default: a merge saved from here is a master copy. bf16 draws differ from
+        # fp32 ones, so the identity (the sample cache's key) says which
+        self.precision = resolve(precision)
+        self._base_identity = (f"hf:{self.path.name}:{weights_hash(self.path)}"
+                               + ("+bf16" if self.precision == "bf16" else ""))
         self.adapter: Path | None = None
         self._waiting: deque[_Request] = deque()
         self._jobs: deque = deque()
@@ -131,7 +136,7 @@ class HFModel:
 
         if threads:
             self._torch.set_num_threads(threads)
-        self.model = AutoModelForCausalLM.from_pretrained(self.path, dtype=self._torch.float32)
+        self.model = AutoModelForCausalLM.from_pretrained(self.path, dtype=dtype(self.precision))
         self.model.eval()
         # transformers renamed past_key_values to cache (5.2x); take whichever this version has
         # (a PEFT wrapper passes either through)
@@ -178,6 +183,9 @@ class HFModel:
         """Save the base with the adapter merged in as a plain checkpoint."""
         if self.adapter is None:
             raise ConfigError("no adapter to merge", "load one first")
+        if self.precision != "fp32":
+            raise ConfigError("a merged checkpoint is a master copy: merge from an fp32 model",
+                              "open it with precision fp32 to merge")
         out = Path(out)
 
         def merge() -> None:

@@ -68,7 +68,8 @@ def _hf(settings: Settings, arg: str) -> Model:
     if not arg:
         raise ConfigError("--model hf: needs a path", "write --model hf:/path/to/checkpoint[+/path/to/adapter]")
     path, _, adapter = arg.partition("+")
-    return HFModel(path, adapter or None, batch=settings.hf.batch, threads=settings.hf.threads)
+    return HFModel(path, adapter or None, batch=settings.hf.batch, threads=settings.hf.threads,
+                   precision=settings.precision)
 
 
 @BACKENDS.register("round", about="round:N: the checkpoint of self-training round N (0: the exported "
@@ -87,7 +88,8 @@ def _round(settings: Settings, arg: str) -> Model:
         lineage.close()
     if checkpoint is None:
         raise ConfigError(f"no checkpoint named {arg!r}", "list them with `selfcorrect models lineage`")
-    return HFModel(checkpoint.path, checkpoint.adapter, batch=settings.hf.batch, threads=settings.hf.threads)
+    return HFModel(checkpoint.path, checkpoint.adapter, batch=settings.hf.batch, threads=settings.hf.threads,
+                   precision=settings.precision)
 
 
 def load_model(settings: Settings) -> Model:

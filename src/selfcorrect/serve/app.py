@@ -188,7 +188,8 @@ class Server:
         result = await answer(strategy, view, self.resources.model, self.params(request),
                               budget=(budget.max_tokens, budget.max_calls) if budget else (None, None),
                               timeout=self.config.timeout, sandbox=self.resources.sandbox,
-                              critic=self.resources.critic, recall=recall, record=on_event)
+                              critic=self.resources.critic, recall=recall, record=on_event,
+                              precision=self.settings.precision)
         trajectory = result.trajectory
         if self.bank is not None and strategy.memory:
             for lesson in await lessons_from(trajectory, view.question, self.config.memory,

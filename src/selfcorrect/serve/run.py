@@ -67,10 +67,12 @@ class Answer:
 
 async def answer(strategy: Strategy, view: ItemView, model: Model, params: SamplingParams, *, budget: tuple,
                  timeout: float, sandbox=None, critic: Model | None = None,
-                 recall: Callable | None = None, record: Callable[[dict], None] | None = None) -> Answer:
+                 recall: Callable | None = None, record: Callable[[dict], None] | None = None,
+                 precision: str = "auto") -> Answer:
     budgeted = BudgetedModel(model, *budget)
     ctx = Context(model=ModelHandle(budgeted), params=params, sandbox=sandbox,
-                  critic=ModelHandle(critic) if critic is not None else None, record=record, memory=recall)
+                  critic=ModelHandle(critic) if critic is not None else None, record=record, memory=recall,
+                  precision=precision)
     session = Session(view, ctx, strategy.spec)
     trajectory = session.trajectory
     try:

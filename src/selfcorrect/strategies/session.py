@@ -16,6 +16,7 @@ from selfcorrect.cache import request_key
 from selfcorrect.errors import ConfigError
 from selfcorrect.memory.recall import Recalled, with_memory
 from selfcorrect.models.base import Completion, Message, Model, SamplingParams, messages_hash, sending
+from selfcorrect.precision import Precision
 from selfcorrect.sandbox import RunResult, Sandbox, TestCase
 from selfcorrect.tasks.items import ItemView
 from selfcorrect.tasks.kinds import Kind, kind_of, read
@@ -65,6 +66,7 @@ class Context:
     # The error memory, for strategies run with memory=on: an input's lessons and guidelines
     # (memory/recall.py). It reads only.
     memory: Callable[[str], Recalled] | None = None
+    precision: Precision = "auto"  # a trained verifier's, where a strategy scores with one (precision.py)
 
 
 @dataclass

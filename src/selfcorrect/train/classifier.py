@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from selfcorrect.errors import ConfigError
+from selfcorrect.precision import Precision
 from selfcorrect.train.process import Labelled
 from selfcorrect.verify.learned import VERIFIER_KINDS, Verifier, encode, load_classifier
 
@@ -35,6 +36,7 @@ class VerifierSettings:
     batch_size: int = 8
     max_length: int = 512
     seed: int = 0
+    precision: Precision = "auto"  # bf16 autocast over fp32 weights where the hardware has it
 
 
 def prm_rows(tokenizer, records: Sequence[Labelled], max_length: int) -> list[dict]:
@@ -83,7 +85,7 @@ def train_verifier(base: Path, kind: str, records: Sequence[Labelled], out: Path
                           "sample more items, or at a higher temperature, so that some are right and some wrong")
     collator = (DataCollatorForTokenClassification(tokenizer) if kind == "prm" else DataCollatorWithPadding(tokenizer))
     args = TrainingArguments(**trainer_args(out, settings.learning_rate, settings.seed, save_steps=10_000,
-                                            progress=progress),
+                                            progress=progress, precision=settings.precision),
                              num_train_epochs=settings.epochs, per_device_train_batch_size=settings.batch_size,
                              lr_scheduler_type="cosine", warmup_steps=0.05, remove_unused_columns=False)
     trainer = Trainer(model=model, args=args, train_dataset=Dataset.from_list(rows), data_collator=collator)

@@ -9,11 +9,14 @@ import time
 from pathlib import Path
 
 from selfcorrect.errors import ConfigError
+from selfcorrect.precision import Precision
 
 
-def export_embedded(out: Path) -> Path:
+def export_embedded(out: Path, precision: Precision = "auto") -> Path:
     """Write the embedded model, from the shipped Q4_1 file (the Q8_0 the engine runs is
-    converted from it), to `out` as an fp32 checkpoint (about 540 MB)."""
+    converted from it), to `out` as an fp32 checkpoint (about 540 MB), which holds the
+    quantised weights exactly; bf16 (half the size, rounded) only when asked for by name: the
+    export is the master copy every training round starts from (precision.py)."""
     try:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -31,6 +34,8 @@ def export_embedded(out: Path) -> Path:
         del config.quantization_config  # the weights are plain fp32 now
     plain = type(loaded)(config)
     plain.load_state_dict(loaded.state_dict(), strict=True)
+    if precision == "bf16":
+        plain = plain.to(torch.bfloat16)
     plain.generation_config = loaded.generation_config
     out.mkdir(parents=True, exist_ok=True)
     plain.save_pretrained(out)

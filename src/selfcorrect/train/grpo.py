@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from selfcorrect.errors import ConfigError
+from selfcorrect.precision import Precision
 from selfcorrect.tasks import Item, Task
 from selfcorrect.tasks.kinds import read
 from selfcorrect.train.sft import load_policy, run_trainer, trainer_args
@@ -48,6 +49,7 @@ class GRPOSettings:
     partial_credit: bool = False
     save_steps: int = 20
     seed: int = 0
+    precision: Precision = "auto"
 
 
 class TaskReward:
@@ -103,14 +105,15 @@ def train_grpo(base: Path, task: Task, items: list[Item], out: Path, settings: G
     with TRL's signals per step."""
     if not items:
         raise ConfigError("no train items for GRPO", "give the train side some items (--limit, --heldout)")
-    tokenizer, model, peft = load_policy(base, settings.lora, settings.rank, padding_side="left")
+    tokenizer, model, peft = load_policy(base, settings.lora, settings.rank, padding_side="left",
+                                         precision=settings.precision)
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
 
     from selfcorrect.sandbox import Sandbox
 
     config = GRPOConfig(
-        **trainer_args(out, settings.learning_rate, settings.seed, settings.save_steps, progress),
+        **trainer_args(out, settings.learning_rate, settings.seed, settings.save_steps, progress, settings.precision),
         max_steps=settings.steps, per_device_train_batch_size=settings.generations * settings.prompts_per_step,
         num_generations=settings.generations, max_completion_length=settings.max_completion_length,
         temperature=settings.temperature, top_k=40, beta=settings.beta)

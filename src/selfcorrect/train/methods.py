@@ -64,6 +64,7 @@ class TrainingRun:
     held_ids: list[str]
     train_side: Subset
     sampler: str  # the sampling strategy's spec, as its results are keyed
+    precision: str = "auto"  # torch's, for every training step (precision.py)
 
 
 @dataclass
@@ -77,10 +78,12 @@ class RoundData:
     pseudo_labels: dict | None = None
 
 
-def settings_of(spec: BaseModel, settings_type, **given):
-    """A trainer's settings: every field the spec also has, copied; the rest as given."""
+def settings_of(run: TrainingRun, settings_type, **given):
+    """A trainer's settings: every field the spec also has, copied, the run's precision; the
+    rest as given."""
+    spec = run.spec
     shared = {f.name: getattr(spec, f.name) for f in dataclasses.fields(settings_type) if f.name in type(spec).model_fields}
-    return settings_type(**{**shared, **given})
+    return settings_type(**{**shared, "precision": run.precision, **given})
 
 
 class Method:
@@ -120,7 +123,7 @@ class Method:
 
     def train(self, run: TrainingRun, start: Path, folder: Path, examples: list) -> dict:
         """Train from the checkpoint at `start` into `folder`/model; the training metrics."""
-        return train_sft(start, to_dataset(examples), folder, settings_of(run.spec, SFTSettings))
+        return train_sft(start, to_dataset(examples), folder, settings_of(run, SFTSettings))
 
     prepared = ""  # the report entry's key for what `prepare` records
 
@@ -244,7 +247,7 @@ class DPO(Method):
         return "the model judges its own samples of the train side" if run.spec.labels == "judge" else ""
 
     def train(self, run, start, folder, examples):
-        return train_dpo(start, to_preference_dataset(examples), folder, settings_of(run.spec, SFTSettings))
+        return train_dpo(start, to_preference_dataset(examples), folder, settings_of(run, SFTSettings))
 
     async def prepare(self, run, engine, runs, rows):
         if run.spec.labels != "judge":
@@ -273,7 +276,7 @@ class GRPO(Online):
     def train(self, run, start, folder, examples):
         spec = run.spec
         return train_grpo(start, run.task, run.train_side.items(), folder, settings_of(
-            spec, GRPOSettings, steps=spec.grpo_steps, temperature=max(spec.sample_temperature, ONLINE_TEMPERATURE),
+            run, GRPOSettings, steps=spec.grpo_steps, temperature=max(spec.sample_temperature, ONLINE_TEMPERATURE),
             max_completion_length=KINDS[run.task.kind].max_tokens))
 
 
@@ -290,6 +293,6 @@ class SCoRe(Online):
     def train(self, run, start, folder, examples):
         spec = run.spec
         return train_score(start, run.task, run.train_side.items(), folder, settings_of(
-            spec, SCoReSettings, beta_stage2=spec.beta, feedback=spec.review_feedback,
+            run, SCoReSettings, beta_stage2=spec.beta, feedback=spec.review_feedback,
             temperature=max(spec.sample_temperature, ONLINE_TEMPERATURE),
             max_completion_length=KINDS[run.task.kind].max_tokens))

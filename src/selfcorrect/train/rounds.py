@@ -31,6 +31,7 @@ from selfcorrect.errors import ConfigError
 from selfcorrect.measure.stats import mcnemar, wilson
 from selfcorrect.models.lineage import Checkpoint, Lineage
 from selfcorrect.models.load import load_gguf
+from selfcorrect.precision import describe, resolve
 from selfcorrect.runner import EvalSpec, Evaluation, results_by_strategy
 from selfcorrect.store import Store
 from selfcorrect.strategies import parse_strategy
@@ -118,8 +119,8 @@ async def train_rounds(settings: Settings, spec: TrainSpec, out: Path,
     train_side, held_side = Subset(task, set(train_ids)), Subset(task, set(held_ids))
     use_gguf = spec.engine == "gguf" or (spec.engine == "auto" and fits_template(Path(base.path)))
 
-    def open_hf(c: Checkpoint):
-        return HFModel(c.path, c.adapter, batch=settings.hf.batch, threads=settings.hf.threads)
+    def open_hf(c: Checkpoint, precision: str = settings.precision):
+        return HFModel(c.path, c.adapter, batch=settings.hf.batch, threads=settings.hf.threads, precision=precision)
 
     def open_gguf(c: Checkpoint):
         if c.gguf is None or not Path(c.gguf).exists():
@@ -130,8 +131,10 @@ async def train_rounds(settings: Settings, spec: TrainSpec, out: Path,
     open_model = engine_factory or (open_gguf if use_gguf else open_hf)
     out.mkdir(parents=True, exist_ok=True)
     method = method_of(spec)
-    run = TrainingRun(spec, store, task, train_ids, held_ids, train_side, parse_strategy(spec.sample).spec)
-    report = {"spec": spec.model_dump(), "engine": "gguf" if use_gguf else "hf", "train_items": len(train_ids),
+    run = TrainingRun(spec, store, task, train_ids, held_ids, train_side, parse_strategy(spec.sample).spec,
+                      settings.precision)
+    report = {"spec": spec.model_dump(), "engine": "gguf" if use_gguf else "hf", "precision": resolve(settings.precision),
+              "machine": describe(), "train_items": len(train_ids),
               "heldout_items": len(held_ids), "base": base.name, "rounds": [], "stopped": None}
     current, best, waited = base, None, 0
     carried: list = []  # made with round r-1's model, trained on in round r (method.prepare)
@@ -158,7 +161,7 @@ async def train_rounds(settings: Settings, spec: TrainSpec, out: Path,
                 start_path = Path(start.path)
                 if start.adapter and spec.restart == "continue":
                     say(f"round {number}: merging round {number - 1}'s adapter")
-                    merger = open_hf(start)
+                    merger = open_hf(start, "fp32")  # the merge is the next round's master copy
                     start_path = merger.merge_adapter(folder / "start")
                     merger.close()
                 say(f"round {number}: {method.training(examples, run)}")

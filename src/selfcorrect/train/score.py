@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from selfcorrect.errors import ConfigError
+from selfcorrect.precision import Precision
 from selfcorrect.sandbox import Sandbox
 from selfcorrect.strategies.session import NO_CODE, describe_run, visible_cases
 from selfcorrect.strategies.refine import SelfCorrect
@@ -56,6 +57,7 @@ class SCoReSettings:
     feedback: str = "none"  # the review turn: "none" (intrinsic) or "tests" (code: the visible tests' results)
     save_steps: int = 20
     seed: int = 0
+    precision: Precision = "auto"
 
 
 class TwoAttemptRollout:
@@ -178,7 +180,8 @@ def train_score(base: Path, task: Task, items: list[Item], out: Path, settings: 
     if settings.feedback == "tests" and (task.kind != "code" or not all(i.view.visible_tests for i in items)):
         raise ConfigError("a review turn with the visible tests' results needs a code task whose items have "
                           "visible tests", "use feedback none, or a code task such as mbpp")
-    tokenizer, model, peft = load_policy(base, settings.lora, settings.rank, padding_side="left")
+    tokenizer, model, peft = load_policy(base, settings.lora, settings.rank, padding_side="left",
+                                         precision=settings.precision)
     from datasets import Dataset
     from transformers import TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
@@ -190,7 +193,7 @@ def train_score(base: Path, task: Task, items: list[Item], out: Path, settings: 
             trainer.beta = settings.beta_stage1 if state.global_step < settings.stage1_steps else settings.beta_stage2
 
     config = GRPOConfig(
-        **trainer_args(out, settings.learning_rate, settings.seed, settings.save_steps, progress),
+        **trainer_args(out, settings.learning_rate, settings.seed, settings.save_steps, progress, settings.precision),
         max_steps=settings.stage1_steps + settings.stage2_steps,
         per_device_train_batch_size=settings.generations * settings.prompts_per_step,
         num_generations=settings.generations, max_completion_length=3 * settings.max_completion_length,

@@ -1,7 +1,8 @@
 """Fine-tuning with TRL: supervised (SFTTrainer) and on preference pairs (DPOTrainer, the
 LoRA adapter switched off as the reference model). Supervised fine-tuning: LoRA by default (PEFT), full fine-tuning as
 an option, the loss on completions only, checkpoints every `save_steps` so that a killed job
-resumes where it stopped. On CPU it runs in fp32 (`bf16=False`); with several GPUs, run the
+resumes where it stopped. It runs in bf16 autocast where the hardware has bf16 units, fp32
+elsewhere (`precision`: precision.py); with several GPUs, run the
 same job under `accelerate launch` (docs/train.md)."""
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from selfcorrect.errors import ConfigError
+from selfcorrect.precision import Precision, dtype, resolve
 
 
 @dataclass
@@ -23,6 +25,7 @@ class SFTSettings:
     max_length: int = 512
     save_steps: int = 50
     seed: int = 0
+    precision: Precision = "auto"
 
 
 def train_sft(base: Path, dataset, out: Path, settings: SFTSettings = SFTSettings(), *,
@@ -61,20 +64,29 @@ def train_dpo(base: Path, dataset, out: Path, settings: SFTSettings = SFTSetting
 def _fit(base: Path, out: Path, settings: SFTSettings, progress: bool, make_trainer):
     """What both trainings share: the model and tokenizer from `base`, LoRA or not, CPU or GPU
     settings, checkpoints under `out/steps` and resuming from them, the result in `out/model`."""
-    tokenizer, model, peft = load_policy(base, settings.lora, settings.rank)
-    common = {**trainer_args(out, settings.learning_rate, settings.seed, settings.save_steps, progress),
+    import torch
+
+    tokenizer, model, peft = load_policy(base, settings.lora, settings.rank, precision=settings.precision)
+    common = {**trainer_args(out, settings.learning_rate, settings.seed, settings.save_steps, progress,
+                             settings.precision),
+              # TRL turns it on by default; on a CPU the recomputed forward pass cost 27% of SFT's
+              # tokens/s (bench/precision.py), and a small model's activations fit. (GRPO keeps it:
+              # its steps are bound by sampling, and it held 5 GB more without.)
+              **({} if torch.cuda.is_available() else {"gradient_checkpointing": False}),
               "num_train_epochs": settings.epochs, "per_device_train_batch_size": settings.batch_size,
               "max_length": settings.max_length}
     trainer = make_trainer(common, model, tokenizer, peft)
     result, seconds, resume = run_trainer(trainer, tokenizer, out)
     return trainer, {"loss": result.training_loss, "steps": result.global_step, "seconds": round(seconds, 1),
                      "log": [e["loss"] for e in trainer.state.log_history if "loss" in e], "resumed": resume,
-                     "lora": settings.lora}
+                     "lora": settings.lora, "precision": "bf16" if trainer.args.bf16 else "fp32"}
 
 
-def load_policy(base: Path, lora: bool, rank: int, padding_side: str | None = None):
-    """The tokenizer and the fp32 model at `base`, and the LoRA config (None: full fine-tuning);
-    a clear error when the `train` extra is missing."""
+def load_policy(base: Path, lora: bool, rank: int, padding_side: str | None = None, precision: Precision = "auto"):
+    """The tokenizer and the model at `base`, and the LoRA config (None: full fine-tuning); a
+    clear error when the `train` extra is missing. The weights are fp32 where they are trained
+    (full fine-tuning: the master copy), in `precision` where LoRA leaves them frozen (PEFT keeps
+    the adapter itself in fp32)."""
     try:
         import datasets  # noqa: F401  (the trainers' data)
         import torch
@@ -87,21 +99,27 @@ def load_policy(base: Path, lora: bool, rank: int, padding_side: str | None = No
     tokenizer = AutoTokenizer.from_pretrained(base, **({"padding_side": padding_side} if padding_side else {}))
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    # on a CPU in bf16, eager attention: torch's bf16 SDPA backward there took 5x its fp32 time
+    # (bench/precision.py; 0.74 s of a 3.3 s LoRA step on the embedded model)
+    eager = resolve(precision) == "bf16" and not torch.cuda.is_available()
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype(precision) if lora else torch.float32,
+                                                 **({"attn_implementation": "eager"} if eager else {}))
     peft = (LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0, target_modules="all-linear",
                        task_type="CAUSAL_LM") if lora else None)
     return tokenizer, model, peft
 
 
-def trainer_args(out: Path, learning_rate: float, seed: int, save_steps: int, progress: bool) -> dict:
+def trainer_args(out: Path, learning_rate: float, seed: int, save_steps: int, progress: bool,
+                 precision: Precision = "auto") -> dict:
     """The trainer arguments every training shares: checkpoints under `out/steps`, a log line
-    every step, fp32 on CPU (`use_cpu`) and bf16 on a GPU that has it."""
+    every step, the CPU where there is no GPU, and bf16 autocast where `precision` resolves to
+    bf16 (fp32 master weights and optimizer state: precision.py)."""
     import torch
 
     gpu = torch.cuda.is_available()
     return {"output_dir": str(out / "steps"), "learning_rate": learning_rate, "logging_steps": 1,
             "save_strategy": "steps", "save_steps": save_steps, "save_total_limit": 2, "report_to": [], "seed": seed,
-            "bf16": gpu and torch.cuda.is_bf16_supported(), "use_cpu": not gpu, "dataloader_num_workers": 0,
+            "bf16": resolve(precision, gpu=gpu) == "bf16", "use_cpu": not gpu, "dataloader_num_workers": 0,
             "disable_tqdm": not progress}
 
 

@@ -106,9 +106,10 @@ async def build(settings: Settings, spec: VerifierSpec, base: Path, out: Path, e
     check_heldout([_as_example(r) for r in labelled["train"]], held_ids)
     say(f"training the {spec.kind.upper()} on {len(labelled['train'])} train solutions")
     training = train_verifier(base, spec.kind, labelled["train"], out,
-                              VerifierSettings(epochs=spec.epochs, learning_rate=spec.learning_rate, seed=spec.seed))
+                              VerifierSettings(epochs=spec.epochs, learning_rate=spec.learning_rate, seed=spec.seed,
+                                               precision=settings.precision))
     say("measuring it on the held-out side")
-    verifier = Verifier.load(out / "model", spec.kind)
+    verifier = Verifier.load(out / "model", spec.kind, settings.precision)
     measured = await asyncio.to_thread(evaluate, verifier, labelled["heldout"])
     report = {"spec": spec.model_dump(), "base": str(base), "policy": engine.identity,
               "train_items": len(train_ids), "heldout_items": len(held_ids),

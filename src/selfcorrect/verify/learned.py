@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Literal, NamedTuple, get_args
 
 from selfcorrect.errors import ConfigError
+from selfcorrect.precision import Precision, dtype, resolve
 
 VerifierKind = Literal["prm", "orm"]
 VERIFIER_KINDS: tuple[str, ...] = get_args(VerifierKind)
@@ -38,10 +39,11 @@ def parse_learned(spec: str) -> tuple[str, Path] | None:
     return kind, Path(path)
 
 
-def load_classifier(base: Path, kind: str):
-    """The tokenizer and a two-class head of `kind` on the checkpoint at `base` (fp32)."""
+def load_classifier(base: Path, kind: str, precision: Precision = "fp32"):
+    """The tokenizer and a two-class head of `kind` on the checkpoint at `base`: fp32 to train
+    (the master copy), `precision` to score."""
     try:
-        import torch
+        import torch  # noqa: F401  (without it, the error below rather than transformers')
         from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification, AutoTokenizer
     except ImportError:
         raise ConfigError("verifiers need torch and transformers", "pip install torch==2.13.0 'selfcorrect[train]'") from None
@@ -49,7 +51,7 @@ def load_classifier(base: Path, kind: str):
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     classes = AutoModelForTokenClassification if kind == "prm" else AutoModelForSequenceClassification
-    model = classes.from_pretrained(base, num_labels=2, dtype=torch.float32)
+    model = classes.from_pretrained(base, num_labels=2, dtype=dtype(precision))
     model.config.pad_token_id = tokenizer.pad_token_id
     return tokenizer, model
 
@@ -84,22 +86,23 @@ class Verifier:
     _loaded: dict[str, Verifier] = {}
     _guard = threading.Lock()
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, precision: Precision = "auto"):
         meta = path / "verifier.json"
         if not meta.is_file():
             raise ConfigError(f"no trained verifier at {path}", "train one with `selfcorrect train-verifier` "
                               "and name its model folder (…/model)")
         self.path, self.kind = path, json.loads(meta.read_text())["kind"]
-        self.tokenizer, self.model = load_classifier(path, self.kind)
+        self.precision = resolve(precision)
+        self.tokenizer, self.model = load_classifier(path, self.kind, self.precision)
         self.model.eval()
         self._lock = threading.Lock()
 
     @classmethod
-    def load(cls, path: str | Path, kind: str) -> Verifier:
-        key = str(Path(path).resolve())
+    def load(cls, path: str | Path, kind: str, precision: Precision = "auto") -> Verifier:
+        key = f"{Path(path).resolve()}@{resolve(precision)}"
         with cls._guard:
             if key not in cls._loaded:
-                cls._loaded[key] = cls(Path(path))
+                cls._loaded[key] = cls(Path(path), precision)
         verifier = cls._loaded[key]
         if verifier.kind != kind:
             raise ConfigError(f"{path} is a trained {verifier.kind}, not a {kind}", f"name it as {verifier.kind}:{path}")
@@ -112,14 +115,14 @@ class Verifier:
     def score(self, prompt: list[dict], steps: Sequence[str], max_length: int = 2048) -> VerifierScores:
         """The scores of `step_scores`, how many tokens the verifier read for them, and the
         seconds of its forward pass (not the wait for the model: calls queue behind each other)."""
-        import torch
+        import torch  # noqa: F401  (without it, the error below rather than transformers')
 
         ids, positions = encode(self.tokenizer, prompt, steps, max_length)
         with self._lock, torch.no_grad():
             started = time.perf_counter()
             logits = self.model(input_ids=torch.tensor([ids])).logits[0]
             seconds = time.perf_counter() - started
-        probabilities = torch.softmax(logits, dim=-1)[..., 1]
+        probabilities = torch.softmax(logits.float(), dim=-1)[..., 1]
         scores = [float(probabilities)] if self.kind == "orm" else [float(probabilities[p]) for p in positions]
         return VerifierScores(scores, len(ids), seconds)
 
@@ -128,7 +131,7 @@ async def learned_scores(session, spec: str, steps: Sequence[str]) -> list[float
     """The verifier's scores of a (partial) solution given as steps: one per step for a PRM,
     one for the whole for an ORM."""
     kind, path = parse_learned(spec)
-    verifier = await asyncio.to_thread(Verifier.load, path, kind)
+    verifier = await asyncio.to_thread(Verifier.load, path, kind, session.ctx.precision)
     scored = await asyncio.to_thread(verifier.score, list(session.view.messages), list(steps))
     cost = session.trajectory.cost["feedback"]
     cost.calls += 1
