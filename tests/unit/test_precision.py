@@ -111,3 +111,22 @@ def test_a_merge_is_only_made_from_fp32(tmp_path):
             engine.merge_adapter(tmp_path / "merged")
     finally:
         engine.close()
+
+
+@pytest.mark.parametrize("forced", ["fp32", "bf16"])
+def test_a_verifier_scores_in_each_precision(tmp_path, forced):
+    pytest.importorskip("transformers")
+    import json
+
+    import torch
+
+    from selfcorrect.verify.learned import Verifier
+    from tests.tinymodel import make_tiny_model
+
+    folder = make_tiny_model(tmp_path / "tiny")
+    (folder / "verifier.json").write_text(json.dumps({"kind": "prm"}))  # an untrained head: the numbers, not their sense
+    verifier = Verifier.load(folder, "prm", forced)
+    assert verifier.model.dtype == (torch.bfloat16 if forced == "bf16" else torch.float32)
+    scored = verifier.score([{"role": "user", "content": "What is 2 + 2?"}], ["2 + 2 = 4. ", "The answer is 4."])
+    assert len(scored.scores) == 2 and all(isinstance(s, float) and 0 <= s <= 1 for s in scored.scores)
+    assert Verifier.load(folder, "prm", "fp32" if forced == "bf16" else "bf16") is not verifier  # one per precision
