@@ -17,13 +17,15 @@ import os
 import time
 from pathlib import Path
 
+from checkpoint import add_option, checked
+
 QUESTIONS = [f"What is {a} + {b}? Explain step by step." for a, b in ((12, 7), (31, 45), (8, 9), (66, 21),
                                                                         (14, 14), (50, 25), (3, 98), (41, 17))]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--model", default=".selfcorrect/models/base", help="a checkpoint (`selfcorrect models export`)")
+    add_option(parser)
     parser.add_argument("--tokens", type=int, default=96)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None)
@@ -34,8 +36,7 @@ def main() -> None:
     from selfcorrect.models.base import SamplingParams
     from selfcorrect.models.hf import HFModel
 
-    if not Path(args.model, "config.json").is_file():
-        raise SystemExit(f"no checkpoint at {args.model}: run `selfcorrect models export` first")
+    checked(args.model)
     engine = HFModel(args.model, batch=8, threads=args.threads)
     # no end-of-sequence: both sides make exactly `tokens` per sequence
     engine._stops = {-1}

@@ -26,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
+from checkpoint import add_option, checked
 
 JOBS = ("sft-lora", "sft-full", "grpo", "generate", "prm")
 
@@ -100,14 +100,12 @@ def one(job: str, precision: str, model: Path, out: Path) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--model", default=".selfcorrect/models/base", help="a checkpoint (`selfcorrect models export`)")
+    add_option(parser)
     parser.add_argument("--jobs", default=",".join(JOBS))
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--one", nargs=2, metavar=("JOB", "PRECISION"), help=argparse.SUPPRESS)
     args = parser.parse_args()
-    model = Path(args.model)
-    if not (model / "config.json").is_file():
-        raise SystemExit(f"no checkpoint at {model}: run `selfcorrect models export` first")
+    model = checked(args.model)
     if args.one:
         with tempfile.TemporaryDirectory() as folder:
             print(json.dumps(one(*args.one, model, Path(folder))))

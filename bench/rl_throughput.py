@@ -24,6 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from checkpoint import add_option, checked
+
 GENERATIONS, PROMPTS_PER_STEP, MAX_COMPLETION, TEMPERATURE, BETA, LEARNING_RATE = 8, 2, 96, 1.0, 0.04, 2e-5
 
 
@@ -93,14 +95,12 @@ def one(side: str, model: Path, steps: int, out: Path) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--model", default=".selfcorrect/models/base", help="a checkpoint (`selfcorrect models export`)")
+    add_option(parser)
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--one", metavar="SIDE", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    model = Path(args.model)
-    if not (model / "config.json").is_file():
-        raise SystemExit(f"no checkpoint at {model}: run `selfcorrect models export` first")
+    model = checked(args.model)
     if args.one:
         with tempfile.TemporaryDirectory() as folder:
             print(json.dumps(one(args.one, model, args.steps, Path(folder))))

@@ -21,6 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from checkpoint import add_option, checked
+
 
 def examples(count: int) -> list:
     from selfcorrect.tasks import parse_task
@@ -74,14 +76,12 @@ def one(side: str, lora: bool, model: Path, count: int, out: Path) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--model", default=".selfcorrect/models/base", help="a checkpoint (`selfcorrect models export`)")
+    add_option(parser)
     parser.add_argument("--examples", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--one", nargs=2, metavar=("SIDE", "MODE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
-    model = Path(args.model)
-    if not (model / "config.json").is_file():
-        raise SystemExit(f"no checkpoint at {model}: run `selfcorrect models export` first")
+    model = checked(args.model)
     if args.one:
         with tempfile.TemporaryDirectory() as folder:
             print(json.dumps(one(args.one[0], args.one[1] == "lora", model, args.examples, Path(folder))))

@@ -49,11 +49,10 @@ def checkpoint_to_gguf(checkpoint: Path, out: Path, template: Path | None = None
     """Write `checkpoint` (a transformers folder of the embedded model's architecture) to `out`."""
     try:
         import gguf
-        import numpy as np
-        from safetensors.numpy import load_file
+        from safetensors.torch import load_file  # numpy has no bf16: a bf16 checkpoint reads through torch
     except ImportError:
-        raise ConfigError("writing GGUF needs the gguf and safetensors packages",
-                          "pip install 'selfcorrect[train]'") from None
+        raise ConfigError("writing GGUF needs torch and the gguf and safetensors packages",
+                          "pip install torch==2.13.0 'selfcorrect[train]'") from None
     from selfcorrect.models.embedded import default_model_path
 
     started = time.perf_counter()
@@ -79,7 +78,7 @@ def checkpoint_to_gguf(checkpoint: Path, out: Path, template: Path | None = None
         target = names.get_name(name, try_suffixes=(".weight", ".bias"))
         if target is None:
             raise ConfigError(f"{checkpoint}: tensor {name} has no GGUF name", "only Llama checkpoints are written back")
-        tensor = tensor.astype(np.float32)
+        tensor = tensor.float().numpy()
         if name.endswith("q_proj.weight"):
             tensor = _permute(tensor, heads)
         elif name.endswith("k_proj.weight"):
