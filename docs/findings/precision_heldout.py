@@ -27,12 +27,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     store = Store(args.store, read_only=True)
-    held = [r for r in store.runs() if r.status == "complete" and len(store.results(r.run_id)) == 314]
-    held.sort(key=lambda r: r.created_at)
+    held = sorted((r for r in store.runs() if r.status == "complete" and r.config.get("items") == 314),
+                  key=lambda r: r.created_at)  # the held-out side's runs (the train side has 286 items)
     lineage = Lineage(args.store)
-    checkpoints = {c.name: c for c in lineage.all()}
+    rounds = sorted((c for c in lineage.all() if c.round == 1), key=lambda c: c.created_at)
     lineage.close()
-    rounds = sorted((c for c in checkpoints.values() if c.round == 1), key=lambda c: c.created_at)
     report = {"runs": {}, "paired": {}}
     for run in held:
         # a run measures the checkpoint registered last before it (round 0's: the base)

@@ -29,20 +29,27 @@ CPUINFO = Path("/proc/cpuinfo")
 log = logging.getLogger(__name__)
 
 
-def cpu_flags(cpuinfo: Path = CPUINFO) -> set[str]:
-    """The CPU's feature flags (empty where /proc/cpuinfo is not there: not Linux)."""
+@functools.cache
+def _cpuinfo(path: Path) -> dict[str, str]:
+    """The first processor's fields in /proc/cpuinfo, read once (empty where there is none:
+    not Linux)."""
     try:
-        text = cpuinfo.read_text()
+        lines = path.read_text().splitlines()
     except OSError:
-        return set()
-    for line in text.splitlines():
-        if line.startswith(("flags", "Features")):
-            return set(line.partition(":")[2].split())
-    return set()
+        return {}
+    fields: dict[str, str] = {}
+    for line in lines:
+        if not line.strip():
+            break  # the next processor's block
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    return fields
 
 
-def cpu_has_bf16(flags: set[str] | None = None) -> bool:
-    return bool(set(BF16_FLAGS) & (cpu_flags() if flags is None else flags))
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags ("Features" on ARM)."""
+    info = _cpuinfo(CPUINFO)
+    return set(info.get("flags", info.get("Features", "")).split())
 
 
 def _cuda_bf16() -> bool:
@@ -68,7 +75,7 @@ def resolve(precision: Precision = "auto", *, gpu: bool | None = None) -> Litera
         import torch
 
         gpu = torch.cuda.is_available()
-    if (_cuda_bf16() if gpu else cpu_has_bf16()):
+    if _cuda_bf16() if gpu else set(BF16_FLAGS) & cpu_flags():
         return "bf16"
     if not gpu:
         _fallback_said()
@@ -84,16 +91,8 @@ def dtype(precision: Precision = "auto"):
 
 def describe() -> dict:
     """The machine as the figures should name it: CPU model, its bf16 flags, the GPU if any."""
-    model = next((line.partition(":")[2].strip() for line in _cpuinfo_lines() if line.startswith("model name")), "")
     import torch
 
-    return {"cpu": model, "bf16_flags": sorted(set(BF16_FLAGS) & cpu_flags()),
+    return {"cpu": _cpuinfo(CPUINFO).get("model name", ""), "bf16_flags": sorted(set(BF16_FLAGS) & cpu_flags()),
             "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
             "auto": resolve("auto")}
-
-
-def _cpuinfo_lines() -> list[str]:
-    try:
-        return CPUINFO.read_text().splitlines()
-    except OSError:
-        return []

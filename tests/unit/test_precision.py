@@ -22,7 +22,7 @@ def cpu(tmp_path, monkeypatch):
         path = tmp_path / "cpuinfo"
         path.write_text(text)
         monkeypatch.setattr(precision, "CPUINFO", path)
-        monkeypatch.setattr(precision.cpu_flags, "__defaults__", (path,))
+        precision._cpuinfo.cache_clear()
         precision._fallback_said.cache_clear()
     return use
 

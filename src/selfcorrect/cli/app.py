@@ -163,7 +163,6 @@ def spec_options(spec_type: type[BaseModel], command: str, *, flags: dict[str, t
         parameters = own + [option(name, f) for name, f in fields.items()]
         run.__signature__ = inspect.Signature(parameters)
         run.__annotations__ = {p.name: p.annotation for p in parameters}
-        del run.__wrapped__  # typer reads the signature above, not the function's own
         return run
 
     return decorate

@@ -20,15 +20,13 @@ METHODS (plugins through the `selfcorrect.train_methods` entry point), as strate
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from pydantic import BaseModel
 
 from selfcorrect.models.base import SamplingParams
 from selfcorrect.registry import Registry
-from selfcorrect.strategies import parse_strategy
 from selfcorrect.tasks import Subset, Task
 from selfcorrect.tasks.kinds import KINDS
 from selfcorrect.train.data import (
@@ -82,7 +80,7 @@ def settings_of(run: TrainingRun, settings_type, **given):
     """A trainer's settings: every field the spec also has, copied, the run's precision; the
     rest as given."""
     spec = run.spec
-    shared = {f.name: getattr(spec, f.name) for f in dataclasses.fields(settings_type) if f.name in type(spec).model_fields}
+    shared = {f.name: getattr(spec, f.name) for f in fields(settings_type) if f.name in type(spec).model_fields}
     return settings_type(**{**shared, "precision": run.precision, **given})
 
 
@@ -198,8 +196,8 @@ class STaR(RFT):
             hints = {i.id: i.answer for i in items if i.id not in solved}
         else:
             examples, labelled = build_label_free(
-                run.store, task=run.task.name, train_ids=[i.id for i in items], run_ids=runs,
-                sample_strategy=parse_strategy(spec.sample).spec, labels="program", per_item=spec.per_item)
+                run.store, task=run.task.name, train_ids=run.train_ids, run_ids=runs,
+                sample_strategy=run.sampler, labels="program", per_item=spec.per_item)
             covered = {e.item_id for e in examples}
             hints = {item_id: record["label"] for item_id, record in labelled.items() if item_id not in covered}
         params = SamplingParams(temperature=spec.sample_temperature, top_k=40, n=4,
