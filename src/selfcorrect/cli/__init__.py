@@ -10,7 +10,7 @@ import sys
 from rich.logging import RichHandler
 from rich.markup import escape
 
-from selfcorrect.cli import evaluate, memory, models, serve, tools, train  # noqa: F401  (they register commands)
+from selfcorrect.cli import evaluate, improve, memory, models, serve, tools, train  # noqa: F401  (they register commands)
 from selfcorrect.cli.app import app, err
 from selfcorrect.errors import SelfcorrectError
 

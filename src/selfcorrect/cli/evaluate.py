@@ -62,6 +62,13 @@ def eval_(
                               (", or omit it to run every item" if flag in ("--limit", "--sample") else ""))
     if resume is not None:
         _refuse_settings_on_resume(ctx, resume)
+    recipe = _recipe(settings)
+    if recipe is not None and resume is None:
+        # a recipe's model is meant to be run with its strategy, sampled as it was measured
+        strategy = strategy or recipe.strategy
+        if not _given(ctx, "temperature"):
+            temperature = recipe.sampling.get("temperature", temperature)
+        task = task or recipe.task
     main_job = task is None and strategy is None and resume is None
     spec = EvalSpec(task=task or "arithmetic", limit=limit if limit is not None else (MAIN_JOB_LIMIT if main_job else None),
                     ids=ids, sample=sample, seed=seed, temperature=temperature, top_k=top_k, max_tokens=max_tokens,
@@ -90,6 +97,13 @@ def eval_(
                                        f"resume with `selfcorrect eval --resume {record.run_id}`") from e
             raise
     finish_report(evaluation.store, run, evaluation.task.kind, folder)
+
+
+def _recipe(settings: Settings):
+    from selfcorrect.models.recipe import read_recipe
+
+    name, _, folder = settings.model.partition(":")
+    return read_recipe(folder) if name == "recipe" and folder else None
 
 
 # What a resumed run may be given: the rest of its settings come from its record.

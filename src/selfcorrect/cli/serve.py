@@ -16,7 +16,10 @@ from selfcorrect.errors import ConfigError
 @app.command()
 def serve(
     ctx: typer.Context,
-    strategy: Annotated[str, typer.Option("--strategy", "-s", help="for requests that name none")] = "single",
+    strategy: Annotated[Optional[str], typer.Option("--strategy", "-s", help="for requests that name none "
+                                                    "(default: the recipe's, or single)")] = None,
+    recipe: Annotated[Optional[Path], typer.Option(help="serve what `selfcorrect improve` accepted: its checkpoint "
+                                                   "and strategy (DIR/recipe.json)")] = None,
     memory: Annotated[Optional[str], typer.Option(help="an error memory namespace: lessons shown, feedback learned")] = None,
     critic: Critic = None,
     retriever: Retriever = "bm25",
@@ -35,6 +38,16 @@ def serve(
     from selfcorrect.serve.keys import read_keys
 
     settings: Settings = ctx.obj
+    if recipe is not None:
+        from selfcorrect.models.recipe import read_recipe
+
+        measured = read_recipe(recipe)  # a missing or broken recipe fails before anything loads
+        settings = settings.model_copy(update={"model": f"recipe:{recipe}"})
+        strategy = strategy or measured.strategy
+        err.print(f"recipe {escape(str(recipe))}: round {measured.round}, {escape(measured.strategy)} measured "
+                  f"{100 * measured.heldout.accuracy:.1f}% held out on {escape(measured.task)}")
+    strategy = strategy or "single"
+    sampling = {"temperature": measured.sampling["temperature"]} if recipe is not None and "temperature" in measured.sampling else {}
     for flag, value in (("--port", port), ("--rate-limit", rate_limit), ("--max-body", max_body), ("--timeout", timeout)):
         if value <= 0 or (flag == "--port" and value > 65535):
             raise ConfigError(f"{flag} {value} is out of range", "give a positive number" +
@@ -43,7 +56,7 @@ def serve(
     if keys is None and host not in ("127.0.0.1", "localhost", "::1"):
         err.print(f"[yellow]warning[/]: listening on {escape(host)} with no API keys: anyone who reaches it can use it")
     config = ServeConfig(strategy=strategy, memory=memory, critic=critic, retriever=retriever, keys=keys, rate_limit=rate_limit,
-                         max_body=max_body, timeout=timeout, cors=[o for o in (cors or "").split(",") if o])
+                         max_body=max_body, timeout=timeout, cors=[o for o in (cors or "").split(",") if o], **sampling)
     settings.store.parent.mkdir(parents=True, exist_ok=True)
     application = create_app(settings, config)  # checks the strategy and retriever before it listens
     err.print(f"serving {escape(strategy)} on http://{host}:{port}/v1 (model {escape(settings.model)}"

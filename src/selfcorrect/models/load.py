@@ -92,11 +92,26 @@ def _round(settings: Settings, arg: str) -> Model:
                    precision=settings.precision)
 
 
+@BACKENDS.register("recipe", about="recipe:DIR: the checkpoint `selfcorrect improve` accepted (DIR/recipe.json); "
+                   "eval and serve run its strategy when none is named")
+def _recipe(settings: Settings, arg: str) -> Model:
+    from selfcorrect.models.hf import HFModel
+    from selfcorrect.models.recipe import read_recipe
+
+    if not arg:
+        raise ConfigError("--model recipe: needs a folder", "write --model recipe:DIR (the --out of `selfcorrect improve`)")
+    checkpoint = read_recipe(arg).checkpoint
+    if checkpoint.gguf and Path(checkpoint.gguf).is_file():
+        return load_gguf(settings, checkpoint.gguf)
+    return HFModel(checkpoint.path, checkpoint.adapter, batch=settings.hf.batch, threads=settings.hf.threads,
+                   precision=settings.precision)
+
+
 def load_model(settings: Settings) -> Model:
     """The engine a settings' model spec names, without the cache."""
     name, _, arg = settings.model.partition(":")
     if name not in BACKENDS.names():
         raise ConfigError(f"unknown model {settings.model!r}",
-                          "use one of: embedded, embedded:QUANT, gguf:PATH, openai:NAME, hf:PATH, round:N"
-                          + "".join(f", {n}:ARG" for n in BACKENDS.names() if n not in ("embedded", "gguf", "openai", "hf", "round")))
+                          "use one of: embedded, embedded:QUANT, gguf:PATH, openai:NAME, hf:PATH, round:N, recipe:DIR"
+                          + "".join(f", {n}:ARG" for n in BACKENDS.names() if n not in ("embedded", "gguf", "openai", "hf", "round", "recipe")))
     return BACKENDS.get(name).factory(settings, arg)

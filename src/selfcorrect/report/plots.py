@@ -191,3 +191,47 @@ def training_compared(comparison: dict) -> str:
     axes.grid(alpha=0.3, axis="x")
     axes.legend(fontsize=7, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2)
     return _svg(figure)
+
+
+def improvement_rounds(report: dict) -> list[tuple[str, str]]:
+    """An `improve` report's curves: each strategy's held-out (and probe) accuracy per round
+    with its interval, rejected rounds hollow, and the students' diversity."""
+    rounds = [r for r in report["rounds"] if r.get("heldout")]
+    figures = []
+    for side, caption in (("heldout", "Held-out accuracy per round (95% intervals; hollow: rejected)"),
+                          ("probe", "The probe, never trained on (95% intervals; hollow: rejected)")):
+        if not all(r.get(side) for r in rounds):
+            continue
+        figure, axes = plt.subplots(figsize=(6, 3.8))
+        for strategy in rounds[0][side]:
+            xs = [r["round"] for r in rounds if strategy in r[side]]
+            ms = [r[side][strategy] for r in rounds if strategy in r[side]]
+            ys = [m["accuracy"] for m in ms]
+            line = axes.errorbar(xs, ys, yerr=[[max(0.0, y - m["interval"][0]) for y, m in zip(ys, ms)],
+                                               [max(0.0, m["interval"][1] - y) for y, m in zip(ys, ms)]],
+                                 fmt="-o", capsize=4, label=strategy)
+            rejected = [(r["round"], r[side][strategy]["accuracy"]) for r in rounds
+                        if not r["accepted"] and strategy in r[side]]
+            if rejected:
+                axes.plot(*zip(*rejected), "o", markersize=9, markerfacecolor="white",
+                          markeredgecolor=line[0].get_color())
+        axes.set_xticks([r["round"] for r in rounds])
+        axes.set_xlabel("round")
+        axes.set_ylim(-0.02, 1.02)
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize=7)
+        figures.append((caption, _svg(figure)))
+    sampled = [r for r in report["rounds"] if r.get("train")]
+    if sampled:
+        figure, axes = plt.subplots(figsize=(5.5, 3.4))
+        for student in sampled[0]["train"]["diversity"]:
+            axes.plot([r["round"] for r in sampled], [r["train"]["diversity"][student] for r in sampled], "-o",
+                      label=f"{student}: distinct answers / item")
+        axes.plot([r["round"] for r in sampled], [r["train"]["unlabelled_share"] for r in sampled], ":x",
+                  label="train items left unlabelled (the tail)")
+        axes.set_xticks([r["round"] for r in sampled])
+        axes.set_xlabel("round (sampled by the accepted model)")
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize=7)
+        figures.append(("Diversity and the tail", _svg(figure)))
+    return figures

@@ -49,6 +49,7 @@ DEFAULT_TEMPERATURE = 0.3  # as `selfcorrect eval`: small models fall apart when
 @dataclass
 class ServeConfig:
     strategy: str = "single"  # for requests that name none
+    temperature: float = DEFAULT_TEMPERATURE  # for requests that give none (a recipe's, as it was measured)
     memory: str | None = None  # the error memory's namespace; None: no memory
     memory_k: int = 3
     retriever: str = "bm25"  # or "embedding", "embedding:PATH" (memory/embed.py)
@@ -165,7 +166,7 @@ class Server:
     def params(self, request: ChatRequest) -> SamplingParams:
         caps = self.resources.model.capabilities
         return SamplingParams(
-            temperature=request.temperature if request.temperature is not None else DEFAULT_TEMPERATURE,
+            temperature=request.temperature if request.temperature is not None else self.config.temperature,
             top_p=request.top_p if request.top_p is not None else 1.0, top_k=caps.default_top_k,
             max_tokens=request.max_completion_tokens or request.max_tokens or KINDS[request.kind].max_tokens,
             # a fresh seed per request unless the client fixes one: two asks are two draws

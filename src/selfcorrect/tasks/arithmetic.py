@@ -79,6 +79,12 @@ class Arithmetic(MathTask):
         return self.make_item(f"arithmetic/{self.seed}/{index}", question, str(value),
                               operations="".join(op for op, _ in moves))
 
+    def worked_reply(self, question: str, answer: str) -> str:
+        # the template's own form: "12 + 5 = 17. The answer is 17."
+        if question.startswith("What is ") and question.endswith("?"):
+            return f"{question[8:-1]} = {answer}. The answer is {answer}."
+        return super().worked_reply(question, answer)
+
     @staticmethod
     def _plain(start: int, moves: list[tuple[str, int]]) -> str:
         expression, loose = str(start), False  # loose: ends in + or - outside parentheses

@@ -81,6 +81,11 @@ class MathTask(Task):
                         messages=self.messages(question), stop=self.stop, numeric=is_numeric(answer))
         return Item(view, answer=answer, meta=meta)
 
+    def worked_reply(self, question: str, answer: str) -> str:
+        """A reply in this task's answer format that gives `answer`: what `improve` teaches a
+        one-sample student where none of its own samples reached an answer the checks verified."""
+        return f"The answer is {answer}."
+
     async def grade(self, item: Item, answer: str | None, sandbox: Sandbox | None = None,
                     failure: str | None = None) -> Check:
         if answer is None:

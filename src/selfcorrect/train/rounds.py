@@ -122,13 +122,7 @@ async def train_rounds(settings: Settings, spec: TrainSpec, out: Path,
     def open_hf(c: Checkpoint, precision: str = settings.precision):
         return HFModel(c.path, c.adapter, batch=settings.hf.batch, threads=settings.hf.threads, precision=precision)
 
-    def open_gguf(c: Checkpoint):
-        if c.gguf is None or not Path(c.gguf).exists():
-            say(f"writing {c.name} to GGUF for the llama.cpp engine")
-            c = lineage.register(c.model_copy(update={"gguf": write_checkpoint_gguf(c)["path"]}))
-        return load_gguf(settings, c.gguf)
-
-    open_model = engine_factory or (open_gguf if use_gguf else open_hf)
+    open_model = engine_factory or checkpoint_opener(settings, lineage, use_gguf, say)
     out.mkdir(parents=True, exist_ok=True)
     method = method_of(spec)
     run = TrainingRun(spec, store, task, train_ids, held_ids, train_side, parse_strategy(spec.sample).spec,
@@ -178,17 +172,17 @@ async def train_rounds(settings: Settings, spec: TrainSpec, out: Path,
             engine = open_model(current)
             try:
                 say(f"round {number}: evaluating the held-out side")
-                held_run, held = await _evaluate(settings, held_side, spec.evaluate, engine, spec.seed,
+                held_run, held = await evaluate_side(settings, held_side, spec.evaluate, engine, spec.seed,
                                                  MEASURE_TEMPERATURE, on_progress)
                 say(f"round {number}: sampling the train side")
-                sample_run, sampled = await _evaluate(settings, train_side, [spec.sample], engine, spec.seed + number,
+                sample_run, sampled = await evaluate_side(settings, train_side, [spec.sample], engine, spec.seed + number,
                                                       spec.sample_temperature, on_progress)
                 runs = [sample_run]
                 # the labeller answers as it would be measured, not as it explores; the last round's
                 # samples only measure, and need no labels
                 if spec.labels == "program" and number < spec.rounds:
                     say(f"round {number}: program-aided answers of the train side, the pseudo-labels")
-                    label_run, _ = await _evaluate(settings, train_side, ["program-aided"], engine, spec.seed + number,
+                    label_run, _ = await evaluate_side(settings, train_side, ["program-aided"], engine, spec.seed + number,
                                                    MEASURE_TEMPERATURE, on_progress)
                     runs.append(label_run)
                 if number < spec.rounds:
@@ -225,7 +219,25 @@ async def train_rounds(settings: Settings, spec: TrainSpec, out: Path,
     return report
 
 
-async def _evaluate(settings: Settings, side, strategies: list[str], engine, seed: int,
+def checkpoint_opener(settings: Settings, lineage: Lineage, use_gguf: bool, say: Callable[[str], None]):
+    """How a round's checkpoint is opened to sample and measure: written back to GGUF once (and
+    the lineage told) for the llama.cpp engine, or on transformers."""
+    from selfcorrect.models.hf import HFModel
+
+    def open_gguf(c: Checkpoint):
+        if c.gguf is None or not Path(c.gguf).exists():
+            say(f"writing {c.name} to GGUF for the llama.cpp engine")
+            c = lineage.register(c.model_copy(update={"gguf": write_checkpoint_gguf(c)["path"]}))
+        return load_gguf(settings, c.gguf)
+
+    def open_hf(c: Checkpoint):
+        return HFModel(c.path, c.adapter, batch=settings.hf.batch, threads=settings.hf.threads,
+                       precision=settings.precision)
+
+    return open_gguf if use_gguf else open_hf
+
+
+async def evaluate_side(settings: Settings, side, strategies: list[str], engine, seed: int,
                     temperature: float, on_progress=None) -> tuple[str, dict[str, list]]:
     evaluation = Evaluation(settings, EvalSpec(task=side.name, strategies=strategies, reference=False, seed=seed,
                                                temperature=temperature), task=side, engine=engine,

@@ -1,0 +1,144 @@
+"""What a round of `improve` trains on: the train items' labels from the strongest check there
+is, and examples in the teacher's format and in each student's.
+
+labels
+  none  math: the answer that at least `agree` of the teacher's independent chains (programs the
+        sandbox ran) printed, with no other answer printed as often; code: a program that passed
+        every visible test. No gold anywhere: what the gold check says of a label is measured
+        afterwards, for the report only.
+  gold  the task's gold check (the gold answer, the hidden tests): an oracle run.
+
+examples
+  teacher   the teacher's first prompt → a reply the labels verified (a program fixed after an
+            error is taught as the first answer): the strategy itself gets better
+  student   a student strategy's prompt → one of its own samples that gives the label, or, where
+            none does, the label in the task's answer format (`worked_reply`; for code the
+            verified program): the system distilled into one sample
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from selfcorrect.store import GradedAttempt, Store
+from selfcorrect.train.data import Example
+from selfcorrect.verify.answers import vote_key
+from selfcorrect.verify.code import extract_code
+
+MAX_CHARS = 2000
+
+
+@dataclass
+class Label:
+    """A train item's label and the teacher's attempts that reach it."""
+
+    item_id: str
+    answer: str | None  # math: the verified answer's vote key; code: None (the tests are the check)
+    verified: list[GradedAttempt]
+    votes: int = 0  # chains that printed it (math, labels none)
+    chains: int = 0
+    right: bool | None = None  # measured against gold afterwards, never read by the data
+
+
+def _passed_visible_tests(graded: GradedAttempt) -> bool:
+    return any(f.kind == "external" and f.passed and "test" in f.source for f in graded.attempt.feedback)
+
+
+def _by_item(store: Store, task: str, run_ids: Sequence[str], item_ids: Sequence[str]) -> dict[str, list[GradedAttempt]]:
+    allowed, grouped = set(item_ids), {}
+    for graded in store.graded_attempts(task=task, run_ids=list(run_ids), item_ids=list(allowed)):
+        if graded.item_id in allowed:  # a builder reads only the train side it is given
+            grouped.setdefault(graded.item_id, []).append(graded)
+    return grouped
+
+
+def label_items(store: Store, *, task: str, kind: str, run_id: str, item_ids: Sequence[str], labels: str,
+                agree: int) -> dict[str, Label]:
+    """The labels of the train items the teacher's run (`run_id`) verified."""
+    out: dict[str, Label] = {}
+    for item_id, attempts in _by_item(store, task, [run_id], item_ids).items():
+        usable = [g for g in attempts if g.messages is not None and g.attempt.finish_reason != "length"
+                  and g.attempt.text.strip() and len(g.attempt.text) <= MAX_CHARS]
+        if labels == "gold":
+            verified = [g for g in usable if g.correct]
+            answer = vote_key(verified[0].attempt.answer) if verified and kind == "math" and verified[0].attempt.answer else None
+            if verified:
+                out[item_id] = Label(item_id, answer, verified, right=True)
+            continue
+        if kind == "code":
+            verified = [g for g in usable if _passed_visible_tests(g)]
+            if verified:
+                out[item_id] = Label(item_id, None, verified, right=any(g.correct for g in verified))
+            continue
+        # math: one answer per chain, the first its programs printed (as program-aided returns it)
+        per_chain: dict[int, str] = {}
+        for g in sorted(attempts, key=lambda g: g.attempt.index):
+            if g.attempt.answer is not None and any(f.kind == "external" and f.passed for f in g.attempt.feedback):
+                per_chain.setdefault(g.attempt.chain, vote_key(g.attempt.answer))
+        counts = Counter(per_chain.values()).most_common(2)
+        if not counts or counts[0][1] < agree or (len(counts) > 1 and counts[1][1] == counts[0][1]):
+            continue
+        answer, votes = counts[0]
+        verified = [g for g in usable if g.attempt.answer is not None and vote_key(g.attempt.answer) == answer]
+        if verified:
+            out[item_id] = Label(item_id, answer, verified, votes, len(per_chain),
+                                 right=any(g.correct for g in verified))
+    return out
+
+
+def _first_turn(messages: list[dict]) -> list[dict]:
+    """The conversation up to its first user message: the prompt a strategy starts from."""
+    for k, message in enumerate(messages):
+        if message["role"] == "user":
+            return messages[: k + 1]
+    return messages
+
+
+def _unique(attempts: Sequence[GradedAttempt], per_item: int) -> list[GradedAttempt]:
+    seen, kept = set(), []
+    for g in attempts:
+        key = " ".join(g.attempt.text.split())
+        if key not in seen and len(kept) < per_item:
+            seen.add(key)
+            kept.append(g)
+    return kept
+
+
+def teacher_examples(found: dict[str, Label], *, teacher: str, label_kind: str, per_item: int) -> list[Example]:
+    return [Example(prompt=_first_turn(g.messages), completion=g.attempt.text.strip(), item_id=item_id,
+                    label=label_kind, provenance={"format": teacher, "run": g.run_id, "attempt": g.attempt.index,
+                                                  "chain": g.attempt.chain, "model": g.model, "label": label.answer})
+            for item_id, label in found.items() for g in _unique(label.verified, per_item)]
+
+
+def student_examples(store: Store, found: dict[str, Label], *, task, questions: dict[str, str], student: str,
+                     run_id: str, label_kind: str, per_item: int) -> tuple[list[Example], int]:
+    """Examples in the student's format, and how many were written rather than sampled."""
+    examples, written = [], 0
+    samples = _by_item(store, task.name, [run_id], list(found))
+    for item_id, label in found.items():
+        mine = [g for g in samples.get(item_id, []) if g.messages is not None and g.attempt.finish_reason != "length"]
+        if not mine:
+            continue
+        prompt = _first_turn(mine[0].messages)
+        if label.answer is not None:
+            agreeing = _unique([g for g in mine if g.attempt.answer is not None
+                                and vote_key(g.attempt.answer) == label.answer], per_item)
+        else:  # code: the student's samples were never run against the tests
+            agreeing = []
+        for g in agreeing:
+            examples.append(Example(prompt=prompt, completion=g.attempt.text.strip(), item_id=item_id, label=label_kind,
+                                    provenance={"format": student, "run": g.run_id, "attempt": g.attempt.index,
+                                                "model": g.model, "label": label.answer}))
+        if not agreeing:
+            if label.answer is not None:
+                reply = task.worked_reply(questions[item_id], label.answer)
+            else:
+                code = extract_code(label.verified[0].attempt.text)
+                reply = f"```python\n{code}\n```" if code else label.verified[0].attempt.text.strip()
+            written += 1
+            examples.append(Example(prompt=prompt, completion=reply, item_id=item_id, label=label_kind,
+                                    provenance={"format": student, "written": True, "label": label.answer}))
+    return examples, written

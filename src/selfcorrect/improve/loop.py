@@ -1,0 +1,442 @@
+"""`selfcorrect improve`: expert iteration that keeps only what helps, and hands the user a
+recipe (the accepted checkpoint and the strategy to serve it with).
+
+    round 0   the base: every strategy measured on the held-out side (and the probe, a harder
+              split never trained on)
+    round r   the accepted model's best system (the teacher: program-aided, self-debug) samples
+              the train side in independent chains, and each student strategy samples it too;
+              what the strongest check verifies (labels.py) becomes data in both formats, with
+              earlier rounds' data kept; train from the base (ReST-EM) or from the accepted
+              checkpoint; measure every strategy held out, paired against the accepted round and
+              the base. A round significantly worse on any strategy is rejected and the loop
+              goes on from the accepted one; the loop stops when no strategy gains significantly
+              for `patience` rounds, or at the budget.
+
+Curriculum: from round 2 on, each round adds the next `curriculum` task's items to the train
+side (harder ones: more digits, more steps), labelled only by the checks. The diversity and
+tail monitors steer: a collapse raises the next round's sampling temperature.
+
+Resumable: the report is written after each finished round; a round that did not finish is
+done again from nothing (its folder removed), never trusted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from selfcorrect.config import Settings
+from selfcorrect.errors import ConfigError
+from selfcorrect.improve.labels import label_items, student_examples, teacher_examples
+from selfcorrect.improve.report import write as write_report
+from selfcorrect.measure.stats import mcnemar, wilson
+from selfcorrect.models.lineage import Checkpoint, Lineage
+from selfcorrect.models.recipe import Measured, Recipe, write_recipe
+from selfcorrect.precision import describe, resolve
+from selfcorrect.store import Store
+from selfcorrect.strategies import parse_strategy
+from selfcorrect.tasks import Subset, parse_task, select
+from selfcorrect.train.data import Example, SplitSpec, check_heldout, data_hash, split, to_dataset, write_jsonl
+from selfcorrect.train.rounds import MEASURE_TEMPERATURE, checkpoint_opener, evaluate_side
+from selfcorrect.train.sft import SFTSettings, train_sft
+from selfcorrect.train.to_gguf import fits_template
+from selfcorrect.verify.answers import vote_key
+
+TEACHERS = {"math": "program-aided", "code": "self-debug"}
+DIVERSITY_ALARM = 0.5  # the students' distinct answers per item below half of round 1's
+TAIL_ALARM = 0.1  # the share of unlabelled train items up by ten points or more
+HOTTER, HOTTEST = 0.2, 1.0  # what a collapse adds to the sampling temperature, and its ceiling
+
+
+class ImproveSpec(SplitSpec):
+    """What `selfcorrect improve` runs; each description is its option's help."""
+
+    rounds: int = Field(3, ge=1, le=20, description="the most training rounds after the base's")
+    labels: Literal["none", "gold"] = Field(
+        "none", description="none (label-free: agreement of independent programs, visible tests) or gold "
+                            "(the task's gold check: an oracle run)")
+    teacher: str | None = Field(None, description="the system that labels and teaches (default: program-aided "
+                                                  "for math, self-debug for code)")
+    chains: int = Field(4, ge=1, le=16, description="the teacher's independent chains per train item")
+    agree: int = Field(2, ge=1, description="math, labels none: the least chains that must print the same answer")
+    students: list[str] = Field(["single"], description="comma-separated cheaper strategies taught the "
+                                                        "teacher's verified answers")
+    student_samples: int = Field(4, ge=1, le=32, description="each student's own samples per train item")
+    evaluate: list[str] = Field([], description="comma-separated strategies measured held out (default: the "
+                                                "students and the teacher)")
+    probe: str | None = Field(None, description="a harder task measured every round and never trained on, e.g. "
+                                                "arithmetic:digits=3,n=100,seed=2")
+    curriculum: list[str] = Field([], description="comma-separated harder tasks whose items join the train side "
+                                                  "from round 2 on, one per round (labels by the checks only)")
+    temperature: float = Field(0.5, ge=0, le=2, description="the train side's sampling temperature")
+    per_item: int = Field(2, ge=1, description="the most examples per item in each format")
+    restart: Literal["base", "continue"] = Field("base", description="each round trains from the base, or from "
+                                                                     "the accepted checkpoint")
+    engine: Literal["auto", "gguf", "hf"] = Field("auto", description="what samples and measures (as train's)")
+    lora: bool = Field(True, description="LoRA, or full fine-tuning (--full)")
+    epochs: float = Field(1.0, gt=0, description="epochs per round")
+    learning_rate: float = Field(2e-4, gt=0, description="2e-4 suits LoRA; full fine-tuning wants about 1e-5")
+    batch_size: int = Field(8, ge=1, description="examples per step")
+    patience: int = Field(1, ge=1, description="rounds without a significant held-out gain before stopping")
+    alpha: float = Field(0.05, gt=0, lt=1, description="the paired test's level for accepting, rejecting, gaining")
+    budget_minutes: float | None = Field(None, gt=0, description="start no round after this many minutes")
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if self.agree > self.chains:
+            raise ValueError(f"--agree {self.agree} needs at least as many chains (--chains {self.chains})")
+        return self
+
+
+def _tokens(rows: list) -> float:
+    return sum(r.tokens for r in rows) / len(rows) if rows else 0.0
+
+
+def _measured(results: dict[str, list]) -> dict:
+    out = {}
+    for name, rows in results.items():
+        right = sum(r.final.correct for r in rows)
+        out[name] = {"accuracy": right / len(rows) if rows else 0.0, "interval": list(wilson(right, len(rows))),
+                     "items": len(rows), "tokens_per_item": round(_tokens(rows), 1),
+                     "correct": {r.item: r.final.correct for r in rows}}
+    return out
+
+
+def _paired(now: dict, before: dict) -> dict:
+    out = {}
+    for name, m in now.items():
+        if name not in before:
+            continue
+        was = before[name]["correct"]
+        up = sum(not was[i] and ok for i, ok in m["correct"].items() if i in was)
+        down = sum(was[i] and not ok for i, ok in m["correct"].items() if i in was)
+        out[name] = {"wrong_to_right": up, "right_to_wrong": down, "p_value": mcnemar(up, down),
+                     "difference": m["accuracy"] - before[name]["accuracy"]}
+    return out
+
+
+def best_system(measured: dict) -> str:
+    """The most accurate strategy, the cheaper one on a tie."""
+    return max(measured, key=lambda s: (measured[s]["accuracy"], -measured[s]["tokens_per_item"]))
+
+
+def verdict(versus: dict, alpha: float) -> tuple[bool, bool, str]:
+    """(accepted, gained, why) from the paired tests against the accepted round."""
+    worse = [s for s, v in versus.items() if v["right_to_wrong"] > v["wrong_to_right"] and v["p_value"] < alpha]
+    better = [s for s, v in versus.items() if v["wrong_to_right"] > v["right_to_wrong"] and v["p_value"] < alpha]
+    if worse:
+        return False, False, "significantly worse than the accepted round on " + ", ".join(
+            f"{s} ({100 * versus[s]['difference']:+.1f} points, p={versus[s]['p_value']:.2g})" for s in worse)
+    if better:
+        return True, True, "significantly better on " + ", ".join(
+            f"{s} ({100 * versus[s]['difference']:+.1f} points, p={versus[s]['p_value']:.2g})" for s in better)
+    return True, False, "no strategy significantly better or worse than the accepted round"
+
+
+def _diversity(rows: list) -> float:
+    """Distinct answers per item among a student's samples."""
+    distinct = [len(Counter(vote_key(a.answer) for a in r.trajectory.attempts if a.answer is not None)) for r in rows]
+    return sum(distinct) / len(distinct) if distinct else 0.0
+
+
+class Improvement:
+    """One `improve` run: set up from a spec and an output folder, then `await run()`."""
+
+    def __init__(self, settings: Settings, spec: ImproveSpec, out: Path, *, on_stage: Callable[[str], None] | None = None,
+                 on_progress: Callable | None = None, engine_factory=None, trainer=None):
+        self.settings, self.spec, self.out = settings, spec, out
+        self.say = on_stage or (lambda text: None)
+        self.on_progress = on_progress
+        self.task = parse_task(spec.task, settings.data)
+        self.teacher = spec.teacher or TEACHERS.get(self.task.kind)
+        if self.teacher is None:
+            raise ConfigError(f"{spec.task} is a {self.task.kind} task with no default teacher", "name one: --teacher")
+        self.evaluated = spec.evaluate or list(dict.fromkeys([*spec.students, self.teacher]))
+        for name in {self.teacher, *spec.students, *self.evaluated}:
+            parse_strategy(name, settings.prompts)  # an unknown strategy fails before anything runs
+        items = select(self.task.items(), seed=spec.seed)[: spec.limit] if spec.limit else self.task.items()
+        self.train_ids, self.held_ids = split([i.id for i in items], spec.heldout, spec.seed)
+        self.held_side = Subset(self.task, set(self.held_ids))
+        self.probe = parse_task(spec.probe, settings.data) if spec.probe else None
+        # a question asked on the measured sides never enters the train side, whatever its id
+        measured = {i.view.question for i in self.held_side.items()} | (
+            {i.view.question for i in self.probe.items()} if self.probe else set())
+        self.measured_ids = set(self.held_ids) | ({i.id for i in self.probe.items()} if self.probe else set())
+        if self.probe is not None and set(self.train_ids) & self.measured_ids:
+            raise ConfigError(f"the probe {spec.probe} shares item ids with the train side",
+                              "give the probe its own seed, e.g. ...,seed=2")
+        self.sides = [(self.task, list(self.train_ids))]
+        taken = set(self.train_ids)
+        for stage in spec.curriculum:
+            harder = parse_task(stage, settings.data)
+            ids = [i.id for i in harder.items() if i.view.question not in measured and i.id not in self.measured_ids]
+            if taken & set(ids):
+                raise ConfigError(f"the curriculum task {stage} shares item ids with an earlier train side",
+                                  "give each curriculum task its own seed, e.g. arithmetic:digits=3,seed=1")
+            taken |= set(ids)
+            self.sides.append((harder, ids))
+        self.engine_factory, self.trainer = engine_factory, trainer or self._train
+
+    def _train(self, start: Path, examples: list[Example], folder: Path) -> dict:
+        spec = self.spec
+        return train_sft(start, to_dataset(examples), folder, SFTSettings(
+            lora=spec.lora, epochs=spec.epochs, learning_rate=spec.learning_rate, batch_size=spec.batch_size,
+            seed=spec.seed, precision=self.settings.precision))
+
+    def _resumed(self) -> dict | None:
+        import json
+
+        path = self.out / "report.json"
+        if not path.is_file():
+            return None
+        report = json.loads(path.read_text())
+        if report.get("spec") != self.spec.model_dump():
+            raise ConfigError(f"{self.out} holds an improve run with other settings",
+                              "give the same options to resume it, or another --out")
+        return report
+
+    async def run(self) -> dict:
+        spec, out = self.spec, self.out
+        out.mkdir(parents=True, exist_ok=True)
+        lineage, store = Lineage(self.settings.store), Store(self.settings.store)
+        base = lineage.of_round(0)
+        use_gguf = spec.engine == "gguf" or (spec.engine == "auto" and fits_template(Path(base.path)))
+        self.open_model = self.engine_factory or checkpoint_opener(self.settings, lineage, use_gguf, self.say)
+        report = self._resumed() or {
+            "spec": spec.model_dump(), "task": self.task.name, "teacher": self.teacher, "evaluated": self.evaluated,
+            "oracle": spec.labels == "gold", "engine": "gguf" if use_gguf else "hf",
+            "precision": resolve(self.settings.precision), "machine": describe(), "train_items": len(self.train_ids),
+            "heldout_items": len(self.held_ids), "probe_items": len(self.probe.items()) if self.probe else 0,
+            "curriculum_items": [len(ids) for _, ids in self.sides[1:]], "base": base.name, "rounds": [],
+            "stopped": None, "seconds": 0.0}
+        if report["stopped"]:
+            lineage.close(), store.close()
+            return report
+        started = time.perf_counter() - report["seconds"]
+        try:
+            while True:
+                number = len(report["rounds"])
+                stop = self._stop(report, started)
+                if stop:
+                    report["stopped"] = stop
+                    break
+                folder = out / f"round-{number}"
+                if folder.exists():
+                    self.say(f"round {number} did not finish: doing it again from the start")
+                    shutil.rmtree(folder)
+                t0 = time.perf_counter()
+                entry = await (self._base_round(base) if number == 0 else
+                               self._round(number, report, lineage, store, base, folder))
+                entry["seconds"] = round(time.perf_counter() - t0, 1)
+                report["rounds"].append(entry)
+                report["seconds"] = round(time.perf_counter() - started, 1)
+                self._write_recipe(report, lineage)
+                write_report(report, out)
+        finally:
+            lineage.close()
+            store.close()
+        report["seconds"] = round(time.perf_counter() - started, 1)
+        write_report(report, out)
+        return report
+
+    def _stop(self, report: dict, started: float) -> str | None:
+        rounds, spec = report["rounds"], self.spec
+        if len(rounds) > spec.rounds:
+            return f"all {spec.rounds} rounds done"
+        if rounds and rounds[-1].get("nothing_to_train"):
+            return f"round {rounds[-1]['round']}: {rounds[-1]['nothing_to_train']}"
+        # a rejected round is not a plateau: the loop goes on from the accepted checkpoint
+        last = rounds[1:][-spec.patience:]
+        if len(last) == spec.patience and all(r["accepted"] and not r["gained"] for r in last):
+            return (f"plateau: no strategy gained significantly (p < {spec.alpha}) in the last "
+                    f"{spec.patience} accepted round{'s' if spec.patience > 1 else ''}")
+        if rounds and spec.budget_minutes and time.perf_counter() - started > 60 * spec.budget_minutes:
+            return f"budget: {spec.budget_minutes} minutes spent"
+        return None
+
+    async def _measure(self, model_name: str, engine) -> tuple[dict, dict | None]:
+        self.say(f"{model_name}: measuring {', '.join(self.evaluated)} on {len(self.held_ids)} held-out items")
+        _, held = await evaluate_side(self.settings, self.held_side, self.evaluated, engine, self.spec.seed,
+                                      MEASURE_TEMPERATURE, self.on_progress)
+        probe = None
+        if self.probe is not None:
+            self.say(f"{model_name}: measuring the probe {self.spec.probe}")
+            _, probed = await evaluate_side(self.settings, self.probe, self.evaluated, engine, self.spec.seed,
+                                            MEASURE_TEMPERATURE, self.on_progress)
+            probe = _measured(probed)
+        return _measured(held), probe
+
+    async def _base_round(self, base: Checkpoint) -> dict:
+        engine = self.open_model(base)
+        try:
+            held, probe = await self._measure("the base", engine)
+        finally:
+            await engine.aclose()
+        return {"round": 0, "checkpoint": base.name, "accepted": True, "gained": False, "heldout": held,
+                "probe": probe, "best": best_system(held), "why": "the base"}
+
+    def _accepted(self, report: dict) -> dict:
+        return next(r for r in reversed(report["rounds"]) if r["accepted"])
+
+    async def _sample(self, number: int, checkpoint: Checkpoint, temperature: float) -> tuple[dict, dict]:
+        """The teacher's and the students' runs on every train side joined so far, and the
+        students' diversity."""
+        runs: dict = {"teacher": [], "students": {s: [] for s in self.spec.students}}
+        diversity: dict[str, list[float]] = {s: [] for s in self.spec.students}
+        teacher = self.teacher if self.spec.chains == 1 else f"{self.teacher}:chains={self.spec.chains}"
+        engine = self.open_model(checkpoint)
+        try:
+            for stage, (task, ids) in enumerate(self.sides[: number]):  # stage k joins in round k + 1
+                side = Subset(task, set(ids))
+                self.say(f"round {number}: {teacher} samples {len(ids)} train items of {task.name}"
+                         + (f" (curriculum stage {stage})" if stage else ""))
+                run_id, _ = await evaluate_side(self.settings, side, [teacher], engine,
+                                                self.spec.seed + number, temperature, self.on_progress)
+                runs["teacher"].append((stage, run_id, teacher))
+                for student in self.spec.students:
+                    sampler = f"self-consistency:n={self.spec.student_samples}" if student == "single" else student
+                    self.say(f"round {number}: the student {student} samples them ({sampler})")
+                    run_id, rows = await evaluate_side(self.settings, side, [sampler], engine,
+                                                       self.spec.seed + number, temperature, self.on_progress)
+                    runs["students"][student].append((stage, run_id))
+                    diversity[student].append(_diversity(rows[sampler]))
+        finally:
+            await engine.aclose()
+        return runs, {s: sum(v) / len(v) if v else 0.0 for s, v in diversity.items()}
+
+    async def _round(self, number: int, report: dict, lineage: Lineage, store: Store, base: Checkpoint,
+                     folder: Path) -> dict:
+        spec = self.spec
+        accepted = self._accepted(report)
+        accepted_checkpoint = lineage.get(accepted["checkpoint"])
+        temperature = report["rounds"][-1].get("next_temperature", spec.temperature)
+        runs, diversity = await self._sample(number, accepted_checkpoint, temperature)
+        label_kind = "gold" if spec.labels == "gold" else ("tests" if self.task.kind == "code" else "programs")
+        examples, labelled, written, found_all = [], 0, 0, {}
+        for stage, run_id, _ in runs["teacher"]:
+            task, ids = self.sides[stage]
+            found = label_items(store, task=task.name, kind=task.kind, run_id=run_id, item_ids=ids,
+                                labels=spec.labels, agree=spec.agree)
+            found_all.update(found)
+            labelled += len(found)
+            examples += teacher_examples(found, teacher=self.teacher, label_kind=label_kind, per_item=spec.per_item)
+            questions = {i.id: i.view.question for i in task.items() if i.id in found}
+            for student, student_runs in runs["students"].items():
+                student_run = next(r for s, r in student_runs if s == stage)
+                made, wrote = student_examples(store, found, task=task, questions=questions, student=student,
+                                               run_id=student_run, label_kind=label_kind, per_item=spec.per_item)
+                examples += made
+                written += wrote
+        examples = self._with_earlier(examples, report, folder.parent)
+        check_heldout(examples, self.measured_ids)
+        pool = sum(len(ids) for _, ids in self.sides[:number])
+        entry = {"round": number, "sampled_by": accepted_checkpoint.name, "temperature": temperature,
+                 "train": {"items": pool, "labelled": labelled, "unlabelled_share": 1 - labelled / pool if pool else 0.0,
+                           "labels_right": (sum(bool(f.right) for f in found_all.values()) / len(found_all)
+                                            if found_all else None),
+                           "diversity": diversity, "stages": number if number < len(self.sides) else len(self.sides)},
+                 "examples": len(examples), "written": written,
+                 "formats": dict(Counter(e.provenance.get("format", "earlier") for e in examples))}
+        if not examples:
+            entry.update(accepted=False, gained=False, nothing_to_train="no train item was verified, nothing to train on",
+                         why="nothing to train on", checkpoint=None)
+            return entry
+        write_jsonl(examples, folder / "data.jsonl")
+        start = base if spec.restart == "base" else accepted_checkpoint
+        start_path = self._merged(start, folder) if start.adapter else Path(start.path)
+        self.say(f"round {number}: training on {len(examples)} examples ({entry['formats']})")
+        metrics = self.trainer(start_path, examples, folder)
+        checkpoint = lineage.register(Checkpoint(
+            name=f"{self.out.name}/round-{number}", round=number, parent=accepted_checkpoint.name, method="improve",
+            path=str(start_path) if spec.lora else str(folder / "model"),
+            adapter=str(folder / "model") if spec.lora else None, data_hash=data_hash(examples),
+            metrics={k: v for k, v in metrics.items() if k not in ("log", "signals")}))
+        engine = self.open_model(checkpoint)
+        try:
+            held, probe = await self._measure(f"round {number}", engine)
+        finally:
+            await engine.aclose()
+        versus = _paired(held, accepted["heldout"])
+        ok, gained, why = verdict(versus, spec.alpha)
+        entry.update(checkpoint=checkpoint.name, accepted=ok, gained=gained, why=why, heldout=held, probe=probe,
+                     best=best_system(held), versus_accepted=versus, versus_base=_paired(held, report["rounds"][0]["heldout"]),
+                     probe_versus_base=_paired(probe, report["rounds"][0]["probe"]) if probe else None,
+                     data_hash=checkpoint.data_hash, loss=metrics.get("loss"))
+        entry["alarms"], entry["next_temperature"] = self._steer(entry, report, temperature)
+        self.say(f"round {number}: {'accepted' if ok else 'REJECTED'}: {why}")
+        return entry
+
+    @staticmethod
+    def _merged(start: Checkpoint, folder: Path) -> Path:
+        """A trained round's adapter merged into its base: the next round's master copy (fp32)."""
+        from selfcorrect.models.hf import HFModel
+
+        merger = HFModel(start.path, start.adapter, precision="fp32")
+        try:
+            return merger.merge_adapter(folder / "start")
+        finally:
+            merger.close()
+
+    def _with_earlier(self, examples: list[Example], report: dict, out: Path) -> list[Example]:
+        """This round's examples, and the accepted rounds' examples of items it did not verify
+        this time (the tail it reached once is not forgotten)."""
+        from selfcorrect.train.data import read_jsonl
+
+        covered = {(e.item_id, e.provenance.get("format")) for e in examples}
+        kept = list(examples)
+        for r in reversed(report["rounds"][1:]):
+            path = out / f"round-{r['round']}" / "data.jsonl"
+            if not r["accepted"] or not path.is_file():
+                continue
+            earlier: dict[tuple, list] = {}
+            for e in read_jsonl(path):
+                key = (e.item_id, e.provenance.get("format"))
+                if key not in covered:
+                    earlier.setdefault(key, []).append(e)
+            for key, group in earlier.items():
+                covered.add(key)
+                kept += group
+        return kept
+
+    def _steer(self, entry: dict, report: dict, temperature: float) -> tuple[list[str], float]:
+        first = next((r for r in report["rounds"][1:] if "train" in r), entry)
+        alarms = []
+        for student, now in entry["train"]["diversity"].items():
+            was = first["train"]["diversity"].get(student, 0.0)
+            if was and now < DIVERSITY_ALARM * was:
+                alarms.append(f"diversity collapse: {student} gives {now:.2f} distinct answers per item against "
+                              f"{was:.2f} in round 1")
+        if entry["train"]["unlabelled_share"] - first["train"]["unlabelled_share"] >= TAIL_ALARM:
+            alarms.append(f"tail narrowing: {100 * entry['train']['unlabelled_share']:.0f}% of the train items "
+                          f"unlabelled against {100 * first['train']['unlabelled_share']:.0f}% in round 1")
+        hotter = min(HOTTEST, temperature + HOTTER) if alarms else temperature
+        if hotter != temperature:
+            alarms.append(f"steered: the next round samples at temperature {hotter:.1f} (was {temperature:.1f})")
+        return alarms, hotter
+
+    def _write_recipe(self, report: dict, lineage: Lineage) -> None:
+        accepted, base = self._accepted(report), report["rounds"][0]
+        served, base_best = accepted["best"], base["best"]
+        checkpoint = lineage.get(accepted["checkpoint"])
+
+        def measured(entry: dict, strategy: str) -> Measured:
+            m = entry["heldout"][strategy]
+            return Measured(strategy=strategy, accuracy=m["accuracy"], interval=tuple(m["interval"]), items=m["items"],
+                            tokens_per_item=m["tokens_per_item"])
+
+        write_recipe(Recipe(task=self.task.name if not self.spec.limit else self.spec.task, round=accepted["round"],
+                            checkpoint=checkpoint, strategy=served,
+                            sampling={"temperature": MEASURE_TEMPERATURE, "top_k": 40}, labels=self.spec.labels,
+                            oracle=self.spec.labels == "gold", heldout=measured(accepted, served),
+                            base_best=measured(base, base_best), measured_at=time.time()), self.out)
+
+
+def run(settings: Settings, spec: ImproveSpec, out: Path, on_stage=None, on_progress=None) -> dict:
+    return asyncio.run(Improvement(settings, spec, out, on_stage=on_stage, on_progress=on_progress).run())

@@ -1,0 +1,92 @@
+"""The `improve` report: report.md (every round: each strategy held out with its interval and
+tokens, the paired test against the accepted round, the probe, the data, what was rejected
+and why, the alarms), report.json (everything) and report.html (the Markdown and the curves),
+written after every round."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def write(report: dict, out: Path) -> None:
+    from selfcorrect.report.html import markdown_page
+    from selfcorrect.report.plots import improvement_rounds
+
+    markdown = render(report)
+    tmp = out / "report.json.tmp"
+    tmp.write_text(json.dumps(report, indent=2))
+    tmp.replace(out / "report.json")  # the file a resumed run trusts: never half written
+    (out / "report.md").write_text(markdown)
+    title = f"selfcorrect improve: {report['spec']['task']}, labels {report['spec']['labels']}"
+    (out / "report.html").write_text(markdown_page(title, markdown, improvement_rounds(report)))
+
+
+def _cell(m: dict | None) -> str:
+    if not m:
+        return "—"
+    low, high = m["interval"]
+    return f"{100 * m['accuracy']:.1f} ({100 * low:.1f}–{100 * high:.1f}), {m['tokens_per_item']:.0f} tok"
+
+
+def _versus(v: dict | None) -> str:
+    return f"{v['wrong_to_right']} / {v['right_to_wrong']}, p={v['p_value']:.2g}" if v else "—"
+
+
+def render(report: dict) -> str:
+    spec, rounds = report["spec"], report["rounds"]
+    strategies = report["evaluated"]
+    lines = [f"# Self-improvement: {spec['task']}, labels {spec['labels']}", ""]
+    if report["oracle"]:
+        lines += ["> **ORACLE run**: the training data was verified with the task's gold check (labels gold). "
+                  "The held-out side is untouched; a user without labels could not make this data.", ""]
+    lines += [f"{report['train_items']} train items, {report['heldout_items']} held-out items (split by item id, seed "
+              f"{spec['seed']})" + (f", probe `{spec['probe']}` ({report['probe_items']} items, never trained on)"
+                                    if spec.get("probe") else "")
+              + (f", curriculum {', '.join(f'`{c}` ({n} items)' for c, n in zip(spec['curriculum'], report['curriculum_items']))}"
+                 if spec.get("curriculum") else "") + ".",
+              f"Teacher `{report['teacher']}` in {spec['chains']} independent chains"
+              + (f" (a label needs {spec['agree']} agreeing)" if spec["labels"] == "none" else "")
+              + f"; students {', '.join(f'`{s}`' for s in spec['students'])} ({spec['student_samples']} samples each); "
+              f"training from the {'base each round' if spec['restart'] == 'base' else 'accepted checkpoint'}, "
+              f"{'LoRA' if spec['lora'] else 'full'}, {spec['epochs']} epochs, lr {spec['learning_rate']}; held out "
+              f"measured at temperature 0.3; engine {report['engine']}, {report['precision']}; {report['machine']}.", "",
+              "Held-out accuracy % (95% CI) and tokens per item:", "",
+              "| round | accepted | " + " | ".join(f"`{s}`" for s in strategies) + " | vs accepted (w→r / r→w, p) | seconds |",
+              "|---|---|" + "---|" * len(strategies) + "---|---|"]
+    for r in rounds:
+        held = r.get("heldout") or {}
+        versus = "; ".join(f"{s}: {_versus(v)}" for s, v in (r.get("versus_accepted") or {}).items()) or "—"
+        lines.append(f"| {r['round']} | {'yes' if r['accepted'] else '**rejected**'} | "
+                     + " | ".join(_cell(held.get(s)) for s in strategies) + f" | {versus} | {r['seconds']:.0f} |")
+    if any(r.get("probe") for r in rounds):
+        lines += ["", f"The probe `{spec['probe']}` (never trained on):", "",
+                  "| round | " + " | ".join(f"`{s}`" for s in strategies) + " | vs base |", "|---|" + "---|" * len(strategies) + "---|"]
+        for r in rounds:
+            if r.get("probe"):
+                versus = "; ".join(f"{s}: {_versus(v)}" for s, v in (r.get("probe_versus_base") or {}).items()) or "—"
+                lines.append(f"| {r['round']} | " + " | ".join(_cell(r["probe"].get(s)) for s in strategies) + f" | {versus} |")
+    trained = [r for r in rounds if r.get("train")]
+    if trained:
+        lines += ["", "The data (sampled by the accepted model; labels measured against gold afterwards, never used):", "",
+                  "| round | sampled by | temperature | train items | labelled | labels right | examples | by format | "
+                  "written | students' distinct answers | loss |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+        for r in trained:
+            t = r["train"]
+            lines.append(f"| {r['round']} | {r['sampled_by']} | {r['temperature']:.1f} | {t['items']} | {t['labelled']} | "
+                         + (f"{100 * t['labels_right']:.1f}%" if t["labels_right"] is not None else "—")
+                         + f" | {r['examples']} | " + ", ".join(f"{k} {v}" for k, v in r["formats"].items())
+                         + f" | {r['written']} | " + ", ".join(f"{s} {d:.2f}" for s, d in t["diversity"].items())
+                         + " | " + (f"{r['loss']:.3f}" if r.get("loss") is not None else "—") + " |")
+    lines += ["", "Decisions:", ""] + [f"- round {r['round']}: {'accepted' if r['accepted'] else 'rejected'}: {r['why']}"
+                                       for r in rounds]
+    alarms = [f"- round {r['round']}: {a}" for r in rounds for a in r.get("alarms", [])]
+    lines += ["", "Alarms and steering:", "", *(alarms or ["- none"])]
+    accepted = next((r for r in reversed(rounds) if r["accepted"]), None)
+    if accepted and accepted.get("heldout"):
+        served, base = accepted["best"], rounds[0]["best"]
+        lines += ["", f"Recipe (recipe.json): round {accepted['round']} served with `{served}`: "
+                  f"{_cell(accepted['heldout'][served])}; the base's best, `{base}`: {_cell(rounds[0]['heldout'][base])}."]
+    if report.get("stopped"):
+        lines += ["", f"Stopped: {report['stopped']}."]
+    return "\n".join(lines) + "\n"

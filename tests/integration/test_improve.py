@@ -1,0 +1,183 @@
+"""`selfcorrect improve` end to end on a tiny model: scripted draws make each checkpoint's
+behaviour known (the base answers 5, round 1 answers 2, round 2 answers 7; every program
+prints 2), while the training, the lineage, the sandbox, the store, the recipe and the server
+are real. A round that gets worse is rejected, no held-out item and no gold answer enters the
+data, the run resumes after a kill, and the recipe loads in eval and serve."""
+
+import asyncio
+import json
+import subprocess
+import time
+
+import httpx
+import pytest
+
+pytest.importorskip("trl")
+
+from typer.testing import CliRunner  # noqa: E402
+
+from selfcorrect.config import load_settings  # noqa: E402
+from selfcorrect.errors import ConfigError  # noqa: E402
+from selfcorrect.improve.loop import ImproveSpec, Improvement, verdict  # noqa: E402
+from selfcorrect.models.lineage import Checkpoint, Lineage  # noqa: E402
+from selfcorrect.models.recipe import read_recipe  # noqa: E402
+from selfcorrect.models.scripted import ScriptedModel  # noqa: E402
+from selfcorrect.store import Store  # noqa: E402
+from selfcorrect.tasks import TASKS  # noqa: E402
+from tests.cli import EXE  # noqa: E402
+from tests.conftest import free_port  # noqa: E402
+from tests.scripts import ListTask  # noqa: E402
+from tests.tinymodel import make_tiny_model  # noqa: E402
+
+pytestmark = pytest.mark.integration
+
+# the programs print 2 everywhere: right on the first 16 items, wrong on the last 8, whose gold is 3
+PROBLEMS = [(f"What is 1 + 1? (case {k})", "2") for k in range(16)] + [(f"What is 1 + 2? (case {k})", "3")
+                                                                      for k in range(8)]
+ANSWERS = {"base": "5", "improve/round-1": "2"}  # any later checkpoint: 7
+
+
+def scripted(checkpoint: Checkpoint) -> ScriptedModel:
+    def reply(messages, params, k):
+        if "Python program" in messages[0]["content"]:
+            return "```python\nprint(2)\n```"
+        return f"The answer is {ANSWERS.get(checkpoint.name, '7')}."
+    return ScriptedModel(reply, identity=f"scripted:{checkpoint.name}")
+
+
+@pytest.fixture
+def toy_task():
+    TASKS.register("toy-improve")(lambda: ListTask(PROBLEMS))
+    yield "toy-improve"
+    TASKS.unregister("toy-improve")
+
+
+@pytest.fixture
+def setup(tmp_path, toy_task):
+    settings = load_settings(store=tmp_path / "store.sqlite", hf={"batch": 8}, sandbox_workers=1)
+    lineage = Lineage(settings.store)
+    lineage.register(Checkpoint(name="base", round=0, path=str(make_tiny_model(tmp_path / "tiny"))))
+    lineage.close()
+    spec = ImproveSpec(task=toy_task, limit=24, heldout=0.5, rounds=2, chains=2, agree=2, student_samples=2,
+                       epochs=1, learning_rate=1e-3, batch_size=8)
+    return settings, spec
+
+
+def improve(settings, spec, out):
+    stages = []
+    report = asyncio.run(Improvement(settings, spec, out, on_stage=stages.append, engine_factory=scripted).run())
+    return report, stages
+
+
+def test_improve_accepts_a_better_round_rejects_a_worse_one_and_hands_over_a_recipe(tmp_path, setup):
+    settings, spec = setup
+    out = tmp_path / "improve"
+    report, stages = improve(settings, spec, out)
+
+    rounds = report["rounds"]
+    assert [r["round"] for r in rounds] == [0, 1, 2]
+    assert [r["accepted"] for r in rounds] == [True, True, False], [r["why"] for r in rounds]
+    assert "significantly worse" in rounds[2]["why"] and rounds[1]["gained"]
+    held = set(rounds[0]["heldout"]["single"]["correct"])
+    assert len(held) == report["heldout_items"] and rounds[0]["heldout"]["single"]["accuracy"] == 0.0
+    assert rounds[1]["heldout"]["single"]["accuracy"] > 0.5 and rounds[2]["heldout"]["single"]["accuracy"] == 0.0
+    assert rounds[2]["sampled_by"] == "improve/round-1"  # sampled by the accepted model
+
+    gold = {f"list/{k}": answer for k, (_, answer) in enumerate(PROBLEMS)}
+    for number in (1, 2):
+        data = [json.loads(line) for line in (out / f"round-{number}" / "data.jsonl").read_text().splitlines()]
+        assert data and not {d["item_id"] for d in data} & held  # never a held-out item
+        assert {d["label"] for d in data} == {"programs"}
+        # the label is what the programs agreed on, never the gold: items whose gold is 3 are taught 2
+        wrong_gold = [d for d in data if gold[d["item_id"]] == "3"]
+        assert wrong_gold and all("3" not in d["completion"] and "2" in d["completion"] for d in wrong_gold)
+        assert {d["provenance"]["format"] for d in data} >= {"program-aided", "single"}
+    assert rounds[1]["written"] > 0  # the base's own samples never agreed: the label was written out
+    assert rounds[2]["written"] == 0  # round 1's samples agree with the programs: its own replies taught
+    assert rounds[1]["train"]["labels_right"] < 1  # measured against gold afterwards, and shown
+
+    recipe = read_recipe(out)
+    assert recipe.round == 1 and recipe.checkpoint.name == "improve/round-1" and recipe.checkpoint.adapter
+    assert recipe.labels == "none" and not recipe.oracle
+    assert recipe.base_best.strategy == "program-aided" and recipe.heldout.accuracy >= recipe.base_best.accuracy
+    markdown = (out / "report.md").read_text()
+    assert "**rejected**" in markdown and "Recipe (recipe.json): round 1" in markdown
+    assert (out / "report.html").read_text().count("<svg") >= 2
+    assert any("REJECTED" in s for s in stages)
+
+    # a finished run read again: nothing runs
+    again, stages = improve(settings, spec, out)
+    assert again["rounds"] == report["rounds"] and not stages
+
+
+def test_a_killed_round_is_done_again_from_the_start(tmp_path, setup):
+    settings, spec = setup
+    spec = spec.model_copy(update={"rounds": 1})
+    out = tmp_path / "improve"
+    first, _ = improve(settings, spec, out)
+    # as if killed in round 1: the report has round 0 only, round 1's folder is half written
+    saved = json.loads((out / "report.json").read_text())
+    saved["rounds"], saved["stopped"] = saved["rounds"][:1], None
+    (out / "report.json").write_text(json.dumps(saved))
+    (out / "round-1" / "data.jsonl").write_text("half a line")
+    report, stages = improve(settings, spec, out)
+    assert any("did not finish" in s for s in stages)
+    assert [r["round"] for r in report["rounds"]] == [0, 1] and report["rounds"][1]["accepted"]
+    assert (out / "round-1" / "data.jsonl").read_text().startswith("{")
+    with pytest.raises(ConfigError, match="other settings"):
+        improve(settings, spec.model_copy(update={"chains": 3}), out)
+
+
+def test_the_recipe_loads_in_eval_and_serve(tmp_path, setup):
+    from selfcorrect.cli import app
+
+    settings, spec = setup
+    out = tmp_path / "improve"
+    improve(settings, spec.model_copy(update={"rounds": 1}), out)
+    recipe = read_recipe(out)
+    store = tmp_path / "store.sqlite"
+
+    result = CliRunner().invoke(app, ["--store", str(store), "--model", f"recipe:{out}", "eval", "--task",
+                                      "toy-improve", "--limit", "2", "--no-reference", "--out", str(tmp_path / "eval")])
+    assert result.exit_code == 0, result.output
+    runs = Store(store).runs()
+    assert runs[-1].config["strategies"] == [recipe.strategy]  # the recipe's strategy, none named
+    assert runs[-1].config["params"]["temperature"] == recipe.sampling["temperature"]
+    assert "+lora:" in runs[-1].config["model"]  # the accepted round's adapter, on transformers
+
+    port = free_port()
+    server = subprocess.Popen([str(EXE), "--store", str(store), "--threads", "1", "serve", "--recipe", str(out),
+                               "--port", str(port)], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True)
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=2)
+                break
+            except httpx.HTTPError:
+                assert server.poll() is None and time.monotonic() < deadline, server.stderr.read()
+                time.sleep(0.3)
+        assert health.json()["strategy"] == recipe.strategy and "+lora:" in health.json()["model"]
+        reply = httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", timeout=60, json={
+            "model": "any", "max_tokens": 8, "messages": [{"role": "user", "content": "What is 1 + 1?"}]})
+        assert reply.status_code == 200 and reply.json()["choices"][0]["message"]["content"] is not None
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    missing = subprocess.run([str(EXE), "serve", "--recipe", str(tmp_path / "nowhere")], cwd=tmp_path,
+                             capture_output=True, text=True, timeout=60)
+    assert missing.returncode == 1 and "no recipe at" in missing.stderr
+
+
+def test_a_round_is_judged_by_paired_tests_on_every_strategy():
+    same = {"wrong_to_right": 3, "right_to_wrong": 2, "p_value": 1.0, "difference": 0.01}
+    worse = {"wrong_to_right": 0, "right_to_wrong": 9, "p_value": 0.004, "difference": -0.09}
+    better = {"wrong_to_right": 9, "right_to_wrong": 0, "p_value": 0.004, "difference": 0.09}
+    assert verdict({"single": same}, 0.05)[:2] == (True, False)
+    assert verdict({"single": better, "program-aided": same}, 0.05)[:2] == (True, True)
+    # one strategy worse rejects the round, even when another gained
+    accepted, gained, why = verdict({"single": better, "program-aided": worse}, 0.05)
+    assert (accepted, gained) == (False, False) and "program-aided" in why
+    with pytest.raises(ValueError, match="--agree 5"):
+        ImproveSpec(chains=4, agree=5)
