@@ -73,7 +73,7 @@ SECTIONS: dict[str, type[BaseModel]] = {"llama": LlamaSettings, "http": HTTPSett
 class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    model: str = Field("embedded", description="the model: embedded, gguf:PATH, openai:NAME, hf:PATH or round:N")
+    model: str = Field("embedded", description="the model: embedded, gguf:PATH, openai:NAME, hf:PATH, round:N or recipe:DIR")
     store: Path = Field(DEFAULT_STORE, description="the SQLite store file (sample cache, runs)")
     data: Path | None = Field(
         None, description="where datasets are: a folder holding gsm8k/ and mbpp/ (default: the copy shipped in selfcorrect)"

@@ -50,6 +50,17 @@ def test_invalid_sampling_parameter(tmp_path):
     assert_one_line_error(done, "temperature 9.0 is outside [0, 5]")
 
 
+def test_a_missing_or_broken_recipe_is_named_with_its_fix(tmp_path):
+    done = selfcorrect("--model", "recipe:" + str(tmp_path / "nowhere"), "eval", "--limit", "2", cwd=tmp_path)
+    assert_one_line_error(done, "no recipe at", "selfcorrect improve")
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "recipe.json").write_text('{"task": "arithmetic"}')
+    done = selfcorrect("serve", "--recipe", str(tmp_path / "run"), cwd=tmp_path, timeout=60)
+    assert_one_line_error(done, "is not a recipe", "rewrites recipe.json")
+    done = selfcorrect("improve", "--chains", "2", "--agree", "3", cwd=tmp_path)
+    assert_one_line_error(done, "--agree 3")
+
+
 @pytest.mark.parametrize("args", [["--model", "gguf:/no/such.gguf", "--debug", "generate", "hi"]])
 def test_debug_shows_the_traceback(tmp_path, args):
     done = selfcorrect(*args, cwd=tmp_path)

@@ -9,6 +9,7 @@ from typer.testing import CliRunner
 
 from selfcorrect.cli import app
 from selfcorrect.errors import ConfigError
+from selfcorrect.improve.loop import ImproveSpec
 from selfcorrect.train.methods import METHODS, RFT, Method, RoundData, register
 from selfcorrect.train.rounds import TrainSpec
 from selfcorrect.train.verifier import VerifierSpec
@@ -21,6 +22,7 @@ def options_of(command: str) -> set[str]:
 def test_every_spec_field_is_an_option_and_nothing_else():
     assert options_of("train") == set(TrainSpec.model_fields) | {"folder"}
     assert options_of("train-verifier") == set(VerifierSpec.model_fields) | {"folder", "base"}
+    assert options_of("improve") == set(ImproveSpec.model_fields) | {"folder"}
 
 
 def test_the_options_reach_the_spec(monkeypatch, tmp_path):

@@ -40,7 +40,7 @@ def show(table: Table) -> None:
 def options(
     ctx: typer.Context,
     model: Annotated[
-        Optional[str], typer.Option("--model", "-m", help="embedded, gguf:PATH, openai:NAME, hf:PATH or round:N")
+        Optional[str], typer.Option("--model", "-m", help="embedded, gguf:PATH, openai:NAME, hf:PATH, round:N or recipe:DIR")
     ] = None,
     base_url: Annotated[
         Optional[list[str]],
