@@ -26,6 +26,9 @@ from selfcorrect.config import Settings
 from selfcorrect.errors import ConfigError, SelfcorrectError
 from selfcorrect.measure.compute import vote_curve
 from selfcorrect.memory import GuidelineBook, LessonBank, Recall, lessons_from, verified_outcome
+from selfcorrect.memory.examples import ExampleBank
+from selfcorrect.memory.gate import Gate
+from selfcorrect.memory.online import informative, learn_examples, record_evidence
 from selfcorrect.memory.embed import load_embedder
 from selfcorrect.models.base import Model, SamplingParams
 from selfcorrect.registry import parse_spec
@@ -83,6 +86,11 @@ class EvalSpec(BaseModel):
     memory: str | None = None
     memory_k: int = Field(default=3, ge=1, le=20)
     memory_fixes: bool = True  # lessons show what passed instead, or only what went wrong
+    # What memory shows (memory/gate.py): gated (the arm the evidence admitted, none until
+    # then; online, the others tried in the shadow on `memory_explore` of the items), or one
+    # arm always: all (lessons and guidelines, as before the gate), lessons, rules, examples.
+    memory_show: Literal["gated", "all", "lessons", "rules", "examples"] = "gated"
+    memory_explore: float = Field(default=0.2, ge=0.0, le=1.0)
     retriever: str = "bm25"  # or "embedding", "embedding:PATH" (memory/embed.py)
     # Online: items one after another, the memory learning from each finished item (its
     # memory=on strategies' verified feedback) before the next begins; each memory=on
@@ -129,6 +137,9 @@ class Evaluation:
         self.sandbox: Sandbox | None = None
         self.bank: LessonBank | None = None
         self.guidelines: GuidelineBook | None = None
+        self.examples: ExampleBank | None = None
+        self.gate: Gate | None = None
+        self.showing = "none"  # the memory arm memory=on strategies are shown now
         self._grades: dict[tuple[str, str | None, str | None], Check] = {}
 
     def _items(self) -> list[Item]:
@@ -222,6 +233,10 @@ class Evaluation:
                 if self.uses_memory:
                     self.bank = LessonBank(self.settings.store, embedder=load_embedder(self.spec.retriever))
                     self.guidelines = GuidelineBook(self.bank)
+                    self.examples = ExampleBank(self.settings.store)
+                    self.gate = Gate(self.settings.store, explore=self.spec.memory_explore)
+                    self.showing = (self.gate.served(self.namespace) if self.spec.memory_show == "gated"
+                                    else self.spec.memory_show)
                 if self.spec.online:
                     await self._online()
                 else:
@@ -233,47 +248,71 @@ class Evaluation:
             finally:
                 self.store.release_writer(run_id)
                 if self.bank is not None:
-                    self.bank.close()
+                    for closing in (self.bank, self.examples, self.gate):
+                        closing.close()
             return self.store.run(run_id)
 
     async def _online(self) -> None:
-        """Item by item: every strategy on the item, then the memory learns from it (unless
-        the item is held out), so that no item sees a lesson from an item after it. A
+        """Item by item: every strategy on the item (memory=on ones showing the arm the gate
+        serves, and on some items a trial arm in the shadow), then the memory learns from it
+        (unless the item is held out), so that no item sees a lesson from an item after it. A
         resumed run learns only from items it had not learned from."""
-        learned = self.run_record.config.get("online", {}).get("learned", 0)
+        online = self.run_record.config.get("online", {})
+        learned, explored = online.get("learned", 0), online.get("explored", {})
         train = len(self.items) - round(self.spec.holdout * len(self.items))
+        gated = self.spec.memory_show == "gated"
         for position, item in enumerate(self.items):
+            learning = learned <= position < train
+            self.showing = self.gate.served(self.namespace) if gated else self.spec.memory_show
+            shadow = self.gate.explore(self.namespace, item.id, self.showing) if gated and learning else None
+            shadow = None if shadow == "none" else shadow  # the twin without memory is that trial
             await self._units(self.strategies, [item])
-            if position < train and position >= learned:
-                await self._learn(item)
+            if learning:
+                shadows = {}
+                if shadow is not None:
+                    handles = (ModelHandle(self.model), ModelHandle(self.critic) if self.critic is not None else None)
+                    for strategy in (s for s in self.strategies if s.memory):
+                        shadows[strategy.spec] = await self.unit(strategy, item, handles, show=shadow, keep=False)
+                        explored[shadow] = explored.get(shadow, 0) + shadows[strategy.spec].tokens
+                await self._learn(item, shadow, shadows)
                 if (position + 1) % self.spec.distil_every == 0 or position + 1 == train:
                     self.guidelines.distil(self.namespace)
-                config = {**self.run_record.config, "online": {"learned": position + 1, "train_items": train}}
+                config = {**self.run_record.config, "online": {
+                    "learned": position + 1, "train_items": train, "explored": explored,
+                    "gate": self.gate.report(self.namespace) if gated else None}}
                 self.store.update_run_config(self.run_record.run_id, config)
                 self.run_record = self.store.run(self.run_record.run_id)
 
-    async def _learn(self, item: Item) -> None:
-        """Lessons from the item's memory=on strategies (what they verified themselves), and
-        the counters of the lessons and rules they were shown: their outcome against their
-        twin's without memory, both as verified by feedback the strategies had (never the gold,
-        outside an oracle run)."""
+    async def _learn(self, item: Item, shadow: str | None, shadows: dict[str, UnitResult]) -> None:
+        """Lessons from the item's memory=on strategies (what they verified themselves) and the
+        counters of what they were shown, against the twin without memory; with the gate,
+        the paired evidence of the served and the shadow arm, and worked examples, both by the
+        gold check of the item just answered (memory/online.py); lessons and examples from
+        informative items only."""
         results = {r["strategy"]: UnitResult.model_validate(r)
                    for r in self.store.results(self.run_record.run_id, item_id=item.id)}
         writer = self._lesson_writer() if self.spec.lesson_writer == "model" else None
         for strategy in self.strategies:
             if not strategy.memory or strategy.spec not in results:
                 continue
-            trajectory = results[strategy.spec].trajectory
+            result, twin = results[strategy.spec], results.get(without_memory(strategy.spec))
+            group = [r for r in (twin, result, shadows.get(strategy.spec)) if r is not None]
+            trajectory = result.trajectory
             provenance = {"run": self.run_record.run_id, "strategy": strategy.spec, "item": item.id}
-            for lesson in await lessons_from(trajectory, item.view.question, self.namespace, provenance, writer):
-                self.bank.add(lesson, oracle_run=trajectory.oracle)
+            if self.spec.memory_show != "gated" or informative(group):
+                for lesson in await lessons_from(trajectory, item.view.question, self.namespace, provenance, writer):
+                    self.bank.add(lesson, oracle_run=trajectory.oracle)
             after = verified_outcome(trajectory)
-            twin = results.get(without_memory(strategy.spec))
             before = verified_outcome(twin.trajectory) if twin is not None else None
             shown = trajectory.memory or {}
             if after is not None and shown:
                 self.bank.record_use(shown["lessons"], before, after)
                 self.guidelines.record_use(self.namespace, shown["rules"], before, after)
+            if self.spec.memory_show == "gated" and twin is not None:
+                served = (self.showing, result) if self.showing != "none" else None
+                record_evidence(self.gate, self.namespace, twin, served,
+                                (shadow, shadows[strategy.spec]) if strategy.spec in shadows else None)
+                learn_examples(self.examples, group, self.namespace, item.view.question, self.store.messages, provenance)
 
     def _lesson_writer(self):
         async def write(prompt: str) -> str:
@@ -401,25 +440,30 @@ class Evaluation:
             progress.fresh_tokens = getattr(getattr(self.model, "stats", None), "fresh_tokens", 0)
             self.on_progress(progress)
 
-    async def unit(self, strategy: Strategy, item: Item, handles: tuple[ModelHandle, ModelHandle | None]) -> UnitResult:
-        """One strategy on one item: run it, grade every attempt, store the result. `handles`:
-        the model and critic as strategies hold them (made once per batch of units)."""
+    async def unit(self, strategy: Strategy, item: Item, handles: tuple[ModelHandle, ModelHandle | None], *,
+                   show: str | None = None, keep: bool = True) -> UnitResult:
+        """One strategy on one item: run it, grade every attempt, store the result (unless not
+        `keep`: a shadow trial of the memory gate, scored and never returned). `handles`: the
+        model and critic as strategies hold them (made once per batch of units); `show`: the
+        memory arm a memory=on strategy is shown (default: the one served now)."""
         run_id, spec = self.run_record.run_id, strategy.spec
-        self.store.discard_partial(run_id, spec, item.id)
+        if keep:
+            self.store.discard_partial(run_id, spec, item.id)
         model, critic = handles
 
         def record(event: dict) -> None:
             if event["type"] == "messages":  # a conversation is kept once, by its hash
                 self.store.put_messages(event["messages"])
-                return
-            self.store.append_event(run_id, spec, item.id, event)
+            elif keep:
+                self.store.append_event(run_id, spec, item.id, event)
 
         async def oracle(reply: str) -> bool:
             return (await self.task.check(item, reply, self.sandbox)).correct
 
+        show = show or self.showing
         recall = (Recall(self.bank, self.namespace, k=self.spec.memory_k, guidelines=self.guidelines,
-                         fixes=self.spec.memory_fixes)
-                  if strategy.memory else None)
+                         fixes=self.spec.memory_fixes, show=show, examples=self.examples)
+                  if strategy.memory and show != "none" else None)
         ctx = Context(model=model, params=self.params(), sandbox=self.sandbox, critic=critic,
                       oracle=oracle if strategy.oracle else None, record=record, memory=recall,
                       precision=self.settings.precision)
@@ -432,7 +476,8 @@ class Evaluation:
         trajectory.signal, trajectory.no_signal = outcome.signal, outcome.no_signal
         result = await self.grade_result(item, spec, trajectory)
         result.seconds = time.perf_counter() - started
-        self.store.put_result(run_id, spec, item.id, result.model_dump())
+        if keep:
+            self.store.put_result(run_id, spec, item.id, result.model_dump())
         return result
 
     async def grade_result(self, item: Item, spec: str, trajectory: Trajectory) -> UnitResult:
@@ -506,59 +551,3 @@ def check_complete(store: Store, run: Run) -> None:
     if have < expected:
         raise SelfcorrectError(f"run {run.run_id} has {have} of {expected} results",
                                f"finish it with `selfcorrect eval --resume {run.run_id}`")
-
-
-async def regrade(settings: Settings, run_id: str, task: Task | None = None) -> tuple[Run, dict]:
-    """Re-read every stored attempt of a run with the current answer readers and grade it
-    with the current gold checks: no model call. A program-aided attempt's answer is what
-    its program prints, so its program runs again in the sandbox. Selections (which attempt
-    a strategy returned) stay as they were made; re-running the strategy, free from the
-    sample cache, replays them. Attempts recorded before finish reasons were kept count as
-    cut off when they used the whole token budget. `task` replaces the one the run names
-    (library use, tests)."""
-    from selfcorrect.tasks.kinds import read
-    from selfcorrect.verify.answers import read_printed_number
-    from selfcorrect.verify.code import extract_code
-
-    evaluation = Evaluation(settings, EvalSpec(), resume=run_id, task=task)
-    run = evaluation.run_record
-    evaluation.store.claim_writer(run_id)
-    max_tokens = run.config["params"]["max_tokens"]
-    items = {item.id: item for item in evaluation.items}
-    changed = {"units": 0, "attempts": 0, "answers": 0, "grades": 0, "finals": 0}
-    needs_sandbox = "sandbox" in evaluation.needs
-    evaluation.sandbox = Sandbox(workers=settings.sandbox_workers, isolation=settings.sandbox) if needs_sandbox else None
-    try:
-        for payload in evaluation.store.results(run_id):
-            old = UnitResult.model_validate(payload)
-            item = items[old.item]
-            trajectory = old.trajectory.model_copy(deep=True)
-            for attempt in trajectory.attempts:
-                before = attempt.answer
-                if any(f.source == "sandbox" for f in attempt.feedback):  # program-aided
-                    code = extract_code(attempt.text)
-                    result = await evaluation.sandbox.arun(code, []) if code else None
-                    reading = (read_printed_number(result.stdout) if result is not None and result.loaded
-                               else None)
-                    attempt.answer, attempt.read = (reading.answer, reading.how) if reading else (None, "no answer")
-                else:
-                    if "finish_reason" not in payload["trajectory"]["attempts"][attempt.index]:
-                        attempt.finish_reason = "length" if attempt.completion_tokens >= max_tokens else "stop"
-                    reading = read(item.view, attempt.text, attempt.finish_reason)
-                    attempt.answer, attempt.read = reading.answer, reading.how
-                changed["attempts"] += 1
-                changed["answers"] += attempt.answer != before
-            result = await evaluation.grade_result(item, old.strategy, trajectory)
-            result.seconds = old.seconds
-            changed["units"] += 1
-            changed["grades"] += sum(a.correct != b.correct for a, b in zip(result.grades, old.grades))
-            changed["finals"] += result.final.correct != old.final.correct
-            evaluation.store.put_result(run_id, old.strategy, old.item, result.model_dump())
-        config = {**run.config, "regraded": [*run.config.get("regraded", []),
-                                             {"code_version": code_version(), "at": time.time(), **changed}]}
-        evaluation.store.update_run_config(run_id, config)
-    finally:
-        evaluation.store.release_writer(run_id)
-        if evaluation.sandbox is not None:
-            evaluation.sandbox.close()
-    return evaluation.store.run(run_id), changed

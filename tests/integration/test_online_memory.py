@@ -5,12 +5,16 @@ beside; counters and guidelines move; the report says what happened."""
 
 import asyncio
 import json
+import re
 
 import pytest
 
 from selfcorrect.config import load_settings
 from selfcorrect.memory import GuidelineBook, LessonBank
-from selfcorrect.memory.recall import HEADER
+from selfcorrect.memory.examples import HEADER as EXAMPLES
+from selfcorrect.memory.examples import ExampleBank
+from selfcorrect.memory.recall import HEADER, RULES
+from selfcorrect.models.scripted import ScriptedModel
 from selfcorrect.report import write_reports
 from selfcorrect.runner import EvalSpec, Evaluation, results_by_strategy
 from tests.scripts import ListTask, Script, asked
@@ -40,7 +44,7 @@ def online(tmp_path, **spec):
                      (asked("Write a short Python program"), BUGGY)])
     settings = load_settings(store=tmp_path / "store.sqlite", sandbox_workers=2)
     evaluation = Evaluation(settings, EvalSpec(strategies=["program-aided:rounds=0,memory=on"], reference=False,
-                                               online=True, distil_every=2, **spec),
+                                               online=True, distil_every=2, memory_show="all", **spec),
                             task=ListTask(PROBLEMS), engine=script.model)
     run = asyncio.run(evaluation.run())
     return evaluation, run, results_by_strategy(evaluation.store, run), script
@@ -93,7 +97,7 @@ def test_guidelines_are_distilled_from_lessons_and_versioned(tmp_path):
     settings = load_settings(store=tmp_path / "store.sqlite", sandbox_workers=2)
     script = Script([(asked("Write a short Python program"), BUGGY)])
     evaluation = Evaluation(settings, EvalSpec(strategies=["program-aided:rounds=0,memory=on"], reference=False,
-                                               online=True, distil_every=1),
+                                               online=True, distil_every=1, memory_show="all"),
                             task=ListTask(script_problems), engine=script.model)
     asyncio.run(evaluation.run())
     bank = LessonBank(tmp_path / "store.sqlite")
@@ -107,3 +111,78 @@ def test_guidelines_are_distilled_from_lessons_and_versioned(tmp_path):
     assert last.trajectory.memory["rules"] == [rule.id] and last.trajectory.memory["guidelines_version"] == 1
     assert rule.uses == 1 and rule.ended_wrong == 1  # shown to the third item, which failed
     bank.close()
+
+
+# -- the gate (memory/gate.py): memory is shown only once paired evidence admits it ----------
+
+GATED = [(f"Tom has {a} apples and buys {b} apples. How many apples does he have?", str(a + b))
+         for a, b in zip(range(3, 51), range(60, 108))]
+
+
+def program(messages) -> str:
+    asked_now = messages[0]["content"].split("Write a short Python program")[-1]
+    a, b = (int(w) for w in re.findall(r"\d+", asked_now)[:2])
+    return a, b, f"```python\nprint({a} + {b})\n```"
+
+
+def gated(tmp_path, reply) -> tuple:
+    settings = load_settings(store=tmp_path / "store.sqlite", sandbox_workers=2)
+    evaluation = Evaluation(settings, EvalSpec(strategies=["program-aided:rounds=1,memory=on"], reference=False,
+                                               online=True, memory_explore=1.0, distil_every=5),
+                            task=ListTask(GATED), engine=ScriptedModel(reply))
+    run = asyncio.run(evaluation.run())
+    results = results_by_strategy(evaluation.store, run)
+    return run, results["program-aided:rounds=1,memory=true"], results["program-aided:rounds=1"]
+
+
+def test_memory_that_hurts_is_retired_and_the_answers_stay_those_without_memory(tmp_path):
+    def reply(messages, params, k):
+        a, _, right = program(messages)
+        content = messages[0]["content"]
+        if HEADER in content or RULES in content or EXAMPLES in content:
+            return "```python\nprint(0)\n```"  # whatever memory shows, it makes things worse
+        if "Fix the program" in messages[-1]["content"] or a % 2 == 0:
+            return right
+        return BUGGY  # odd items fail once, then the fix passes: informative items
+
+    run, memory, twin = gated(tmp_path, reply)
+    gate = run.config["online"]["gate"]
+    assert gate["served"] == "none"
+    assert gate["arms"]["lessons"]["status"] == "retired" and gate["arms"]["examples"]["status"] == "retired"
+    assert all(gate["arms"][arm]["helped"] == 0 for arm in ("lessons", "examples", "rules"))
+    assert sum(run.config["online"]["explored"].values()) > 0  # trials cost tokens, in the shadow
+    # served none throughout: every answer is the one without memory
+    assert [r.final.correct for r in memory] == [r.final.correct for r in twin] == [True] * len(GATED)
+    assert all(r.trajectory.memory is None for r in memory)
+
+
+def test_memory_that_helps_is_admitted_and_served(tmp_path):
+    def reply(messages, params, k):
+        a, _, right = program(messages)
+        content = messages[0]["content"]
+        if EXAMPLES in content:
+            return right  # a solved example of a similar problem shows it how
+        if HEADER in content or RULES in content:
+            return "```python\nprint(0)\n```"  # lessons and rules hurt
+        if "Fix the program" in messages[-1]["content"]:
+            return right
+        return BUGGY if a % 3 == 0 else "```python\nprint(0)\n```"
+
+    run, memory, twin = gated(tmp_path, reply)
+    gate = run.config["online"]["gate"]
+    assert gate["served"] == "examples" and gate["arms"]["examples"]["status"] == "admitted"
+    assert gate["arms"]["examples"]["hurt"] == 0 and gate["arms"]["examples"]["bounds"][0] > 0.5
+    lessons = gate["arms"]["lessons"]
+    assert lessons["status"] != "admitted" and lessons["helped"] == 0 and lessons["hurt"] > 0
+    with_memory, without = sum(r.final.correct for r in memory), sum(r.final.correct for r in twin)
+    assert with_memory >= without + 10
+    shown = [r.trajectory.memory for r in memory if r.trajectory.memory]
+    assert shown and {m["arm"] for m in shown} == {"examples"} and all(m["examples"] for m in shown)
+    # never an example of the item itself
+    examples = ExampleBank(tmp_path / "store.sqlite")
+    for r in memory:
+        if r.trajectory.memory:
+            assert r.question not in {e.input for e in examples.examples("list") if e.id in r.trajectory.memory["examples"]}
+    assert all(e.check == "gold" and e.messages and "Lessons" not in e.messages[0]["content"]
+               for e in examples.examples("list"))
+    examples.close()

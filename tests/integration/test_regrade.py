@@ -5,7 +5,7 @@ import asyncio
 
 import pytest
 
-from selfcorrect.runner import regrade
+from selfcorrect.regrade import regrade
 from tests.scripts import ListTask, Script, asked, evaluate
 
 pytestmark = pytest.mark.integration

@@ -271,7 +271,7 @@ def test_results_by_strategy_follow_the_run_order(tmp_path):
 def test_regrade_applies_the_current_readers_to_stored_attempts_without_a_model_call(tmp_path):
     """A run graded by an older reader (which evaluated "2 + 2" and scored it right) is
     graded again by the current one, from the store alone."""
-    from selfcorrect.runner import regrade
+    from selfcorrect.regrade import regrade
 
     script = Script([(asked(INITIAL), lambda last, m, k: "The answer is 2 + 2." if "2 + 2" in last
                       else "1 + 1 = 2")])

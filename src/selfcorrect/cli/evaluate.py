@@ -176,7 +176,7 @@ def regrade(
 ) -> None:
     """Grade a run's stored attempts again with the current answer readers and gold checks
     (no model call), and write its reports. Strategies' selections stay as they were made."""
-    from selfcorrect.runner import regrade as regrade_run
+    from selfcorrect.regrade import regrade as regrade_run
 
     settings: Settings = ctx.obj
     run, changed = asyncio.run(regrade_run(settings, run_id))

@@ -48,7 +48,7 @@ class _Index:
 
     def __init__(self, ids: list[str], texts: list[str]):
         self.ids, self.tail_ids, self.tail_texts = ids, [], []
-        self.main = _bm25(texts) if texts else None
+        self.main = bm25_index(texts) if texts else None
         self.tail = None
 
     def add(self, lesson_id: str, text: str) -> None:
@@ -58,12 +58,12 @@ class _Index:
 
     def search(self, query: str, k: int) -> list[tuple[str, float]]:
         if self.tail is None and self.tail_texts:
-            self.tail = _bm25(self.tail_texts)
+            self.tail = bm25_index(self.tail_texts)
         found = []
         for index, ids in ((self.main, self.ids), (self.tail, self.tail_ids)):
             if index is None:
                 continue
-            found += _retrieve(index, ids, query, k)
+            found += bm25_search(index, ids, query, k)
         return sorted(found, key=lambda pair: -pair[1])[:k]
 
 
@@ -321,14 +321,14 @@ def _bm25s():
     return bm25s
 
 
-def _bm25(texts: Sequence[str]):
+def bm25_index(texts: Sequence[str]):
     bm25s = _bm25s()
     index = bm25s.BM25()
     index.index(bm25s.tokenize(list(texts), stopwords="en", show_progress=False), show_progress=False)
     return index
 
 
-def _retrieve(index, ids: list[str], query: str, k: int) -> list[tuple[str, float]]:
+def bm25_search(index, ids: list[str], query: str, k: int) -> list[tuple[str, float]]:
     bm25s = _bm25s()
 
     tokens = bm25s.tokenize([query], stopwords="en", show_progress=False)

@@ -1,0 +1,151 @@
+"""The gate: what the memory shows is admitted only by measured evidence, so that memory on is
+never worse than memory off by more than chance allows.
+
+Per namespace there are arms, one of which is shown on an input:
+
+    none      nothing (always an arm, and the one served until another is admitted)
+    examples  verified worked examples of similar solved inputs (dynamic few-shot from the
+              model's own verified successes, and from answers clients gave as correct)
+    rules     the guidelines, clipped to a token budget
+    lessons   lessons from verified mistakes (what went wrong, and what passed instead)
+
+Evidence is paired: the same input answered with an arm and without memory, both scored by
+a check that can tell right from wrong (the gold answer where a task or a client gives it, the
+tests). An arm is admitted when, over its discordant pairs (one side right, the other wrong),
+the lower Wilson bound on the share that went its way exceeds one half: the bound excludes
+harm. It is retired when the upper bound falls below one half (it hurts), and goes back to
+trial when an admitted arm's bound no longer excludes harm. A check that cannot tell (a
+program that merely printed a number) gives no pair, so it can never admit anything.
+
+The served arm is the admitted one with the highest lower bound, else none. On a small share
+of inputs (`explore`, reported) an arm still on trial is tried as well, in the shadow: its
+answer is scored, never returned. So until an arm is admitted the answers are exactly those
+without memory, and exploring costs tokens, not accuracy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import threading
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from selfcorrect.errors import ConfigError
+
+ARMS = ("none", "examples", "rules", "lessons")
+SHOWN = ARMS[1:]
+Z = 1.959964  # two-sided 95%
+TABLE = """
+CREATE TABLE IF NOT EXISTS memory_arms (
+    namespace TEXT NOT NULL,
+    arm TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    PRIMARY KEY (namespace, arm)
+);
+"""
+
+
+def _wilson(successes: int, total: int) -> tuple[float, float]:
+    if total == 0:
+        return 0.0, 1.0
+    p, z2 = successes / total, Z * Z
+    centre = (p + z2 / (2 * total)) / (1 + z2 / total)
+    half = Z * ((p * (1 - p) / total + z2 / (4 * total * total)) ** 0.5) / (1 + z2 / total)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+class ArmEvidence(BaseModel):
+    arm: str
+    pairs: int = 0  # paired trials scored by a check that can tell
+    helped: int = 0  # right with the arm, wrong without
+    hurt: int = 0  # wrong with the arm, right without
+    served: int = 0  # inputs it answered
+    explored: int = 0  # shadow trials
+    status: str = "trial"  # trial, admitted, retired
+
+    @property
+    def bounds(self) -> tuple[float, float]:
+        """Wilson bounds on the share of discordant pairs that went the arm's way."""
+        return _wilson(self.helped, self.helped + self.hurt)
+
+
+class Gate:
+    def __init__(self, path: str | Path, *, explore: float = 0.2, min_pairs: int = 5):
+        if not 0 <= explore <= 1 or min_pairs < 1:
+            raise ConfigError(f"invalid memory gate: explore={explore}, min_pairs={min_pairs}",
+                              "explore is a share from 0 to 1; min_pairs at least 1")
+        self.explore_rate, self.min_pairs = explore, min_pairs
+        self._db = sqlite3.connect(Path(path), isolation_level=None, check_same_thread=False, timeout=30)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.executescript(TABLE)
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        self._db.close()
+
+    def arms(self, namespace: str) -> dict[str, ArmEvidence]:
+        with self._lock:
+            rows = dict(self._db.execute("SELECT arm, payload FROM memory_arms WHERE namespace = ?",
+                                         (namespace,)).fetchall())
+        return {arm: ArmEvidence.model_validate_json(rows[arm]) if arm in rows else ArmEvidence(arm=arm)
+                for arm in ARMS}
+
+    def served(self, namespace: str) -> str:
+        admitted = [e for e in self.arms(namespace).values() if e.status == "admitted"]
+        return max(admitted, key=lambda e: e.bounds[0]).arm if admitted else "none"
+
+    def explore(self, namespace: str, key: str, served: str) -> str | None:
+        """The arm to try in the shadow of input `key` (None on most inputs): chosen by a hash
+        of the key, so a rerun explores the same inputs; one of the arms on trial, or none
+        itself beside an admitted arm, so that the evidence against none keeps coming."""
+        if self.explore_rate == 0:
+            return None
+        digest = hashlib.sha256(f"{namespace}:{key}".encode()).digest()
+        if int.from_bytes(digest[:8], "big") / 2**64 >= self.explore_rate:
+            return None
+        trial = [e for e in self.arms(namespace).values() if e.arm != "none" and e.status == "trial" and e.arm != served]
+        if trial:  # by the hash too: a turn-taking order could keep step with a periodic stream
+            return trial[int.from_bytes(digest[8:16], "big") % len(trial)].arm
+        return "none" if served != "none" else None
+
+    def count(self, namespace: str, arm: str, *, explored: bool) -> None:
+        with self._lock:
+            evidence = self._get(namespace, arm)
+            evidence.explored += explored
+            evidence.served += not explored
+            self._put(namespace, evidence)
+
+    def record(self, namespace: str, arm: str, shown_right: bool, none_right: bool) -> ArmEvidence:
+        """A paired trial of `arm` against none on one input, both scored by a check that can tell."""
+        if arm not in SHOWN:
+            raise ConfigError(f"unknown memory arm {arm!r}", f"use one of: {', '.join(SHOWN)}")
+        with self._lock:
+            evidence = self._get(namespace, arm)
+            evidence.pairs += 1
+            evidence.helped += shown_right and not none_right
+            evidence.hurt += none_right and not shown_right
+            if evidence.status != "retired" and evidence.helped + evidence.hurt >= self.min_pairs:
+                low, high = evidence.bounds
+                evidence.status = "admitted" if low > 0.5 else "retired" if high < 0.5 else "trial"
+            self._put(namespace, evidence)
+            return evidence
+
+    def reset(self, namespace: str) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM memory_arms WHERE namespace = ?", (namespace,))
+
+    def report(self, namespace: str) -> dict:
+        return {"explore": self.explore_rate, "min_pairs": self.min_pairs, "served": self.served(namespace),
+                "arms": {arm: {**e.model_dump(exclude={"arm"}), "bounds": [round(b, 3) for b in e.bounds]}
+                         for arm, e in self.arms(namespace).items() if arm != "none"}}
+
+    def _get(self, namespace: str, arm: str) -> ArmEvidence:
+        row = self._db.execute("SELECT payload FROM memory_arms WHERE namespace = ? AND arm = ?",
+                               (namespace, arm)).fetchone()
+        return ArmEvidence.model_validate_json(row[0]) if row else ArmEvidence(arm=arm)
+
+    def _put(self, namespace: str, evidence: ArmEvidence) -> None:
+        self._db.execute("INSERT OR REPLACE INTO memory_arms VALUES (?, ?, ?)",
+                         (namespace, evidence.arm, evidence.model_dump_json()))
