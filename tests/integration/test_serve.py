@@ -11,6 +11,7 @@ import pytest
 
 from selfcorrect.config import load_settings
 from selfcorrect.memory import LessonBank
+from selfcorrect.memory.gate import Gate
 from selfcorrect.memory.recall import HEADER
 from selfcorrect.models.scripted import ScriptedModel
 from selfcorrect.serve.app import ServeConfig
@@ -41,7 +42,7 @@ def scripted():
 @pytest.fixture
 def server(tmp_path, scripted):
     settings = load_settings(store=tmp_path / "store.sqlite", sandbox_workers=1)
-    with serving(settings, ServeConfig(memory="help", max_body=20_000, body_timeout=1.0), engine=scripted) as (url, srv):
+    with serving(settings, ServeConfig(memory="help", memory_show="all", max_body=20_000, body_timeout=1.0), engine=scripted) as (url, srv):
         yield url, srv
 
 
@@ -227,3 +228,50 @@ def test_a_users_checker_verifies_answers_and_what_it_rejects_becomes_lessons(se
     wrong_place = httpx.post(f"{url}/v1/chat/completions", json={
         "model": "m", "messages": [{"role": "user", "content": "hi"}], "tests": ["assert f() == 1"]})
     assert wrong_place.status_code == 400 and "send kind=code" in wrong_place.json()["error"]["message"]
+
+
+def test_gold_feedback_on_a_recurring_stream_admits_worked_examples_and_they_help(tmp_path):
+    """A help desk: questions recur, reworded. The model answers 0 unless it is shown a solved
+    example with the same numbers, which it copies. Feedback gives the correct answer; the gate
+    admits the examples arm from shadow trials, and the served answers then beat memory off."""
+    import re
+
+    from selfcorrect.memory.examples import HEADER as EXAMPLES
+
+    def copying(messages, params, k):
+        content = messages[-1]["content"]
+        numbers = re.findall(r"\d+", content.split("\n\n")[-1])
+        if EXAMPLES in content:
+            for problem, solution in re.findall(r"Problem: (.*)\n   Solution: (.*)", content):
+                if re.findall(r"\d+", problem) == numbers:
+                    return solution
+        return "The answer is 0."
+
+    forms = ["What is {a} + {b}?", "Compute {a} plus {b}.", "Please add {a} and {b}."]
+    pairs = [(11 + 3 * i, 40 + 7 * i) for i in range(8)]
+    stream = [(forms[(n // len(pairs)) % 3].format(a=a, b=b), str(a + b)) for n, (a, b) in
+              enumerate(pairs * 6)]
+    settings = load_settings(store=tmp_path / "store.sqlite", sandbox_workers=1)
+    config = ServeConfig(memory="desk", memory_explore=0.5)
+    right = {True: 0, False: 0}
+    with serving(settings, config, engine=ScriptedModel(copying)) as (url, _):
+        c = client(url)
+        for question, gold in stream:
+            for memory in (True, False):
+                reply = c.chat.completions.create(model="scripted", messages=[{"role": "user", "content": question}],
+                                                  extra_body={"memory": memory, "kind": "math"})
+                said = reply.choices[0].message.content
+                correct = said.strip() == f"The answer is {gold}."
+                right[memory] += correct
+                if memory:
+                    done = httpx.post(url + "/v1/feedback", json={"completion_id": reply.id, "correct": correct,
+                                                                  "answer": gold}).json()
+                    assert done["recorded"]
+        arms = httpx.get(url + "/health").json()
+    gate = Gate(tmp_path / "store.sqlite")
+    report = gate.report("desk")
+    gate.close()
+    assert report["served"] == "examples" and report["arms"]["examples"]["status"] == "admitted"
+    assert report["arms"]["examples"]["hurt"] == 0 and report["arms"]["examples"]["explored"] > 0
+    assert right[False] == 0 and right[True] - right[False] >= len(stream) // 5, (right, report)
+    assert arms["status"] == "ok"

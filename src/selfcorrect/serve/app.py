@@ -28,6 +28,8 @@ from pydantic import ValidationError
 from selfcorrect.config import Settings
 from selfcorrect.errors import SelfcorrectError
 from selfcorrect.memory import GuidelineBook, Lesson, LessonBank, Recall, template_lesson
+from selfcorrect.memory.examples import ExampleBank
+from selfcorrect.memory.gate import Gate
 from selfcorrect.memory.embed import check_retriever, load_embedder
 from selfcorrect.memory.learn import lessons_from, verdict
 from selfcorrect.models.base import Model, SamplingParams
@@ -35,6 +37,7 @@ from selfcorrect.resources import Resources
 from selfcorrect.serve.keys import KeyRing
 from selfcorrect.serve.metrics import Metrics
 from selfcorrect.serve.protocol import ChatRequest, FeedbackRequest, chunk, completion, error
+from selfcorrect.serve.memory import learn_from_feedback
 from selfcorrect.serve.records import Completions
 from selfcorrect.serve.run import Answer, answer, view_of
 from selfcorrect.store import Store
@@ -51,6 +54,8 @@ class ServeConfig:
     strategy: str = "single"  # for requests that name none
     temperature: float = DEFAULT_TEMPERATURE  # for requests that give none (a recipe's, as it was measured)
     memory: str | None = None  # the error memory's namespace; None: no memory
+    memory_show: str = "gated"  # memory/gate.py: the admitted arm (none until then), or one arm always
+    memory_explore: float = 0.2  # the share of requests that try an arm on trial in the shadow
     memory_k: int = 3
     retriever: str = "bm25"  # or "embedding", "embedding:PATH" (memory/embed.py)
     critic: str | None = None
@@ -120,16 +125,19 @@ class Server:
         self.model_name = self.resources.model.identity
         self.code_version = code_version()  # asks git: once, not per request
         self.completions = Completions(self.settings.store)
-        self.bank = self.guidelines = None
+        self.bank = self.guidelines = self.examples = self.gate = None
         if self.config.memory:
             self.bank = LessonBank(self.settings.store, embedder=load_embedder(self.config.retriever))
             self.guidelines = GuidelineBook(self.bank)
+            self.examples = ExampleBank(self.settings.store)
+            self.gate = Gate(self.settings.store, explore=self.config.memory_explore)
 
     async def close(self) -> None:
         await self.resources.__aexit__(None, None, None)
         self.completions.close()
         if self.bank is not None:
-            self.bank.close()
+            for closing in (self.bank, self.examples, self.gate):
+                closing.close()
         self.store.close()
 
     # -- a request -------------------------------------------------------------------
@@ -176,8 +184,12 @@ class Server:
                   record=None) -> tuple[Answer, dict]:
         view = view_of(request, completion_id)
         budget = request.budget
-        recall = (Recall(self.bank, self.config.memory, k=self.config.memory_k, guidelines=self.guidelines,
-                         exclude_same_input=False) if strategy.memory else None)
+        show = shadow = None
+        if strategy.memory:
+            gated = self.config.memory_show == "gated"
+            show = self.gate.served(self.config.memory) if gated else self.config.memory_show
+            shadow = self.gate.explore(self.config.memory, completion_id, show) if gated else None
+            self.gate.count(self.config.memory, show, explored=False)
 
         def on_event(event: dict) -> None:
             if event["type"] == "messages":
@@ -185,12 +197,23 @@ class Server:
             elif record is not None:
                 record(event)
 
-        started = time.perf_counter()
-        result = await answer(strategy, view, self.resources.model, self.params(request),
-                              budget=(budget.max_tokens, budget.max_calls) if budget else (None, None),
-                              timeout=self.config.timeout, sandbox=self.resources.sandbox,
-                              critic=self.resources.critic, recall=recall, record=on_event,
-                              precision=self.settings.precision)
+        def run(arm: str | None, strategy: Strategy, record=None):
+            recall = (Recall(self.bank, self.config.memory, k=self.config.memory_k, guidelines=self.guidelines,
+                             exclude_same_input=False, show=arm, examples=self.examples)
+                      if arm not in (None, "none") else None)
+            return answer(strategy, view, self.resources.model, params,
+                          budget=(budget.max_tokens, budget.max_calls) if budget else (None, None),
+                          timeout=self.config.timeout, sandbox=self.resources.sandbox,
+                          critic=self.resources.critic, recall=recall, record=record,
+                          precision=self.settings.precision)
+
+        started, params = time.perf_counter(), self.params(request)
+        if shadow is None:
+            result = await run(show, strategy, on_event)
+        else:  # the trial arm beside the served one, with the same draws' seed; its answer is kept, not sent
+            self.gate.count(self.config.memory, shadow, explored=True)
+            result, tried = await asyncio.gather(run(show, strategy, on_event),
+                                                 run(shadow, parse_strategy(strategy.spec, self.settings.prompts)))
         trajectory = result.trajectory
         if self.bank is not None and strategy.memory:
             for lesson in await lessons_from(trajectory, view.question, self.config.memory,
@@ -203,13 +226,19 @@ class Server:
         calls = sum(c.calls for c in costs)
         rounds = max((a.round for a in trajectory.attempts), default=0)
         extension = {"strategy": strategy.spec, "stop": trajectory.stop, "internal_calls": calls, "rounds": rounds,
-                     "attempts": len(trajectory.attempts), "memory": trajectory.memory}
+                     "attempts": len(trajectory.attempts), "memory": trajectory.memory, "memory_arm": show,
+                     "memory_shadow": shadow}
         if request.return_trajectory:
             extension["trajectory"] = trajectory.model_dump()
         self.completions.put(completion_id, key, strategy.spec, {
-            "model": request.model, "kind": request.kind, "question": view.question,
+            "model": request.model, "kind": request.kind, "question": view.question, "messages": list(view.messages),
             "finish_reason": result.finish_reason, "usage": usage, "trajectory": trajectory.model_dump(),
             "answer": result.final.answer if result.final is not None else None,
+            "text": result.final.text if result.final is not None else None, "memory_arm": show,
+            "shadow": None if shadow is None else {
+                "arm": shadow, "answer": tried.final.answer if tried.final is not None else None,
+                "text": tried.final.text if tried.final is not None else None,
+                "tokens": sum(c.prompt_tokens + c.completion_tokens for c in tried.trajectory.cost.values())},
             "code_version": self.code_version})
         m = self.metrics
         m.latency.labels(strategy.name).observe(time.perf_counter() - started)
@@ -221,7 +250,7 @@ class Server:
             before, after = (verdict(trajectory.attempts[i], False) for i in (revision.before, revision.after))
             if before is not None and after is not None and before.passed != after.passed:
                 m.flips.labels("wrong_to_right" if after.passed else "right_to_wrong").inc()
-        if trajectory.memory and (trajectory.memory["lessons"] or trajectory.memory["rules"]):
+        if trajectory.memory and any(trajectory.memory.get(k) for k in ("lessons", "rules", "examples")):
             m.memory_hits.inc()
         return result, {"usage": usage, "extension": extension}
 
@@ -242,7 +271,7 @@ class Server:
         self.metrics.feedback.labels("right" if request.correct else "wrong").inc()
         trajectory = payload["trajectory"]
         shown = trajectory.get("memory") or {}
-        lesson_id = None
+        lesson_id, learned = None, {}
         if self.bank is not None:
             if earlier is None:  # counters move once per completion
                 self.bank.record_use(shown.get("lessons", []), None, request.correct)
@@ -251,8 +280,11 @@ class Server:
                 self.bank.remove(earlier["lesson"])  # replaced by the updated one
             if not request.correct and trajectory.get("final") is not None:
                 lesson_id = self._lesson(request, payload, key)
+            if earlier is None and "memory_arm" in payload:
+                learned = learn_from_feedback(self.gate, self.examples, self.config.memory, payload, request.correct,
+                                              request.answer, {"completion": request.completion_id, "api_key": key})
         self.completions.set_feedback(request.completion_id, {**sent, "lesson": lesson_id, "at": time.time()})
-        return {"completion_id": request.completion_id, "recorded": True, "lesson": lesson_id}
+        return {"completion_id": request.completion_id, "recorded": True, "lesson": lesson_id, **learned}
 
     def _lesson(self, request: FeedbackRequest, payload: dict, key: str | None) -> str:
         final = payload["trajectory"]["attempts"][payload["trajectory"]["final"]]
