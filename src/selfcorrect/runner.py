@@ -267,9 +267,12 @@ class Evaluation:
             shadow = self.gate.explore(self.namespace, item.id, self.showing) if gated and learning else None
             shadow = None if shadow == "none" else shadow  # the twin without memory is that trial
             await self._units(self.strategies, [item])
+            if gated:
+                self.gate.count(self.namespace, self.showing, explored=False)
             if learning:
                 shadows = {}
                 if shadow is not None:
+                    self.gate.count(self.namespace, shadow, explored=True)
                     handles = (ModelHandle(self.model), ModelHandle(self.critic) if self.critic is not None else None)
                     for strategy in (s for s in self.strategies if s.memory):
                         shadows[strategy.spec] = await self.unit(strategy, item, handles, show=shadow, keep=False)

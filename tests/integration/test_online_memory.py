@@ -132,6 +132,7 @@ def gated(tmp_path, reply) -> tuple:
                             task=ListTask(GATED), engine=ScriptedModel(reply))
     run = asyncio.run(evaluation.run())
     results = results_by_strategy(evaluation.store, run)
+    write_reports(evaluation.store, run, "math", tmp_path / "report")
     return run, results["program-aided:rounds=1,memory=true"], results["program-aided:rounds=1"]
 
 
@@ -171,6 +172,8 @@ def test_memory_that_helps_is_admitted_and_served(tmp_path):
     run, memory, twin = gated(tmp_path, reply)
     gate = run.config["online"]["gate"]
     assert gate["served"] == "examples" and gate["arms"]["examples"]["status"] == "admitted"
+    markdown = (tmp_path / "report" / "report.md").read_text()
+    assert "served **examples**" in markdown and "| examples | admitted |" in markdown
     assert gate["arms"]["examples"]["hurt"] == 0 and gate["arms"]["examples"]["bounds"][0] > 0.5
     lessons = gate["arms"]["lessons"]
     assert lessons["status"] != "admitted" and lessons["helped"] == 0 and lessons["hurt"] > 0

@@ -122,6 +122,25 @@ def build_spec(spec_type: type[BaseModel], command: str, **values) -> BaseModel:
 # Options more than one command takes, each written once.
 ReportFolder = Annotated[Optional[Path], typer.Option("--out", help="report folder (default: runs/RUN_ID)")]
 RunId = Annotated[str, typer.Argument(help="the run (see `selfcorrect runs`)")]
+MemoryShow = Annotated[str, typer.Option(help="gated (the arm paired evidence admitted; none until then), or one "
+                                               "arm always: all, lessons, rules, examples (docs/memory.md)")]
+MemoryExplore = Annotated[float, typer.Option(help="gated: the share of items or requests that also try an arm on "
+                                                   "trial in the shadow (scored, never returned)")]
+SHOWS = ("gated", "all", "lessons", "rules", "examples")
+
+
+def check_show(value: str) -> str:
+    if value not in SHOWS:
+        raise ConfigError(f"--memory-show {value!r} is not an arm", f"use one of: {', '.join(SHOWS)}")
+    return value
+
+
+def check_share(flag: str, value: float) -> float:
+    if not 0 <= value <= 1:
+        raise ConfigError(f"{flag} {value} is out of range", "give a share from 0 to 1")
+    return value
+
+
 Critic = Annotated[Optional[str], typer.Option(help="a critic model spec (critic-refine), or \"same\"")]
 Retriever = Annotated[str, typer.Option(help="how lessons are found: bm25, embedding, embedding:PATH")]
 LessonId = Annotated[str, typer.Argument(help="an id, or its first characters")]

@@ -12,7 +12,8 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from selfcorrect.cli.app import Critic, ReportFolder, Retriever, RunId, app, check_strategies, err, out, progress_bars, show
+from selfcorrect.cli.app import (Critic, MemoryExplore, MemoryShow, ReportFolder, Retriever, RunId, app, check_share,
+                                 check_show, check_strategies, err, out, progress_bars, show)
 from selfcorrect.config import Settings
 from selfcorrect.errors import ConfigError, SelfcorrectError
 from selfcorrect.registry import split_specs
@@ -42,6 +43,8 @@ def eval_(
     no_memory_fixes: Annotated[bool, typer.Option("--no-memory-fixes", help="lessons show only what went "
                                                   "wrong, not what passed instead")] = False,
     retriever: Retriever = "bm25",
+    memory_show: MemoryShow = "gated",
+    memory_explore: MemoryExplore = 0.2,
     lesson_writer: Annotated[str, typer.Option(help="online: lessons written by \"template\" or the \"model\"")] = "template",
     resume: Annotated[Optional[str], typer.Option(help="continue an interrupted run")] = None,
     force: Annotated[bool, typer.Option("--force", help="resume a run made by another code version or prompts")] = False,
@@ -75,6 +78,7 @@ def eval_(
                     critic=critic, reference=not no_reference, pool_cap=pool_cap, online=online,
                     holdout=_holdout(holdout), memory=memory, memory_k=memory_k, lesson_writer=_writer(lesson_writer),
                     retriever=check_retriever(retriever), memory_fixes=not no_memory_fixes,
+                    memory_show=check_show(memory_show), memory_explore=check_share("--memory-explore", memory_explore),
                     **({"strategies": split_specs(strategy)} if strategy else {}))
     check_strategies(spec.strategies)
     with progress_bars() as (progress, on_progress):

@@ -134,6 +134,63 @@ def memory_stats(ctx: typer.Context) -> None:
     show(table)
 
 
+@memory_app.command("gate")
+def memory_gate(
+    ctx: typer.Context,
+    namespace: Annotated[str, typer.Argument(help="the namespace (a task's name, a server's memory)")],
+    as_json: Annotated[bool, typer.Option("--json", help="JSON for machines")] = False,
+    reset: Annotated[bool, typer.Option("--reset", help="forget the evidence: every arm back on trial")] = False,
+) -> None:
+    """What the gate shows a namespace and why: each arm's paired evidence against no memory,
+    its Wilson bounds, and whether it is on trial, admitted or retired (docs/memory.md)."""
+    from selfcorrect.memory.gate import Gate
+
+    settings: Settings = ctx.find_root().obj
+    gate = Gate(settings.store)
+    try:
+        if reset:
+            gate.reset(namespace)
+            err.print(f"the gate of {escape(namespace)} starts again: every arm on trial, none served")
+        report = gate.report(namespace)
+    finally:
+        gate.close()
+    if as_json:
+        print(json.dumps(report, indent=2))
+        return
+    table = Table(title=f"{namespace}: served {report['served']} (explores {100 * report['explore']:.0f}% of "
+                        f"requests; admits at {report['min_pairs']}+ discordant pairs)")
+    for column in ("arm", "status", "pairs", "helped", "hurt", "bounds", "served", "explored"):
+        table.add_column(column)
+    for arm, e in report["arms"].items():
+        table.add_row(arm, e["status"], str(e["pairs"]), str(e["helped"]), str(e["hurt"]),
+                      f"{e['bounds'][0]:.2f}–{e['bounds'][1]:.2f}", str(e["served"]), str(e["explored"]))
+    show(table)
+
+
+@memory_app.command("export-training")
+def memory_export_training(
+    ctx: typer.Context,
+    namespace: Annotated[str, typer.Argument(help="the namespace whose worked examples to export")],
+    path: Annotated[Path, typer.Argument(help="a data.jsonl to write (`selfcorrect fit`, `improve --extra-data`)")],
+) -> None:
+    """What the memory cannot fix goes to the weights: the namespace's worked examples (replies
+    a check or a client verified) as training examples, each with its provenance."""
+    from selfcorrect.memory.examples import ExampleBank
+
+    settings: Settings = ctx.find_root().obj
+    bank = ExampleBank(settings.store)
+    try:
+        rows = bank.training_data(namespace)
+    finally:
+        bank.close()
+    if not rows:
+        raise ConfigError(f"{namespace} has no worked examples to export",
+                          "they are written from verified answers: run an online evaluation or serve with feedback")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+    err.print(f"{len(rows)} training examples written to {path}")
+
+
 def _find_lesson(bank, prefix: str):
     found = [lesson for lesson in bank.lessons(include_retired=True) if lesson.id.startswith(prefix)]
     if len(found) != 1:

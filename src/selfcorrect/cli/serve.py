@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 from rich.markup import escape
 
-from selfcorrect.cli.app import Critic, Retriever, app, err
+from selfcorrect.cli.app import Critic, MemoryExplore, MemoryShow, Retriever, app, check_share, check_show, err
 from selfcorrect.config import Settings
 from selfcorrect.errors import ConfigError
 
@@ -21,6 +21,8 @@ def serve(
     recipe: Annotated[Optional[Path], typer.Option(help="serve what `selfcorrect improve` accepted: its checkpoint "
                                                    "and strategy (DIR/recipe.json)")] = None,
     memory: Annotated[Optional[str], typer.Option(help="an error memory namespace: lessons shown, feedback learned")] = None,
+    memory_show: MemoryShow = "gated",
+    memory_explore: MemoryExplore = 0.2,
     critic: Critic = None,
     retriever: Retriever = "bm25",
     host: Annotated[str, typer.Option(help="the address to listen on")] = "127.0.0.1",
@@ -55,7 +57,8 @@ def serve(
     keys = read_keys(api_keys) if api_keys else None
     if keys is None and host not in ("127.0.0.1", "localhost", "::1"):
         err.print(f"[yellow]warning[/]: listening on {escape(host)} with no API keys: anyone who reaches it can use it")
-    config = ServeConfig(strategy=strategy, memory=memory, critic=critic, retriever=retriever, keys=keys, rate_limit=rate_limit,
+    config = ServeConfig(strategy=strategy, memory=memory, memory_show=check_show(memory_show),
+                         memory_explore=check_share("--memory-explore", memory_explore), critic=critic, retriever=retriever, keys=keys, rate_limit=rate_limit,
                          max_body=max_body, timeout=timeout, cors=[o for o in (cors or "").split(",") if o], **sampling)
     settings.store.parent.mkdir(parents=True, exist_ok=True)
     application = create_app(settings, config)  # checks the strategy and retriever before it listens

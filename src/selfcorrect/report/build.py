@@ -20,8 +20,10 @@ def build_report(store: Store, run: Run, kind: str) -> dict:
         from selfcorrect.runner import without_memory
 
         twins = {s: without_memory(s) for s in results if "memory=true" in s}
-        online = online_summary(results, run.config["item_ids"], run.config.get("online", {}).get(
-            "train_items", run.config["items"]), twins)
+        learned = run.config.get("online", {})
+        online = online_summary(results, run.config["item_ids"], learned.get("train_items", run.config["items"]), twins)
+        online.update(gate=learned.get("gate"), show=run.config["spec"].get("memory_show", "all"),
+                      shadow_tokens=sum(learned.get("explored", {}).values()))
     # an online run is measured against the strategy without memory
     summary = summarize(results, oracle, kind, baseline=next(iter(twins.values()), None) if twins else None)
     for spec, custom in run.config.get("custom_prompts", {}).items():

@@ -128,6 +128,22 @@ def online_section(report: dict) -> list[str]:
                          f"{cell['only_memory']} | {cell['only_twin']} | {cell['p_value']:.3g} | "
                          f"{pct(pair['memory_shown_rate']) if part == 'all' else ''} | "
                          f"{pair['tokens_per_item']['memory']:.0f}, {pair['tokens_per_item']['twin']:.0f} |")
+    gate = online.get("gate")
+    if gate:
+        items = len(report["run"]["config"]["item_ids"])
+        lines += ["", f"Memory shown through the gate: served **{gate['served']}** at the end; on "
+                  f"{100 * gate['explore']:.0f}% of the learned items an arm on trial was also tried in the shadow "
+                  f"(scored by the gold check of the item just answered, never returned): "
+                  f"{online['shadow_tokens'] / items:.0f} more tokens per item. An arm is admitted when the "
+                  f"Wilson bound on its discordant pairs excludes harm ({gate['min_pairs']}+ pairs), retired when "
+                  "it shows harm.", "",
+                  "| arm | status | pairs | helped | hurt | bounds | items served | shadow trials |",
+                  "|---|---|---|---|---|---|---|---|"]
+        lines += [f"| {arm} | {e['status']} | {e['pairs']} | {e['helped']} | {e['hurt']} | "
+                  f"{e['bounds'][0]:.2f}–{e['bounds'][1]:.2f} | {e['served']} | {e['explored']} |"
+                  for arm, e in gate["arms"].items()]
+    elif online.get("show"):
+        lines += ["", f"Memory shown: `{online['show']}` on every item (no gate)."]
     return lines
 
 
