@@ -181,3 +181,21 @@ def test_a_round_is_judged_by_paired_tests_on_every_strategy():
     assert (accepted, gained) == (False, False) and "program-aided" in why
     with pytest.raises(ValueError, match="--agree 5"):
         ImproveSpec(chains=4, agree=5)
+
+
+def test_the_memory_s_examples_join_the_data_unless_they_ask_a_held_out_question(tmp_path, setup):
+    settings, spec = setup
+    items = ListTask(PROBLEMS).items()
+    held = set(Improvement(settings, spec, tmp_path / "x", engine_factory=scripted).held_ids)
+    asked = next(i for i in items if i.id in held)
+    row = {"prompt": [{"role": "user", "content": "What is 40 + 2?"}], "completion": "The answer is 42.",
+           "item_id": "memory/desk/abc", "label": "user"}
+    clean = tmp_path / "clean.jsonl"
+    clean.write_text(json.dumps(row) + "\n")
+    report, _ = improve(settings, spec.model_copy(update={"rounds": 1, "extra_data": str(clean)}), tmp_path / "a")
+    data = [json.loads(line) for line in (tmp_path / "a" / "round-1" / "data.jsonl").read_text().splitlines()]
+    assert sum(d["item_id"] == "memory/desk/abc" for d in data) == 1
+    leaking = tmp_path / "leaking.jsonl"
+    leaking.write_text(json.dumps({**row, "prompt": [{"role": "user", "content": asked.view.question}]}) + "\n")
+    with pytest.raises(ConfigError, match="held-out or probe question"):
+        Improvement(settings, spec.model_copy(update={"extra_data": str(leaking)}), tmp_path / "b")

@@ -87,6 +87,8 @@ class ImproveSpec(SplitSpec):
     patience: int = Field(1, ge=1, description="rounds without a significant held-out gain before stopping")
     alpha: float = Field(0.05, gt=0, lt=1, description="the paired test's level for accepting, rejecting, gaining")
     budget_minutes: float | None = Field(None, gt=0, description="start no round after this many minutes")
+    extra_data: str | None = Field(None, description="a data.jsonl added to every round's data, e.g. the worked "
+                                                     "examples of `selfcorrect memory export-training`")
 
     @model_validator(mode="after")
     def _consistent(self):
@@ -182,7 +184,24 @@ class Improvement:
                                   "give each curriculum task its own seed, e.g. arithmetic:digits=3,seed=1")
             taken |= set(ids)
             self.sides.append((harder, ids))
+        self.extra = self._extra(spec.extra_data, measured) if spec.extra_data else []
         self.engine_factory, self.trainer = engine_factory, trainer or self._train
+
+    @staticmethod
+    def _extra(path: str, measured: set[str]) -> list[Example]:
+        """Examples from elsewhere (the memory's), refused when one asks a measured question."""
+        from selfcorrect.train.data import read_jsonl
+
+        rows = read_jsonl(Path(path))
+        if rows and not isinstance(rows[0], Example):
+            raise ConfigError(f"{path} holds preference pairs", "give prompt-completion examples")
+        for row in rows:
+            asked = " ".join(m["content"] for m in row.prompt if m["role"] == "user")
+            leaked = next((q for q in measured if q in asked), None)
+            if leaked is not None:
+                raise ConfigError(f"{path}: the example of {row.item_id} asks a held-out or probe question "
+                                  f"({leaked!r})", "export it from a namespace that never saw the held-out side")
+        return rows
 
     def _train(self, start: Path, examples: list[Example], folder: Path) -> dict:
         spec = self.spec
@@ -334,7 +353,7 @@ class Improvement:
                                                run_id=student_run, label_kind=label_kind, per_item=spec.per_item)
                 examples += made
                 written += wrote
-        examples = self._with_earlier(examples, report, folder.parent)
+        examples = self._with_earlier(examples, report, folder.parent) + self.extra
         check_heldout(examples, self.measured_ids)
         pool = sum(len(ids) for _, ids in self.sides[:number])
         entry = {"round": number, "sampled_by": accepted_checkpoint.name, "temperature": temperature,
@@ -389,7 +408,8 @@ class Improvement:
         this time (the tail it reached once is not forgotten)."""
         from selfcorrect.train.data import read_jsonl
 
-        covered = {(e.item_id, e.provenance.get("format")) for e in examples}
+        # the extra data is added once, after this
+        covered = {(e.item_id, e.provenance.get("format")) for e in examples + self.extra}
         kept = list(examples)
         for r in reversed(report["rounds"][1:]):
             path = out / f"round-{r['round']}" / "data.jsonl"

@@ -22,6 +22,11 @@ def write(report: dict, out: Path) -> None:
     (out / "report.html").write_text(markdown_page(title, markdown, improvement_rounds(report)))
 
 
+def _machine(machine: dict) -> str:
+    flags = ", ".join(machine.get("bf16_flags") or []) or "no bf16 units"
+    return f"{machine.get('cpu')} ({flags})" + (f", GPU {machine['gpu']}" if machine.get("gpu") else "")
+
+
 def _cell(m: dict | None) -> str:
     if not m:
         return "—"
@@ -50,7 +55,7 @@ def render(report: dict) -> str:
               + f"; students {', '.join(f'`{s}`' for s in spec['students'])} ({spec['student_samples']} samples each); "
               f"training from the {'base each round' if spec['restart'] == 'base' else 'accepted checkpoint'}, "
               f"{'LoRA' if spec['lora'] else 'full'}, {spec['epochs']} epochs, lr {spec['learning_rate']}; held out "
-              f"measured at temperature 0.3; engine {report['engine']}, {report['precision']}; {report['machine']}.", "",
+              f"measured at temperature 0.3; engine {report['engine']}, torch in {report['precision']}; {_machine(report['machine'])}.", "",
               "Held-out accuracy % (95% CI) and tokens per item:", "",
               "| round | accepted | " + " | ".join(f"`{s}`" for s in strategies) + " | vs accepted (w→r / r→w, p) | seconds |",
               "|---|---|" + "---|" * len(strategies) + "---|---|"]
