@@ -9,6 +9,8 @@
 #   docs/findings/run_studies.sh train-rft-gold train-star-program train-dpo-gold train-dpo-judge  # self-training (issue 10)
 #   docs/findings/run_studies.sh train-grpo train-score train-correction train-compare        # RL (issue 12)
 #   docs/findings/run_studies.sh verifier-prm search-prm                                     # search with a learned PRM (issue 11)
+#   docs/findings/run_studies.sh improve-arithmetic                                          # selfcorrect improve (issue 24)
+#   docs/findings/run_studies.sh online-arithmetic-gated online-mbpp-gated feedback-stream   # the gated memory (issue 25)
 # LIMIT=3 runs a quick check of the same commands.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -35,6 +37,22 @@ for study in "${@:-arithmetic mbpp gsm8k online-arithmetic online-arithmetic-fee
       online-mbpp) "${sc[@]}" memory clear mbpp-online --yes
         "${sc[@]}" eval --task mbpp --max-tokens 200 --online --holdout 0.3 --no-reference --memory mbpp-online \
         --limit "${LIMIT:-150}" --out "$out/online-mbpp" --strategy self-debug:memory=on ;;
+      # The gated memory (issue 25): what memory shows only once paired evidence admits it.
+      online-arithmetic-gated) "${sc[@]}" memory gate arithmetic-gated --reset
+        "${sc[@]}" eval --task arithmetic --online --holdout 0.3 --no-reference --memory arithmetic-gated \
+        ${LIMIT:+--limit $LIMIT} --out "$out/$name" --strategy program-aided:memory=on,single:memory=on ;;
+      online-mbpp-gated) "${sc[@]}" memory gate mbpp-gated --reset
+        "${sc[@]}" eval --task mbpp --max-tokens 200 --online --holdout 0.3 --no-reference --memory mbpp-gated \
+        --limit "${LIMIT:-100}" --out "$out/$name" --strategy self-debug:memory=on ;;
+      feedback-stream) "${PYTHON:-.venv/bin/python}" docs/findings/feedback_stream.py --out "$out/$name" \
+        ${LIMIT:+--requests $LIMIT} ;;
+      # selfcorrect improve (issue 24), label-free; the rounds' models stay under .selfcorrect/improve,
+      # the reports and the recipe are copied here.
+      improve-arithmetic) [ -n "$("${sc[@]}" models lineage 2>/dev/null | grep -w base)" ] || "${sc[@]}" models export
+        "${sc[@]}" improve --task arithmetic:n=600 --limit "${LIMIT:-600}" --rounds 2 --labels none \
+          --probe arithmetic:digits=3,n=100,seed=2 --curriculum arithmetic:digits=3,n=100,seed=1 --per-item 1 \
+          --budget-minutes 60 --out .selfcorrect/improve/arith
+        mkdir -p "$out/$name" && cp .selfcorrect/improve/arith/{report.md,report.json,report.html,recipe.json} "$out/$name/" ;;
       # Self-training on arithmetic: 600 items split by item id into ~300 train and ~300 held out.
       train-*) [ -n "$("${sc[@]}" models lineage 2>/dev/null | grep -w base)" ] || "${sc[@]}" models export
         train=(--task arithmetic:n=600 --limit "${LIMIT:-600}" --heldout 0.5 --sample self-consistency:n=6)

@@ -61,6 +61,13 @@ def test_a_missing_or_broken_recipe_is_named_with_its_fix(tmp_path):
     assert_one_line_error(done, "--agree 3")
 
 
+def test_a_memory_arm_that_does_not_exist_is_named(tmp_path):
+    done = selfcorrect("eval", "--memory-show", "everything", cwd=tmp_path)
+    assert_one_line_error(done, "--memory-show 'everything' is not an arm", "gated, all, lessons, rules, examples")
+    done = selfcorrect("serve", "--memory-explore", "1.5", cwd=tmp_path, timeout=60)
+    assert_one_line_error(done, "--memory-explore 1.5 is out of range")
+
+
 @pytest.mark.parametrize("args", [["--model", "gguf:/no/such.gguf", "--debug", "generate", "hi"]])
 def test_debug_shows_the_traceback(tmp_path, args):
     done = selfcorrect(*args, cwd=tmp_path)
