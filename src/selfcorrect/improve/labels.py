@@ -22,6 +22,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from selfcorrect.models.base import first_turn
 from selfcorrect.store import GradedAttempt, Store
 from selfcorrect.train.data import Example
 from selfcorrect.verify.answers import vote_key
@@ -88,14 +89,6 @@ def label_items(store: Store, *, task: str, kind: str, run_id: str, item_ids: Se
     return out
 
 
-def _first_turn(messages: list[dict]) -> list[dict]:
-    """The conversation up to its first user message: the prompt a strategy starts from."""
-    for k, message in enumerate(messages):
-        if message["role"] == "user":
-            return messages[: k + 1]
-    return messages
-
-
 def _unique(attempts: Sequence[GradedAttempt], per_item: int) -> list[GradedAttempt]:
     seen, kept = set(), []
     for g in attempts:
@@ -107,7 +100,7 @@ def _unique(attempts: Sequence[GradedAttempt], per_item: int) -> list[GradedAtte
 
 
 def teacher_examples(found: dict[str, Label], *, teacher: str, label_kind: str, per_item: int) -> list[Example]:
-    return [Example(prompt=_first_turn(g.messages), completion=g.attempt.text.strip(), item_id=item_id,
+    return [Example(prompt=first_turn(g.messages), completion=g.attempt.text.strip(), item_id=item_id,
                     label=label_kind, provenance={"format": teacher, "run": g.run_id, "attempt": g.attempt.index,
                                                   "chain": g.attempt.chain, "model": g.model, "label": label.answer})
             for item_id, label in found.items() for g in _unique(label.verified, per_item)]
@@ -122,7 +115,7 @@ def student_examples(store: Store, found: dict[str, Label], *, task, questions: 
         mine = [g for g in samples.get(item_id, []) if g.messages is not None and g.attempt.finish_reason != "length"]
         if not mine:
             continue
-        prompt = _first_turn(mine[0].messages)
+        prompt = first_turn(mine[0].messages)
         if label.answer is not None:
             agreeing = _unique([g for g in mine if g.attempt.answer is not None
                                 and vote_key(g.attempt.answer) == label.answer], per_item)

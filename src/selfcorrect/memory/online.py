@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from selfcorrect.memory.examples import ExampleBank, WorkedExample
 from selfcorrect.memory.gate import Gate
+from selfcorrect.models.base import first_turn
 from selfcorrect.trajectory import UnitResult
 
 
@@ -44,14 +45,6 @@ def example_from(results: list[UnitResult], namespace: str, question: str, messa
                                  messages=messages, check="gold",
                                  provenance={**provenance, "strategy": result.strategy, "attempt": attempt.index})
     return None
-
-
-def first_turn(messages: list[dict]) -> list[dict]:
-    """A conversation up to its first user message."""
-    for k, message in enumerate(messages):
-        if message["role"] == "user":
-            return messages[: k + 1]
-    return messages
 
 
 def learn_examples(bank: ExampleBank, results: list[UnitResult], namespace: str, question: str, messages_of,

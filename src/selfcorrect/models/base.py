@@ -231,3 +231,12 @@ class Model(Protocol):
 
     async def aclose(self) -> None: ...
 
+
+def first_turn(messages: Sequence[dict]) -> list[dict]:
+    """A conversation up to its first user message: the prompt a strategy starts from (a
+    revision that passed is taught, or shown, as the answer to it)."""
+    messages = list(messages)
+    for k, message in enumerate(messages):
+        if message["role"] == "user":
+            return messages[: k + 1]
+    return messages
