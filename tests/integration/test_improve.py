@@ -8,6 +8,7 @@ import asyncio
 import json
 import subprocess
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -97,7 +98,8 @@ def test_improve_accepts_a_better_round_rejects_a_worse_one_and_hands_over_a_rec
     assert rounds[1]["train"]["labels_right"] < 1  # measured against gold afterwards, and shown
 
     recipe = read_recipe(out)
-    assert recipe.round == 1 and recipe.checkpoint.name == "improve/round-1" and recipe.checkpoint.adapter
+    assert recipe.round == 1 and recipe.checkpoint.name == "improve/round-1"
+    assert Path(recipe.checkpoint.adapter).is_absolute() and Path(recipe.checkpoint.adapter).is_dir()
     assert recipe.labels == "none" and not recipe.oracle
     assert recipe.base_best.strategy == "program-aided" and recipe.heldout.accuracy >= recipe.base_best.accuracy
     markdown = (out / "report.md").read_text()

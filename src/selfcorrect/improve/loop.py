@@ -153,7 +153,8 @@ class Improvement:
 
     def __init__(self, settings: Settings, spec: ImproveSpec, out: Path, *, on_stage: Callable[[str], None] | None = None,
                  on_progress: Callable | None = None, engine_factory=None, trainer=None):
-        self.settings, self.spec, self.out = settings, spec, out
+        # absolute: the recipe's paths must hold from wherever it is loaded
+        self.settings, self.spec, self.out = settings, spec, Path(out).resolve()
         self.say = on_stage or (lambda text: None)
         self.on_progress = on_progress
         self.task = parse_task(spec.task, settings.data)
