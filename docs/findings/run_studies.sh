@@ -38,12 +38,12 @@ for study in "${@:-arithmetic mbpp gsm8k online-arithmetic online-arithmetic-fee
         "${sc[@]}" eval --task mbpp --max-tokens 200 --online --holdout 0.3 --no-reference --memory mbpp-online \
         --limit "${LIMIT:-150}" --out "$out/online-mbpp" --strategy self-debug:memory=on ;;
       # The gated memory (issue 25): what memory shows only once paired evidence admits it.
-      online-arithmetic-gated) "${sc[@]}" memory gate arithmetic-gated --reset
+      online-arithmetic-gated) "${sc[@]}" memory clear arithmetic-gated --yes
         "${sc[@]}" eval --task arithmetic --online --holdout 0.3 --no-reference --memory arithmetic-gated \
         ${LIMIT:+--limit $LIMIT} --out "$out/$name" --strategy program-aided:memory=on,single:memory=on ;;
-      online-mbpp-gated) "${sc[@]}" memory gate mbpp-gated --reset
+      online-mbpp-gated) "${sc[@]}" memory clear mbpp-gated --yes
         "${sc[@]}" eval --task mbpp --max-tokens 200 --online --holdout 0.3 --no-reference --memory mbpp-gated \
-        --limit "${LIMIT:-100}" --out "$out/$name" --strategy self-debug:memory=on ;;
+        --limit "${LIMIT:-50}" --out "$out/$name" --strategy self-debug:memory=on ;;
       feedback-stream) "${PYTHON:-.venv/bin/python}" docs/findings/feedback_stream.py --out "$out/$name" \
         ${LIMIT:+--requests $LIMIT} ;;
       # selfcorrect improve (issue 24), label-free; the rounds' models stay under .selfcorrect/improve,

@@ -71,3 +71,23 @@ def test_feedback_scores_the_shadow_and_writes_examples(tmp_path, gate):
     assert example.reply == "The answer is 42." and example.check == "user"
     assert examples.search("ns", "what is 40 + 2") and examples.training_data("ns")[0]["completion"] == example.reply
     examples.close()
+
+
+def test_clearing_a_namespace_forgets_its_examples_and_the_gate_s_evidence(tmp_path):
+    from typer.testing import CliRunner
+
+    from selfcorrect.cli import app
+    from selfcorrect.memory.examples import WorkedExample
+
+    store = tmp_path / "store.sqlite"
+    examples, gate = ExampleBank(store), Gate(store)
+    examples.add(WorkedExample(namespace="ns", input="What is 1 + 1?", reply="The answer is 2.", check="gold"))
+    examples.add(WorkedExample(namespace="other", input="What is 1 + 1?", reply="The answer is 2.", check="gold"))
+    for _ in range(5):
+        gate.record("ns", "examples", True, False)
+    result = CliRunner().invoke(app, ["--store", str(store), "memory", "clear", "ns", "--yes"])
+    assert result.exit_code == 0, result.output
+    assert examples.examples("ns") == [] and len(examples.examples("other")) == 1
+    assert gate.served("ns") == "none" and gate.arms("ns")["examples"].pairs == 0
+    examples.close()
+    gate.close()

@@ -85,17 +85,30 @@ def memory_clear(
     namespace: Annotated[str, typer.Argument(help="the namespace to forget")],
     yes: Annotated[bool, typer.Option("--yes", help="do it (without it, only say what would go)")] = False,
 ) -> None:
-    """Forget a namespace: its lessons (retired ones too) and its guidelines' versions."""
+    """Forget a namespace: its lessons (retired ones too), its guidelines' versions, its worked
+    examples and the gate's evidence."""
     from selfcorrect.memory import GuidelineBook
+    from selfcorrect.memory.examples import ExampleBank
+    from selfcorrect.memory.gate import Gate
 
     bank = _bank(ctx)
-    count = len(bank.lessons(namespace, include_retired=True))
-    if not yes:
-        err.print(f"{count} lessons and the guidelines of {escape(namespace)} would be forgotten: add --yes")
-        return
-    bank.clear(namespace)
-    GuidelineBook(bank).clear(namespace)
-    err.print(f"forgot {count} lessons and the guidelines of {escape(namespace)}")
+    settings: Settings = ctx.find_root().obj
+    examples, gate = ExampleBank(settings.store), Gate(settings.store)
+    try:
+        count, solved = len(bank.lessons(namespace, include_retired=True)), len(examples.examples(namespace))
+        if not yes:
+            err.print(f"{count} lessons, {solved} worked examples, the guidelines and the gate's evidence of "
+                      f"{escape(namespace)} would be forgotten: add --yes")
+            return
+        bank.clear(namespace)
+        GuidelineBook(bank).clear(namespace)
+        examples.clear(namespace)
+        gate.reset(namespace)
+    finally:
+        examples.close()
+        gate.close()
+    err.print(f"forgot {count} lessons, {solved} worked examples, the guidelines and the gate's evidence of "
+              f"{escape(namespace)}")
 
 
 @memory_app.command("guidelines")

@@ -68,6 +68,11 @@ class ExampleBank:
             self._indexes.pop(example.namespace, None)
         return example.id
 
+    def clear(self, namespace: str) -> int:
+        with self._lock:
+            self._indexes.pop(namespace, None)
+            return self._db.execute("DELETE FROM worked_examples WHERE namespace = ?", (namespace,)).rowcount
+
     def examples(self, namespace: str) -> list[WorkedExample]:
         with self._lock:
             rows = self._db.execute("SELECT payload FROM worked_examples WHERE namespace = ? ORDER BY created_at",
