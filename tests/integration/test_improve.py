@@ -201,3 +201,13 @@ def test_the_memory_s_examples_join_the_data_unless_they_ask_a_held_out_question
     leaking.write_text(json.dumps({**row, "prompt": [{"role": "user", "content": asked.view.question}]}) + "\n")
     with pytest.raises(ConfigError, match="held-out or probe question"):
         Improvement(settings, spec.model_copy(update={"extra_data": str(leaking)}), tmp_path / "b")
+
+
+def test_a_collapse_raises_the_next_round_s_temperature():
+    first = {"round": 1, "train": {"diversity": {"single": 3.0}, "unlabelled_share": 0.1}}
+    collapsed = {"round": 2, "train": {"diversity": {"single": 1.2}, "unlabelled_share": 0.3}}
+    alarms, hotter = Improvement._steer(None, collapsed, {"rounds": [{"round": 0}, first]}, 0.5)
+    assert hotter == pytest.approx(0.7) and len(alarms) == 3
+    assert "diversity collapse" in alarms[0] and "tail narrowing" in alarms[1] and "temperature 0.7" in alarms[2]
+    assert Improvement._steer(None, first, {"rounds": [{"round": 0}, first]}, 0.5) == ([], 0.5)
+    assert Improvement._steer(None, collapsed, {"rounds": [{"round": 0}, first]}, 1.0)[1] == 1.0  # its ceiling
