@@ -18,6 +18,7 @@ from selfcorrect.errors import ConfigError
 memory_app = typer.Typer(help="The error memory: lessons from verified mistakes (docs/memory.md).",
                          no_args_is_help=True)
 app.add_typer(memory_app, name="memory")
+Namespace = Annotated[str, typer.Argument(help="the namespace (a task's name, a server's memory)")]
 
 
 def _bank(ctx: typer.Context):
@@ -114,7 +115,7 @@ def memory_clear(
 @memory_app.command("guidelines")
 def memory_guidelines(
     ctx: typer.Context,
-    namespace: Annotated[str, typer.Argument(help="the namespace (a task's name, a server's memory)")],
+    namespace: Namespace,
     distil: Annotated[bool, typer.Option("--distil", help="distil the lessons into rules now")] = False,
     history: Annotated[bool, typer.Option("--history", help="every version, as JSON")] = False,
 ) -> None:
@@ -150,7 +151,7 @@ def memory_stats(ctx: typer.Context) -> None:
 @memory_app.command("gate")
 def memory_gate(
     ctx: typer.Context,
-    namespace: Annotated[str, typer.Argument(help="the namespace (a task's name, a server's memory)")],
+    namespace: Namespace,
     as_json: Annotated[bool, typer.Option("--json", help="JSON for machines")] = False,
     reset: Annotated[bool, typer.Option("--reset", help="forget the evidence: every arm back on trial")] = False,
 ) -> None:
