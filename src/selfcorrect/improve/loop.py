@@ -23,6 +23,7 @@ done again from nothing (its folder removed), never trusted.
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import time
 from collections import Counter
@@ -211,8 +212,6 @@ class Improvement:
             seed=spec.seed, precision=self.settings.precision))
 
     def _resumed(self) -> dict | None:
-        import json
-
         path = self.out / "report.json"
         if not path.is_file():
             return None
@@ -237,7 +236,8 @@ class Improvement:
             "curriculum_items": [len(ids) for _, ids in self.sides[1:]], "base": base.name, "rounds": [],
             "stopped": None, "seconds": 0.0}
         if report["stopped"]:
-            lineage.close(), store.close()
+            lineage.close()
+            store.close()
             return report
         started = time.perf_counter() - report["seconds"]
         try:
