@@ -6,6 +6,7 @@ data, the run resumes after a kill, and the recipe loads in eval and serve."""
 
 import asyncio
 import json
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -181,8 +182,47 @@ def test_a_round_is_judged_by_paired_tests_on_every_strategy():
     # one strategy worse rejects the round, even when another gained
     accepted, gained, why = verdict({"single": better, "program-aided": worse}, 0.05)
     assert (accepted, gained) == (False, False) and "program-aided" in why
-    with pytest.raises(ValueError, match="--agree 5"):
-        ImproveSpec(chains=4, agree=5)
+
+
+def test_code_is_labelled_by_the_visible_tests_never_by_the_hidden_ones(tmp_path, setup):
+    """f adds one; the visible test is f(1) == 2, the hidden ones add f(5) == 6. Cases 0-7 are
+    written right, 8-15 return 2 (pass the visible test only), 16-23 return x (fail it)."""
+    settings, math_spec = setup
+    path = tmp_path / "code.jsonl"
+    path.write_text("".join(json.dumps({"prompt": f"Write f(x) that adds one to x. (case {k})",
+                                        "tests": ["assert f(1) == 2", "assert f(5) == 6"]}) + "\n" for k in range(24)))
+
+    def case(text) -> int:
+        return int(re.search(r"case (\d+)", json.dumps(text)).group(1))
+
+    def program(messages, params, k):
+        n = case(messages[0]["content"])
+        return f"```python\ndef f(x):\n    return {'x + 1' if n < 8 else '2' if n < 16 else 'x'}\n```"
+
+    spec = ImproveSpec(task=str(path), limit=24, heldout=0.5, rounds=1, chains=1, student_samples=2,
+                       epochs=1, learning_rate=1e-3, batch_size=8)  # --agree 2 > --chains 1 binds math only
+    with pytest.raises(ConfigError, match="--agree 2 needs at least as many chains"):
+        Improvement(settings, math_spec.model_copy(update={"chains": 1}), tmp_path / "math")
+    out = tmp_path / "improve"
+    report = asyncio.run(Improvement(settings, spec, out, engine_factory=lambda c: ScriptedModel(
+        program, identity=f"scripted-code:{c.name}")).run())
+
+    assert report["teacher"] == "best-of-n:n=5"
+    items = {i.id: case(i.view.question) for i in Improvement(settings, spec, out).task.items()}
+    base = report["rounds"][0]["heldout"]["best-of-n:n=5"]
+    held = set(base["correct"])
+    assert base["accuracy"] == sum(items[i] < 8 for i in held) / len(held)  # the hidden tests measure
+    data = [json.loads(line) for line in (out / "round-1" / "data.jsonl").read_text().splitlines()]
+    taught = {case(d["prompt"]) for d in data}
+    train = {n for i, n in items.items() if i not in held}
+    assert taught == {n for n in train if n < 16}  # every program that passed the visible test, no other
+    assert not {d["item_id"] for d in data} & held and {d["label"] for d in data} == {"tests"}
+    assert {d["provenance"]["format"] for d in data} == {"best-of-n:n=5", "single"}
+    assert report["rounds"][1]["written"] == 0  # the student's own programs passed the visible tests
+    # measured against the hidden tests afterwards: the programs that return 2 were wrong labels
+    assert report["rounds"][1]["train"]["labels_right"] == pytest.approx(
+        sum(n < 8 for n in train) / sum(n < 16 for n in train))
+    assert "a program that passes every visible test" in (out / "report.md").read_text()
 
 
 def test_the_memory_s_examples_join_the_data_unless_they_ask_a_held_out_question(tmp_path, setup):

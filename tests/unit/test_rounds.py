@@ -199,3 +199,27 @@ def test_independent_samples_are_not_read_as_two_attempts(tmp_path, toy_task, ta
                      evaluate=["self-consistency:n=3"], epochs=1, learning_rate=1e-3)
     report = asyncio.run(train_rounds(settings, spec, tmp_path / "train"))
     assert all(r["heldout"]["attempts"] == {} for r in report["rounds"])
+
+
+def test_a_lora_round_merged_in_fp32_is_the_next_round_s_master_copy(tmp_path, taught):
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from selfcorrect.train.rounds import merged_master
+
+    items = ListTask(PROBLEMS).items()
+    examples = [Example(prompt=list(i.view.messages), completion="The answer is 3.", item_id=i.id) for i in items]
+    train_sft(taught, to_dataset(examples), tmp_path / "lora", SFTSettings(lora=True, epochs=2, learning_rate=1e-2,
+                                                                           save_steps=1000), progress=False)
+    adapter = tmp_path / "lora" / "model"
+    merged = merged_master(Checkpoint(name="r1", round=1, path=taught, adapter=str(adapter)), tmp_path / "round-2")
+    assert merged == tmp_path / "round-2" / "start" and not (merged / "adapter_config.json").exists()
+    ids = torch.tensor([[1, 2, 3, 4, 5]])
+    with torch.no_grad():
+        base = AutoModelForCausalLM.from_pretrained(taught)
+        plain = AutoModelForCausalLM.from_pretrained(merged)
+        assert plain.dtype == torch.float32
+        assert not torch.allclose(base(ids).logits, plain(ids).logits, atol=1e-3)  # the adapter is in
+        with_adapter = PeftModel.from_pretrained(base, str(adapter))
+        assert torch.allclose(with_adapter(ids).logits, plain(ids).logits, atol=1e-4)

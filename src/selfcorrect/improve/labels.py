@@ -11,9 +11,10 @@ labels
 examples
   teacher   the teacher's first prompt → a reply the labels verified (a program fixed after an
             error is taught as the first answer): the strategy itself gets better
-  student   a student strategy's prompt → one of its own samples that gives the label, or, where
-            none does, the label in the task's answer format (`worked_reply`; for code the
-            verified program): the system distilled into one sample
+  student   a student strategy's prompt → one of its own samples that gives the label (code: that
+            passed the visible tests), or, where none does, the label in the task's answer format
+            (`worked_reply`; for code the teacher's verified program): the system distilled into
+            one sample
 """
 
 from __future__ import annotations
@@ -119,8 +120,9 @@ def student_examples(store: Store, found: dict[str, Label], *, task, questions: 
         if label.answer is not None:
             agreeing = _unique([g for g in mine if g.attempt.answer is not None
                                 and vote_key(g.attempt.answer) == label.answer], per_item)
-        else:  # code: the student's samples were never run against the tests
-            agreeing = []
+        else:  # code: its own samples that passed the visible tests
+            agreeing = _unique([g for g in mine if g.attempt.text.strip() and len(g.attempt.text) <= MAX_CHARS
+                                and _passed_visible_tests(g)], per_item)
         for g in agreeing:
             examples.append(Example(prompt=prompt, completion=g.attempt.text.strip(), item_id=item_id, label=label_kind,
                                     provenance={"format": student, "run": g.run_id, "attempt": g.attempt.index,

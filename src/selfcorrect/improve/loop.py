@@ -3,13 +3,14 @@ recipe (the accepted checkpoint and the strategy to serve it with).
 
     round 0   the base: every strategy measured on the held-out side (and the probe, a harder
               split never trained on)
-    round r   the accepted model's best system (the teacher: program-aided, self-debug) samples
-              the train side in independent chains, and each student strategy samples it too;
-              what the strongest check verifies (labels.py) becomes data in both formats, with
-              earlier rounds' data kept; train from the base (ReST-EM) or from the accepted
-              checkpoint; measure every strategy held out, paired against the accepted round and
-              the base. A round significantly worse on any strategy is rejected and the loop
-              goes on from the accepted one; the loop stops when no strategy gains significantly
+    round r   the accepted model's best system (the teacher: program-aided; best-of-n by the
+              visible tests) samples the train side in independent chains, and each student
+              strategy samples it too; what the strongest check verifies (labels.py) becomes
+              data in both formats, with earlier rounds' data kept; train from the base
+              (ReST-EM) or from the accepted checkpoint; measure every strategy held out, paired
+              against the accepted round and the base. A round significantly worse on any
+              strategy is rejected and the loop goes on from the accepted one; the loop stops
+              when no strategy gains significantly
               for `patience` rounds, or at the budget.
 
 Curriculum: from round 2 on, each round adds the next `curriculum` task's items to the train
@@ -31,7 +32,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from selfcorrect.config import Settings
 from selfcorrect.errors import ConfigError
@@ -45,12 +46,14 @@ from selfcorrect.store import Store
 from selfcorrect.strategies import parse_strategy
 from selfcorrect.tasks import Subset, parse_task, select
 from selfcorrect.train.data import Example, SplitSpec, check_heldout, data_hash, split, to_dataset, write_jsonl
-from selfcorrect.train.rounds import MEASURE_TEMPERATURE, checkpoint_opener, evaluate_side
+from selfcorrect.train.rounds import MEASURE_TEMPERATURE, checkpoint_opener, evaluate_side, merged_master
 from selfcorrect.train.sft import SFTSettings, train_sft
 from selfcorrect.train.to_gguf import fits_template
 from selfcorrect.verify.answers import vote_key
 
-TEACHERS = {"math": "program-aided", "code": "self-debug"}
+# the best system each kind has measured (docs/FINDINGS.md sections 1-2): programs run for math,
+# samples chosen by the visible tests for code (self-debug repaired nothing there)
+TEACHERS = {"math": "program-aided", "code": "best-of-n:n=5"}
 DIVERSITY_ALARM = 0.5  # the students' distinct answers per item below half of round 1's
 TAIL_ALARM = 0.1  # the share of unlabelled train items up by ten points or more
 HOTTER, HOTTEST = 0.2, 1.0  # what a collapse adds to the sampling temperature, and its ceiling
@@ -64,7 +67,7 @@ class ImproveSpec(SplitSpec):
         "none", description="none (label-free: agreement of independent programs, visible tests) or gold "
                             "(the task's gold check: an oracle run)")
     teacher: str | None = Field(None, description="the system that labels and teaches (default: program-aided "
-                                                  "for math, self-debug for code)")
+                                                  "for math, best-of-n:n=5 by the visible tests for code)")
     chains: int = Field(4, ge=1, le=16, description="the teacher's independent chains per train item")
     agree: int = Field(2, ge=1, description="math, labels none: the least chains that must print the same answer")
     students: list[str] = Field(["single"], description="comma-separated cheaper strategies taught the "
@@ -90,12 +93,6 @@ class ImproveSpec(SplitSpec):
     budget_minutes: float | None = Field(None, gt=0, description="start no round after this many minutes")
     extra_data: str | None = Field(None, description="a data.jsonl added to every round's data, e.g. the worked "
                                                      "examples of `selfcorrect memory export-training`")
-
-    @model_validator(mode="after")
-    def _consistent(self):
-        if self.agree > self.chains:
-            raise ValueError(f"--agree {self.agree} needs at least as many chains (--chains {self.chains})")
-        return self
 
 
 def _tokens(rows: list) -> float:
@@ -162,6 +159,10 @@ class Improvement:
         self.teacher = spec.teacher or TEACHERS.get(self.task.kind)
         if self.teacher is None:
             raise ConfigError(f"{spec.task} is a {self.task.kind} task with no default teacher", "name one: --teacher")
+        if self.task.kind == "math" and spec.labels == "none" and spec.agree > spec.chains:
+            # code's label is the visible tests, so agreement between chains only binds math
+            raise ConfigError(f"--agree {spec.agree} needs at least as many chains (--chains {spec.chains})",
+                              "lower --agree or raise --chains")
         self.evaluated = spec.evaluate or list(dict.fromkeys([*spec.students, self.teacher]))
         for name in {self.teacher, *spec.students, *self.evaluated}:
             parse_strategy(name, settings.prompts)  # an unknown strategy fails before anything runs
@@ -229,7 +230,7 @@ class Improvement:
         use_gguf = spec.engine == "gguf" or (spec.engine == "auto" and fits_template(Path(base.path)))
         self.open_model = self.engine_factory or checkpoint_opener(self.settings, lineage, use_gguf, self.say)
         report = self._resumed() or {
-            "spec": spec.model_dump(), "task": self.task.name, "teacher": self.teacher, "evaluated": self.evaluated,
+            "spec": spec.model_dump(), "task": self.task.name, "kind": self.task.kind, "teacher": self.teacher, "evaluated": self.evaluated,
             "oracle": spec.labels == "gold", "engine": "gguf" if use_gguf else "hf",
             "precision": resolve(self.settings.precision), "machine": describe(), "train_items": len(self.train_ids),
             "heldout_items": len(self.held_ids), "probe_items": len(self.probe.items()) if self.probe else 0,
@@ -321,7 +322,10 @@ class Improvement:
                                                 self.spec.seed + number, temperature, self.on_progress)
                 runs["teacher"].append((stage, run_id, teacher))
                 for student in self.spec.students:
-                    sampler = f"self-consistency:n={self.spec.student_samples}" if student == "single" else student
+                    sampler = student
+                    if student == "single":  # its own samples; code's are run against the visible tests
+                        sampler = (f"best-of-n:n={self.spec.student_samples}" if task.kind == "code"
+                                   else f"self-consistency:n={self.spec.student_samples}")
                     self.say(f"round {number}: the student {student} samples them ({sampler})")
                     run_id, rows = await evaluate_side(self.settings, side, [sampler], engine,
                                                        self.spec.seed + number, temperature, self.on_progress)
@@ -370,7 +374,7 @@ class Improvement:
             return entry
         write_jsonl(examples, folder / "data.jsonl")
         start = base if spec.restart == "base" else accepted_checkpoint
-        start_path = self._merged(start, folder) if start.adapter else Path(start.path)
+        start_path = merged_master(start, folder) if start.adapter else Path(start.path)
         self.say(f"round {number}: training on {len(examples)} examples ({entry['formats']})")
         metrics = self.trainer(start_path, examples, folder)
         checkpoint = lineage.register(Checkpoint(
@@ -392,17 +396,6 @@ class Improvement:
         entry["alarms"], entry["next_temperature"] = self._steer(entry, report, temperature)
         self.say(f"round {number}: {'accepted' if ok else 'REJECTED'}: {why}")
         return entry
-
-    @staticmethod
-    def _merged(start: Checkpoint, folder: Path) -> Path:
-        """A trained round's adapter merged into its base: the next round's master copy (fp32)."""
-        from selfcorrect.models.hf import HFModel
-
-        merger = HFModel(start.path, start.adapter, precision="fp32")
-        try:
-            return merger.merge_adapter(folder / "start")
-        finally:
-            merger.close()
 
     def _with_earlier(self, examples: list[Example], report: dict, out: Path) -> list[Example]:
         """This round's examples, and the accepted rounds' examples of items it did not verify

@@ -51,7 +51,8 @@ def render(report: dict) -> str:
               + (f", curriculum {', '.join(f'`{c}` ({n} items)' for c, n in zip(spec['curriculum'], report['curriculum_items']))}"
                  if spec.get("curriculum") else "") + ".",
               f"Teacher `{report['teacher']}` in {spec['chains']} independent chains"
-              + (f" (a label needs {spec['agree']} agreeing)" if spec["labels"] == "none" else "")
+              + ("" if spec["labels"] != "none" else " (a label is a program that passes every visible test)"
+                 if report.get("kind") == "code" else f" (a label needs {spec['agree']} agreeing)")
               + f"; students {', '.join(f'`{s}`' for s in spec['students'])} ({spec['student_samples']} samples each); "
               f"training from the {'base each round' if spec['restart'] == 'base' else 'accepted checkpoint'}, "
               f"{'LoRA' if spec['lora'] else 'full'}, {spec['epochs']} epochs, lr {spec['learning_rate']}; held out "

@@ -101,7 +101,6 @@ async def train_rounds(settings: Settings, spec: TrainSpec, out: Path,
                        on_progress: Callable | None = None) -> dict:
     """Run the rounds; write out/report.{json,md,html} after each one; return the report.
     `engine_factory(checkpoint)` opens a checkpoint's model (default: by `spec.engine`)."""
-    from selfcorrect.models.hf import HFModel
 
     def say(text: str) -> None:
         if on_stage is not None:
@@ -118,9 +117,6 @@ async def train_rounds(settings: Settings, spec: TrainSpec, out: Path,
     train_ids, held_ids = split([i.id for i in items], spec.heldout, spec.seed)
     train_side, held_side = Subset(task, set(train_ids)), Subset(task, set(held_ids))
     use_gguf = spec.engine == "gguf" or (spec.engine == "auto" and fits_template(Path(base.path)))
-
-    def open_hf(c: Checkpoint, precision: str = settings.precision):
-        return HFModel(c.path, c.adapter, batch=settings.hf.batch, threads=settings.hf.threads, precision=precision)
 
     open_model = engine_factory or checkpoint_opener(settings, lineage, use_gguf, say)
     out.mkdir(parents=True, exist_ok=True)
@@ -155,9 +151,7 @@ async def train_rounds(settings: Settings, spec: TrainSpec, out: Path,
                 start_path = Path(start.path)
                 if start.adapter and spec.restart == "continue":
                     say(f"round {number}: merging round {number - 1}'s adapter")
-                    merger = open_hf(start, "fp32")  # the merge is the next round's master copy
-                    start_path = merger.merge_adapter(folder / "start")
-                    merger.close()
+                    start_path = merged_master(start, folder)
                 say(f"round {number}: {method.training(examples, run)}")
                 metrics = method.train(run, start_path, folder, examples)
                 current = lineage.register(Checkpoint(
@@ -217,6 +211,17 @@ async def train_rounds(settings: Settings, spec: TrainSpec, out: Path,
         store.close()
     write_report(report, out)
     return report
+
+
+def merged_master(start: Checkpoint, folder: Path) -> Path:
+    """A trained round's adapter merged into its base, in fp32: the next round's master copy."""
+    from selfcorrect.models.hf import HFModel
+
+    merger = HFModel(start.path, start.adapter, precision="fp32")
+    try:
+        return merger.merge_adapter(folder / "start")
+    finally:
+        merger.close()
 
 
 def checkpoint_opener(settings: Settings, lineage: Lineage, use_gguf: bool, say: Callable[[str], None]):
