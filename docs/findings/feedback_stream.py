@@ -24,7 +24,7 @@ import httpx
 import uvicorn
 
 from selfcorrect.config import load_settings
-from selfcorrect.measure.stats import mcnemar, wilson
+from selfcorrect.stats import mcnemar, wilson
 from selfcorrect.memory.gate import Gate
 from selfcorrect.serve.app import ServeConfig, create_app
 from selfcorrect.tasks import parse_task

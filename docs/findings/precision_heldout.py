@@ -15,7 +15,7 @@ import argparse
 import json
 from pathlib import Path
 
-from selfcorrect.measure.stats import mcnemar, wilson
+from selfcorrect.stats import mcnemar, wilson
 from selfcorrect.models.lineage import Lineage
 from selfcorrect.runner import results_by_strategy
 from selfcorrect.store import Store

@@ -2,7 +2,7 @@ import pytest
 
 from selfcorrect.measure.compute import accuracy_at, budget_for, pool_sizes, vote_curve
 from selfcorrect.measure.flips import flip_matrices
-from selfcorrect.measure.stats import mcnemar, wilson
+from selfcorrect.stats import mcnemar, wilson
 from selfcorrect.trajectory import Attempt, FinalGrade, Grade, Revision, Trajectory, UnitResult
 
 

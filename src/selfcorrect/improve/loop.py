@@ -38,7 +38,7 @@ from selfcorrect.config import Settings
 from selfcorrect.errors import ConfigError
 from selfcorrect.improve.labels import label_items, student_examples, teacher_examples
 from selfcorrect.improve.report import write as write_report
-from selfcorrect.measure.stats import mcnemar, wilson
+from selfcorrect.stats import mcnemar, wilson
 from selfcorrect.models.lineage import Checkpoint, Lineage
 from selfcorrect.models.recipe import Measured, Recipe, write_recipe
 from selfcorrect.precision import describe, resolve

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from selfcorrect.measure.stats import mcnemar, wilson
+from selfcorrect.stats import mcnemar, wilson
 from selfcorrect.trajectory import UnitResult
 
 WINDOW = 20

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 from selfcorrect.measure.compute import accuracy_at, best_of_curve, budget_for, vote_curve
 from selfcorrect.measure.flips import flip_matrices
-from selfcorrect.measure.stats import mcnemar, wilson
+from selfcorrect.stats import mcnemar, wilson
 from selfcorrect.trajectory import PHASES, SENT_FIELDS, UnitResult
 
 COST_FIELDS = ("calls", "prompt_tokens", "completion_tokens", *SENT_FIELDS, "seconds", "sandbox_runs",

@@ -33,10 +33,10 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from selfcorrect.errors import ConfigError
+from selfcorrect.stats import wilson
 
 ARMS = ("none", "examples", "rules", "lessons")
 SHOWN = ARMS[1:]
-Z = 1.959964  # two-sided 95%
 TABLE = """
 CREATE TABLE IF NOT EXISTS memory_arms (
     namespace TEXT NOT NULL,
@@ -45,15 +45,6 @@ CREATE TABLE IF NOT EXISTS memory_arms (
     PRIMARY KEY (namespace, arm)
 );
 """
-
-
-def _wilson(successes: int, total: int) -> tuple[float, float]:
-    if total == 0:
-        return 0.0, 1.0
-    p, z2 = successes / total, Z * Z
-    centre = (p + z2 / (2 * total)) / (1 + z2 / total)
-    half = Z * ((p * (1 - p) / total + z2 / (4 * total * total)) ** 0.5) / (1 + z2 / total)
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 class ArmEvidence(BaseModel):
@@ -68,7 +59,7 @@ class ArmEvidence(BaseModel):
     @property
     def bounds(self) -> tuple[float, float]:
         """Wilson bounds on the share of discordant pairs that went the arm's way."""
-        return _wilson(self.helped, self.helped + self.hurt)
+        return wilson(self.helped, self.helped + self.hurt)
 
 
 class Gate:

@@ -11,7 +11,7 @@ from itertools import combinations
 from pathlib import Path
 
 from selfcorrect.errors import ConfigError
-from selfcorrect.measure.stats import mcnemar, wilson
+from selfcorrect.stats import mcnemar, wilson
 
 
 def load(folder: Path) -> dict:

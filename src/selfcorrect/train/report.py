@@ -7,7 +7,7 @@ import json
 import math
 from pathlib import Path
 
-from selfcorrect.measure.stats import mcnemar
+from selfcorrect.stats import mcnemar
 
 
 def write(report: dict, out: Path) -> None:

@@ -28,7 +28,7 @@ from pydantic import Field, model_validator
 
 from selfcorrect.config import Settings
 from selfcorrect.errors import ConfigError
-from selfcorrect.measure.stats import mcnemar, wilson
+from selfcorrect.stats import mcnemar, wilson
 from selfcorrect.models.lineage import Checkpoint, Lineage
 from selfcorrect.models.load import load_gguf
 from selfcorrect.precision import describe, resolve
