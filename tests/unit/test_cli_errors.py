@@ -179,9 +179,12 @@ def test_ctrl_c_stops_a_run_promptly_with_the_resume_hint_and_no_traceback(tmp_p
             [str(EXE), "--model", "openai:m", "--base-url", stub.url, "eval", "--limit", "20"],
             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 30
-        while not stub.seen and time.monotonic() < deadline:  # the run is under way
+        while not stub.seen and time.monotonic() < deadline and process.poll() is None:  # the run is under way
             time.sleep(0.1)
-        assert stub.seen, "the run never asked the model"
+        if not stub.seen:
+            process.kill()
+            _, stderr = process.communicate(timeout=15)
+            pytest.fail(f"the run never asked the model (exit {process.returncode}); it said: {stderr[-2000:]}")
         started = time.monotonic()
         process.send_signal(signal.SIGINT)
         _, stderr = process.communicate(timeout=15)
