@@ -9,7 +9,7 @@
 #   docs/findings/run_studies.sh train-rft-gold train-star-program train-dpo-gold train-dpo-judge  # self-training (issue 10)
 #   docs/findings/run_studies.sh train-grpo train-score train-correction train-compare        # RL (issue 12)
 #   docs/findings/run_studies.sh verifier-prm search-prm                                     # search with a learned PRM (issue 11)
-#   docs/findings/run_studies.sh improve-arithmetic                                          # selfcorrect improve (issue 24)
+#   docs/findings/run_studies.sh improve-arithmetic improve-mbpp                             # selfcorrect improve (issue 24)
 #   docs/findings/run_studies.sh online-arithmetic-gated online-mbpp-gated feedback-stream   # the gated memory (issue 25)
 # LIMIT=3 runs a quick check of the same commands.
 set -euo pipefail
@@ -53,6 +53,11 @@ for study in "${@:-arithmetic mbpp gsm8k online-arithmetic online-arithmetic-fee
           --probe arithmetic:digits=3,n=100,seed=2 --curriculum arithmetic:digits=3,n=100,seed=1 --per-item 1 \
           --budget-minutes 60 --out .selfcorrect/improve/arith
         mkdir -p "$out/$name" && cp .selfcorrect/improve/arith/{report.md,report.json,report.html,recipe.json} "$out/$name/" ;;
+      # MBPP: best-of-n by the visible tests teaches, the hidden tests measure; 300 items (~150 each side).
+      improve-mbpp) [ -n "$("${sc[@]}" models lineage 2>/dev/null | grep -w base)" ] || "${sc[@]}" models export
+        "${sc[@]}" improve --task mbpp --limit "${LIMIT:-300}" --rounds 1 --labels none --chains 1 --student-samples 1 \
+          --per-item 2 --out .selfcorrect/improve/mbpp
+        mkdir -p "$out/$name" && cp .selfcorrect/improve/mbpp/{report.md,report.json,report.html,recipe.json} "$out/$name/" ;;
       # Self-training on arithmetic: 600 items split by item id into ~300 train and ~300 held out.
       train-*) [ -n "$("${sc[@]}" models lineage 2>/dev/null | grep -w base)" ] || "${sc[@]}" models export
         train=(--task arithmetic:n=600 --limit "${LIMIT:-600}" --heldout 0.5 --sample self-consistency:n=6)

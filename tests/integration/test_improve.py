@@ -129,6 +129,11 @@ def test_a_killed_round_is_done_again_from_the_start(tmp_path, setup):
     assert (out / "round-1" / "data.jsonl").read_text().startswith("{")
     with pytest.raises(ConfigError, match="other settings"):
         improve(settings, spec.model_copy(update={"chains": 3}), out)
+    # a finished run given another round goes on from where it stopped, its rounds kept
+    longer, stages = improve(settings, spec.model_copy(update={"rounds": 2}), out)
+    assert any("rounds 1 → 2" in s for s in stages)
+    assert [r["round"] for r in longer["rounds"]] == [0, 1, 2] and longer["rounds"][:2] == report["rounds"]
+    assert longer["spec"]["rounds"] == 2 and longer["stopped"] == "all 2 rounds done"
 
 
 def test_the_recipe_loads_in_eval_and_serve(tmp_path, setup):

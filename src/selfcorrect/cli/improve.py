@@ -20,7 +20,8 @@ def improve(
     ctx: typer.Context,
     spec: ImproveSpec,
     folder: Annotated[Optional[Path], typer.Option("--out", help="where the rounds, the report and recipe.json go; "
-                                                   "the same folder again resumes a killed run")] = None,
+                                                   "the same folder again resumes a killed run, or goes on "
+                                                   "with more --rounds")] = None,
 ) -> None:
     """Expert iteration: the model's best system labels the train side with checks it can
     verify, the model learns from it in the teacher's format and the students', every

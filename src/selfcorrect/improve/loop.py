@@ -59,6 +59,10 @@ TAIL_ALARM = 0.1  # the share of unlabelled train items up by ten points or more
 HOTTER, HOTTEST = 0.2, 1.0  # what a collapse adds to the sampling temperature, and its ceiling
 
 
+# what may change when a run is resumed: when to stop, never what a round does
+STOPPING = ("rounds", "patience", "budget_minutes")
+
+
 class ImproveSpec(SplitSpec):
     """What `selfcorrect improve` runs; each description is its option's help."""
 
@@ -217,9 +221,15 @@ class Improvement:
         if not path.is_file():
             return None
         report = json.loads(path.read_text())
-        if report.get("spec") != self.spec.model_dump():
+        mine, theirs = self.spec.model_dump(), dict(report.get("spec") or {})
+        if {k: v for k, v in theirs.items() if k not in STOPPING} != {k: v for k, v in mine.items() if k not in STOPPING}:
             raise ConfigError(f"{self.out} holds an improve run with other settings",
-                              "give the same options to resume it, or another --out")
+                              "give the same options to resume it (only --rounds, --patience and "
+                              "--budget-minutes may change), or another --out")
+        if any(theirs.get(k) != mine[k] for k in STOPPING):
+            # a finished run given more rounds, patience or budget goes on where it stopped
+            self.say(f"stopping rules changed: {', '.join(f'{k} {theirs.get(k)} → {mine[k]}' for k in STOPPING if theirs.get(k) != mine[k])}")
+            report["spec"], report["stopped"] = mine, None
         return report
 
     async def run(self) -> dict:
