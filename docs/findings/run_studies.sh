@@ -55,8 +55,8 @@ for study in "${@:-arithmetic mbpp gsm8k online-arithmetic online-arithmetic-fee
         mkdir -p "$out/$name" && cp .selfcorrect/improve/arith/{report.md,report.json,report.html,recipe.json} "$out/$name/" ;;
       # MBPP: best-of-n by the visible tests teaches, the hidden tests measure; 300 items (~150 each side).
       improve-mbpp) [ -n "$("${sc[@]}" models lineage 2>/dev/null | grep -w base)" ] || "${sc[@]}" models export
-        "${sc[@]}" improve --task mbpp --limit "${LIMIT:-300}" --rounds 1 --labels none --chains 1 --student-samples 1 \
-          --per-item 2 --out .selfcorrect/improve/mbpp
+        "${sc[@]}" improve --task mbpp --limit "${LIMIT:-300}" --rounds 3 --patience 3 --budget-minutes 58 --labels none \
+          --chains 1 --student-samples 1 --per-item 2 --out .selfcorrect/improve/mbpp
         mkdir -p "$out/$name" && cp .selfcorrect/improve/mbpp/{report.md,report.json,report.html,recipe.json} "$out/$name/" ;;
       # Self-training on arithmetic: 600 items split by item id into ~300 train and ~300 held out.
       train-*) [ -n "$("${sc[@]}" models lineage 2>/dev/null | grep -w base)" ] || "${sc[@]}" models export
