@@ -21,6 +21,7 @@ from typer.testing import CliRunner  # noqa: E402
 from selfcorrect.config import load_settings  # noqa: E402
 from selfcorrect.errors import ConfigError  # noqa: E402
 from selfcorrect.improve.loop import ImproveSpec, Improvement, verdict  # noqa: E402
+from selfcorrect.improve.report import served_round  # noqa: E402
 from selfcorrect.models.lineage import Checkpoint, Lineage  # noqa: E402
 from selfcorrect.models.recipe import read_recipe  # noqa: E402
 from selfcorrect.models.scripted import ScriptedModel  # noqa: E402
@@ -191,20 +192,21 @@ def test_a_round_is_judged_by_paired_tests_on_every_strategy():
 
 def test_code_is_labelled_by_the_visible_tests_never_by_the_hidden_ones(tmp_path, setup):
     """f adds one; the visible test is f(1) == 2, the hidden ones add f(5) == 6. Cases 0-7 are
-    written right, 8-15 return 2 (pass the visible test only), 16-23 return x (fail it)."""
+    written right, 8-15 double x (pass the visible test only), 16-23 return 2 (pass it hard-coded,
+    reading no input), 24-31 return x (fail it)."""
     settings, math_spec = setup
     path = tmp_path / "code.jsonl"
     path.write_text("".join(json.dumps({"prompt": f"Write f(x) that adds one to x. (case {k})",
-                                        "tests": ["assert f(1) == 2", "assert f(5) == 6"]}) + "\n" for k in range(24)))
+                                        "tests": ["assert f(1) == 2", "assert f(5) == 6"]}) + "\n" for k in range(32)))
 
     def case(text) -> int:
         return int(re.search(r"case (\d+)", json.dumps(text)).group(1))
 
     def program(messages, params, k):
         n = case(messages[0]["content"])
-        return f"```python\ndef f(x):\n    return {'x + 1' if n < 8 else '2' if n < 16 else 'x'}\n```"
+        return f"```python\ndef f(x):\n    return {'x + 1' if n < 8 else 'x * 2' if n < 16 else '2' if n < 24 else 'x'}\n```"
 
-    spec = ImproveSpec(task=str(path), limit=24, heldout=0.5, rounds=1, chains=1, student_samples=2,
+    spec = ImproveSpec(task=str(path), limit=32, heldout=0.5, rounds=1, chains=1, student_samples=2,
                        epochs=1, learning_rate=1e-3, batch_size=8)  # --agree 2 > --chains 1 binds math only
     with pytest.raises(ConfigError, match="--agree 2 needs at least as many chains"):
         Improvement(settings, math_spec.model_copy(update={"chains": 1}), tmp_path / "math")
@@ -220,14 +222,18 @@ def test_code_is_labelled_by_the_visible_tests_never_by_the_hidden_ones(tmp_path
     data = [json.loads(line) for line in (out / "round-1" / "data.jsonl").read_text().splitlines()]
     taught = {case(d["prompt"]) for d in data}
     train = {n for i, n in items.items() if i not in held}
-    assert taught == {n for n in train if n < 16}  # every program that passed the visible test, no other
+    assert taught == {n for n in train if n < 16}  # what passed the visible test reading its input, no other
     assert not {d["item_id"] for d in data} & held and {d["label"] for d in data} == {"tests"}
     assert {d["provenance"]["format"] for d in data} == {"best-of-n:n=5", "single"}
     assert report["rounds"][1]["written"] == 0  # the student's own programs passed the visible tests
-    # measured against the hidden tests afterwards: the programs that return 2 were wrong labels
+    hard_coded = sum(16 <= n < 24 for n in train)
+    assert hard_coded and report["rounds"][1]["train"]["hard_coded"] >= hard_coded  # each such item's program refused
+    # measured against the hidden tests afterwards: the programs that double x were wrong labels
     assert report["rounds"][1]["train"]["labels_right"] == pytest.approx(
         sum(n < 8 for n in train) / sum(n < 16 for n in train))
-    assert "a program that passes every visible test" in (out / "report.md").read_text()
+    markdown = (out / "report.md").read_text()
+    assert "a program that passes every visible test and reads its inputs" in markdown
+    assert "hard-coded programs refused" in markdown
 
 
 def test_the_memory_s_examples_join_the_data_unless_they_ask_a_held_out_question(tmp_path, setup):
@@ -246,6 +252,18 @@ def test_the_memory_s_examples_join_the_data_unless_they_ask_a_held_out_question
     leaking.write_text(json.dumps({**row, "prompt": [{"role": "user", "content": asked.view.question}]}) + "\n")
     with pytest.raises(ConfigError, match="held-out or probe question"):
         Improvement(settings, spec.model_copy(update={"extra_data": str(leaking)}), tmp_path / "b")
+
+
+def test_the_recipe_serves_the_best_accepted_round_not_the_last():
+    def entry(number, accuracy, tokens, accepted=True):
+        return {"round": number, "accepted": accepted, "best": "s",
+                "heldout": {"s": {"accuracy": accuracy, "tokens_per_item": tokens}}}
+
+    # round 3 was accepted (not significantly worse) but measured below round 2; round 4 was rejected
+    rounds = [entry(0, 0.11, 547), entry(1, 0.12, 304), entry(2, 0.15, 235), entry(3, 0.13, 219), entry(4, 0.3, 90, False)]
+    assert served_round(rounds)["round"] == 2
+    assert served_round(rounds[:2] + [entry(2, 0.12, 250)])["round"] == 2  # equal accuracy: the cheaper
+    assert served_round([entry(0, 0.5, 100), entry(1, 0.4, 50)])["round"] == 0  # nothing beat the base: the base
 
 
 def test_a_collapse_raises_the_next_round_s_temperature():

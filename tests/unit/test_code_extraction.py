@@ -1,4 +1,9 @@
-from selfcorrect.verify.code import assemble, extract_code, guess_entry_point
+import json
+from pathlib import Path
+
+import pytest
+
+from selfcorrect.verify.code import assemble, extract_code, guess_entry_point, ignores_its_inputs
 
 TWO_BLOCKS = """Here is the helper and the solution:
 ```python
@@ -63,3 +68,17 @@ def test_the_entry_point_is_what_the_tests_call():
     code = "def helper(x):\n    return x\ndef similar(a, b):\n    return helper(a)\n"
     assert guess_entry_point(["assert set(similar((1,), (2,))) == set()"], code) == "similar"
     assert guess_entry_point(["assert math.isclose(area(1), 3.14159, rel_tol=0.001)"]) == "area"
+
+
+HARD_CODED = [json.loads(line) for line in (Path(__file__).parent.parent / "data" / "hard_coded.jsonl").open()
+              if line.strip()]
+
+
+@pytest.mark.parametrize("case", HARD_CODED, ids=[c["why"] for c in HARD_CODED])
+def test_a_function_that_reads_none_of_its_inputs_is_hard_coded(case):
+    """tests/data/hard_coded.jsonl: programs a careful grader judged (add more there)."""
+    assert ignores_its_inputs(case["code"], case["entry_point"]) is case["hard_coded"]
+
+
+def test_the_hard_coded_case_file_covers_both_verdicts():
+    assert sum(c["hard_coded"] for c in HARD_CODED) >= 8 and sum(not c["hard_coded"] for c in HARD_CODED) >= 8

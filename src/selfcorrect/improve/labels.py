@@ -4,7 +4,8 @@ is, and examples in the teacher's format and in each student's.
 labels
   none  math: the answer that at least `agree` of the teacher's independent chains (programs the
         sandbox ran) printed, with no other answer printed as often; code: a program that passed
-        every visible test. No gold anywhere: what the gold check says of a label is measured
+        every visible test and reads its inputs (one that reads none hard-codes the visible
+        tests' answers, and self-training learns to: FINDINGS.md section 9). No gold anywhere: what the gold check says of a label is measured
         afterwards, for the report only.
   gold  the task's gold check (the gold answer, the hidden tests): an oracle run.
 
@@ -12,7 +13,7 @@ examples
   teacher   the teacher's first prompt → a reply the labels verified (a program fixed after an
             error is taught as the first answer): the strategy itself gets better
   student   a student strategy's prompt → one of its own samples that gives the label (code: that
-            passed the visible tests), or, where none does, the label in the task's answer format
+            passed the visible tests and reads its inputs), or, where none does, the label in the task's answer format
             (`worked_reply`; for code the teacher's verified program): the system distilled into
             one sample
 """
@@ -27,7 +28,7 @@ from selfcorrect.models.base import first_turn
 from selfcorrect.store import GradedAttempt, Store
 from selfcorrect.train.data import Example
 from selfcorrect.verify.answers import vote_key
-from selfcorrect.verify.code import extract_code
+from selfcorrect.verify.code import extract_code, ignores_its_inputs
 
 MAX_CHARS = 2000
 
@@ -48,6 +49,10 @@ def _passed_visible_tests(graded: GradedAttempt) -> bool:
     return any(f.kind == "external" and f.passed and "test" in f.source for f in graded.attempt.feedback)
 
 
+def _hard_coded(graded: GradedAttempt, entry_point: str | None) -> bool:
+    return ignores_its_inputs(extract_code(graded.attempt.text, entry_point) or "", entry_point)
+
+
 def _by_item(store: Store, task: str, run_ids: Sequence[str], item_ids: Sequence[str]) -> dict[str, list[GradedAttempt]]:
     allowed, grouped = set(item_ids), {}
     for graded in store.graded_attempts(task=task, run_ids=list(run_ids), item_ids=list(allowed)):
@@ -57,9 +62,11 @@ def _by_item(store: Store, task: str, run_ids: Sequence[str], item_ids: Sequence
 
 
 def label_items(store: Store, *, task: str, kind: str, run_id: str, item_ids: Sequence[str], labels: str,
-                agree: int) -> dict[str, Label]:
-    """The labels of the train items the teacher's run (`run_id`) verified."""
+                agree: int, entry_points: dict[str, str | None]) -> tuple[dict[str, Label], int]:
+    """The labels of the train items the teacher's run (`run_id`) verified, and how many of its
+    programs passed the visible tests hard-coded (refused; code, labels none)."""
     out: dict[str, Label] = {}
+    refused = 0
     for item_id, attempts in _by_item(store, task, [run_id], item_ids).items():
         usable = [g for g in attempts if g.messages is not None and g.attempt.finish_reason != "length"
                   and g.attempt.text.strip() and len(g.attempt.text) <= MAX_CHARS]
@@ -70,7 +77,9 @@ def label_items(store: Store, *, task: str, kind: str, run_id: str, item_ids: Se
                 out[item_id] = Label(item_id, answer, verified, right=True)
             continue
         if kind == "code":
-            verified = [g for g in usable if _passed_visible_tests(g)]
+            passed = [g for g in usable if _passed_visible_tests(g)]
+            verified = [g for g in passed if not _hard_coded(g, entry_points.get(item_id))]
+            refused += len(passed) - len(verified)
             if verified:
                 out[item_id] = Label(item_id, None, verified, right=any(g.correct for g in verified))
             continue
@@ -87,7 +96,7 @@ def label_items(store: Store, *, task: str, kind: str, run_id: str, item_ids: Se
         if verified:
             out[item_id] = Label(item_id, answer, verified, votes, len(per_chain),
                                  right=any(g.correct for g in verified))
-    return out
+    return out, refused
 
 
 def _unique(attempts: Sequence[GradedAttempt], per_item: int) -> list[GradedAttempt]:
@@ -112,6 +121,7 @@ def student_examples(store: Store, found: dict[str, Label], *, task, questions: 
     """Examples in the student's format, and how many were written rather than sampled."""
     examples, written = [], 0
     samples = _by_item(store, task.name, [run_id], list(found))
+    task_entry_points = {i.id: i.view.entry_point for i in task.items() if i.id in found}
     for item_id, label in found.items():
         mine = [g for g in samples.get(item_id, []) if g.messages is not None and g.attempt.finish_reason != "length"]
         if not mine:
@@ -120,9 +130,10 @@ def student_examples(store: Store, found: dict[str, Label], *, task, questions: 
         if label.answer is not None:
             agreeing = _unique([g for g in mine if g.attempt.answer is not None
                                 and vote_key(g.attempt.answer) == label.answer], per_item)
-        else:  # code: its own samples that passed the visible tests
+        else:  # code: its own samples that passed the visible tests, reading their inputs
+            entry_point = task_entry_points.get(item_id)
             agreeing = _unique([g for g in mine if g.attempt.text.strip() and len(g.attempt.text) <= MAX_CHARS
-                                and _passed_visible_tests(g)], per_item)
+                                and _passed_visible_tests(g) and not _hard_coded(g, entry_point)], per_item)
         for g in agreeing:
             examples.append(Example(prompt=prompt, completion=g.attempt.text.strip(), item_id=item_id, label=label_kind,
                                     provenance={"format": student, "run": g.run_id, "attempt": g.attempt.index,

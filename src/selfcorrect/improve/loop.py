@@ -1,5 +1,5 @@
 """`selfcorrect improve`: expert iteration that keeps only what helps, and hands the user a
-recipe (the accepted checkpoint and the strategy to serve it with).
+recipe (the best accepted checkpoint and the strategy to serve it with).
 
     round 0   the base: every strategy measured on the held-out side (and the probe, a harder
               split never trained on)
@@ -37,7 +37,7 @@ from pydantic import Field
 from selfcorrect.config import Settings
 from selfcorrect.errors import ConfigError
 from selfcorrect.improve.labels import label_items, student_examples, teacher_examples
-from selfcorrect.improve.report import write as write_report
+from selfcorrect.improve.report import served_round, write as write_report
 from selfcorrect.stats import mcnemar, wilson
 from selfcorrect.models.lineage import Checkpoint, Lineage
 from selfcorrect.models.recipe import Measured, Recipe, write_recipe
@@ -353,15 +353,19 @@ class Improvement:
         temperature = report["rounds"][-1].get("next_temperature", spec.temperature)
         runs, diversity = await self._sample(number, accepted_checkpoint, temperature)
         label_kind = "gold" if spec.labels == "gold" else ("tests" if self.task.kind == "code" else "programs")
-        examples, labelled, written, found_all = [], 0, 0, {}
+        examples, labelled, written, hard_coded, found_all = [], 0, 0, 0, {}
         for stage, run_id, _ in runs["teacher"]:
             task, ids = self.sides[stage]
-            found = label_items(store, task=task.name, kind=task.kind, run_id=run_id, item_ids=ids,
-                                labels=spec.labels, agree=spec.agree)
+            wanted = set(ids)
+            views = {i.id: i.view for i in task.items() if i.id in wanted}
+            found, refused = label_items(store, task=task.name, kind=task.kind, run_id=run_id, item_ids=ids,
+                                         labels=spec.labels, agree=spec.agree,
+                                         entry_points={i: v.entry_point for i, v in views.items()})
             found_all.update(found)
             labelled += len(found)
+            hard_coded += refused
             examples += teacher_examples(found, teacher=self.teacher, label_kind=label_kind, per_item=spec.per_item)
-            questions = {i.id: i.view.question for i in task.items() if i.id in found}
+            questions = {i: views[i].question for i in found}
             for student, student_runs in runs["students"].items():
                 student_run = next(r for s, r in student_runs if s == stage)
                 made, wrote = student_examples(store, found, task=task, questions=questions, student=student,
@@ -375,6 +379,7 @@ class Improvement:
                  "train": {"items": pool, "labelled": labelled, "unlabelled_share": 1 - labelled / pool if pool else 0.0,
                            "labels_right": (sum(bool(f.right) for f in found_all.values()) / len(found_all)
                                             if found_all else None),
+                           "hard_coded": hard_coded,
                            "diversity": diversity, "stages": number if number < len(self.sides) else len(self.sides)},
                  "examples": len(examples), "written": written,
                  "formats": dict(Counter(e.provenance.get("format", "earlier") for e in examples))}
@@ -446,7 +451,7 @@ class Improvement:
         return alarms, hotter
 
     def _write_recipe(self, report: dict, lineage: Lineage) -> None:
-        accepted, base = self._accepted(report), report["rounds"][0]
+        accepted, base = served_round(report["rounds"]), report["rounds"][0]
         served, base_best = accepted["best"], base["best"]
         checkpoint = lineage.get(accepted["checkpoint"])
 

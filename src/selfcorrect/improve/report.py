@@ -9,6 +9,15 @@ import json
 from pathlib import Path
 
 
+def served_round(rounds: list[dict]) -> dict | None:
+    """The accepted round the recipe serves: the one whose best strategy measured most accurate
+    held out, the cheaper on a tie, the later on both. Not simply the last accepted: a round
+    not significantly worse is accepted, and the loop goes on from it, but it may be worse."""
+    measured = [r for r in rounds if r["accepted"] and r.get("heldout")]
+    return max(measured, key=lambda r: (r["heldout"][r["best"]]["accuracy"], -r["heldout"][r["best"]]["tokens_per_item"],
+                                        r["round"]), default=None)
+
+
 def write(report: dict, out: Path) -> None:
     from selfcorrect.report.html import markdown_page
     from selfcorrect.report.plots import improvement_rounds
@@ -51,7 +60,7 @@ def render(report: dict) -> str:
               + (f", curriculum {', '.join(f'`{c}` ({n} items)' for c, n in zip(spec['curriculum'], report['curriculum_items']))}"
                  if spec.get("curriculum") else "") + ".",
               f"Teacher `{report['teacher']}` in {spec['chains']} independent chains"
-              + ("" if spec["labels"] != "none" else " (a label is a program that passes every visible test)"
+              + ("" if spec["labels"] != "none" else " (a label is a program that passes every visible test and reads its inputs)"
                  if report.get("kind") == "code" else f" (a label needs {spec['agree']} agreeing)")
               + f"; students {', '.join(f'`{s}`' for s in spec['students'])} ({spec['student_samples']} samples each); "
               f"training from the {'base each round' if spec['restart'] == 'base' else 'accepted checkpoint'}, "
@@ -74,13 +83,17 @@ def render(report: dict) -> str:
                 lines.append(f"| {r['round']} | " + " | ".join(_cell(r["probe"].get(s)) for s in strategies) + f" | {versus} |")
     trained = [r for r in rounds if r.get("train")]
     if trained:
+        code = report.get("kind") == "code"  # hard-coded programs are refused on code only
         lines += ["", "The data (sampled by the accepted model; labels measured against gold afterwards, never used):", "",
-                  "| round | sampled by | temperature | train items | labelled | labels right | examples | by format | "
-                  "written | students' distinct answers | loss |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "| round | sampled by | temperature | train items | labelled | labels right | "
+                  + ("hard-coded programs refused | " if code else "") + "examples | by format | "
+                  "written | students' distinct answers | loss |", "|---|---|---|---|---|---|" + ("---|" if code else "")
+                  + "---|---|---|---|---|"]
         for r in trained:
             t = r["train"]
             lines.append(f"| {r['round']} | {r['sampled_by']} | {r['temperature']:.1f} | {t['items']} | {t['labelled']} | "
                          + (f"{100 * t['labels_right']:.1f}%" if t["labels_right"] is not None else "—")
+                         + (f" | {t.get('hard_coded', 0)}" if code else "")
                          + f" | {r['examples']} | " + ", ".join(f"{k} {v}" for k, v in r["formats"].items())
                          + f" | {r['written']} | " + ", ".join(f"{s} {d:.2f}" for s, d in t["diversity"].items())
                          + " | " + (f"{r['loss']:.3f}" if r.get("loss") is not None else "—") + " |")
@@ -88,7 +101,7 @@ def render(report: dict) -> str:
                                        for r in rounds]
     alarms = [f"- round {r['round']}: {a}" for r in rounds for a in r.get("alarms", [])]
     lines += ["", "Alarms and steering:", "", *(alarms or ["- none"])]
-    accepted = next((r for r in reversed(rounds) if r["accepted"]), None)
+    accepted = served_round(rounds)
     if accepted and accepted.get("heldout"):
         served, base = accepted["best"], rounds[0]["best"]
         lines += ["", f"Recipe (recipe.json): round {accepted['round']} served with `{served}`: "

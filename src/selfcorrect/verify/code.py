@@ -7,6 +7,7 @@ reply from its first line of code on. A reply with no code at all is a parse fai
 
 from __future__ import annotations
 
+import ast
 import builtins
 import re
 
@@ -64,3 +65,27 @@ def guess_entry_point(tests: list[str], code: str = "") -> str | None:
         if not hasattr(builtins, name):
             return name
     return None
+
+
+def ignores_its_inputs(code: str, entry_point: str | None) -> bool:
+    """Whether the function the tests call takes arguments and reads none of them: it cannot
+    compute its answer from its input, so a test it passes was passed by a hard-coded reply
+    (`def perimeter(side): return 40` for `assert perimeter(10) == 40`). Python keeps the
+    last definition of a name, so that one is read. A program that does not parse or does
+    not define the function is not this check's to judge (False)."""
+    if not entry_point:
+        return False
+    try:
+        tree = ast.parse(code)
+    except SyntaxError:
+        return False
+    defined = [node for node in tree.body if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+               and node.name == entry_point]
+    if not defined:
+        return False
+    function = defined[-1]
+    arguments = function.args
+    parameters = {a.arg for a in (*arguments.posonlyargs, *arguments.args, *arguments.kwonlyargs,
+                                  arguments.vararg, arguments.kwarg) if a is not None}
+    read = {node.id for node in ast.walk(function) if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load)}
+    return bool(parameters) and not parameters & read
