@@ -166,6 +166,7 @@ def test_resume_refuses_options_that_would_change_the_run(tmp_path):
 
 
 def test_ctrl_c_stops_a_run_promptly_with_the_resume_hint_and_no_traceback(tmp_path):
+    import os
     import signal
     import subprocess
     import time
@@ -175,9 +176,11 @@ def test_ctrl_c_stops_a_run_promptly_with_the_resume_hint_and_no_traceback(tmp_p
 
     stub = HTTPStub(lambda seen: "hang", hang_seconds=60)
     try:
+        # faulthandler: a run that does not stop is sent SIGABRT below and prints where every thread was
         process = subprocess.Popen(
             [str(EXE), "--model", "openai:m", "--base-url", stub.url, "eval", "--limit", "20"],
-            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env={**os.environ, "PYTHONFAULTHANDLER": "1"})
         deadline = time.monotonic() + 30
         while not stub.seen and time.monotonic() < deadline and process.poll() is None:  # the run is under way
             time.sleep(0.1)
@@ -187,7 +190,12 @@ def test_ctrl_c_stops_a_run_promptly_with_the_resume_hint_and_no_traceback(tmp_p
             pytest.fail(f"the run never asked the model (exit {process.returncode}); it said: {stderr[-2000:]}")
         started = time.monotonic()
         process.send_signal(signal.SIGINT)
-        _, stderr = process.communicate(timeout=15)
+        try:
+            _, stderr = process.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.send_signal(signal.SIGABRT)
+            _, stderr = process.communicate(timeout=15)
+            pytest.fail(f"the run did not stop within 15 s of ctrl-c; its threads were at: {stderr[-6000:]}")
         assert time.monotonic() - started < 10
     finally:
         stub.close()
