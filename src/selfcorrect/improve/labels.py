@@ -5,17 +5,17 @@ labels
   none  math: the answer that at least `agree` of the teacher's independent chains (programs the
         sandbox ran) printed, with no other answer printed as often; code: a program that passed
         every visible test and reads its inputs (one that reads none hard-codes the visible
-        tests' answers, and self-training learns to: FINDINGS.md section 9). No gold anywhere: what the gold check says of a label is measured
-        afterwards, for the report only.
+        tests' answers, and self-training learns to: FINDINGS.md section 9). No gold anywhere:
+        what the gold check says of a label is measured afterwards, for the report only.
   gold  the task's gold check (the gold answer, the hidden tests): an oracle run.
 
 examples
   teacher   the teacher's first prompt → a reply the labels verified (a program fixed after an
             error is taught as the first answer): the strategy itself gets better
   student   a student strategy's prompt → one of its own samples that gives the label (code: that
-            passed the visible tests and reads its inputs), or, where none does, the label in the task's answer format
-            (`worked_reply`; for code the teacher's verified program): the system distilled into
-            one sample
+            passed the visible tests and reads its inputs), or, where none does, the label in the
+            task's answer format (`worked_reply`; for code the teacher's verified program): the
+            system distilled into one sample
 """
 
 from __future__ import annotations
@@ -116,12 +116,12 @@ def teacher_examples(found: dict[str, Label], *, teacher: str, label_kind: str, 
             for item_id, label in found.items() for g in _unique(label.verified, per_item)]
 
 
-def student_examples(store: Store, found: dict[str, Label], *, task, questions: dict[str, str], student: str,
-                     run_id: str, label_kind: str, per_item: int) -> tuple[list[Example], int]:
+def student_examples(store: Store, found: dict[str, Label], *, task, questions: dict[str, str],
+                     entry_points: dict[str, str | None], student: str, run_id: str, label_kind: str,
+                     per_item: int) -> tuple[list[Example], int]:
     """Examples in the student's format, and how many were written rather than sampled."""
     examples, written = [], 0
     samples = _by_item(store, task.name, [run_id], list(found))
-    task_entry_points = {i.id: i.view.entry_point for i in task.items() if i.id in found}
     for item_id, label in found.items():
         mine = [g for g in samples.get(item_id, []) if g.messages is not None and g.attempt.finish_reason != "length"]
         if not mine:
@@ -131,9 +131,9 @@ def student_examples(store: Store, found: dict[str, Label], *, task, questions: 
             agreeing = _unique([g for g in mine if g.attempt.answer is not None
                                 and vote_key(g.attempt.answer) == label.answer], per_item)
         else:  # code: its own samples that passed the visible tests, reading their inputs
-            entry_point = task_entry_points.get(item_id)
             agreeing = _unique([g for g in mine if g.attempt.text.strip() and len(g.attempt.text) <= MAX_CHARS
-                                and _passed_visible_tests(g) and not _hard_coded(g, entry_point)], per_item)
+                                and _passed_visible_tests(g) and not _hard_coded(g, entry_points.get(item_id))],
+                               per_item)
         for g in agreeing:
             examples.append(Example(prompt=prompt, completion=g.attempt.text.strip(), item_id=item_id, label=label_kind,
                                     provenance={"format": student, "run": g.run_id, "attempt": g.attempt.index,

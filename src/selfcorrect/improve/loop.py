@@ -358,9 +358,9 @@ class Improvement:
             task, ids = self.sides[stage]
             wanted = set(ids)
             views = {i.id: i.view for i in task.items() if i.id in wanted}
+            entry_points = {i: v.entry_point for i, v in views.items()}
             found, refused = label_items(store, task=task.name, kind=task.kind, run_id=run_id, item_ids=ids,
-                                         labels=spec.labels, agree=spec.agree,
-                                         entry_points={i: v.entry_point for i, v in views.items()})
+                                         labels=spec.labels, agree=spec.agree, entry_points=entry_points)
             found_all.update(found)
             labelled += len(found)
             hard_coded += refused
@@ -368,7 +368,8 @@ class Improvement:
             questions = {i: views[i].question for i in found}
             for student, student_runs in runs["students"].items():
                 student_run = next(r for s, r in student_runs if s == stage)
-                made, wrote = student_examples(store, found, task=task, questions=questions, student=student,
+                made, wrote = student_examples(store, found, task=task, questions=questions,
+                                               entry_points=entry_points, student=student,
                                                run_id=student_run, label_kind=label_kind, per_item=spec.per_item)
                 examples += made
                 written += wrote

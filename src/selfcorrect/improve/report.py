@@ -102,7 +102,7 @@ def render(report: dict) -> str:
     alarms = [f"- round {r['round']}: {a}" for r in rounds for a in r.get("alarms", [])]
     lines += ["", "Alarms and steering:", "", *(alarms or ["- none"])]
     accepted = served_round(rounds)
-    if accepted and accepted.get("heldout"):
+    if accepted:
         served, base = accepted["best"], rounds[0]["best"]
         lines += ["", f"Recipe (recipe.json): round {accepted['round']} served with `{served}`: "
                   f"{_cell(accepted['heldout'][served])}; the base's best, `{base}`: {_cell(rounds[0]['heldout'][base])}."]
