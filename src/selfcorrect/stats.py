@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
 
 
 def wilson(successes: int, total: int, z: float = 1.959964) -> tuple[float, float]:
@@ -25,3 +27,32 @@ def mcnemar(only_first: int, only_second: int) -> float:
     smaller = min(only_first, only_second)
     tail = sum(math.comb(discordant, k) for k in range(smaller + 1)) / 2**discordant
     return min(1.0, 2 * tail)
+
+
+@dataclass(frozen=True)
+class Paired:
+    """Two runs compared item by item on the items both have: how many went wrong→right and
+    right→wrong from `before` to `after`, the exact McNemar p-value of those discordant pairs,
+    and the difference in accuracy on the shared items (after minus before)."""
+
+    items: int
+    wrong_to_right: int
+    right_to_wrong: int
+    p_value: float
+    difference: float
+
+    @classmethod
+    def of_counts(cls, items: int, wrong_to_right: int, right_to_wrong: int) -> Paired:
+        return cls(items=items, wrong_to_right=wrong_to_right, right_to_wrong=right_to_wrong,
+                   p_value=mcnemar(wrong_to_right, right_to_wrong),
+                   difference=(wrong_to_right - right_to_wrong) / items if items else 0.0)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def paired(before: Mapping[str, bool], after: Mapping[str, bool]) -> Paired:
+    """The one paired comparison: verdicts keyed by item, compared on the items both hold."""
+    shared = [item for item in after if item in before]
+    return Paired.of_counts(len(shared), sum(not before[i] and after[i] for i in shared),
+                            sum(before[i] and not after[i] for i in shared))

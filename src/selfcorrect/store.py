@@ -22,6 +22,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from selfcorrect.db import connect, is_locked, locked
 from selfcorrect.config import DEFAULT_STORE
 from selfcorrect.errors import SelfcorrectError
 from selfcorrect.version import code_version
@@ -134,6 +135,8 @@ class Store:
             self._db = self._open_read_only() if read_only else self._open()
             self._check_schema()
         except sqlite3.Error as e:
+            if is_locked(e):
+                raise locked(self.path) from None
             raise SelfcorrectError(
                 f"cannot use the store {self.path}: {e}",
                 "if the file is damaged, restore it from a backup or choose another with --store; "
@@ -148,11 +151,7 @@ class Store:
                 f"cannot create the store's folder {self.path.parent}: {e.strerror}",
                 "choose a store in a writable place with --store",
             ) from None
-        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
-        db.executescript(SCHEMA)
-        return db
+        return connect(self.path, SCHEMA)
 
     def _open_read_only(self) -> sqlite3.Connection:
         if not self.path.is_file():

@@ -115,3 +115,17 @@ def test_two_attempt_rl_on_the_embedded_model_reports_both_attempts(tmp_path):
     attempts = trained["heldout"]["attempts"]["self-correct:keep=last"]
     assert set(attempts["first"]) == set(attempts["second"]) == set(report["rounds"][0]["heldout"]["correct"])
     assert "| `self-correct:keep=last` | 1 |" in (tmp_path / "score" / "report.md").read_text()
+
+
+def test_the_first_training_run_on_a_store_exports_the_base_itself(tmp_path):
+    from selfcorrect.train.export import base_of
+
+    said = []
+    lineage = Lineage(tmp_path / "store.sqlite")
+    try:
+        base = base_of(tmp_path / "store.sqlite", lineage, "fp32", said.append)
+        assert said == ["no round 0 in the store: exporting the embedded model as the base (`selfcorrect models export`)"]
+        assert base.name == "base" and base.round == 0 and (tmp_path / "models" / "base" / "config.json").is_file()
+        assert base_of(tmp_path / "store.sqlite", lineage, "fp32", said.append) == base and len(said) == 1  # once
+    finally:
+        lineage.close()

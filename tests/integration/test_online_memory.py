@@ -81,7 +81,7 @@ def test_online_memory_learns_from_each_item_before_the_next_and_never_forward(t
     report = json.loads(write_reports(evaluation.store, run, "math", tmp_path / "report")["json"].read_text())
     [pair] = report["online"]["pairs"]
     assert pair["train"]["items"] == 4 and pair["heldout"]["items"] == 2
-    assert (pair["all"]["only_memory"], pair["all"]["only_twin"]) == (5, 0)
+    assert (pair["all"]["wrong_to_right"], pair["all"]["right_to_wrong"]) == (5, 0)  # right with memory only: 5
     assert pair["heldout"]["memory"] == 1.0 and pair["heldout"]["twin"] == 0.0
     assert pair["curve"]["cumulative"]["memory"][:2] == [0.0, 0.5]
     assert report["baseline"] == "program-aided:rounds=0"  # the twin without memory

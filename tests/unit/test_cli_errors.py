@@ -244,3 +244,50 @@ def test_bad_train_options_are_refused_before_anything_runs(tmp_path, args, phra
     done = selfcorrect("train", *args, cwd=tmp_path, timeout=60)
     assert_one_line_error(done, *phrases)
     assert not (tmp_path / ".selfcorrect" / "train").exists()
+
+
+def test_a_training_flag_the_method_does_not_read_is_refused_not_ignored(tmp_path):
+    done = selfcorrect("train", "--method", "rft", "--grpo-steps", "10", cwd=tmp_path, timeout=60)
+    assert_one_line_error(done, "--grpo-steps is read by grpo alone: --grpo-steps 10 goes with --method grpo")
+    assert not (tmp_path / ".selfcorrect" / "train").exists()
+
+
+def test_ctrl_c_caught_on_another_thread_of_the_run_stops_it_too(tmp_path):
+    """The kernel may hand a process's SIGINT to any of its threads; asyncio.run's handler then
+    waited for the main thread to wake, which a server that hangs never did (interrupt.py)."""
+    import ctypes
+    import os
+    import platform
+    import signal
+    import subprocess
+    import time
+
+    from tests.cli import EXE
+    from tests.httpstub import HTTPStub
+
+    tgkill = {"x86_64": 234, "aarch64": 131}.get(platform.machine())
+    if tgkill is None:
+        pytest.skip("tgkill's number is known here for x86_64 and aarch64 only")
+    libc = ctypes.CDLL(None, use_errno=True)
+    stub = HTTPStub(lambda seen: "hang", hang_seconds=60)
+    try:
+        process = subprocess.Popen(
+            [str(EXE), "--model", "openai:m", "--base-url", stub.url, "eval", "--limit", "20"],
+            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env={**os.environ, "PYTHONFAULTHANDLER": "1"})
+        deadline = time.monotonic() + 30
+        while not stub.seen and time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.05)
+        others = [int(t) for t in os.listdir(f"/proc/{process.pid}/task") if int(t) != process.pid]
+        assert stub.seen and others, "the run never asked the model, or has no thread but its main one"
+        assert libc.syscall(tgkill, process.pid, others[0], signal.SIGINT) == 0
+        try:
+            _, stderr = process.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.send_signal(signal.SIGABRT)
+            _, stderr = process.communicate(timeout=15)
+            pytest.fail(f"the run did not stop within 15 s of ctrl-c; its threads were at: {stderr[-6000:]}")
+    finally:
+        stub.close()
+    assert process.returncode == 130, stderr
+    assert "resume with `selfcorrect eval --resume" in stderr and "Traceback" not in stderr

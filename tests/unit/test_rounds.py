@@ -10,6 +10,7 @@ import pytest
 pytest.importorskip("trl")
 
 from selfcorrect.config import load_settings  # noqa: E402
+from selfcorrect.errors import ConfigError  # noqa: E402
 from selfcorrect.models.hf import HFModel  # noqa: E402
 from selfcorrect.tasks import TASKS  # noqa: E402
 from selfcorrect.train.data import Example, to_dataset  # noqa: E402
@@ -223,3 +224,29 @@ def test_a_lora_round_merged_in_fp32_is_the_next_round_s_master_copy(tmp_path, t
         assert not torch.allclose(base(ids).logits, plain(ids).logits, atol=1e-3)  # the adapter is in
         with_adapter = PeftModel.from_pretrained(base, str(adapter))
         assert torch.allclose(with_adapter(ids).logits, plain(ids).logits, atol=1e-4)
+
+
+def test_the_same_command_resumes_a_run_and_a_killed_round_is_done_again(tmp_path, toy_task, taught):
+    settings = load_settings(store=tmp_path / "store.sqlite", hf={"batch": 8})
+    lineage = Lineage(settings.store)
+    lineage.register(Checkpoint(name="base", round=0, path=taught))
+    lineage.close()
+    spec = TrainSpec(task=toy_task, limit=16, sample="self-consistency:n=2", sample_temperature=0.5, rounds=1,
+                     patience=3, epochs=1, learning_rate=1e-3)
+    first = asyncio.run(train_rounds(settings, spec, tmp_path / "train"))
+    assert [r["round"] for r in first["rounds"]] == [0, 1]
+    (tmp_path / "train" / "round-2").mkdir()  # what a kill in round 2 would leave
+    (tmp_path / "train" / "round-2" / "data.jsonl").write_text("half a line")
+    stages = []
+    more = spec.model_copy(update={"rounds": 2})
+    second = asyncio.run(train_rounds(settings, more, tmp_path / "train", stages.append))
+    assert [r["round"] for r in second["rounds"]] == [0, 1, 2]
+    assert [r["heldout_run"] for r in second["rounds"][:2]] == [r["heldout_run"] for r in first["rounds"]]  # kept
+    assert "stopping rules changed: rounds 1 → 2" in stages
+    assert "round 2 did not finish: doing it again from the start" in stages
+    assert (tmp_path / "train" / "round-2" / "data.jsonl").read_text().startswith("{")
+    with pytest.raises(ConfigError, match="holds a train run with other settings"):
+        asyncio.run(train_rounds(settings, more.model_copy(update={"seed": 5}), tmp_path / "train"))
+    # another run in a folder of the same name may not take over its checkpoints
+    with pytest.raises(ConfigError, match="checkpoint train/round-1 belongs to the run in"):
+        asyncio.run(train_rounds(settings, spec, tmp_path / "elsewhere" / "train"))

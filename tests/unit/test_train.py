@@ -102,6 +102,12 @@ def test_a_killed_training_resumes_from_its_last_checkpoint(tmp_path):
     again = train_sft(base, dataset, tmp_path / "run", settings, progress=False)
     assert again["resumed"] and again["steps"] == first["steps"]
     assert (tmp_path / "run" / "model" / "model.safetensors").is_file()
+    # its speed counts only the tokens of the steps it ran after the checkpoint, not all of them
+    resumed_from = int(checkpoints[0].name.split("-")[1])
+    assert again["resumed_from_step"] == resumed_from and first["resumed_from_step"] == 0
+    done_here = again["tokens"] * (again["steps"] - resumed_from) / again["steps"]
+    assert again["tokens_per_s"] == pytest.approx(done_here / again["seconds"], rel=0.01)
+    assert again["tokens_per_s"] < again["tokens"] / again["seconds"]
 
 
 def test_label_free_data_uses_no_gold_and_measures_its_pseudo_labels_after(tmp_path):

@@ -126,12 +126,13 @@ MemoryShow = Annotated[str, typer.Option(help="gated (the arm paired evidence ad
                                                "arm always: all, lessons, rules, examples (docs/memory.md)")]
 MemoryExplore = Annotated[float, typer.Option(help="gated: the share of items or requests that also try an arm on "
                                                    "trial in the shadow (scored, never returned)")]
-SHOWS = ("gated", "all", "lessons", "rules", "examples")
 
 
 def check_show(value: str) -> str:
-    if value not in SHOWS:
-        raise ConfigError(f"--memory-show {value!r} is not an arm", f"use one of: {', '.join(SHOWS)}")
+    from selfcorrect.memory.arms import CHOICES
+
+    if value not in CHOICES:
+        raise ConfigError(f"--memory-show {value!r} is not an arm", f"use one of: {', '.join(CHOICES)}")
     return value
 
 

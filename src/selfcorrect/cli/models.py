@@ -3,7 +3,6 @@ status and speed, and the checkpoints the slow path trains."""
 
 from __future__ import annotations
 
-import asyncio
 import importlib.metadata
 import json
 import time
@@ -14,6 +13,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from selfcorrect import interrupt
 from selfcorrect.cache import CachedModel
 from selfcorrect.cli.app import app, err, out, show
 from selfcorrect.config import Settings
@@ -50,7 +50,7 @@ def generate(
         n=n,
         stop=tuple(stop or ()),
     )
-    identity, completions, wall = asyncio.run(_generate(settings, messages, params))
+    identity, completions, wall = interrupt.run(_generate(settings, messages, params))
     if as_json:
         print(json.dumps({"model": identity, "completions": [c.to_dict() for c in completions]}, indent=2))
         return
@@ -129,20 +129,13 @@ def models_export(
 ) -> None:
     """The embedded model as a transformers checkpoint that can be trained, registered as
     round 0 of the lineage (`--model round:0`)."""
-    from selfcorrect.train.export import export_embedded
-    from selfcorrect.models.lineage import Checkpoint, Lineage
+    from selfcorrect.train.export import export_base
 
     settings: Settings = ctx.find_root().obj
-    folder = out or settings.store.parent / "models" / "base"
     started = time.perf_counter()
-    export_embedded(folder, settings.precision)
-    lineage = Lineage(settings.store)
-    lineage.register(Checkpoint(name="base", round=0, path=str(folder.resolve()), method="export",
-                                metrics={"export_seconds": round(time.perf_counter() - started, 1),
-                                         "precision": "bf16" if settings.precision == "bf16" else "fp32"}))
-    lineage.close()
-    err.print(f"exported the embedded model to {folder} in {time.perf_counter() - started:.0f} s: --model round:0 "
-              f"or --model hf:{folder}")
+    base = export_base(settings.store, settings.precision, out)
+    err.print(f"exported the embedded model to {base.path} in {time.perf_counter() - started:.0f} s: --model round:0 "
+              f"or --model hf:{base.path}")
 
 
 @models_app.command("gguf")
@@ -193,7 +186,7 @@ def _describe(settings: Settings) -> dict:
         finally:
             await model.aclose()
 
-    return asyncio.run(probe())
+    return interrupt.run(probe())
 
 
 def _check_other(settings: Settings) -> str:
@@ -229,7 +222,7 @@ def _check_local(settings: Settings, spec: str) -> str:
         finally:
             await model.aclose()
 
-    about, speeds = asyncio.run(probe())
+    about, speeds = interrupt.run(probe())
     return (
         f"[green]ok[/]: {escape(about['file'])} ({about['megabytes']} MB), context {about['context']}, "
         f"{about['threads']} threads: {speeds[0]:.0f} tok/s one sequence, {speeds[1]:.0f} tok/s 8 together"

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from pathlib import Path
@@ -12,6 +11,7 @@ from typing import Annotated, Optional
 import typer
 from rich.markup import escape
 
+from selfcorrect import interrupt
 from selfcorrect.cli.app import app, check_strategies, err, progress_bars, spec_options
 from selfcorrect.config import Settings
 from selfcorrect.errors import ConfigError
@@ -31,16 +31,21 @@ def _methods_help() -> str:
 def train(
     ctx: typer.Context,
     spec: TrainSpec,
-    folder: Annotated[Optional[Path], typer.Option("--out", help="where rounds go (default: train/ beside the store)")] = None,
+    folder: Annotated[Optional[Path], typer.Option("--out", help="where the rounds and the report go (default: "
+                                                   "train/train-HASH beside the store, named by the settings); "
+                                                   "the same command again resumes a killed run, or goes on "
+                                                   "with more --rounds")] = None,
 ) -> None:
     """Self-training rounds: sample the train side, keep what the check accepts, train, measure
-    the held-out side, repeat (docs/train.md). Needs `selfcorrect models export` first."""
+    the held-out side, repeat (docs/train.md). On a store with no round 0 it first exports
+    the embedded model as the base."""
+    from selfcorrect.train.cycle import run_folder
     from selfcorrect.train.report import render
-    from selfcorrect.train.rounds import run
+    from selfcorrect.train.rounds import STOPPING, run
 
     settings: Settings = ctx.obj
     check_strategies([spec.sample, *spec.evaluate])
-    out = folder or settings.store.parent / "train" / time.strftime("%Y%m%d-%H%M%S")
+    out = folder or run_folder(settings.store, "train", spec, STOPPING)
     with progress_bars() as (progress, on_progress):
         report = run(settings, spec, out, on_stage=lambda text: progress.console.print(escape(text)),
                      on_progress=on_progress)
@@ -75,11 +80,11 @@ def train_verifier(
     engine = load_model(settings)
     try:
         with progress_bars() as (progress, on_progress):
-            report = asyncio.run(build(settings, spec, base, out, engine,
+            report = interrupt.run(build(settings, spec, base, out, engine,
                                        on_stage=lambda text: progress.console.print(escape(text)),
                                        on_progress=on_progress))
     finally:
-        asyncio.run(engine.aclose())
+        interrupt.run(engine.aclose())
     print((out / "report.md").read_text())
     err.print(f"verifier: {report['scorer']}")
 

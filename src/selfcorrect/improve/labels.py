@@ -26,11 +26,9 @@ from dataclasses import dataclass
 
 from selfcorrect.models.base import first_turn
 from selfcorrect.store import GradedAttempt, Store
-from selfcorrect.train.data import Example
+from selfcorrect.train.data import Example, usable
 from selfcorrect.verify.answers import vote_key
 from selfcorrect.verify.code import extract_code, ignores_its_inputs
-
-MAX_CHARS = 2000
 
 
 @dataclass
@@ -68,16 +66,15 @@ def label_items(store: Store, *, task: str, kind: str, run_id: str, item_ids: Se
     out: dict[str, Label] = {}
     refused = 0
     for item_id, attempts in _by_item(store, task, [run_id], item_ids).items():
-        usable = [g for g in attempts if g.messages is not None and g.attempt.finish_reason != "length"
-                  and g.attempt.text.strip() and len(g.attempt.text) <= MAX_CHARS]
+        fit = [g for g in attempts if usable(g) is not None]
         if labels == "gold":
-            verified = [g for g in usable if g.correct]
+            verified = [g for g in fit if g.correct]
             answer = vote_key(verified[0].attempt.answer) if verified and kind == "math" and verified[0].attempt.answer else None
             if verified:
                 out[item_id] = Label(item_id, answer, verified, right=True)
             continue
         if kind == "code":
-            passed = [g for g in usable if _passed_visible_tests(g)]
+            passed = [g for g in fit if _passed_visible_tests(g)]
             verified = [g for g in passed if not _hard_coded(g, entry_points.get(item_id))]
             refused += len(passed) - len(verified)
             if verified:
@@ -92,7 +89,7 @@ def label_items(store: Store, *, task: str, kind: str, run_id: str, item_ids: Se
         if not counts or counts[0][1] < agree or (len(counts) > 1 and counts[1][1] == counts[0][1]):
             continue
         answer, votes = counts[0]
-        verified = [g for g in usable if g.attempt.answer is not None and vote_key(g.attempt.answer) == answer]
+        verified = [g for g in fit if g.attempt.answer is not None and vote_key(g.attempt.answer) == answer]
         if verified:
             out[item_id] = Label(item_id, answer, verified, votes, len(per_chain),
                                  right=any(g.correct for g in verified))
@@ -123,7 +120,7 @@ def student_examples(store: Store, found: dict[str, Label], *, task, questions: 
     examples, written = [], 0
     samples = _by_item(store, task.name, [run_id], list(found))
     for item_id, label in found.items():
-        mine = [g for g in samples.get(item_id, []) if g.messages is not None and g.attempt.finish_reason != "length"]
+        mine = [g for g in samples.get(item_id, []) if usable(g) is not None]
         if not mine:
             continue
         prompt = first_turn(mine[0].messages)
@@ -131,8 +128,7 @@ def student_examples(store: Store, found: dict[str, Label], *, task, questions: 
             agreeing = _unique([g for g in mine if g.attempt.answer is not None
                                 and vote_key(g.attempt.answer) == label.answer], per_item)
         else:  # code: its own samples that passed the visible tests, reading their inputs
-            agreeing = _unique([g for g in mine if g.attempt.text.strip() and len(g.attempt.text) <= MAX_CHARS
-                                and _passed_visible_tests(g) and not _hard_coded(g, entry_points.get(item_id))],
+            agreeing = _unique([g for g in mine if _passed_visible_tests(g) and not _hard_coded(g, entry_points.get(item_id))],
                                per_item)
         for g in agreeing:
             examples.append(Example(prompt=prompt, completion=g.attempt.text.strip(), item_id=item_id, label=label_kind,

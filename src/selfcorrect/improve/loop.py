@@ -23,8 +23,6 @@ done again from nothing (its folder removed), never trusted.
 
 from __future__ import annotations
 
-import asyncio
-import json
 import shutil
 import time
 from collections import Counter
@@ -34,28 +32,27 @@ from typing import Literal
 
 from pydantic import Field
 
+from selfcorrect import interrupt
 from selfcorrect.config import Settings
 from selfcorrect.errors import ConfigError
 from selfcorrect.improve.labels import label_items, student_examples, teacher_examples
 from selfcorrect.improve.report import served_round, write as write_report
-from selfcorrect.stats import mcnemar, wilson
+from selfcorrect.stats import wilson
 from selfcorrect.models.lineage import Checkpoint, Lineage
 from selfcorrect.models.recipe import Measured, Recipe, write_recipe
 from selfcorrect.precision import describe, resolve
 from selfcorrect.store import Store
 from selfcorrect.strategies import parse_strategy
-from selfcorrect.tasks import Subset, parse_task, select
-from selfcorrect.train.data import Example, SplitSpec, check_heldout, data_hash, split, to_dataset, write_jsonl
-from selfcorrect.train.rounds import MEASURE_TEMPERATURE, checkpoint_opener, evaluate_side, merged_master
+from selfcorrect.tasks import Subset, parse_task
+from selfcorrect.train.cycle import (MEASURE_TEMPERATURE, decay_alarms, measure_side, open_base, opened,
+                                     register_round, resumed_report, split_items, start_of, versus)
+from selfcorrect.train.data import Example, SplitSpec, check_heldout, to_dataset, write_jsonl
 from selfcorrect.train.sft import SFTSettings, train_sft
-from selfcorrect.train.to_gguf import fits_template
 from selfcorrect.verify.answers import vote_key
 
 # the best system each kind has measured (docs/FINDINGS.md sections 1-2): programs run for math,
 # samples chosen by the visible tests for code (self-debug repaired nothing there)
 TEACHERS = {"math": "program-aided", "code": "best-of-n:n=5"}
-DIVERSITY_ALARM = 0.5  # the students' distinct answers per item below half of round 1's
-TAIL_ALARM = 0.1  # the share of unlabelled train items up by ten points or more
 HOTTER, HOTTEST = 0.2, 1.0  # what a collapse adds to the sampling temperature, and its ceiling
 
 
@@ -114,16 +111,8 @@ def _measured(results: dict[str, list]) -> dict:
 
 
 def _paired(now: dict, before: dict) -> dict:
-    out = {}
-    for name, m in now.items():
-        if name not in before:
-            continue
-        was = before[name]["correct"]
-        up = sum(not was[i] and ok for i, ok in m["correct"].items() if i in was)
-        down = sum(was[i] and not ok for i, ok in m["correct"].items() if i in was)
-        out[name] = {"wrong_to_right": up, "right_to_wrong": down, "p_value": mcnemar(up, down),
-                     "difference": m["accuracy"] - before[name]["accuracy"]}
-    return out
+    """Each strategy measured in both rounds, paired item by item (train/cycle.py `versus`)."""
+    return versus({s: m["correct"] for s, m in now.items()}, {s: m["correct"] for s, m in before.items()})
 
 
 def best_system(measured: dict) -> str:
@@ -170,8 +159,7 @@ class Improvement:
         self.evaluated = spec.evaluate or list(dict.fromkeys([*spec.students, self.teacher]))
         for name in {self.teacher, *spec.students, *self.evaluated}:
             parse_strategy(name, settings.prompts)  # an unknown strategy fails before anything runs
-        items = select(self.task.items(), seed=spec.seed)[: spec.limit] if spec.limit else self.task.items()
-        self.train_ids, self.held_ids = split([i.id for i in items], spec.heldout, spec.seed)
+        _, self.train_ids, self.held_ids = split_items(self.task, spec)
         self.held_side = Subset(self.task, set(self.held_ids))
         self.probe = parse_task(spec.probe, settings.data) if spec.probe else None
         # a question asked on the measured sides never enters the train side, whatever its id
@@ -216,47 +204,21 @@ class Improvement:
             lora=spec.lora, epochs=spec.epochs, learning_rate=spec.learning_rate, batch_size=spec.batch_size,
             seed=spec.seed, precision=self.settings.precision))
 
-    def _resumed(self) -> dict | None:
-        path = self.out / "report.json"
-        if not path.is_file():
-            return None
-        report = json.loads(path.read_text())
-        mine, theirs = self.spec.model_dump(), dict(report.get("spec") or {})
-        if {k: v for k, v in theirs.items() if k not in STOPPING} != {k: v for k, v in mine.items() if k not in STOPPING}:
-            raise ConfigError(f"{self.out} holds an improve run with other settings",
-                              "give the same options to resume it (only --rounds, --patience and "
-                              "--budget-minutes may change), or another --out")
-        if any(theirs.get(k) != mine[k] for k in STOPPING):
-            # a finished run given more rounds, patience or budget goes on where it stopped
-            self.say(f"stopping rules changed: {', '.join(f'{k} {theirs.get(k)} → {mine[k]}' for k in STOPPING if theirs.get(k) != mine[k])}")
-            report["spec"], report["stopped"] = mine, None
-        return report
-
     async def run(self) -> dict:
         spec, out = self.spec, self.out
-        out.mkdir(parents=True, exist_ok=True)
         lineage, store = Lineage(self.settings.store), Store(self.settings.store)
-        base = lineage.of_round(0)
-        use_gguf = spec.engine == "gguf" or (spec.engine == "auto" and fits_template(Path(base.path)))
-        self.open_model = self.engine_factory or checkpoint_opener(self.settings, lineage, use_gguf, self.say)
-        report = self._resumed() or {
-            "spec": spec.model_dump(), "task": self.task.name, "kind": self.task.kind, "teacher": self.teacher, "evaluated": self.evaluated,
-            "oracle": spec.labels == "gold", "engine": "gguf" if use_gguf else "hf",
-            "precision": resolve(self.settings.precision), "machine": describe(), "train_items": len(self.train_ids),
-            "heldout_items": len(self.held_ids), "probe_items": len(self.probe.items()) if self.probe else 0,
-            "curriculum_items": [len(ids) for _, ids in self.sides[1:]], "base": base.name, "rounds": [],
-            "stopped": None, "seconds": 0.0}
-        if report["stopped"]:
-            lineage.close()
-            store.close()
-            return report
-        started = time.perf_counter() - report["seconds"]
         try:
-            while True:
+            base, use_gguf, self.open_model = open_base(self.settings, lineage, spec.engine, self.engine_factory,
+                                                        self.say)
+            out.mkdir(parents=True, exist_ok=True)
+            report = resumed_report(out, spec, STOPPING, self.say, "improve") or self._new_report(base, use_gguf)
+            if report["stopped"]:
+                return report
+            started = time.perf_counter() - report["seconds"]
+            while not report["stopped"]:
                 number = len(report["rounds"])
-                stop = self._stop(report, started)
-                if stop:
-                    report["stopped"] = stop
+                report["stopped"] = self._stop(report, started)
+                if report["stopped"]:
                     break
                 folder = out / f"round-{number}"
                 if folder.exists():
@@ -277,6 +239,16 @@ class Improvement:
         write_report(report, out)
         return report
 
+    def _new_report(self, base: Checkpoint, use_gguf: bool) -> dict:
+        spec = self.spec
+        return {"spec": spec.model_dump(), "task": self.task.name, "kind": self.task.kind, "teacher": self.teacher,
+                "evaluated": self.evaluated, "oracle": spec.labels == "gold", "engine": "gguf" if use_gguf else "hf",
+                "precision": resolve(self.settings.precision), "machine": describe(),
+                "train_items": len(self.train_ids), "heldout_items": len(self.held_ids),
+                "probe_items": len(self.probe.items()) if self.probe else 0,
+                "curriculum_items": [len(ids) for _, ids in self.sides[1:]], "base": base.name, "rounds": [],
+                "stopped": None, "seconds": 0.0}
+
     def _stop(self, report: dict, started: float) -> str | None:
         rounds, spec = report["rounds"], self.spec
         if len(rounds) > spec.rounds:
@@ -292,24 +264,22 @@ class Improvement:
             return f"budget: {spec.budget_minutes} minutes spent"
         return None
 
-    async def _measure(self, model_name: str, engine) -> tuple[dict, dict | None]:
-        self.say(f"{model_name}: measuring {', '.join(self.evaluated)} on {len(self.held_ids)} held-out items")
-        _, held = await evaluate_side(self.settings, self.held_side, self.evaluated, engine, self.spec.seed,
-                                      MEASURE_TEMPERATURE, self.on_progress)
-        probe = None
-        if self.probe is not None:
-            self.say(f"{model_name}: measuring the probe {self.spec.probe}")
-            _, probed = await evaluate_side(self.settings, self.probe, self.evaluated, engine, self.spec.seed,
-                                            MEASURE_TEMPERATURE, self.on_progress)
-            probe = _measured(probed)
+    async def _measure(self, model_name: str, checkpoint: Checkpoint) -> tuple[dict, dict | None]:
+        """Every evaluated strategy on the held-out side (and the probe) with this checkpoint."""
+        async with opened(self.open_model, checkpoint) as engine:
+            self.say(f"{model_name}: measuring {', '.join(self.evaluated)} on {len(self.held_ids)} held-out items")
+            _, held = await measure_side(self.settings, self.held_side, self.evaluated, engine, self.spec.seed,
+                                         MEASURE_TEMPERATURE, self.on_progress)
+            probe = None
+            if self.probe is not None:
+                self.say(f"{model_name}: measuring the probe {self.spec.probe}")
+                _, probed = await measure_side(self.settings, self.probe, self.evaluated, engine, self.spec.seed,
+                                               MEASURE_TEMPERATURE, self.on_progress)
+                probe = _measured(probed)
         return _measured(held), probe
 
     async def _base_round(self, base: Checkpoint) -> dict:
-        engine = self.open_model(base)
-        try:
-            held, probe = await self._measure("the base", engine)
-        finally:
-            await engine.aclose()
+        held, probe = await self._measure("the base", base)
         return {"round": 0, "checkpoint": base.name, "accepted": True, "gained": False, "heldout": held,
                 "probe": probe, "best": best_system(held), "why": "the base"}
 
@@ -322,14 +292,13 @@ class Improvement:
         runs: dict = {"teacher": [], "students": {s: [] for s in self.spec.students}}
         diversity: dict[str, list[float]] = {s: [] for s in self.spec.students}
         teacher = self.teacher if self.spec.chains == 1 else f"{self.teacher}:chains={self.spec.chains}"
-        engine = self.open_model(checkpoint)
-        try:
+        async with opened(self.open_model, checkpoint) as engine:
             for stage, (task, ids) in enumerate(self.sides[: number]):  # stage k joins in round k + 1
                 side = Subset(task, set(ids))
                 self.say(f"round {number}: {teacher} samples {len(ids)} train items of {task.name}"
                          + (f" (curriculum stage {stage})" if stage else ""))
-                run_id, _ = await evaluate_side(self.settings, side, [teacher], engine,
-                                                self.spec.seed + number, temperature, self.on_progress)
+                run_id, _ = await measure_side(self.settings, side, [teacher], engine,
+                                               self.spec.seed + number, temperature, self.on_progress)
                 runs["teacher"].append((stage, run_id, teacher))
                 for student in self.spec.students:
                     sampler = student
@@ -337,23 +306,19 @@ class Improvement:
                         sampler = (f"best-of-n:n={self.spec.student_samples}" if task.kind == "code"
                                    else f"self-consistency:n={self.spec.student_samples}")
                     self.say(f"round {number}: the student {student} samples them ({sampler})")
-                    run_id, rows = await evaluate_side(self.settings, side, [sampler], engine,
-                                                       self.spec.seed + number, temperature, self.on_progress)
+                    run_id, rows = await measure_side(self.settings, side, [sampler], engine,
+                                                      self.spec.seed + number, temperature, self.on_progress)
                     runs["students"][student].append((stage, run_id))
                     diversity[student].append(_diversity(rows[sampler]))
-        finally:
-            await engine.aclose()
         return runs, {s: sum(v) / len(v) if v else 0.0 for s, v in diversity.items()}
 
-    async def _round(self, number: int, report: dict, lineage: Lineage, store: Store, base: Checkpoint,
-                     folder: Path) -> dict:
+    def _label(self, store: Store, runs: dict) -> tuple[list[Example], dict]:
+        """The examples the checks verify in the teacher's and each student's format, and the
+        train side's record: items labelled, how often the labels were right (by gold,
+        afterwards), hard-coded programs refused, replies written in the task's format."""
         spec = self.spec
-        accepted = self._accepted(report)
-        accepted_checkpoint = lineage.get(accepted["checkpoint"])
-        temperature = report["rounds"][-1].get("next_temperature", spec.temperature)
-        runs, diversity = await self._sample(number, accepted_checkpoint, temperature)
         label_kind = "gold" if spec.labels == "gold" else ("tests" if self.task.kind == "code" else "programs")
-        examples, labelled, written, hard_coded, found_all = [], 0, 0, 0, {}
+        examples, written, hard_coded, found_all = [], 0, 0, {}
         for stage, run_id, _ in runs["teacher"]:
             task, ids = self.sides[stage]
             wanted = set(ids)
@@ -362,7 +327,6 @@ class Improvement:
             found, refused = label_items(store, task=task.name, kind=task.kind, run_id=run_id, item_ids=ids,
                                          labels=spec.labels, agree=spec.agree, entry_points=entry_points)
             found_all.update(found)
-            labelled += len(found)
             hard_coded += refused
             examples += teacher_examples(found, teacher=self.teacher, label_kind=label_kind, per_item=spec.per_item)
             questions = {i: views[i].question for i in found}
@@ -373,40 +337,45 @@ class Improvement:
                                                run_id=student_run, label_kind=label_kind, per_item=spec.per_item)
                 examples += made
                 written += wrote
+        right = sum(bool(f.right) for f in found_all.values()) / len(found_all) if found_all else None
+        return examples, {"labelled": len(found_all), "labels_right": right, "hard_coded": hard_coded,
+                          "written": written}
+
+    async def _round(self, number: int, report: dict, lineage: Lineage, store: Store, base: Checkpoint,
+                     folder: Path) -> dict:
+        spec = self.spec
+        accepted = self._accepted(report)
+        accepted_checkpoint = lineage.get(accepted["checkpoint"])
+        temperature = report["rounds"][-1].get("next_temperature", spec.temperature)
+        runs, diversity = await self._sample(number, accepted_checkpoint, temperature)
+        examples, labels = self._label(store, runs)
         examples = self._with_earlier(examples, report, folder.parent) + self.extra
         check_heldout(examples, self.measured_ids)
         pool = sum(len(ids) for _, ids in self.sides[:number])
         entry = {"round": number, "sampled_by": accepted_checkpoint.name, "temperature": temperature,
-                 "train": {"items": pool, "labelled": labelled, "unlabelled_share": 1 - labelled / pool if pool else 0.0,
-                           "labels_right": (sum(bool(f.right) for f in found_all.values()) / len(found_all)
-                                            if found_all else None),
-                           "hard_coded": hard_coded,
-                           "diversity": diversity, "stages": number if number < len(self.sides) else len(self.sides)},
-                 "examples": len(examples), "written": written,
+                 "train": {"items": pool, "labelled": labels["labelled"],
+                           "unlabelled_share": 1 - labels["labelled"] / pool if pool else 0.0,
+                           "labels_right": labels["labels_right"], "hard_coded": labels["hard_coded"],
+                           "diversity": diversity, "stages": min(number, len(self.sides))},
+                 "examples": len(examples), "written": labels["written"],
                  "formats": dict(Counter(e.provenance.get("format", "earlier") for e in examples))}
         if not examples:
             entry.update(accepted=False, gained=False, nothing_to_train="no train item was verified, nothing to train on",
                          why="nothing to train on", checkpoint=None)
             return entry
         write_jsonl(examples, folder / "data.jsonl")
-        start = base if spec.restart == "base" else accepted_checkpoint
-        start_path = merged_master(start, folder) if start.adapter else Path(start.path)
+        start_path = start_of(base if spec.restart == "base" else accepted_checkpoint, folder)
         self.say(f"round {number}: training on {len(examples)} examples ({entry['formats']})")
         metrics = self.trainer(start_path, examples, folder)
-        checkpoint = lineage.register(Checkpoint(
-            name=f"{self.out.name}/round-{number}", round=number, parent=accepted_checkpoint.name, method="improve",
-            path=str(start_path) if spec.lora else str(folder / "model"),
-            adapter=str(folder / "model") if spec.lora else None, data_hash=data_hash(examples),
-            metrics={k: v for k, v in metrics.items() if k not in ("log", "signals")}))
-        engine = self.open_model(checkpoint)
-        try:
-            held, probe = await self._measure(f"round {number}", engine)
-        finally:
-            await engine.aclose()
-        versus = _paired(held, accepted["heldout"])
-        ok, gained, why = verdict(versus, spec.alpha)
+        checkpoint = register_round(lineage, self.out, number, parent=accepted_checkpoint.name, method="improve",
+                                    start_path=start_path, folder=folder, lora=spec.lora, examples=examples,
+                                    metrics=metrics)
+        held, probe = await self._measure(f"round {number}", checkpoint)
+        versus_accepted = _paired(held, accepted["heldout"])
+        ok, gained, why = verdict(versus_accepted, spec.alpha)
         entry.update(checkpoint=checkpoint.name, accepted=ok, gained=gained, why=why, heldout=held, probe=probe,
-                     best=best_system(held), versus_accepted=versus, versus_base=_paired(held, report["rounds"][0]["heldout"]),
+                     best=best_system(held), versus_accepted=versus_accepted,
+                     versus_base=_paired(held, report["rounds"][0]["heldout"]),
                      probe_versus_base=_paired(probe, report["rounds"][0]["probe"]) if probe else None,
                      data_hash=checkpoint.data_hash, loss=metrics.get("loss"))
         entry["alarms"], entry["next_temperature"] = self._steer(entry, report, temperature)
@@ -436,16 +405,14 @@ class Improvement:
         return kept
 
     def _steer(self, entry: dict, report: dict, temperature: float) -> tuple[list[str], float]:
+        """The decay alarms against round 1 (the first trained round), and the next round's
+        temperature: a collapse raises it."""
         first = next((r for r in report["rounds"][1:] if "train" in r), entry)
-        alarms = []
-        for student, now in entry["train"]["diversity"].items():
-            was = first["train"]["diversity"].get(student, 0.0)
-            if was and now < DIVERSITY_ALARM * was:
-                alarms.append(f"diversity collapse: {student} gives {now:.2f} distinct answers per item against "
-                              f"{was:.2f} in round 1")
-        if entry["train"]["unlabelled_share"] - first["train"]["unlabelled_share"] >= TAIL_ALARM:
-            alarms.append(f"tail narrowing: {100 * entry['train']['unlabelled_share']:.0f}% of the train items "
-                          f"unlabelled against {100 * first['train']['unlabelled_share']:.0f}% in round 1")
+        now, then = entry["train"], first["train"]
+        alarms = decay_alarms([(f"{student} gives ", d, then["diversity"].get(student, 0.0))
+                               for student, d in now["diversity"].items()],
+                              (now["unlabelled_share"], then["unlabelled_share"]), against="in round 1",
+                              unsolved_what="the train items unlabelled")
         hotter = min(HOTTEST, temperature + HOTTER) if alarms else temperature
         if hotter != temperature:
             alarms.append(f"steered: the next round samples at temperature {hotter:.1f} (was {temperature:.1f})")
@@ -469,4 +436,4 @@ class Improvement:
 
 
 def run(settings: Settings, spec: ImproveSpec, out: Path, on_stage=None, on_progress=None) -> dict:
-    return asyncio.run(Improvement(settings, spec, out, on_stage=on_stage, on_progress=on_progress).run())
+    return interrupt.run(Improvement(settings, spec, out, on_stage=on_stage, on_progress=on_progress).run())

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from selfcorrect.stats import mcnemar, wilson
+from selfcorrect.stats import paired, wilson
 from selfcorrect.trajectory import UnitResult
 
 WINDOW = 20
@@ -43,14 +43,13 @@ def online_summary(results: dict[str, list[UnitResult]], item_ids: Sequence[str]
 
 
 def _paired(a: list[bool], b: list[bool], positions) -> dict:
+    """Memory (`a`) against its twin (`b`): wrong→right is right with memory only."""
     positions = list(positions)
     n = len(positions)
     right_a, right_b = sum(a[k] for k in positions), sum(b[k] for k in positions)
-    only_a = sum(a[k] and not b[k] for k in positions)
-    only_b = sum(b[k] and not a[k] for k in positions)
-    return {"items": n, "memory": right_a / n if n else None, "twin": right_b / n if n else None,
+    return {"memory": right_a / n if n else None, "twin": right_b / n if n else None,
             "memory_interval": list(wilson(right_a, n)), "twin_interval": list(wilson(right_b, n)),
-            "only_memory": only_a, "only_twin": only_b, "p_value": mcnemar(only_a, only_b)}
+            **paired({k: b[k] for k in positions}, {k: a[k] for k in positions}).to_dict()}
 
 
 def _cumulative(flags: list[bool]) -> list[float]:

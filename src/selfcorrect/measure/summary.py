@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 from selfcorrect.measure.compute import accuracy_at, best_of_curve, budget_for, vote_curve
 from selfcorrect.measure.flips import flip_matrices
-from selfcorrect.stats import mcnemar, wilson
+from selfcorrect.stats import paired, wilson
 from selfcorrect.trajectory import PHASES, SENT_FIELDS, UnitResult
 
 COST_FIELDS = ("calls", "prompt_tokens", "completion_tokens", *SENT_FIELDS, "seconds", "sandbox_runs",
@@ -60,14 +60,8 @@ def _one(spec: str, rows: Sequence[UnitResult], oracle: bool) -> dict:
 
 
 def _paired(baseline: Sequence[UnitResult], rows: Sequence[UnitResult]) -> dict:
-    """McNemar's exact test on the items both ran."""
-    base = {r.item: r.final.correct for r in baseline}
-    pairs = [(base[r.item], r.final.correct) for r in rows if r.item in base]
-    only_base = sum(b and not s for b, s in pairs)
-    only_this = sum(s and not b for b, s in pairs)
-    return {"items": len(pairs), "only_baseline_right": only_base, "only_this_right": only_this,
-            "difference": (only_this - only_base) / len(pairs) if pairs else None,
-            "p_value": mcnemar(only_base, only_this)}
+    """McNemar's exact test on the items both ran (wrong→right: right here, wrong in the baseline)."""
+    return paired({r.item: r.final.correct for r in baseline}, {r.item: r.final.correct for r in rows}).to_dict()
 
 
 def _pool(results: dict[str, list[UnitResult]], kind: str) -> dict:

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import json
 import logging
-import sqlite3
 import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from selfcorrect.db import connect
 from selfcorrect.errors import ConfigError
 from selfcorrect.memory.lessons import SCHEMA, Lesson, check_writable
 
@@ -91,10 +91,7 @@ class LessonBank:
         if capacity < 1 or batch < 1 or min_uses < 1:
             raise ConfigError("invalid lesson bank settings", "capacity, batch and min_uses must be positive")
         self.capacity, self.batch, self.min_uses = capacity, batch, min_uses
-        self._db = sqlite3.connect(Path(path), isolation_level=None, check_same_thread=False, timeout=30)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")  # as the store: durable once the OS has it
-        self._db.executescript(TABLE)
+        self._db = connect(path, TABLE)
         self._lock = threading.Lock()
         self._indexes: dict[str, _Index] = {}
         self.embedder = embedder

@@ -11,13 +11,13 @@ file beside the lessons; found with bm25s over the inputs; exported as training 
 from __future__ import annotations
 
 import hashlib
-import sqlite3
 import threading
 import time
 from pathlib import Path
 
 from pydantic import BaseModel, Field
 
+from selfcorrect.db import connect
 from selfcorrect.memory.bank import bm25_index, bm25_search
 
 TABLE = """
@@ -49,9 +49,7 @@ class WorkedExample(BaseModel):
 class ExampleBank:
     def __init__(self, path: str | Path, *, per_namespace: int = 5000):
         self.per_namespace = per_namespace
-        self._db = sqlite3.connect(Path(path), isolation_level=None, check_same_thread=False, timeout=30)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.executescript(TABLE)
+        self._db = connect(path, TABLE)
         self._lock = threading.Lock()
         self._indexes: dict[str, tuple[list[str], object]] = {}
 

@@ -26,17 +26,16 @@ without memory, and exploring costs tokens, not accuracy.
 from __future__ import annotations
 
 import hashlib
-import sqlite3
 import threading
 from pathlib import Path
 
 from pydantic import BaseModel
 
+from selfcorrect.db import connect
 from selfcorrect.errors import ConfigError
-from selfcorrect.stats import wilson
+from selfcorrect.memory.arms import ARMS, SHOWN
+from selfcorrect.stats import Paired, wilson
 
-ARMS = ("none", "examples", "rules", "lessons")
-SHOWN = ARMS[1:]
 TABLE = """
 CREATE TABLE IF NOT EXISTS memory_arms (
     namespace TEXT NOT NULL,
@@ -56,6 +55,10 @@ class ArmEvidence(BaseModel):
     explored: int = 0  # shadow trials
     status: str = "trial"  # trial, admitted, retired
 
+    def paired(self) -> Paired:
+        """The arm against none over its trials (wrong→right: right with the arm only)."""
+        return Paired.of_counts(self.pairs, self.helped, self.hurt)
+
     @property
     def bounds(self) -> tuple[float, float]:
         """Wilson bounds on the share of discordant pairs that went the arm's way."""
@@ -68,9 +71,7 @@ class Gate:
             raise ConfigError(f"invalid memory gate: explore={explore}, min_pairs={min_pairs}",
                               "explore is a share from 0 to 1; min_pairs at least 1")
         self.explore_rate, self.min_pairs = explore, min_pairs
-        self._db = sqlite3.connect(Path(path), isolation_level=None, check_same_thread=False, timeout=30)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.executescript(TABLE)
+        self._db = connect(path, TABLE)
         self._lock = threading.Lock()
 
     def close(self) -> None:
@@ -129,7 +130,8 @@ class Gate:
 
     def report(self, namespace: str) -> dict:
         return {"explore": self.explore_rate, "min_pairs": self.min_pairs, "served": self.served(namespace),
-                "arms": {arm: {**e.model_dump(exclude={"arm"}), "bounds": [round(b, 3) for b in e.bounds]}
+                "arms": {arm: {**e.model_dump(exclude={"arm"}), "bounds": [round(b, 3) for b in e.bounds],
+                       "versus_none": e.paired().to_dict()}
                          for arm, e in self.arms(namespace).items() if arm != "none"}}
 
     def _get(self, namespace: str, arm: str) -> ArmEvidence:

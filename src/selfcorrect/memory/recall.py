@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 
 from selfcorrect.errors import ConfigError
+from selfcorrect.memory.arms import SHOWS
 from selfcorrect.memory.bank import LessonBank
 from selfcorrect.memory.examples import ExampleBank, WorkedExample, shown
 from selfcorrect.memory.guidelines import GuidelineBook
@@ -22,7 +23,6 @@ from selfcorrect.models.base import Message
 
 HEADER = "Lessons from earlier mistakes on similar problems:"
 RULES = "Guidelines learned from earlier mistakes:"
-SHOWS = ("all", "lessons", "rules", "examples")
 RULE_WORDS = 60  # the rules arm's budget: a small model reads a few lines, not a page
 
 

@@ -17,7 +17,6 @@ import concurrent.futures
 import hashlib
 import inspect
 import json
-import threading
 import time
 from collections import deque
 from collections.abc import Sequence as Seq
@@ -35,6 +34,7 @@ from selfcorrect.models.base import (
     count_sent,
     sample_seed,
 )
+from selfcorrect.models.worker import WorkerEngine
 from selfcorrect.precision import Precision, dtype, resolve
 
 
@@ -89,10 +89,12 @@ class _Request:
     pending: int = 0
 
 
-class HFModel:
+class HFModel(WorkerEngine):
     """All of the model's torch work (loading, decoding, adapters) happens on one worker
     thread: torch's OpenMP threads belong to the thread that starts them, and decoding on
     another thread than the one that loaded the model ran at 70% of the speed here."""
+
+    engine_name = "the hf model"
 
     def __init__(self, path: str | Path, adapter: str | Path | None = None, *, batch: int = 8,
                  threads: int | None = None, precision: Precision = "fp32"):
@@ -117,10 +119,7 @@ class HFModel:
         self.adapter: Path | None = None
         self._waiting: deque[_Request] = deque()
         self._jobs: deque = deque()
-        self._cv = threading.Condition()
-        self._closed = False
-        self._thread = threading.Thread(target=self._loop, name="selfcorrect-hf", daemon=True)
-        self._thread.start()
+        self._start_worker("selfcorrect-hf")
         try:
             self._on_worker(lambda: self._load(threads))
             if adapter is not None:
@@ -146,11 +145,7 @@ class HFModel:
     def _on_worker(self, job):
         """Run `job` on the worker thread, between batches; return what it returns."""
         future: concurrent.futures.Future = concurrent.futures.Future()
-        with self._cv:
-            if self._closed:
-                raise SelfcorrectError("the hf model is closed")
-            self._jobs.append((job, future))
-            self._cv.notify()
+        self._enqueue(self._jobs, (job, future))
         return future.result()
 
     # -- adapters ----------------------------------------------------------------------
@@ -226,25 +221,10 @@ class HFModel:
             raise ConfigError(f"the prompt has {len(prompt)} tokens and may grow by {params.max_tokens}; "
                               f"the model holds {limit}", "shorten the prompt or lower max_tokens")
         request = _Request(prompt, params, first_index, concurrent.futures.Future(), pending=params.n)
-        with self._cv:
-            if self._closed:
-                raise SelfcorrectError("the hf model is closed")
-            self._waiting.append(request)
-            self._cv.notify()
+        self._enqueue(self._waiting, request)
         completions = await asyncio.wrap_future(request.future)
         count_sent(completions)
         return completions
-
-    async def aclose(self) -> None:
-        self.close()
-
-    def close(self) -> None:
-        with self._cv:
-            if self._closed:
-                return
-            self._closed = True
-            self._cv.notify()
-        self._thread.join()
 
     # -- the worker --------------------------------------------------------------------
 

@@ -5,12 +5,12 @@ round, method, the hash of the data it was trained on and its metrics, in the st
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from pathlib import Path
 
 from pydantic import BaseModel, Field
 
+from selfcorrect.db import connect
 from selfcorrect.errors import ConfigError
 
 TABLE = """
@@ -32,23 +32,30 @@ class Checkpoint(BaseModel):
     method: str = "export"  # export, rft, star, correction, dpo
     data_hash: str | None = None
     metrics: dict = Field(default_factory=dict)
+    run: str | None = None  # the folder of the run that made it: a name belongs to one run
     created_at: float = Field(default_factory=time.time)
 
 
 class Lineage:
     def __init__(self, store: str | Path):
-        Path(store).parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(store, isolation_level=None, timeout=30)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.executescript(TABLE)
+        self._db = connect(store, TABLE)
 
     def close(self) -> None:
         self._db.close()
 
     def register(self, checkpoint: Checkpoint) -> Checkpoint:
+        """Add a checkpoint, or update one of the same run (a redone round, its GGUF written).
+        A name another run holds is refused: replacing it would point that run's report and
+        recipe at this run's model."""
         if checkpoint.parent is not None and self.get(checkpoint.parent) is None:
             raise ConfigError(f"checkpoint {checkpoint.name}'s parent {checkpoint.parent!r} is not registered",
                               "register the parent first")
+        held = self.get(checkpoint.name)
+        if held is not None and held.run != checkpoint.run:
+            raise ConfigError(f"checkpoint {checkpoint.name} belongs to the run in {held.run or 'an earlier run'}; "
+                              f"this run is in {checkpoint.run}",
+                              f"give this run an --out folder of another name than {Path(checkpoint.run or '').name!r}, "
+                              "or resume that run with its own --out")
         self._db.execute("INSERT OR REPLACE INTO checkpoints VALUES (?, ?, ?)",
                          (checkpoint.name, checkpoint.round, checkpoint.model_dump_json()))
         return checkpoint

@@ -9,8 +9,8 @@ import json
 
 from selfcorrect.report import plots
 from selfcorrect.report.build import label
-from selfcorrect.report.markdown import (COST_NOTE, ORACLE_NOTE, at_equal_tokens, equal_accuracy, pct, prompt_accounting,
-                                        sent_cell, signed, versus_best_of)
+from selfcorrect.report.markdown import (COST_NOTE, ORACLE_NOTE, STRATEGY_COLUMNS, equal_accuracy, pct,
+                                        prompt_accounting, strategy_cells, versus_best_of)
 
 STYLE = """
 body{font:14px/1.45 system-ui,sans-serif;margin:0 auto;max-width:1200px;padding:1rem 2rem;color:#222}
@@ -124,18 +124,11 @@ def comparison_table(report: dict) -> str:
     e = html.escape
     best = report["curves"]["best_of"]
     best_header = f"<th>vs best-of-n by {e(best['verifier'])} at equal tokens</th>" if best["points"] else ""
-    rows = ["<table><tr><th>strategy</th><th>accuracy (95% CI)</th><th>parse failures</th><th>truncated</th>"
-            "<th>no signal</th><th>tokens / item</th><th>sent / item</th><th>vs baseline (p)</th>"
-            "<th>vs sampling at equal tokens</th>"
-            f"<th>voting reaches this accuracy at</th>{best_header}</tr>"]
+    rows = ["<table><tr>" + "".join(f"<th>{e(c)}</th>" for c in STRATEGY_COLUMNS)
+            + f"<th>voting reaches this accuracy at</th>{best_header}</tr>"]
     for s in report["strategies"].values():
-        low, high = s["interval"]
-        versus = s.get("versus_baseline")
-        vs = "baseline" if versus is None else f"{signed(versus['difference'])} (p={versus['p_value']:.3g})"
-        rows.append(f"<tr><td>{e(label(s))}</td><td>{pct(s['accuracy'])} ({pct(low)}–{pct(high)})</td>"
-                    f"<td>{pct(s['parse_failure_rate'])}</td><td>{pct(s['truncation_rate'])}</td>"
-                    f"<td>{pct(s['no_signal_rate'])}</td><td>{s['tokens_per_item']:.0f}</td><td>{e(sent_cell(s))}</td><td>{vs}</td>"
-                    f"<td>{e(at_equal_tokens(s['compute_matched']))}</td><td>{e(equal_accuracy(s['compute_matched']))}</td>"
+        rows.append("<tr>" + "".join(f"<td>{e(cell)}</td>" for cell in strategy_cells(s))
+                    + f"<td>{e(equal_accuracy(s['compute_matched']))}</td>"
                     + (f"<td>{e(versus_best_of(s['compute_matched']))}</td>" if best["points"] else "") + "</tr>")
     return "".join(rows) + "</table>"
 

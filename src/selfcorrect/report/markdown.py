@@ -73,6 +73,20 @@ def prompt_accounting(config: dict) -> str:
     return "prompt tokens counted for every sample: the backend took a request per sample"
 
 
+STRATEGY_COLUMNS = ("strategy", "accuracy (95% CI)", "parse failures", "truncated", "no signal", "tokens / item",
+                    "sent / item", "vs baseline (p)", "vs sampling at equal tokens")
+
+
+def strategy_cells(s: dict) -> list[str]:
+    """A strategy's row of the summary table, as text (both reports show these columns)."""
+    low, high = s["interval"]
+    versus = s.get("versus_baseline")
+    vs = "baseline" if versus is None else f"{signed(versus['difference'])} (p={versus['p_value']:.3g})"
+    return [label(s), f"{pct(s['accuracy'])} ({pct(low)}–{pct(high)})", pct(s["parse_failure_rate"]),
+            pct(s["truncation_rate"]), pct(s["no_signal_rate"]), f"{s['tokens_per_item']:.0f}", sent_cell(s), vs,
+            at_equal_tokens(s["compute_matched"])]
+
+
 def render(report: dict) -> str:
     run, config = report["run"], report["run"]["config"]
     lines = [f"# selfcorrect report: {config['task']} · run {run['id']}", ""]
@@ -94,16 +108,11 @@ def render(report: dict) -> str:
         "selector or stop rule had nothing to act on (e.g. no critique with a readable score) and "
         "fell back to its default.", "",
         f"{COST_NOTE}", "",
-        "| strategy | accuracy (95% CI) | parse failures | truncated | no signal | tokens / item | sent / item | vs baseline (p) | vs sampling at equal tokens |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| " + " | ".join(STRATEGY_COLUMNS) + " |",
+        "|---" * len(STRATEGY_COLUMNS) + "|",
     ]
     for s in report["strategies"].values():
-        low, high = s["interval"]
-        versus = s.get("versus_baseline")
-        vs = "baseline" if versus is None else f"{signed(versus['difference'])} (p={versus['p_value']:.3g})"
-        lines.append(f"| {label(s)} | {pct(s['accuracy'])} ({pct(low)}–{pct(high)}) | "
-                     f"{pct(s['parse_failure_rate'])} | {pct(s['truncation_rate'])} | {pct(s['no_signal_rate'])} | "
-                     f"{s['tokens_per_item']:.0f} | {sent_cell(s)} | {vs} | {at_equal_tokens(s['compute_matched'])} |")
+        lines.append("| " + " | ".join(strategy_cells(s)) + " |")
     lines += ["", *online_section(report), "", *compute_section(report), "", *flips_section(report), "",
               *cost_section(report)]
     return "\n".join(lines) + "\n"
@@ -125,7 +134,7 @@ def online_section(report: dict) -> list[str]:
             if cell is None or not cell["items"]:
                 continue
             lines.append(f"| `{pair['strategy']}` ({part}) | {cell['items']} | {pct(cell['memory'])} | {pct(cell['twin'])} | "
-                         f"{cell['only_memory']} | {cell['only_twin']} | {cell['p_value']:.3g} | "
+                         f"{cell['wrong_to_right']} | {cell['right_to_wrong']} | {cell['p_value']:.3g} | "
                          f"{pct(pair['memory_shown_rate']) if part == 'all' else ''} | "
                          f"{pair['tokens_per_item']['memory']:.0f}, {pair['tokens_per_item']['twin']:.0f} |")
     gate = online.get("gate")

@@ -29,6 +29,7 @@ from selfcorrect.config import Settings
 from selfcorrect.errors import SelfcorrectError
 from selfcorrect.memory import GuidelineBook, Lesson, LessonBank, Recall, template_lesson
 from selfcorrect.memory.examples import ExampleBank
+from selfcorrect.memory.arms import SHOWN
 from selfcorrect.memory.gate import Gate
 from selfcorrect.memory.embed import check_retriever, load_embedder
 from selfcorrect.memory.learn import lessons_from, verdict
@@ -250,7 +251,7 @@ class Server:
             before, after = (verdict(trajectory.attempts[i], False) for i in (revision.before, revision.after))
             if before is not None and after is not None and before.passed != after.passed:
                 m.flips.labels("wrong_to_right" if after.passed else "right_to_wrong").inc()
-        if trajectory.memory and any(trajectory.memory.get(k) for k in ("lessons", "rules", "examples")):
+        if trajectory.memory and any(trajectory.memory.get(k) for k in SHOWN):
             m.memory_hits.inc()
         return result, {"usage": usage, "extension": extension}
 

@@ -14,7 +14,8 @@ paraphrased, the next similar question is shown it once the examples arm is admi
 from __future__ import annotations
 
 from selfcorrect.memory.examples import ExampleBank, WorkedExample
-from selfcorrect.memory.gate import SHOWN, Gate
+from selfcorrect.memory.arms import SHOWN
+from selfcorrect.memory.gate import Gate
 from selfcorrect.verify.answers import answers_match, vote_key
 
 

@@ -5,10 +5,11 @@ completion id after the reply, and feedback is taken once per completion."""
 from __future__ import annotations
 
 import json
-import sqlite3
 import threading
 import time
 from pathlib import Path
+
+from selfcorrect.db import connect
 
 TABLE = """
 CREATE TABLE IF NOT EXISTS completions (
@@ -24,10 +25,7 @@ CREATE TABLE IF NOT EXISTS completions (
 
 class Completions:
     def __init__(self, path: Path):
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")  # as the store: durable once the OS has it
-        self._db.executescript(TABLE)
+        self._db = connect(path, TABLE)
         self._lock = threading.Lock()
 
     def close(self) -> None:

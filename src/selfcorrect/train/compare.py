@@ -11,7 +11,7 @@ from itertools import combinations
 from pathlib import Path
 
 from selfcorrect.errors import ConfigError
-from selfcorrect.stats import mcnemar, wilson
+from selfcorrect.stats import mcnemar, paired, wilson
 
 
 def load(folder: Path) -> dict:
@@ -68,10 +68,7 @@ def compare(reports: dict[str, dict], strategy: str | None = None) -> dict:
     models = [r for r in rows if r["strategy"] == chosen]
     pairs = []
     for a, b in combinations(models, 2):
-        up = sum(not a["verdicts"][i] and b["verdicts"][i] for i in a["verdicts"])
-        down = sum(a["verdicts"][i] and not b["verdicts"][i] for i in a["verdicts"])
-        pairs.append({"from": a["model"], "to": b["model"], "wrong_to_right": up, "right_to_wrong": down,
-                      "difference": (up - down) / len(a["verdicts"]), "p_value": mcnemar(up, down)})
+        pairs.append({"from": a["model"], "to": b["model"], **paired(a["verdicts"], b["verdicts"]).to_dict()})
     oracle = [label for label, r in reports.items() if r["spec"]["method"] == "star" and r["spec"]["labels"] == "gold"]
     return {"items": len(items[first]), "runs": {label: r["spec"] for label, r in reports.items()},
             "strategy": chosen, "rows": rows, "pairs": pairs, "oracle_derived": oracle}

@@ -38,6 +38,24 @@ from selfcorrect.store import GradedAttempt, Store
 from selfcorrect.verify.answers import vote_key
 
 
+MAX_REPLY_CHARS = 2000  # a longer reply rambles: not worth learning
+
+
+def usable_reply(text: str, finish_reason: str | None, max_chars: int = MAX_REPLY_CHARS) -> str | None:
+    """The one rule for a reply fit to learn from: its stripped text, when that is not empty,
+    was not cut off at the token limit and is at most `max_chars` long; else None."""
+    text = text.strip()
+    return text if text and finish_reason != "length" and len(text) <= max_chars else None
+
+
+def usable(graded: GradedAttempt, max_chars: int = MAX_REPLY_CHARS) -> str | None:
+    """A stored attempt's reply fit to learn from (usable_reply), with the conversation it
+    answered on record; else None."""
+    if graded.messages is None:
+        return None
+    return usable_reply(graded.attempt.text, graded.attempt.finish_reason, max_chars)
+
+
 class Example(BaseModel):
     """One training example: the conversation the model was given, and the reply to learn."""
 
@@ -73,7 +91,7 @@ def split(item_ids: Iterable[str], heldout: float, seed: int = 0) -> tuple[list[
 
 
 def build_rft(store: Store, *, task: str, train_ids: Sequence[str], run_ids: Sequence[str] | None = None,
-              model: str | None = None, per_item: int = 4, max_chars: int = 2000,
+              model: str | None = None, per_item: int = 4, max_chars: int = MAX_REPLY_CHARS,
               rare_boost: int = 1) -> list[Example]:
     """Rejection sampling: every correct attempt of the train items, answering the task's own
     conversation (as the model will be asked), at most `per_item` distinct replies per item.
@@ -87,11 +105,9 @@ def build_rft(store: Store, *, task: str, train_ids: Sequence[str], run_ids: Seq
         if graded.item_id not in allowed:
             continue
         tried.setdefault(graded.item_id, []).append(graded.correct)
-        if not graded.correct or graded.messages is None:
-            continue
-        text = graded.attempt.text.strip()
-        key = (graded.attempt.messages_hash, " ".join(text.split()))
-        if not text or len(text) > max_chars or key in seen or graded.attempt.finish_reason == "length":
+        text = usable(graded, max_chars) if graded.correct else None
+        key = (graded.attempt.messages_hash, " ".join((text or "").split()))
+        if text is None or key in seen:
             continue
         examples = kept.setdefault(graded.item_id, [])
         if len(examples) >= per_item:
@@ -120,9 +136,10 @@ def build_correction(store: Store, *, task: str, train_ids: Sequence[str], run_i
     for attempts in units.values():
         for graded in attempts.values():
             parent = attempts.get(graded.attempt.parent) if graded.attempt.parent is not None else None
-            if parent is None or not graded.correct or graded.messages is None:
+            text = usable(graded)
+            if parent is None or not graded.correct or text is None:
                 continue
-            example = Example(prompt=graded.messages, completion=graded.attempt.text.strip(), item_id=graded.item_id,
+            example = Example(prompt=graded.messages, completion=text, item_id=graded.item_id,
                               provenance={"run": graded.run_id, "strategy": graded.strategy, "model": graded.model,
                                           "attempt": graded.attempt.index, "revises": parent.attempt.index,
                                           "kind": "keep" if parent.correct else "fix"})
@@ -132,7 +149,7 @@ def build_correction(store: Store, *, task: str, train_ids: Sequence[str], run_i
 
 def build_correction_pairs(store: Store, *, task: str, train_ids: Sequence[str], review: str,
                            run_ids: Sequence[str] | None = None, model: str | None = None, per_item: int = 4,
-                           keep: float = 1.0, max_chars: int = 2000) -> list[Example]:
+                           keep: float = 1.0, max_chars: int = MAX_REPLY_CHARS) -> list[Example]:
     """Correction traces made of independent first attempts: [the item's conversation, a wrong
     sample, `review`] → a right sample of the same item (at most `per_item` per item), and as
     many as `keep` times their number of right → right ones (a right sample shown, another
@@ -140,9 +157,8 @@ def build_correction_pairs(store: Store, *, task: str, train_ids: Sequence[str],
     allowed = set(train_ids)
     samples: dict[str, dict[bool, dict[str, GradedAttempt]]] = {}
     for graded in store.graded_attempts(task=task, run_ids=run_ids, item_ids=list(allowed), model=model):
-        text = graded.attempt.text.strip()
-        if (graded.item_id not in allowed or graded.attempt.parent is not None or graded.messages is None or not text
-                or len(text) > max_chars or graded.attempt.finish_reason == "length"):
+        text = usable(graded, max_chars)
+        if graded.item_id not in allowed or graded.attempt.parent is not None or text is None:
             continue
         samples.setdefault(graded.item_id, {True: {}, False: {}})[graded.correct].setdefault(" ".join(text.split()), graded)
 
@@ -184,7 +200,7 @@ def build_dpo(store: Store, *, task: str, train_ids: Sequence[str], run_ids: Seq
     by_prompt: dict[tuple[str, str], list[GradedAttempt]] = {}
     units: dict[tuple[str, str, str], dict[int, GradedAttempt]] = {}
     for graded in store.graded_attempts(task=task, run_ids=run_ids, item_ids=list(allowed), model=model):
-        if graded.item_id not in allowed or graded.messages is None or graded.attempt.finish_reason == "length":
+        if graded.item_id not in allowed or usable(graded) is None:
             continue
         by_prompt.setdefault((graded.item_id, graded.attempt.messages_hash), []).append(graded)
         units.setdefault((graded.run_id, graded.strategy, graded.item_id), {})[graded.attempt.index] = graded
@@ -222,7 +238,7 @@ def to_preference_dataset(pairs: Sequence[Pair]):
 
 def build_label_free(store: Store, *, task: str, train_ids: Sequence[str], run_ids: Sequence[str],
                      sample_strategy: str, labels: str, agreement: float = 0.5, per_item: int = 4,
-                     model: str | None = None, max_chars: int = 2000) -> tuple[list[Example], dict]:
+                     model: str | None = None, max_chars: int = MAX_REPLY_CHARS) -> tuple[list[Example], dict]:
     """Examples labelled without gold, and the pseudo-labels' record: per item the label, and
     (measurement only) whether it was right. `labels`: "vote" (the samples' majority) or
     "program" (program-aided's answer, from the same runs)."""
@@ -256,9 +272,8 @@ def build_label_free(store: Store, *, task: str, train_ids: Sequence[str], run_i
                            else any(g.correct for g in matching)}
         seen: set[str] = set()
         for g in matching:
-            text = g.attempt.text.strip()
-            if (len(seen) >= per_item or not text or len(text) > max_chars or g.messages is None
-                    or g.attempt.finish_reason == "length" or " ".join(text.split()) in seen):
+            text = usable(g, max_chars)
+            if len(seen) >= per_item or text is None or " ".join(text.split()) in seen:
                 continue
             seen.add(" ".join(text.split()))
             examples.append(Example(prompt=g.messages, completion=text, item_id=item_id, label=labels,

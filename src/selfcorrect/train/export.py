@@ -6,9 +6,11 @@ checkpoint), and saved as a normal transformers checkpoint."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from selfcorrect.errors import ConfigError
+from selfcorrect.models.lineage import Checkpoint, Lineage
 from selfcorrect.precision import Precision
 
 
@@ -42,3 +44,26 @@ def export_embedded(out: Path, precision: Precision = "auto") -> Path:
     tokenizer.save_pretrained(out)
     (out / "EXPORTED_FROM").write_text(f"{source.name}\n{time.perf_counter() - started:.1f} s\n")
     return out
+
+
+def export_base(store: Path, precision: Precision = "auto", folder: Path | None = None) -> Checkpoint:
+    """The embedded model exported (to `folder`, default models/base beside the store) and
+    registered as round 0 of the store's lineage, `base`."""
+    folder = folder or Path(store).parent / "models" / "base"
+    started = time.perf_counter()
+    export_embedded(folder, precision)
+    lineage = Lineage(store)
+    try:
+        return lineage.register(Checkpoint(name="base", round=0, path=str(folder.resolve()), method="export",
+                                           metrics={"export_seconds": round(time.perf_counter() - started, 1),
+                                                    "precision": "bf16" if precision == "bf16" else "fp32"}))
+    finally:
+        lineage.close()
+
+
+def base_of(store: Path, lineage: Lineage, precision: Precision, say: Callable[[str], None]) -> Checkpoint:
+    """Round 0 of the lineage; on first use (none registered) the embedded model, exported."""
+    if not any(c.round == 0 for c in lineage.all()):
+        say("no round 0 in the store: exporting the embedded model as the base (`selfcorrect models export`)")
+        export_base(store, precision)
+    return lineage.of_round(0)

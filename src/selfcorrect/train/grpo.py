@@ -35,21 +35,27 @@ SIGNALS = ("reward", "reward_std", "frac_reward_zero_std", "entropy", "clip_rati
 
 
 @dataclass
-class GRPOSettings:
+class OnlineSettings:
+    """What every training rewarded online by the task's check shares (GRPO, SCoRe)."""
+
     lora: bool = True
     rank: int = 16
     learning_rate: float = 2e-5
-    steps: int = 40
     generations: int = 8  # completions per prompt: the group
     prompts_per_step: int = 2
     max_completion_length: int = 96
     temperature: float = 1.0
-    beta: float = 0.04  # the KL penalty towards the starting model
-    format_reward: float = 0.0  # weight of the format term (0: off)
-    partial_credit: bool = False
     save_steps: int = 20
     seed: int = 0
     precision: Precision = "auto"
+
+
+@dataclass
+class GRPOSettings(OnlineSettings):
+    steps: int = 40
+    beta: float = 0.04  # the KL penalty towards the starting model
+    format_reward: float = 0.0  # weight of the format term (0: off)
+    partial_credit: bool = False
 
 
 class TaskReward:
@@ -124,20 +130,27 @@ def train_grpo(base: Path, task: Task, items: list[Item], out: Path, settings: G
     try:
         trainer = GRPOTrainer(model=model, reward_funcs=[reward], args=config, train_dataset=dataset,
                               processing_class=tokenizer, peft_config=peft)
-        result, seconds, resume = run_trainer(trainer, tokenizer, out)
+        result, seconds, resumed_from = run_trainer(trainer, tokenizer, out)
     finally:
         reward.close()
         if sandbox is not None:
             sandbox.close()
     log = [{key: entry[key] for key in SIGNALS if key in entry} | {"step": entry.get("step")}
            for entry in trainer.state.log_history if "reward" in entry]
-    zero = [entry["frac_reward_zero_std"] for entry in log if "frac_reward_zero_std" in entry]
     completions = settings.steps * settings.generations * settings.prompts_per_step
+    metrics = online_metrics(trainer, result, seconds, resumed_from, settings, log)
+    return {**metrics, "completions": completions,
+            "completions_per_s": round(completions / metrics["step_seconds"], 2) if metrics["step_seconds"] else None}
+
+
+def online_metrics(trainer, result, seconds: float, resumed_from: int, settings: OnlineSettings, log: list) -> dict:
+    """The metrics every online training reports: loss, steps, speed over the steps' own time,
+    the share of groups whose rewards were all equal (no signal), the logged signals."""
+    zero = [entry["frac_reward_zero_std"] for entry in log if "frac_reward_zero_std" in entry]
     tokens, stepped = processed(trainer)
     return {"loss": result.training_loss, "steps": result.global_step, "seconds": round(seconds, 1),
-            "resumed": resume, "lora": settings.lora, "completions": completions, "step_seconds": round(stepped, 1),
-            "completions_per_s": round(completions / stepped, 2) if stepped else None,
-            "tokens": tokens, "tokens_per_s": round(tokens / stepped, 1) if stepped else None,
+            "resumed": resumed_from > 0, "lora": settings.lora, "tokens": tokens, "step_seconds": round(stepped, 1),
+            "tokens_per_s": round(tokens / stepped, 1) if stepped else None,
             "zero_variance_groups": sum(zero) / len(zero) if zero else None, "signals": log,
             "log": [entry["loss"] for entry in log if "loss" in entry]}
 

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from selfcorrect.models.base import Model, SamplingParams
 from selfcorrect.strategies.refine import CRITIQUE
 from selfcorrect.tasks import Item
-from selfcorrect.train.data import Pair
+from selfcorrect.train.data import Pair, usable_reply
 from selfcorrect.verify.scores import read_score
 
 
@@ -38,8 +38,8 @@ async def judged_pairs(model: Model, items: Sequence[Item], rows: Sequence, para
         item = by_id[row.item]
         distinct: dict[str, bool] = {}
         for attempt, grade in zip(row.trajectory.attempts, row.grades):
-            text = attempt.text.strip()
-            if text and attempt.answer is not None and attempt.finish_reason != "length" and len(distinct) < per_item:
+            text = usable_reply(attempt.text, attempt.finish_reason)
+            if text is not None and attempt.answer is not None and len(distinct) < per_item:
                 distinct.setdefault(text, grade.correct)  # grade: measurement only, never in a pair's choice
         scores = await asyncio.gather(*(score(item, text) for text in distinct))
         return [(text, right, s) for (text, right), s in zip(distinct.items(), scores)]

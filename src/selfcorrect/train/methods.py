@@ -96,13 +96,18 @@ class Method:
         sets an option that only another method reads."""
         if spec.labels not in self.labels:
             raise ValueError(self.refuse(spec.labels))
+        readers: dict[str, list[str]] = {}
         for entry in METHODS.entries():
-            for option in set(entry.factory.owns) - set(self.owns):
-                value = getattr(spec, option)
-                if value != type(spec).model_fields[option].default:
-                    flag = "--" + option.replace("_", "-")
-                    raise ValueError(f"{flag} is read by {entry.name} alone: {flag} {value} goes with "
-                                     f"--method {entry.name}")
+            for option in entry.factory.owns:
+                readers.setdefault(option, []).append(entry.name)
+        for option, names in readers.items():
+            value = getattr(spec, option, None)
+            if option in self.owns or option not in type(spec).model_fields:
+                continue
+            if value != type(spec).model_fields[option].default:
+                flag = "--" + option.replace("_", "-")
+                raise ValueError(f"{flag} is read by {' and '.join(names)} alone: {flag} {value} goes with "
+                                 f"--method {' or '.join(names)}")
 
     def refuse(self, labels: str) -> str:
         """Why this method cannot learn from `labels`."""
@@ -153,6 +158,7 @@ class RFT(Method):
 
     name = "rft"
     labels = ("gold", "vote", "program")
+    owns = ("rare_boost",)
 
     def data(self, run, runs, carried, previous):
         spec = run.spec
@@ -267,6 +273,7 @@ class GRPO(Online):
     """reinforcement learning on the train items, rewarded by the task's check"""
 
     name = "grpo"
+    owns = ("grpo_steps", "generations", "beta", "format_reward", "partial_credit")
 
     def training(self, examples, run):
         return f"GRPO for {run.spec.grpo_steps} steps on {len(run.train_ids)} train items"
@@ -283,7 +290,7 @@ class SCoRe(Online):
     """two attempts per prompt, trained in two stages to correct itself"""
 
     name = "score"
-    owns = ("review_feedback",)
+    owns = ("stage1_steps", "stage2_steps", "alpha", "beta_stage1", "generations", "beta", "review_feedback")
 
     def training(self, examples, run):
         return f"two-attempt training, {run.spec.stage1_steps} + {run.spec.stage2_steps} steps"

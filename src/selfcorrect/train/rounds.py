@@ -16,8 +16,8 @@ stops improving.
 
 from __future__ import annotations
 
-import asyncio
 import math
+import shutil
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -26,25 +26,24 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from selfcorrect import interrupt
 from selfcorrect.config import Settings
 from selfcorrect.errors import ConfigError
-from selfcorrect.stats import mcnemar, wilson
+from selfcorrect.stats import wilson
 from selfcorrect.models.lineage import Checkpoint, Lineage
-from selfcorrect.models.load import load_gguf
 from selfcorrect.precision import describe, resolve
-from selfcorrect.runner import EvalSpec, Evaluation, results_by_strategy
 from selfcorrect.store import Store
 from selfcorrect.strategies import parse_strategy
-from selfcorrect.tasks import Subset, parse_task, select
-from selfcorrect.train.data import SplitSpec, check_heldout, data_hash, split, write_jsonl
+from selfcorrect.tasks import Subset, parse_task
+from selfcorrect.train.cycle import (MEASURE_TEMPERATURE, decay_alarms, measure_side, open_base,
+                                     merged_master, opened, register_round, resumed_report, split_items, start_of,
+                                     versus)
+from selfcorrect.train.data import SplitSpec, check_heldout, read_jsonl, write_jsonl
 from selfcorrect.train.methods import METHODS, TrainingRun, method_of
 from selfcorrect.train.report import write as write_report
-from selfcorrect.train.to_gguf import fits_template, write_checkpoint_gguf
 from selfcorrect.verify.answers import vote_key
 
-MEASURE_TEMPERATURE = 0.3  # the held-out side, and program-aided pseudo-labels: as the studies measure
-DIVERSITY_ALARM = 0.5  # distinct answers per item below half of the base's
-TAIL_ALARM = 0.1  # the share of never-solved items up by ten points or more
+__all__ = ["TrainSpec", "Training", "merged_master", "run", "train_rounds"]
 
 
 class TrainSpec(SplitSpec):
@@ -93,7 +92,165 @@ class TrainSpec(SplitSpec):
     def _method_takes_it(self):
         METHODS.get(self.method)  # an unknown method: its error names the known ones
         method_of(self).check(self)
+        if self.labels != "vote" and self.agreement != type(self).model_fields["agreement"].default:
+            raise ValueError(f"--agreement is read with --labels vote alone: --agreement {self.agreement} goes "
+                             "with --labels vote")
         return self
+
+
+STOPPING = ("rounds", "patience")  # what may change when a run is resumed
+
+
+class Training:
+    """One `train` run: set up from a spec and an output folder, then `await run()`. The
+    report is written after each finished round; a round that did not finish is done again
+    from nothing (its folder removed), and the same spec and folder resume the run."""
+
+    def __init__(self, settings: Settings, spec: TrainSpec, out: Path, on_stage: Callable[[str], None] | None = None,
+                 engine_factory=None, on_progress: Callable | None = None):
+        self.settings, self.spec, self.out = settings, spec, Path(out)
+        self.say = on_stage or (lambda text: None)
+        self.on_progress, self.engine_factory = on_progress, engine_factory
+        self.task = parse_task(spec.task, settings.data)
+        items, self.train_ids, self.held_ids = split_items(self.task, spec)
+        if spec.review_feedback == "tests" and (self.task.kind != "code" or not all(i.view.visible_tests for i in items)):
+            raise ConfigError(f"--review-feedback tests shows the visible tests' results: {spec.task} has no visible "
+                              "tests on every item", "use a code task with visible tests (mbpp), or --review-feedback none")
+        self.train_side, self.held_side = Subset(self.task, set(self.train_ids)), Subset(self.task, set(self.held_ids))
+        self.method = method_of(spec)
+
+    async def run(self) -> dict:
+        spec, out = self.spec, self.out
+        lineage, store = Lineage(self.settings.store), Store(self.settings.store)
+        try:
+            base, use_gguf, self.open_model = open_base(self.settings, lineage, spec.engine, self.engine_factory,
+                                                        self.say)
+            self.training_run = TrainingRun(spec, store, self.task, self.train_ids, self.held_ids, self.train_side,
+                                    parse_strategy(spec.sample).spec, self.settings.precision)
+            out.mkdir(parents=True, exist_ok=True)
+            report = resumed_report(out, spec, STOPPING, self.say, "train") or {
+                "spec": spec.model_dump(), "engine": "gguf" if use_gguf else "hf",
+                "precision": resolve(self.settings.precision), "machine": describe(),
+                "train_items": len(self.train_ids), "heldout_items": len(self.held_ids), "base": base.name,
+                "rounds": [], "stopped": None}
+            while not report["stopped"] and len(report["rounds"]) <= spec.rounds:
+                number = len(report["rounds"])
+                folder = out / f"round-{number}"
+                if folder.exists():
+                    self.say(f"round {number} did not finish: doing it again from the start")
+                    shutil.rmtree(folder)
+                started = time.perf_counter()
+                entry = await self._round(number, report, lineage, base, folder)
+                if entry is None:
+                    break
+                entry["seconds"] = round(time.perf_counter() - started, 1)
+                report["rounds"].append(entry)
+                report["stopped"] = self._stop(report)
+                write_report(report, out)
+        finally:
+            lineage.close()
+            store.close()
+        write_report(report, out)
+        return report
+
+    async def _round(self, number: int, report: dict, lineage: Lineage, base: Checkpoint, folder: Path) -> dict | None:
+        """Round `number`: train on the previous round's samples (round 0: the base as it is),
+        then measure and sample; None when there was nothing to train on (report["stopped"] says why)."""
+        entry: dict = {"round": number, "checkpoint": base.name}
+        current = base
+        if number > 0:
+            previous = report["rounds"][-1]
+            current = await self._train(number, previous, lineage, base, folder, entry)
+            if current is None:
+                report["stopped"] = entry["stopped"]
+                return None
+        async with opened(self.open_model, current) as engine:
+            await self._measure_and_sample(number, engine, entry, report)
+        return entry
+
+    async def _train(self, number: int, previous: dict, lineage: Lineage, base: Checkpoint, folder: Path,
+                     entry: dict) -> Checkpoint | None:
+        spec, run = self.spec, self.training_run
+        self.say(f"round {number}: building data from round {number - 1}'s samples")
+        data = self.method.data(run, previous["train_runs"], self._carried(number - 1), previous)
+        examples = data.examples
+        check_heldout(examples, self.held_ids)
+        if not examples and not self.method.online:
+            why = ("the judge ordered no pair of samples (no readable score, or equal scores)"
+                   if spec.labels == "judge" else "no sample was verified right")
+            entry["stopped"] = f"round {number}: {why}, nothing to train on"
+            return None
+        if examples:
+            write_jsonl(examples, folder / "data.jsonl")
+        previous_checkpoint = lineage.get(previous["checkpoint"])
+        start = base if spec.restart == "base" else previous_checkpoint
+        if start.adapter:
+            self.say(f"round {number}: merging round {number - 1}'s adapter")
+        start_path = start_of(start, folder)
+        self.say(f"round {number}: {self.method.training(examples, run)}")
+        metrics = self.method.train(run, start_path, folder, examples)
+        current = register_round(lineage, self.out, number, parent=previous_checkpoint.name, method=spec.method,
+                                 start_path=start_path, folder=folder, lora=spec.lora, examples=examples,
+                                 metrics=metrics)
+        entry.update(checkpoint=current.name, examples=len(examples), data_hash=current.data_hash,
+                     pseudo_labels=data.pseudo_labels, data_right=data.data_right,
+                     training={k: v for k, v in metrics.items() if k not in ("log", "signals")},
+                     loss_log=metrics["log"], signals=metrics.get("signals"))
+        return current
+
+    async def _measure_and_sample(self, number: int, engine, entry: dict, report: dict) -> None:
+        """The held-out side measured, the train side sampled (and pseudo-labelled, and what the
+        method prepares for the next round made), all by this round's model."""
+        spec, run, settings = self.spec, self.training_run, self.settings
+        self.say(f"round {number}: evaluating the held-out side")
+        held_run, held = await measure_side(settings, self.held_side, spec.evaluate, engine, spec.seed,
+                                            MEASURE_TEMPERATURE, self.on_progress)
+        self.say(f"round {number}: sampling the train side")
+        sample_run, sampled = await measure_side(settings, self.train_side, [spec.sample], engine, spec.seed + number,
+                                                 spec.sample_temperature, self.on_progress)
+        runs = [sample_run]
+        # the labeller answers as it would be measured, not as it explores; the last round's
+        # samples only measure, and need no labels
+        if spec.labels == "program" and number < spec.rounds:
+            self.say(f"round {number}: program-aided answers of the train side, the pseudo-labels")
+            label_run, _ = await measure_side(settings, self.train_side, ["program-aided"], engine,
+                                              spec.seed + number, MEASURE_TEMPERATURE, self.on_progress)
+            runs.append(label_run)
+        if number < spec.rounds:
+            if self.method.preparing(run):
+                self.say(f"round {number}: {self.method.preparing(run)}")
+            carried, record = await self.method.prepare(run, engine, runs, sampled[run.sampler])
+            if carried:  # kept on disk, so that a resumed run trains on them too
+                write_jsonl(carried, self.out / f"round-{number}" / "carried.jsonl")
+            if record is not None:
+                entry[self.method.prepared] = record
+        rows = sampled[run.sampler]
+        train = _train_side(rows)
+        solve_rates = train.pop("solve_rates")
+        report.setdefault("base_solve_rates", solve_rates)  # round 0's: the tail is grouped by them
+        entry.update(heldout_run=held_run, sample_run=sample_run, train_runs=runs,
+                     heldout=_heldout(held, report["rounds"]), train=train)
+        entry["train"]["tail"] = _tail(rows, report["base_solve_rates"])
+        entry["alarms"] = _alarms(entry, report["rounds"])
+
+    def _carried(self, number: int) -> list:
+        """What round `number`'s model prepared for the next round (method.prepare)."""
+        path = self.out / f"round-{number}" / "carried.jsonl"
+        return read_jsonl(path) if path.is_file() else []
+
+    def _stop(self, report: dict) -> str | None:
+        """Stop when held-out accuracy has not improved on the best so far for `patience` rounds."""
+        best, waited = None, 0
+        for entry in report["rounds"]:
+            accuracy = entry["heldout"]["accuracy"]
+            if best is not None and accuracy <= best:
+                waited += 1
+            else:
+                best, waited = accuracy, 0
+        number = report["rounds"][-1]["round"]
+        if waited >= self.spec.patience and number < self.spec.rounds:
+            return f"held-out accuracy did not improve after round {number}"
+        return None
 
 
 async def train_rounds(settings: Settings, spec: TrainSpec, out: Path,
@@ -101,154 +258,7 @@ async def train_rounds(settings: Settings, spec: TrainSpec, out: Path,
                        on_progress: Callable | None = None) -> dict:
     """Run the rounds; write out/report.{json,md,html} after each one; return the report.
     `engine_factory(checkpoint)` opens a checkpoint's model (default: by `spec.engine`)."""
-
-    def say(text: str) -> None:
-        if on_stage is not None:
-            on_stage(text)
-
-    lineage = Lineage(settings.store)
-    store = Store(settings.store)
-    base = lineage.of_round(0)
-    task = parse_task(spec.task, settings.data)
-    items = select(task.items(), seed=spec.seed)[: spec.limit] if spec.limit else task.items()
-    if spec.review_feedback == "tests" and (task.kind != "code" or not all(i.view.visible_tests for i in items)):
-        raise ConfigError(f"--review-feedback tests shows the visible tests' results: {spec.task} has no visible "
-                          "tests on every item", "use a code task with visible tests (mbpp), or --review-feedback none")
-    train_ids, held_ids = split([i.id for i in items], spec.heldout, spec.seed)
-    train_side, held_side = Subset(task, set(train_ids)), Subset(task, set(held_ids))
-    use_gguf = spec.engine == "gguf" or (spec.engine == "auto" and fits_template(Path(base.path)))
-
-    open_model = engine_factory or checkpoint_opener(settings, lineage, use_gguf, say)
-    out.mkdir(parents=True, exist_ok=True)
-    method = method_of(spec)
-    run = TrainingRun(spec, store, task, train_ids, held_ids, train_side, parse_strategy(spec.sample).spec,
-                      settings.precision)
-    report = {"spec": spec.model_dump(), "engine": "gguf" if use_gguf else "hf", "precision": resolve(settings.precision),
-              "machine": describe(), "train_items": len(train_ids),
-              "heldout_items": len(held_ids), "base": base.name, "rounds": [], "stopped": None}
-    current, best, waited = base, None, 0
-    carried: list = []  # made with round r-1's model, trained on in round r (method.prepare)
-    base_solved: dict[str, float] | None = None
-    try:
-        for number in range(spec.rounds + 1):
-            started = time.perf_counter()
-            entry = {"round": number, "checkpoint": current.name}
-            if number > 0:
-                say(f"round {number}: building data from round {number - 1}'s samples")
-                previous = report["rounds"][-1]
-                data = method.data(run, previous["train_runs"], carried, previous)
-                examples = data.examples
-                check_heldout(examples, held_ids)
-                if not examples and not method.online:
-                    why = ("the judge ordered no pair of samples (no readable score, or equal scores)"
-                           if spec.labels == "judge" else "no sample was verified right")
-                    report["stopped"] = f"round {number}: {why}, nothing to train on"
-                    break
-                folder = out / f"round-{number}"
-                if examples:
-                    write_jsonl(examples, folder / "data.jsonl")
-                start = base if spec.restart == "base" else current
-                start_path = Path(start.path)
-                if start.adapter and spec.restart == "continue":
-                    say(f"round {number}: merging round {number - 1}'s adapter")
-                    start_path = merged_master(start, folder)
-                say(f"round {number}: {method.training(examples, run)}")
-                metrics = method.train(run, start_path, folder, examples)
-                current = lineage.register(Checkpoint(
-                    name=f"{out.name}/round-{number}", round=number, parent=current.name, method=spec.method,
-                    path=str(start_path) if spec.lora else str(folder / "model"),
-                    adapter=str(folder / "model") if spec.lora else None, data_hash=data_hash(examples),
-                    metrics={k: v for k, v in metrics.items() if k not in ("log", "signals")}))
-                entry.update(checkpoint=current.name, examples=len(examples), data_hash=current.data_hash,
-                             pseudo_labels=data.pseudo_labels, data_right=data.data_right,
-                             training={k: v for k, v in metrics.items() if k not in ("log", "signals")},
-                             loss_log=metrics["log"], signals=metrics.get("signals"))
-            engine = open_model(current)
-            try:
-                say(f"round {number}: evaluating the held-out side")
-                held_run, held = await evaluate_side(settings, held_side, spec.evaluate, engine, spec.seed,
-                                                 MEASURE_TEMPERATURE, on_progress)
-                say(f"round {number}: sampling the train side")
-                sample_run, sampled = await evaluate_side(settings, train_side, [spec.sample], engine, spec.seed + number,
-                                                      spec.sample_temperature, on_progress)
-                runs = [sample_run]
-                # the labeller answers as it would be measured, not as it explores; the last round's
-                # samples only measure, and need no labels
-                if spec.labels == "program" and number < spec.rounds:
-                    say(f"round {number}: program-aided answers of the train side, the pseudo-labels")
-                    label_run, _ = await evaluate_side(settings, train_side, ["program-aided"], engine, spec.seed + number,
-                                                   MEASURE_TEMPERATURE, on_progress)
-                    runs.append(label_run)
-                if number < spec.rounds:
-                    if method.preparing(run):
-                        say(f"round {number}: {method.preparing(run)}")
-                    carried, record = await method.prepare(run, engine, runs, sampled[run.sampler])
-                    if record is not None:
-                        entry[method.prepared] = record
-            finally:
-                await engine.aclose()
-            entry.update(heldout_run=held_run, sample_run=sample_run, train_runs=runs,
-                         heldout=_heldout(held, report["rounds"]), train=_train_side(sampled[run.sampler]))
-            if base_solved is None:
-                base_solved = entry["train"].pop("solve_rates")
-            else:
-                entry["train"].pop("solve_rates")
-            entry["train"]["tail"] = _tail(sampled[run.sampler], base_solved)
-            entry["alarms"] = _alarms(entry, report["rounds"])
-            entry["seconds"] = round(time.perf_counter() - started, 1)
-            report["rounds"].append(entry)
-            write_report(report, out)
-            accuracy = entry["heldout"]["accuracy"]
-            if best is not None and accuracy <= best:
-                waited += 1
-                if waited >= spec.patience and number < spec.rounds:
-                    report["stopped"] = f"held-out accuracy did not improve after round {number}"
-                    break
-            else:
-                best, waited = accuracy, 0
-    finally:
-        lineage.close()
-        store.close()
-    write_report(report, out)
-    return report
-
-
-def merged_master(start: Checkpoint, folder: Path) -> Path:
-    """A trained round's adapter merged into its base, in fp32: the next round's master copy."""
-    from selfcorrect.models.hf import HFModel
-
-    merger = HFModel(start.path, start.adapter, precision="fp32")
-    try:
-        return merger.merge_adapter(folder / "start")
-    finally:
-        merger.close()
-
-
-def checkpoint_opener(settings: Settings, lineage: Lineage, use_gguf: bool, say: Callable[[str], None]):
-    """How a round's checkpoint is opened to sample and measure: written back to GGUF once (and
-    the lineage told) for the llama.cpp engine, or on transformers."""
-    from selfcorrect.models.hf import HFModel
-
-    def open_gguf(c: Checkpoint):
-        if c.gguf is None or not Path(c.gguf).exists():
-            say(f"writing {c.name} to GGUF for the llama.cpp engine")
-            c = lineage.register(c.model_copy(update={"gguf": write_checkpoint_gguf(c)["path"]}))
-        return load_gguf(settings, c.gguf)
-
-    def open_hf(c: Checkpoint):
-        return HFModel(c.path, c.adapter, batch=settings.hf.batch, threads=settings.hf.threads,
-                       precision=settings.precision)
-
-    return open_gguf if use_gguf else open_hf
-
-
-async def evaluate_side(settings: Settings, side, strategies: list[str], engine, seed: int,
-                    temperature: float, on_progress=None) -> tuple[str, dict[str, list]]:
-    evaluation = Evaluation(settings, EvalSpec(task=side.name, strategies=strategies, reference=False, seed=seed,
-                                               temperature=temperature), task=side, engine=engine,
-                            on_progress=on_progress)
-    run = await evaluation.run()
-    return run.run_id, results_by_strategy(evaluation.store, run)
+    return await Training(settings, spec, out, on_stage, engine_factory, on_progress).run()
 
 
 def _heldout(results: dict[str, list], earlier: list[dict]) -> dict:
@@ -274,13 +284,8 @@ def _heldout(results: dict[str, list], earlier: list[dict]) -> dict:
                 "wrong_to_right": sum(not first[i] and second[i] for i in first),
                 "right_to_wrong": sum(first[i] and not second[i] for i in first), "first": first, "second": second}
     for name, other in (("previous", earlier[-1] if earlier else None), ("base", earlier[0] if earlier else None)):
-        if other is None:
-            continue
-        before = other["heldout"]["correct"]
-        up = sum(not before[i] and correct[i] for i in correct if i in before)
-        down = sum(before[i] and not correct[i] for i in correct if i in before)
-        out[f"versus_{name}"] = {"wrong_to_right": up, "right_to_wrong": down, "p_value": mcnemar(up, down),
-                                 "difference": (up - down) / n if n else 0.0}
+        if other is not None:
+            out[f"versus_{name}"] = versus({spec: correct}, {spec: other["heldout"]["correct"]})[spec]
     return out
 
 
@@ -320,15 +325,10 @@ def _alarms(entry: dict, earlier: list[dict]) -> list[str]:
     if not earlier:
         return []
     base, now = earlier[0]["train"], entry["train"]
-    alarms = []
-    if base["distinct_answers"] and now["distinct_answers"] < DIVERSITY_ALARM * base["distinct_answers"]:
-        alarms.append(f"diversity collapse: {now['distinct_answers']:.2f} distinct answers per item against "
-                      f"{base['distinct_answers']:.2f} for the base")
-    if now["never_solved"] - base["never_solved"] >= TAIL_ALARM:
-        alarms.append(f"tail narrowing: {100 * now['never_solved']:.0f}% of train items never solved against "
-                      f"{100 * base['never_solved']:.0f}% for the base")
-    return alarms
+    return decay_alarms([("", now["distinct_answers"], base["distinct_answers"])],
+                        (now["never_solved"], base["never_solved"]), against="for the base",
+                        unsolved_what="train items never solved")
 
 
 def run(settings: Settings, spec: TrainSpec, out: Path, on_stage=None, on_progress=None) -> dict:
-    return asyncio.run(train_rounds(settings, spec, out, on_stage, on_progress=on_progress))
+    return interrupt.run(train_rounds(settings, spec, out, on_stage, on_progress=on_progress))

@@ -26,13 +26,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from selfcorrect.errors import ConfigError
-from selfcorrect.precision import Precision
 from selfcorrect.sandbox import Sandbox
 from selfcorrect.strategies.session import NO_CODE, describe_run, visible_cases
 from selfcorrect.strategies.refine import SelfCorrect
 from selfcorrect.tasks import Item, Task
 from selfcorrect.tasks.kinds import read
-from selfcorrect.train.grpo import SIGNALS, TaskReward, processed
+from selfcorrect.train.grpo import SIGNALS, OnlineSettings, TaskReward, online_metrics
 from selfcorrect.train.sft import load_policy, run_trainer, trainer_args
 
 # the review turn of the self-correct strategy, which measures the trained model
@@ -41,23 +40,14 @@ REVIEW_TESTS = SelfCorrect.prompts["review_tests"]
 
 
 @dataclass
-class SCoReSettings:
-    lora: bool = True
-    rank: int = 16
-    learning_rate: float = 2e-5
+class SCoReSettings(OnlineSettings):
     stage1_steps: int = 20
     stage2_steps: int = 20
     alpha: float = 1.0  # Stage II's bonus for improving
     beta_stage1: float = 0.5
     beta_stage2: float = 0.04
-    generations: int = 4
-    prompts_per_step: int = 2
-    max_completion_length: int = 96  # per attempt
-    temperature: float = 1.0
+    generations: int = 4  # completions per prompt (max_completion_length is per attempt)
     feedback: str = "none"  # the review turn: "none" (intrinsic) or "tests" (code: the visible tests' results)
-    save_steps: int = 20
-    seed: int = 0
-    precision: Precision = "auto"
 
 
 class TwoAttemptRollout:
@@ -207,7 +197,7 @@ def train_score(base: Path, task: Task, items: list[Item], out: Path, settings: 
     try:
         trainer = GRPOTrainer(model=model, reward_funcs=[reward], args=config, train_dataset=dataset,
                               processing_class=tokenizer, peft_config=peft, rollout_func=rollout, callbacks=[Stages()])
-        result, seconds, resume = run_trainer(trainer, tokenizer, out)
+        result, seconds, resumed_from = run_trainer(trainer, tokenizer, out)
     finally:
         reward.close()
         rollout.close()
@@ -216,12 +206,7 @@ def train_score(base: Path, task: Task, items: list[Item], out: Path, settings: 
     keys = (*SIGNALS, "attempt_1_accuracy", "attempt_2_accuracy", "wrong_to_right", "right_to_wrong", "stage")
     log = [{key: entry[key] for key in keys if key in entry} | {"step": entry.get("step")}
            for entry in trainer.state.log_history if "reward" in entry]
-    zero = [entry["frac_reward_zero_std"] for entry in log if "frac_reward_zero_std" in entry]
-    tokens, stepped = processed(trainer)
-    return {"loss": result.training_loss, "steps": result.global_step, "seconds": round(seconds, 1),
-            "resumed": resume, "lora": settings.lora, "tokens": tokens, "step_seconds": round(stepped, 1),
-            "tokens_per_s": round(tokens / stepped, 1) if stepped else None, "zero_variance_groups": sum(zero) / len(zero) if zero else None,
-            "signals": log, "log": [entry["loss"] for entry in log if "loss" in entry],
+    return {**online_metrics(trainer, result, seconds, resumed_from, settings, log),
             "review": ("external: the visible tests' results of attempt 1" if settings.feedback == "tests"
                        else "intrinsic: no word on whether attempt 1 was right"),
             "kl_note": "Stage I's KL weight applies to both attempts (TRL has one weight per token), not to "

@@ -41,9 +41,11 @@ def train_sft(base: Path, dataset, out: Path, settings: SFTSettings = SFTSetting
         model=model, args=SFTConfig(**common, lr_scheduler_type="cosine", warmup_steps=0.05, completion_only_loss=True),
         train_dataset=dataset, processing_class=tokenizer, peft_config=peft))
     tokens = sum(len(ids) for ids in trainer.train_dataset["input_ids"]) * settings.epochs
+    # a resumed run timed only the steps after its checkpoint: its speed counts only their tokens
+    done_here = tokens * (1 - metrics["resumed_from_step"] / metrics["steps"]) if metrics["steps"] else 0
     seconds = metrics["seconds"]
     return {**metrics, "examples": len(dataset), "tokens": int(tokens),
-            "tokens_per_s": round(tokens / seconds, 1) if seconds else None}
+            "tokens_per_s": round(done_here / seconds, 1) if seconds else None}
 
 
 def train_dpo(base: Path, dataset, out: Path, settings: SFTSettings = SFTSettings(), *, beta: float = 0.1,
@@ -76,9 +78,10 @@ def _fit(base: Path, out: Path, settings: SFTSettings, progress: bool, make_trai
               "num_train_epochs": settings.epochs, "per_device_train_batch_size": settings.batch_size,
               "max_length": settings.max_length}
     trainer = make_trainer(common, model, tokenizer, peft)
-    result, seconds, resume = run_trainer(trainer, tokenizer, out)
+    result, seconds, resumed_from = run_trainer(trainer, tokenizer, out)
     return trainer, {"loss": result.training_loss, "steps": result.global_step, "seconds": round(seconds, 1),
-                     "log": [e["loss"] for e in trainer.state.log_history if "loss" in e], "resumed": resume,
+                     "log": [e["loss"] for e in trainer.state.log_history if "loss" in e],
+                     "resumed": resumed_from > 0, "resumed_from_step": resumed_from,
                      "lora": settings.lora, "precision": "bf16" if trainer.args.bf16 else "fp32"}
 
 
@@ -125,11 +128,13 @@ def trainer_args(out: Path, learning_rate: float, seed: int, save_steps: int, pr
 
 def run_trainer(trainer, tokenizer, out: Path):
     """Train, from the last checkpoint under `out/steps` when a killed run left one; save the
-    model and tokenizer to `out/model`. Returns (TRL's result, seconds, resumed)."""
-    resume = any((out / "steps").glob("checkpoint-*"))
+    model and tokenizer to `out/model`. Returns (TRL's result, seconds of this process's
+    training, the step it resumed from: 0 when it started afresh)."""
+    steps = [int(p.name.split("-")[1]) for p in (out / "steps").glob("checkpoint-*") if p.name.split("-")[1].isdigit()]
+    resumed_from = max(steps, default=0)
     started = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=True if resume else None)
+    result = trainer.train(resume_from_checkpoint=True if resumed_from else None)
     seconds = time.perf_counter() - started
     trainer.save_model(str(out / "model"))
     tokenizer.save_pretrained(out / "model")
-    return result, seconds, resume
+    return result, seconds, resumed_from

@@ -21,7 +21,7 @@ from selfcorrect.errors import ConfigError
 from selfcorrect.models.base import Model, SamplingParams
 from selfcorrect.tasks import Item, Task
 from selfcorrect.tasks.kinds import read
-from selfcorrect.train.data import Example
+from selfcorrect.train.data import MAX_REPLY_CHARS, Example, usable_reply
 from selfcorrect.verify.answers import vote_key
 
 HINT = ("\n\n(Hint: the correct answer is {answer}. Work it out step by step so that you reach it, and end as "
@@ -37,7 +37,7 @@ def hinted(item: Item, answer: str) -> list[dict]:
 
 
 async def rationalize(model: Model, task: Task, items: Sequence[Item], hints: dict[str, str], *, label: str,
-                      params: SamplingParams, per_item: int = 1, max_chars: int = 2000) -> tuple[list[Example], dict]:
+                      params: SamplingParams, per_item: int = 1, max_chars: int = MAX_REPLY_CHARS) -> tuple[list[Example], dict]:
     """Rationales for `items`, each hinted with `hints[item.id]` (gold when `label` is
     "gold", else a pseudo-label). Returns the examples and a record per item: tried, kept."""
     if task.kind != "math":
@@ -51,9 +51,11 @@ async def rationalize(model: Model, task: Task, items: Sequence[Item], hints: di
             replies = await model.generate(hinted(item, hint), params)
         kept, seen = [], set()
         for completion in replies:
-            text = completion.text.strip()
+            text = usable_reply(completion.text, completion.finish_reason, max_chars)
+            if text is None:
+                continue
             reading = read(item.view, text, completion.finish_reason)
-            if (not text or len(text) > max_chars or reading.answer is None or _cites_hint(text) or not equations_hold(text)
+            if (reading.answer is None or _cites_hint(text) or not equations_hold(text)
                     or vote_key(reading.answer) != vote_key(hint) or " ".join(text.split()) in seen):
                 continue
             seen.add(" ".join(text.split()))

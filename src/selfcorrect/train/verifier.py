@@ -30,7 +30,7 @@ from selfcorrect.runner import EvalSpec, Evaluation, results_by_strategy
 from selfcorrect.store import Store
 from selfcorrect.tasks import Subset, parse_task, select
 from selfcorrect.tasks.kinds import KINDS
-from selfcorrect.train.data import SplitSpec, check_heldout, split
+from selfcorrect.train.data import SplitSpec, check_heldout, split, usable_reply
 from selfcorrect.train.process import Labelled, label_solutions
 from selfcorrect.train.process import write as write_labels
 from selfcorrect.verify.learned import Verifier, VerifierKind
@@ -56,9 +56,10 @@ def solutions(rows: list, items: dict) -> list[tuple]:
     for r in rows:
         for attempt in r.trajectory.attempts:
             key = (r.item, " ".join(attempt.text.split()))
-            if attempt.text.strip() and key not in seen and attempt.finish_reason != "length":
+            text = usable_reply(attempt.text, attempt.finish_reason)
+            if text is not None and key not in seen:
                 seen.add(key)
-                out.append((items[r.item], attempt.text.strip(), {"strategy": r.strategy, "sample": attempt.sample}))
+                out.append((items[r.item], text, {"strategy": r.strategy, "sample": attempt.sample}))
     return out
 
 

@@ -25,7 +25,6 @@ import concurrent.futures
 import ctypes
 import logging
 import os
-import threading
 import time
 from collections import deque
 from collections.abc import Sequence as Seq
@@ -40,6 +39,7 @@ from selfcorrect.models.embedded.llama import import_llama_cpp, route_llama_logs
 from selfcorrect.models.embedded.sampling import sampler_chain, token_logprob
 from selfcorrect.models.embedded.scheduler import Chunk, KVScheduler, Request, Sequence
 from selfcorrect.models.llama_server import cpu_has_amx
+from selfcorrect.models.worker import WorkerEngine
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ class EngineStats:
 
 
 
-class EmbeddedModel:
+class EmbeddedModel(WorkerEngine):
     """A GGUF model decoded in-process. With no path, the embedded SmolLM2-135M-Instruct.
 
     threads: CPU threads for llama.cpp (default: the cores, at most 8). With another busy
@@ -70,6 +70,8 @@ class EmbeddedModel:
     record_tokens: return every sample's token ids and per-token log-probabilities, so a
         trajectory can become training data (off for huge runs: logprobs cost ~2% of decode).
     """
+
+    engine_name = "the embedded model"
 
     def __init__(
         self,
@@ -143,11 +145,8 @@ class EmbeddedModel:
             copy=lambda src, dst, end: llama_cpp.llama_memory_seq_cp(memory, src, dst, 0 if end >= 0 else -1, end),
             drop=lambda seq: llama_cpp.llama_memory_seq_rm(memory, seq, -1, -1))
         self._waiting, self._running = self._scheduler.waiting, self._scheduler.running
-        self._cv = threading.Condition()
-        self._closed = False
         self.stats = EngineStats()
-        self._thread = threading.Thread(target=self._loop, name="selfcorrect-llama", daemon=True)
-        self._thread.start()
+        self._start_worker("selfcorrect-llama")
 
     # -- the protocol ------------------------------------------------------------------
 
@@ -191,30 +190,11 @@ class EmbeddedModel:
             pending=deque(range(first_index, first_index + params.n)),
             future=concurrent.futures.Future(),
         )
-        with self._cv:
-            if self._closed:
-                raise SelfcorrectError("the embedded model is closed")
-            self._waiting.append(request)
-            self.stats.requests += 1
-            self._cv.notify()
+        self._enqueue(self._waiting, request)
+        self.stats.requests += 1
         return request.future
 
-    async def aclose(self) -> None:
-        self.close()
-
-    def __enter__(self) -> EmbeddedModel:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def close(self) -> None:
-        with self._cv:
-            if self._closed:
-                return
-            self._closed = True
-            self._cv.notify()
-        self._thread.join()
+    def _release(self) -> None:
         llama_cpp = self._llama
         llama_cpp.llama_batch_free(self._batch)
         llama_cpp.llama_free(self._ctx)
