@@ -57,3 +57,24 @@ def test_write_a_backend(tmp_path, capsys, cleanup):
     [run] = store.runs()
     assert all(r["final"]["correct"] for r in store.results(run.run_id))
     assert json.loads(json.dumps(run.config))["model"] == "calculator:exact"
+
+
+def test_write_a_training_method(tmp_path, capsys):
+    pytest.importorskip("trl")
+    from selfcorrect.train.methods import METHODS
+    from tests.tinymodel import make_tiny_model
+
+    namespace = {"STORE": tmp_path / "store.sqlite", "BASE": make_tiny_model(tmp_path / "tiny")}
+    try:
+        for code in blocks("write-a-training-method.md"):
+            exec(compile(code, "docs/write-a-training-method.md", "exec"), namespace)
+    finally:
+        METHODS.unregister("shortest-right")
+    report = namespace["report"]
+    out = capsys.readouterr().out
+    assert f"trained on {report['train_items']} examples of {report['train_items']} train items" in out
+    data = [json.loads(line) for line in (tmp_path / "shortest" / "round-1" / "data.jsonl").read_text().splitlines()]
+    # one example per train item, and always the short reply, never the wordy one
+    assert len({d["item_id"] for d in data}) == len(data) == report["train_items"]
+    assert all(d["completion"].startswith("The answer is") for d in data)
+    assert report["rounds"][1]["checkpoint"] == "shortest/round-1"
