@@ -23,7 +23,6 @@ done again from nothing (its folder removed), never trusted.
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -45,7 +44,7 @@ from selfcorrect.store import Store
 from selfcorrect.strategies import parse_strategy
 from selfcorrect.tasks import Subset, parse_task
 from selfcorrect.train.cycle import (MEASURE_TEMPERATURE, decay_alarms, measure_side, open_base, opened,
-                                     register_round, resumed_report, split_items, start_of, versus)
+                                     register_round, resumed_report, round_folder, split_items, start_of, versus)
 from selfcorrect.train.data import Example, SplitSpec, check_heldout, to_dataset, write_jsonl
 from selfcorrect.train.sft import SFTSettings, train_sft
 from selfcorrect.verify.answers import vote_key
@@ -220,10 +219,7 @@ class Improvement:
                 report["stopped"] = self._stop(report, started)
                 if report["stopped"]:
                     break
-                folder = out / f"round-{number}"
-                if folder.exists():
-                    self.say(f"round {number} did not finish: doing it again from the start")
-                    shutil.rmtree(folder)
+                folder = round_folder(out, number, self.say)
                 t0 = time.perf_counter()
                 entry = await (self._base_round(base) if number == 0 else
                                self._round(number, report, lineage, store, base, folder))

@@ -10,7 +10,8 @@ round's data come from and how a round is accepted.
     measure_side     one side of the split run through the normal evaluation
     versus           the paired comparison of a round against an earlier one, per strategy
     decay_alarms     diversity collapse and tail narrowing against the first measured round
-    run_folder / resumed_report   where a run lives by default, and going on with one
+    run_folder / resumed_report / round_folder   where a run lives by default, going on
+                     with one, and a round's folder, cleared when a killed run left it
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import shutil
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -37,6 +39,16 @@ from selfcorrect.train.to_gguf import fits_template, write_checkpoint_gguf
 MEASURE_TEMPERATURE = 0.3  # the held-out side, and program-aided pseudo-labels: as the studies measure
 DIVERSITY_ALARM = 0.5  # distinct answers per item below half of the first round's
 TAIL_ALARM = 0.1  # the share of unsolved train items up by ten points or more
+
+
+def round_folder(out: Path, number: int, say: Callable[[str], None]) -> Path:
+    """Round `number`'s folder, removed first when a killed run left it: a round that did not
+    finish is done again from nothing, never trusted."""
+    folder = out / f"round-{number}"
+    if folder.exists():
+        say(f"round {number} did not finish: doing it again from the start")
+        shutil.rmtree(folder)
+    return folder
 
 
 def split_items(task: Task, spec: SplitSpec) -> tuple[list[Item], list[str], list[str]]:

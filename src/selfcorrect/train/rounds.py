@@ -17,7 +17,6 @@ stops improving.
 from __future__ import annotations
 
 import math
-import shutil
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -35,8 +34,8 @@ from selfcorrect.precision import describe, resolve
 from selfcorrect.store import Store
 from selfcorrect.strategies import parse_strategy
 from selfcorrect.tasks import Subset, parse_task
-from selfcorrect.train.cycle import (MEASURE_TEMPERATURE, decay_alarms, measure_side, open_base,
-                                     merged_master, opened, register_round, resumed_report, split_items, start_of,
+from selfcorrect.train.cycle import (MEASURE_TEMPERATURE, decay_alarms, measure_side, merged_master, open_base,
+                                     opened, register_round, resumed_report, round_folder, split_items, start_of,
                                      versus)
 from selfcorrect.train.data import SplitSpec, check_heldout, read_jsonl, write_jsonl
 from selfcorrect.train.methods import METHODS, TrainingRun, method_of
@@ -125,8 +124,8 @@ class Training:
         try:
             base, use_gguf, self.open_model = open_base(self.settings, lineage, spec.engine, self.engine_factory,
                                                         self.say)
-            self.training_run = TrainingRun(spec, store, self.task, self.train_ids, self.held_ids, self.train_side,
-                                    parse_strategy(spec.sample).spec, self.settings.precision)
+            self.training_run = TrainingRun(spec, store, self.task, self.train_ids, self.held_ids,
+                                            self.train_side, parse_strategy(spec.sample).spec, self.settings.precision)
             out.mkdir(parents=True, exist_ok=True)
             report = resumed_report(out, spec, STOPPING, self.say, "train") or {
                 "spec": spec.model_dump(), "engine": "gguf" if use_gguf else "hf",
@@ -135,10 +134,7 @@ class Training:
                 "rounds": [], "stopped": None}
             while not report["stopped"] and len(report["rounds"]) <= spec.rounds:
                 number = len(report["rounds"])
-                folder = out / f"round-{number}"
-                if folder.exists():
-                    self.say(f"round {number} did not finish: doing it again from the start")
-                    shutil.rmtree(folder)
+                folder = round_folder(out, number, self.say)
                 started = time.perf_counter()
                 entry = await self._round(number, report, lineage, base, folder)
                 if entry is None:
