@@ -56,3 +56,21 @@ def paired(before: Mapping[str, bool], after: Mapping[str, bool]) -> Paired:
     shared = [item for item in after if item in before]
     return Paired.of_counts(len(shared), sum(not before[i] and after[i] for i in shared),
                             sum(before[i] and not after[i] for i in shared))
+
+
+def evidence_of_gain(gains: int, losses: int) -> float:
+    """An e-value that the chance of a gain among discordant pairs exceeds one half, valid
+    however often it is looked at (a test of power one: Ville's inequality).
+
+    It is the likelihood ratio of the pairs against p = 1/2, averaged over a uniform prior on
+    p in [1/2, 1]: a nonnegative supermartingale under every p <= 1/2, so the chance that it
+    ever reaches 1/alpha, over a stream of any length, is at most alpha. In closed form, with
+    n = gains + losses: sum_{j <= gains} C(n+1, j) / ((n+1) C(n, gains)), exact in integers.
+    Seven straight gains reach 31.9 (past 1/0.05 = 20); a fixed-sample test re-run after
+    every pair admitted a no-effect arm 9-16% of the time instead of 5%."""
+    n = gains + losses
+    numerator = sum(math.comb(n + 1, j) for j in range(gains + 1))
+    try:
+        return numerator / ((n + 1) * math.comb(n, gains))
+    except OverflowError:
+        return math.inf

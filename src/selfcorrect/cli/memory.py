@@ -172,11 +172,12 @@ def memory_gate(
         print(json.dumps(report, indent=2))
         return
     table = Table(title=f"{namespace}: served {report['served']} (explores {100 * report['explore']:.0f}% of "
-                        f"requests; admits at {report['min_pairs']}+ discordant pairs)")
-    for column in ("arm", "status", "pairs", "helped", "hurt", "bounds", "served", "explored"):
+                        f"requests; admits when the e-value of gain reaches {1 / report['alpha']:.0f})")
+    for column in ("arm", "status", "pairs", "helped", "hurt", "e-value gain / harm", "bounds", "served", "explored"):
         table.add_column(column)
     for arm, e in report["arms"].items():
         table.add_row(arm, e["status"], str(e["pairs"]), str(e["helped"]), str(e["hurt"]),
+                      f"{e['evidence'][0]:.3g} / {e['evidence'][1]:.3g}",
                       f"{e['bounds'][0]:.2f}–{e['bounds'][1]:.2f}", str(e["served"]), str(e["explored"]))
     show(table)
 

@@ -11,13 +11,18 @@ Per namespace there are arms, one of which is shown on an input:
 
 Evidence is paired: the same input answered with an arm and without memory, both scored by
 a check that can tell right from wrong (the gold answer where a task or a client gives it, the
-tests). An arm is admitted when, over its discordant pairs (one side right, the other wrong),
-the lower Wilson bound on the share that went its way exceeds one half: the bound excludes
-harm. It is retired when the upper bound falls below one half (it hurts), and goes back to
-trial when an admitted arm's bound no longer excludes harm. A check that cannot tell (a
-program that merely printed a number) gives no pair, so it can never admit anything.
+tests). The gate looks after every pair, so its test must stay valid however often it looks:
+over an arm's discordant pairs (one side right, the other wrong), an e-value that the arm's
+side wins more than half of them (stats.py `evidence_of_gain`, a supermartingale under no
+effect) admits the arm once it reaches 1/alpha, and the mirrored e-value, that it loses more
+than half, retires it for good once that reaches 1/alpha. By Ville's inequality an arm with
+no effect is admitted at most alpha of the time over a stream of any length (a fixed-sample
+Wilson bound re-checked after every pair admitted one 9-16% of the time;
+tests/unit/test_gate.py simulates both). An admitted arm stays admitted until the evidence
+of harm retires it. A check that cannot tell (a program that merely printed a number) gives
+no pair, so it can never admit anything.
 
-The served arm is the admitted one with the highest lower bound, else none. On a small share
+The served arm is the admitted one with the most evidence of gain, else none. On a small share
 of inputs (`explore`, reported) an arm still on trial is tried as well, in the shadow: its
 answer is scored, never returned. So until an arm is admitted the answers are exactly those
 without memory, and exploring costs tokens, not accuracy.
@@ -34,7 +39,7 @@ from pydantic import BaseModel
 from selfcorrect.db import connect
 from selfcorrect.errors import ConfigError
 from selfcorrect.memory.arms import ARMS, SHOWN
-from selfcorrect.stats import Paired, wilson
+from selfcorrect.stats import Paired, evidence_of_gain, wilson
 
 TABLE = """
 CREATE TABLE IF NOT EXISTS memory_arms (
@@ -61,16 +66,22 @@ class ArmEvidence(BaseModel):
 
     @property
     def bounds(self) -> tuple[float, float]:
-        """Wilson bounds on the share of discordant pairs that went the arm's way."""
+        """Wilson bounds on the share of discordant pairs that went the arm's way: to read, not
+        to decide by (they hold at one look, and the gate looks after every pair)."""
         return wilson(self.helped, self.helped + self.hurt)
+
+    @property
+    def evidence(self) -> tuple[float, float]:
+        """(of gain, of harm): e-values valid however often they are looked at."""
+        return evidence_of_gain(self.helped, self.hurt), evidence_of_gain(self.hurt, self.helped)
 
 
 class Gate:
-    def __init__(self, path: str | Path, *, explore: float = 0.2, min_pairs: int = 5):
-        if not 0 <= explore <= 1 or min_pairs < 1:
-            raise ConfigError(f"invalid memory gate: explore={explore}, min_pairs={min_pairs}",
-                              "explore is a share from 0 to 1; min_pairs at least 1")
-        self.explore_rate, self.min_pairs = explore, min_pairs
+    def __init__(self, path: str | Path, *, explore: float = 0.2, alpha: float = 0.05):
+        if not 0 <= explore <= 1 or not 0 < alpha < 1:
+            raise ConfigError(f"invalid memory gate: explore={explore}, alpha={alpha}",
+                              "explore is a share from 0 to 1; alpha between 0 and 1")
+        self.explore_rate, self.alpha = explore, alpha
         self._db = connect(path, TABLE)
         self._lock = threading.Lock()
 
@@ -86,7 +97,7 @@ class Gate:
 
     def served(self, namespace: str) -> str:
         admitted = [e for e in self.arms(namespace).values() if e.status == "admitted"]
-        return max(admitted, key=lambda e: e.bounds[0]).arm if admitted else "none"
+        return max(admitted, key=lambda e: e.evidence[0]).arm if admitted else "none"
 
     def explore(self, namespace: str, key: str, served: str) -> str | None:
         """The arm to try in the shadow of input `key` (None on most inputs): chosen by a hash
@@ -118,9 +129,11 @@ class Gate:
             evidence.pairs += 1
             evidence.helped += shown_right and not none_right
             evidence.hurt += none_right and not shown_right
-            if evidence.status != "retired" and evidence.helped + evidence.hurt >= self.min_pairs:
-                low, high = evidence.bounds
-                evidence.status = "admitted" if low > 0.5 else "retired" if high < 0.5 else "trial"
+            gain, harm = evidence.evidence
+            if evidence.status != "retired" and harm >= 1 / self.alpha:
+                evidence.status = "retired"
+            elif evidence.status == "trial" and gain >= 1 / self.alpha:
+                evidence.status = "admitted"
             self._put(namespace, evidence)
             return evidence
 
@@ -129,8 +142,9 @@ class Gate:
             self._db.execute("DELETE FROM memory_arms WHERE namespace = ?", (namespace,))
 
     def report(self, namespace: str) -> dict:
-        return {"explore": self.explore_rate, "min_pairs": self.min_pairs, "served": self.served(namespace),
+        return {"explore": self.explore_rate, "alpha": self.alpha, "served": self.served(namespace),
                 "arms": {arm: {**e.model_dump(exclude={"arm"}), "bounds": [round(b, 3) for b in e.bounds],
+                               "evidence": [round(v, 3) for v in e.evidence],
                        "versus_none": e.paired().to_dict()}
                          for arm, e in self.arms(namespace).items() if arm != "none"}}
 

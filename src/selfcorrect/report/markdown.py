@@ -118,6 +118,16 @@ def render(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def gate_rule(gate: dict) -> str:
+    """The gate's rule as the report that recorded it ran it."""
+    if "alpha" in gate:
+        return (f"An arm is admitted when the e-value of its gain over its discordant pairs reaches "
+                f"{1 / gate['alpha']:.0f} (alpha {gate['alpha']:g}, valid however often it is looked at), "
+                "retired for good when the e-value of harm does.")
+    return (f"An arm is admitted when the Wilson bound on its discordant pairs excludes harm "
+            f"({gate['min_pairs']}+ pairs), retired when it shows harm.")
+
+
 def online_section(report: dict) -> list[str]:
     online = report.get("online")
     if not online:
@@ -143,9 +153,7 @@ def online_section(report: dict) -> list[str]:
         lines += ["", f"Memory shown through the gate: served **{gate['served']}** at the end; on "
                   f"{100 * gate['explore']:.0f}% of the learned items an arm on trial was also tried in the shadow "
                   f"(scored by the gold check of the item just answered, never returned): "
-                  f"{online['shadow_tokens'] / items:.0f} more tokens per item. An arm is admitted when the "
-                  f"Wilson bound on its discordant pairs excludes harm ({gate['min_pairs']}+ pairs), retired when "
-                  "it shows harm.", "",
+                  f"{online['shadow_tokens'] / items:.0f} more tokens per item. {gate_rule(gate)}", "",
                   "| arm | status | pairs | helped | hurt | bounds | items served | shadow trials |",
                   "|---|---|---|---|---|---|---|---|"]
         lines += [f"| {arm} | {e['status']} | {e['pairs']} | {e['helped']} | {e['hurt']} | "

@@ -20,16 +20,24 @@ from selfcorrect.verify.answers import answers_match, vote_key
 
 
 def shadow_verdict(kind: str, served: str | None, shadow: str | None, correct: bool, answer: str | None) -> bool | None:
-    """Whether the shadow's answer was right, from the feedback on the served one (None: cannot tell)."""
+    """Whether the shadow's answer was right, from the feedback on the served one; None where
+    it could be told only for one verdict on the served answer.
+
+    A verdict alone ("correct": yes or no, no answer) tells a shadow of another value wrong when
+    the served answer was right, and nothing when it was wrong. Counting the first and not the
+    second would record every pair where the served side won and none where it lost: an
+    admitted arm credited with help and never charged with harm. So a pair is recorded only
+    where both directions could have been seen: against the correct answer, from the same
+    value as the served one, or from a shadow with no answer (wrong whatever the served was)."""
     if kind != "math":
         return None  # answers of other kinds are not values to compare
-    if shadow is None:  # no answer is a wrong one, where a right one was given
-        return False if answer is not None or correct else None
+    if shadow is None:
+        return False
     if answer is not None:
         return answers_match(shadow, answer)
     if served is not None and vote_key(shadow) == vote_key(served):
         return correct
-    return False if correct else None  # a different value than the right one is wrong
+    return None
 
 
 def learn_from_feedback(gate: Gate, examples: ExampleBank, namespace: str, payload: dict, correct: bool,
