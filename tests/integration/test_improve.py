@@ -274,3 +274,22 @@ def test_a_collapse_raises_the_next_round_s_temperature():
     assert "diversity collapse" in alarms[0] and "tail narrowing" in alarms[1] and "temperature 0.7" in alarms[2]
     assert Improvement._steer(None, first, {"rounds": [{"round": 0}, first]}, 0.5) == ([], 0.5)
     assert Improvement._steer(None, collapsed, {"rounds": [{"round": 0}, first]}, 1.0)[1] == 1.0  # its ceiling
+
+
+def test_a_held_out_question_never_enters_training_under_another_id(tmp_path, setup):
+    from selfcorrect.train.data import first_prompt
+
+    settings, spec = setup
+    twice = PROBLEMS[:12] * 2  # every question under two ids
+    TASKS.register("toy-twice")(lambda: ListTask(twice))
+    try:
+        report, _ = improve(settings, spec.model_copy(update={"task": "toy-twice", "rounds": 1}), tmp_path / "twice")
+        items = {i.id: i for i in ListTask(twice).items()}
+    finally:
+        TASKS.unregister("toy-twice")
+    split = report["split"]
+    assert split["dropped_for_a_shared_prompt"] > 0 and split["train"] == report["train_items"]
+    held = {first_prompt(items[i].view.messages) for i in report["rounds"][0]["heldout"]["single"]["correct"]}
+    data = [json.loads(line) for line in (tmp_path / "twice" / "round-1" / "data.jsonl").read_text().splitlines()]
+    assert data and not {first_prompt(d["prompt"]) for d in data} & held
+    assert "train items dropped for asking what a measured item asks" in (tmp_path / "twice" / "report.md").read_text()

@@ -174,3 +174,26 @@ def test_a_store_locked_by_another_process_says_so_and_by_whom(tmp_path, monkeyp
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_a_question_falls_on_one_side_whatever_its_id():
+    from selfcorrect.train.data import Example, check_heldout, first_prompt, split_by_prompt
+    from tests.scripts import ListTask
+
+    # 40 ids, 10 questions: each asked four times under other ids, once with other spacing and case
+    problems = [(f"What is {k} + {k}?" if r % 2 else f"what is  {k} + {k}?", str(2 * k)) for r in range(4)
+                for k in range(10)]
+    items = ListTask(problems).items()
+    sides = split_by_prompt(items, 0.5, seed=0)
+    prompt = {i.id: first_prompt(i.view.messages) for i in items}
+    train = {prompt[i] for i in sides.train_ids}
+    assert not train & {prompt[i] for i in sides.held_ids}
+    assert sides.dropped and not set(sides.dropped) & set(sides.train_ids)
+    assert len(sides.train_ids) + len(sides.dropped) + len(sides.held_ids) == 40
+    assert sides.record() == {"train": len(sides.train_ids), "heldout": len(sides.held_ids),
+                              "dropped_for_a_shared_prompt": len(sides.dropped)}
+    held = next(i for i in items if i.id in sides.held_ids)
+    twin = next(i for i in items if i.id not in sides.held_ids and prompt[i.id] == prompt[held.id])
+    leaked = Example(prompt=list(twin.view.messages), completion="The answer is 0.", item_id=twin.id)
+    with pytest.raises(ConfigError, match="ask a held-out question under another id"):
+        check_heldout([leaked], sides.held_ids, sides.held_prompts)

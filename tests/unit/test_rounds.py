@@ -250,3 +250,25 @@ def test_the_same_command_resumes_a_run_and_a_killed_round_is_done_again(tmp_pat
     # another run in a folder of the same name may not take over its checkpoints
     with pytest.raises(ConfigError, match="checkpoint train/round-1 belongs to the run in"):
         asyncio.run(train_rounds(settings, spec, tmp_path / "elsewhere" / "train"))
+
+
+def test_a_held_out_question_never_enters_the_train_side_under_another_id(tmp_path, taught):
+    from selfcorrect.train.data import first_prompt
+
+    TASKS.register("toy-twice")(lambda: ListTask(PROBLEMS * 2))  # every question under two ids
+    try:
+        settings = load_settings(store=tmp_path / "store.sqlite", hf={"batch": 8})
+        lineage = Lineage(settings.store)
+        lineage.register(Checkpoint(name="base", round=0, path=taught))
+        lineage.close()
+        spec = TrainSpec(task="toy-twice", limit=32, sample="self-consistency:n=4", sample_temperature=0.5, rounds=1,
+                         epochs=1, learning_rate=1e-3)
+        report = asyncio.run(train_rounds(settings, spec, tmp_path / "train"))
+    finally:
+        TASKS.unregister("toy-twice")
+    items = {i.id: i for i in ListTask(PROBLEMS * 2).items()}
+    assert report["split"]["dropped_for_a_shared_prompt"] > 0 and report["stopped"] is None, report["stopped"]
+    held = {first_prompt(items[i].view.messages) for i in report["rounds"][0]["heldout"]["correct"]}
+    data = [json.loads(line) for line in (tmp_path / "train" / "round-1" / "data.jsonl").read_text().splitlines()]
+    assert data and not {first_prompt(d["prompt"]) for d in data} & held
+    assert "dropped for asking what a measured item asks" in (tmp_path / "train" / "report.md").read_text()

@@ -45,7 +45,8 @@ from selfcorrect.strategies import parse_strategy
 from selfcorrect.tasks import Subset, parse_task
 from selfcorrect.train.cycle import (MEASURE_TEMPERATURE, decay_alarms, measure_side, open_base, opened,
                                      register_round, resumed_report, round_folder, split_items, start_of, versus)
-from selfcorrect.train.data import Example, SplitSpec, check_heldout, to_dataset, write_jsonl
+from selfcorrect.train.data import (Example, SplitSpec, check_heldout, first_prompt, normalised, to_dataset,
+                                    write_jsonl)
 from selfcorrect.train.sft import SFTSettings, train_sft
 from selfcorrect.verify.answers import vote_key
 
@@ -158,26 +159,36 @@ class Improvement:
         self.evaluated = spec.evaluate or list(dict.fromkeys([*spec.students, self.teacher]))
         for name in {self.teacher, *spec.students, *self.evaluated}:
             parse_strategy(name, settings.prompts)  # an unknown strategy fails before anything runs
-        _, self.train_ids, self.held_ids = split_items(self.task, spec)
+        items, split = split_items(self.task, spec)
+        self.held_ids = split.held_ids
         self.held_side = Subset(self.task, set(self.held_ids))
         self.probe = parse_task(spec.probe, settings.data) if spec.probe else None
-        # a question asked on the measured sides never enters the train side, whatever its id
-        measured = {i.view.question for i in self.held_side.items()} | (
-            {i.view.question for i in self.probe.items()} if self.probe else set())
-        self.measured_ids = set(self.held_ids) | ({i.id for i in self.probe.items()} if self.probe else set())
-        if self.probe is not None and set(self.train_ids) & self.measured_ids:
+        probe_items = self.probe.items() if self.probe else []
+        # a question asked on a measured side (held-out, probe) never enters training, whatever its id
+        self.measured_prompts = split.held_prompts | {first_prompt(i.view.messages) for i in probe_items}
+        self.measured_ids = set(self.held_ids) | {i.id for i in probe_items}
+        by_id = {i.id: i for i in items}
+        self.train_ids = [i for i in split.train_ids if first_prompt(by_id[i].view.messages) not in self.measured_prompts]
+        if set(self.train_ids) & self.measured_ids:
             raise ConfigError(f"the probe {spec.probe} shares item ids with the train side",
                               "give the probe its own seed, e.g. ...,seed=2")
+        self.split = {**split.record(), "train": len(self.train_ids), "probe": len(probe_items),
+                      "dropped_for_a_probe_prompt": len(split.train_ids) - len(self.train_ids),
+                      "curriculum": [], "curriculum_dropped": []}
         self.sides = [(self.task, list(self.train_ids))]
         taken = set(self.train_ids)
         for stage in spec.curriculum:
-            harder = parse_task(stage, settings.data)
-            ids = [i.id for i in harder.items() if i.view.question not in measured and i.id not in self.measured_ids]
+            harder = parse_task(stage, settings.data).items()
+            ids = [i.id for i in harder if first_prompt(i.view.messages) not in self.measured_prompts
+                   and i.id not in self.measured_ids]
             if taken & set(ids):
                 raise ConfigError(f"the curriculum task {stage} shares item ids with an earlier train side",
                                   "give each curriculum task its own seed, e.g. arithmetic:digits=3,seed=1")
             taken |= set(ids)
-            self.sides.append((harder, ids))
+            self.sides.append((parse_task(stage, settings.data), ids))
+            self.split["curriculum"].append(len(ids))
+            self.split["curriculum_dropped"].append(len(harder) - len(ids))
+        measured = {normalised(i.view.question) for i in [*self.held_side.items(), *probe_items]}
         self.extra = self._extra(spec.extra_data, measured) if spec.extra_data else []
         self.engine_factory, self.trainer = engine_factory, trainer or self._train
 
@@ -190,7 +201,7 @@ class Improvement:
         if rows and not isinstance(rows[0], Example):
             raise ConfigError(f"{path} holds preference pairs", "give prompt-completion examples")
         for row in rows:
-            asked = " ".join(m["content"] for m in row.prompt if m["role"] == "user")
+            asked = normalised(" ".join(m["content"] for m in row.prompt if m["role"] == "user"))
             leaked = next((q for q in measured if q in asked), None)
             if leaked is not None:
                 raise ConfigError(f"{path}: the example of {row.item_id} asks a held-out or probe question "
@@ -240,7 +251,7 @@ class Improvement:
         return {"spec": spec.model_dump(), "task": self.task.name, "kind": self.task.kind, "teacher": self.teacher,
                 "evaluated": self.evaluated, "oracle": spec.labels == "gold", "engine": "gguf" if use_gguf else "hf",
                 "precision": resolve(self.settings.precision), "machine": describe(),
-                "train_items": len(self.train_ids), "heldout_items": len(self.held_ids),
+                "train_items": len(self.train_ids), "heldout_items": len(self.held_ids), "split": self.split,
                 "probe_items": len(self.probe.items()) if self.probe else 0,
                 "curriculum_items": [len(ids) for _, ids in self.sides[1:]], "base": base.name, "rounds": [],
                 "stopped": None, "seconds": 0.0}
@@ -346,7 +357,7 @@ class Improvement:
         runs, diversity = await self._sample(number, accepted_checkpoint, temperature)
         examples, labels = self._label(store, runs)
         examples = self._with_earlier(examples, report, folder.parent) + self.extra
-        check_heldout(examples, self.measured_ids)
+        check_heldout(examples, self.measured_ids, self.measured_prompts)
         pool = sum(len(ids) for _, ids in self.sides[:number])
         entry = {"round": number, "sampled_by": accepted_checkpoint.name, "temperature": temperature,
                  "train": {"items": pool, "labelled": labels["labelled"],

@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from selfcorrect.train.report import split_note
+
 
 def served_round(rounds: list[dict]) -> dict | None:
     """The accepted round the recipe serves: the one whose best strategy measured most accurate
@@ -55,7 +57,7 @@ def render(report: dict) -> str:
         lines += ["> **ORACLE run**: the training data was verified with the task's gold check (labels gold). "
                   "The held-out side is untouched; a user without labels could not make this data.", ""]
     lines += [f"{report['train_items']} train items, {report['heldout_items']} held-out items (split by item id, seed "
-              f"{spec['seed']})" + (f", probe `{spec['probe']}` ({report['probe_items']} items, never trained on)"
+              f"{spec['seed']}{split_note(report.get('split'))})" + (f", probe `{spec['probe']}` ({report['probe_items']} items, never trained on)"
                                     if spec.get("probe") else "")
               + (f", curriculum {', '.join(f'`{c}` ({n} items)' for c, n in zip(spec['curriculum'], report['curriculum_items']))}"
                  if spec.get("curriculum") else "") + ".",

@@ -32,7 +32,7 @@ from selfcorrect.models.load import load_gguf
 from selfcorrect.runner import EvalSpec, Evaluation, results_by_strategy
 from selfcorrect.stats import paired
 from selfcorrect.tasks import Item, Task, select
-from selfcorrect.train.data import SplitSpec, data_hash, split
+from selfcorrect.train.data import Split, SplitSpec, data_hash, split_by_prompt
 from selfcorrect.train.export import base_of
 from selfcorrect.train.to_gguf import fits_template, write_checkpoint_gguf
 
@@ -51,12 +51,11 @@ def round_folder(out: Path, number: int, say: Callable[[str], None]) -> Path:
     return folder
 
 
-def split_items(task: Task, spec: SplitSpec) -> tuple[list[Item], list[str], list[str]]:
-    """The items a run uses (a seeded selection of `spec.limit`, or all), and their (train,
-    held-out) ids split by id."""
+def split_items(task: Task, spec: SplitSpec) -> tuple[list[Item], Split]:
+    """The items a run uses (a seeded selection of `spec.limit`, or all), split by id and then
+    by question (data.py `split_by_prompt`: no question on both sides)."""
     items = select(task.items(), seed=spec.seed)[: spec.limit] if spec.limit else task.items()
-    train_ids, held_ids = split([i.id for i in items], spec.heldout, spec.seed)
-    return items, train_ids, held_ids
+    return items, split_by_prompt(items, spec.heldout, spec.seed)
 
 
 def merged_master(start: Checkpoint, folder: Path) -> Path:

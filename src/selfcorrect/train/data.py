@@ -20,8 +20,11 @@ store's reader, made into prompt-completion examples, each with its provenance.
           (`pseudo_label_accuracy`), and never enters the data.
 
 The train and held-out sides are split by item id (a hash of the id and the seed, so an
-item's side never depends on which other items there are), and a builder only reads items of
-the train side it is given: no held-out item reaches a training set.
+item's side never depends on which other items there are), and then by the question: a train
+item that asks what a held-out item asks (its normalised first user turn), under whatever id,
+is dropped from the train side (`split_by_prompt`). A builder only reads items of the train
+side it is given, and `check_heldout` refuses a training set that holds a held-out item's id
+or its question.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import BaseModel, Field
@@ -88,6 +92,42 @@ def split(item_ids: Iterable[str], heldout: float, seed: int = 0) -> tuple[list[
         digest = hashlib.sha256(f"{seed}:{item_id}".encode()).digest()
         (held if int.from_bytes(digest[:8], "big") / 2**64 < heldout else train).append(item_id)
     return train, held
+
+
+def normalised(text: str) -> str:
+    """A question as compared across items: case and runs of white space do not count."""
+    return " ".join(text.lower().split())
+
+
+def first_prompt(messages: Sequence[dict]) -> str:
+    """What a conversation asks: its first user turn, normalised."""
+    return normalised(next((m["content"] for m in messages if m["role"] == "user"), ""))
+
+
+@dataclass
+class Split:
+    """The two sides of a task's items: ids by side, and the train items dropped because a
+    held-out item asks the same question under another id."""
+
+    train_ids: list[str]
+    held_ids: list[str]
+    dropped: list[str]
+    held_prompts: set[str]
+
+    def record(self) -> dict:
+        return {"train": len(self.train_ids), "heldout": len(self.held_ids),
+                "dropped_for_a_shared_prompt": len(self.dropped)}
+
+
+def split_by_prompt(items: Sequence, heldout: float, seed: int = 0) -> Split:
+    """`split` by id, then every question on one side: a train item whose first user turn a
+    held-out item also asks is dropped (the held-out side stays as the id split made it)."""
+    train_ids, held_ids = split([i.id for i in items], heldout, seed)
+    by_id = {i.id: i for i in items}
+    held_prompts = {first_prompt(by_id[i].view.messages) for i in held_ids}
+    kept = [i for i in train_ids if first_prompt(by_id[i].view.messages) not in held_prompts]
+    dropped = sorted(set(train_ids) - set(kept))
+    return Split(kept, held_ids, dropped, held_prompts)
 
 
 def build_rft(store: Store, *, task: str, train_ids: Sequence[str], run_ids: Sequence[str] | None = None,
@@ -286,12 +326,20 @@ def pseudo_label_accuracy(record: dict) -> float | None:
     return sum(r["right"] for r in record.values()) / len(record) if record else None
 
 
-def check_heldout(examples: Iterable[Example | Pair], heldout_ids: Iterable[str]) -> None:
-    """Refuse a training set that holds a held-out item."""
+def check_heldout(examples: Iterable[Example | Pair], heldout_ids: Iterable[str],
+                  heldout_prompts: Iterable[str] = ()) -> None:
+    """Refuse a training set that holds a held-out item, by its id or by its question (the
+    normalised first user turn) under any other id."""
+    examples = list(examples)
     leaked = {e.item_id for e in examples} & set(heldout_ids)
     if leaked:
         raise ConfigError(f"{len(leaked)} held-out items are in the training set (first: {sorted(leaked)[0]})",
                           "build training data from the train side only")
+    prompts = set(heldout_prompts)
+    asked = sorted({e.item_id for e in examples if first_prompt(e.prompt) in prompts})
+    if asked:
+        raise ConfigError(f"{len(asked)} training examples ask a held-out question under another id "
+                          f"(first: {asked[0]})", "build training data from the train side only")
 
 
 def data_hash(examples: Sequence[Example | Pair]) -> str:

@@ -10,6 +10,14 @@ from pathlib import Path
 from selfcorrect.stats import mcnemar
 
 
+def split_note(split: dict | None) -> str:
+    """How many train items the split by question dropped (runs from before it: nothing)."""
+    if not split:
+        return ""
+    dropped = split.get("dropped_for_a_shared_prompt", 0) + split.get("dropped_for_a_probe_prompt", 0)
+    return f"; then by question: {dropped} train items dropped for asking what a measured item asks"
+
+
 def write(report: dict, out: Path) -> None:
     from selfcorrect.report.html import render_training
 
@@ -26,7 +34,7 @@ def render(report: dict) -> str:
                 "items. The held-out side is untouched; the data is not what a user without labels could make.", ""]
                if spec["method"] == "star" and spec["labels"] == "gold" else []),
              f"{report['train_items']} train items, {report['heldout_items']} held-out items (split by item id, "
-             f"seed {spec['seed']}); sampling `{spec['sample']}` at temperature {spec['sample_temperature']}; "
+             f"seed {spec['seed']}{split_note(report.get('split'))}); sampling `{spec['sample']}` at temperature {spec['sample_temperature']}; "
              f"held-out measured with `{', '.join(spec['evaluate'])}`; training from the "
              f"{'base each round (ReST-EM)' if spec['restart'] == 'base' else 'previous round'}, "
              f"{'LoRA' if spec['lora'] else 'full fine-tuning'}, {spec['epochs']} epochs, lr {spec['learning_rate']}.", "",

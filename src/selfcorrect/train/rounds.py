@@ -111,7 +111,8 @@ class Training:
         self.say = on_stage or (lambda text: None)
         self.on_progress, self.engine_factory = on_progress, engine_factory
         self.task = parse_task(spec.task, settings.data)
-        items, self.train_ids, self.held_ids = split_items(self.task, spec)
+        items, self.split = split_items(self.task, spec)
+        self.train_ids, self.held_ids = self.split.train_ids, self.split.held_ids
         if spec.review_feedback == "tests" and (self.task.kind != "code" or not all(i.view.visible_tests for i in items)):
             raise ConfigError(f"--review-feedback tests shows the visible tests' results: {spec.task} has no visible "
                               "tests on every item", "use a code task with visible tests (mbpp), or --review-feedback none")
@@ -130,7 +131,8 @@ class Training:
             report = resumed_report(out, spec, STOPPING, self.say, "train") or {
                 "spec": spec.model_dump(), "engine": "gguf" if use_gguf else "hf",
                 "precision": resolve(self.settings.precision), "machine": describe(),
-                "train_items": len(self.train_ids), "heldout_items": len(self.held_ids), "base": base.name,
+                "train_items": len(self.train_ids), "heldout_items": len(self.held_ids),
+                "split": self.split.record(), "base": base.name,
                 "rounds": [], "stopped": None}
             while not report["stopped"] and len(report["rounds"]) <= spec.rounds:
                 number = len(report["rounds"])
@@ -170,7 +172,7 @@ class Training:
         self.say(f"round {number}: building data from round {number - 1}'s samples")
         data = self.method.data(run, previous["train_runs"], self._carried(number - 1), previous)
         examples = data.examples
-        check_heldout(examples, self.held_ids)
+        check_heldout(examples, self.held_ids, self.split.held_prompts)
         if not examples and not self.method.online:
             why = ("the judge ordered no pair of samples (no readable score, or equal scores)"
                    if spec.labels == "judge" else "no sample was verified right")

@@ -30,7 +30,7 @@ from selfcorrect.runner import EvalSpec, Evaluation, results_by_strategy
 from selfcorrect.store import Store
 from selfcorrect.tasks import Subset, parse_task, select
 from selfcorrect.tasks.kinds import KINDS
-from selfcorrect.train.data import SplitSpec, check_heldout, split, usable_reply
+from selfcorrect.train.data import SplitSpec, check_heldout, split_by_prompt, usable_reply
 from selfcorrect.train.process import Labelled, label_solutions
 from selfcorrect.train.process import write as write_labels
 from selfcorrect.verify.learned import Verifier, VerifierKind
@@ -76,7 +76,8 @@ async def build(settings: Settings, spec: VerifierSpec, base: Path, out: Path, e
         raise ConfigError(f"verifiers are trained on math tasks for now, not {task.kind} ({spec.task})",
                           "use a math task (arithmetic, gsm8k, a JSONL of questions and answers)")
     items = select(task.items(), seed=spec.seed)[: spec.limit] if spec.limit else task.items()
-    train_ids, held_ids = split([i.id for i in items], spec.heldout, spec.seed)
+    sides = split_by_prompt(items, spec.heldout, spec.seed)
+    train_ids, held_ids = sides.train_ids, sides.held_ids
     by_id = {i.id: i for i in items}
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -104,7 +105,7 @@ async def build(settings: Settings, spec: VerifierSpec, base: Path, out: Path, e
             write_labels(labelled[side], out / f"labels-{side}.jsonl")
     finally:
         store.close()
-    check_heldout([_as_example(r) for r in labelled["train"]], held_ids)
+    check_heldout([_as_example(r) for r in labelled["train"]], held_ids, sides.held_prompts)
     say(f"training the {spec.kind.upper()} on {len(labelled['train'])} train solutions")
     training = train_verifier(base, spec.kind, labelled["train"], out,
                               VerifierSettings(epochs=spec.epochs, learning_rate=spec.learning_rate, seed=spec.seed,
