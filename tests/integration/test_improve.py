@@ -293,3 +293,20 @@ def test_a_held_out_question_never_enters_training_under_another_id(tmp_path, se
     data = [json.loads(line) for line in (tmp_path / "twice" / "round-1" / "data.jsonl").read_text().splitlines()]
     assert data and not {first_prompt(d["prompt"]) for d in data} & held
     assert "train items dropped for asking what a measured item asks" in (tmp_path / "twice" / "report.md").read_text()
+
+
+def test_a_recipe_names_the_weights_it_measured_and_refuses_others(tmp_path, setup):
+    from selfcorrect.errors import ConfigError
+    from selfcorrect.models.load import load_model
+
+    settings, spec = setup
+    out = tmp_path / "improve"
+    improve(settings, spec.model_copy(update={"rounds": 1}), out)
+    recipe = read_recipe(out)
+    assert recipe.weights == recipe.checkpoint.content_hash() and "+lora:" in recipe.weights
+    model = load_model(settings.model_copy(update={"model": f"recipe:{out}"}))  # the files it measured: loads
+    asyncio.run(model.aclose())
+    adapter = Path(recipe.checkpoint.adapter) / "adapter_model.safetensors"
+    adapter.write_bytes(adapter.read_bytes()[:-8] + b"\0" * 8)  # another model under the recipe's figures
+    with pytest.raises(ConfigError, match="was measured with other weights"):
+        load_model(settings.model_copy(update={"model": f"recipe:{out}"}))

@@ -212,6 +212,12 @@ def test_the_embedded_model_serves_through_the_server(tmp_path):
         chunks = list(c.chat.completions.create(model="single/smollm2", max_tokens=24, stream=True,
                                                 messages=[{"role": "user", "content": "Say hello."}]))
         assert "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices).strip()
+    from selfcorrect.serve.records import Completions
+
+    records = Completions(tmp_path / "store.sqlite")
+    _, payload, _ = records.get(response.id)
+    records.close()
+    assert payload["identity"].startswith("gguf:") and len(payload["identity"].split(":")[-1]) == 16  # its weights
 
 
 def test_a_users_checker_verifies_answers_and_what_it_rejects_becomes_lessons(server, tmp_path):

@@ -38,7 +38,7 @@ from selfcorrect.improve.labels import label_items, student_examples, teacher_ex
 from selfcorrect.improve.report import served_round, write as write_report
 from selfcorrect.stats import wilson
 from selfcorrect.models.lineage import Checkpoint, Lineage
-from selfcorrect.models.recipe import Measured, Recipe, write_recipe
+from selfcorrect.models.recipe import Measured, Recipe, checkpoint_identity, write_recipe
 from selfcorrect.precision import describe, resolve
 from selfcorrect.store import Store
 from selfcorrect.strategies import parse_strategy
@@ -435,11 +435,13 @@ class Improvement:
             return Measured(strategy=strategy, accuracy=m["accuracy"], interval=tuple(m["interval"]), items=m["items"],
                             tokens_per_item=m["tokens_per_item"])
 
+        weights, gguf = checkpoint_identity(checkpoint)
         write_recipe(Recipe(task=self.task.name if not self.spec.limit else self.spec.task, round=accepted["round"],
                             checkpoint=checkpoint, strategy=served,
                             sampling={"temperature": MEASURE_TEMPERATURE, "top_k": 40}, labels=self.spec.labels,
                             oracle=self.spec.labels == "gold", heldout=measured(accepted, served),
-                            base_best=measured(base, base_best), measured_at=time.time()), self.out)
+                            base_best=measured(base, base_best), measured_at=time.time(), weights=weights,
+                            gguf=gguf), self.out)
 
 
 def run(settings: Settings, spec: ImproveSpec, out: Path, on_stage=None, on_progress=None) -> dict:

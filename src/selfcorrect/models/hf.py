@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import hashlib
 import inspect
-import json
 import time
 from collections import deque
 from collections.abc import Sequence as Seq
@@ -34,36 +32,9 @@ from selfcorrect.models.base import (
     count_sent,
     sample_seed,
 )
+from selfcorrect.models.lineage import weights_hash
 from selfcorrect.models.worker import WorkerEngine
 from selfcorrect.precision import Precision, dtype, resolve
-
-
-def weights_hash(folder: str | Path) -> str:
-    """The content hash of a checkpoint's or adapter's weight files (kept beside them, keyed
-    by size and time, so a large file is read once)."""
-    folder = Path(folder)
-    files = sorted(p for p in folder.iterdir() if p.suffix in (".safetensors", ".bin") and p.is_file())
-    if not files:
-        raise ConfigError(f"no weights in {folder}", "a checkpoint holds *.safetensors (or *.bin) files")
-    sidecar = folder / ".selfcorrect-hash.json"
-    stamp = [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in files]
-    try:
-        saved = json.loads(sidecar.read_text())
-        if saved["files"] == stamp:
-            return saved["sha256"]
-    except (OSError, ValueError, KeyError):
-        pass
-    digest = hashlib.sha256()
-    for path in files:
-        with path.open("rb") as f:
-            while chunk := f.read(1 << 20):
-                digest.update(chunk)
-    value = digest.hexdigest()[:16]
-    try:
-        sidecar.write_text(json.dumps({"files": stamp, "sha256": value}))
-    except OSError:
-        pass  # a read-only checkpoint is hashed again next time
-    return value
 
 
 @dataclass

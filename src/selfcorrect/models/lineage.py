@@ -4,6 +4,7 @@ round, method, the hash of the data it was trained on and its metrics, in the st
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -22,6 +23,34 @@ CREATE TABLE IF NOT EXISTS checkpoints (
 """
 
 
+def weights_hash(folder: str | Path) -> str:
+    """The content hash of a checkpoint's or adapter's weight files (kept beside them, keyed
+    by size and time, so a large file is read once)."""
+    folder = Path(folder)
+    files = sorted(p for p in folder.iterdir() if p.suffix in (".safetensors", ".bin") and p.is_file())
+    if not files:
+        raise ConfigError(f"no weights in {folder}", "a checkpoint holds *.safetensors (or *.bin) files")
+    sidecar = folder / ".selfcorrect-hash.json"
+    stamp = [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in files]
+    try:
+        saved = json.loads(sidecar.read_text())
+        if saved["files"] == stamp:
+            return saved["sha256"]
+    except (OSError, ValueError, KeyError):
+        pass
+    digest = hashlib.sha256()
+    for path in files:
+        with path.open("rb") as f:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+    value = digest.hexdigest()[:16]
+    try:
+        sidecar.write_text(json.dumps({"files": stamp, "sha256": value}))
+    except OSError:
+        pass  # a read-only checkpoint is hashed again next time
+    return value
+
+
 class Checkpoint(BaseModel):
     name: str
     round: int = Field(ge=0)
@@ -34,6 +63,11 @@ class Checkpoint(BaseModel):
     metrics: dict = Field(default_factory=dict)
     run: str | None = None  # the folder of the run that made it: a name belongs to one run
     created_at: float = Field(default_factory=time.time)
+
+    def content_hash(self) -> str:
+        """What the weights are, not where: the hash of the checkpoint's weight files, and of
+        its adapter's."""
+        return weights_hash(self.path) + (f"+lora:{weights_hash(self.adapter)}" if self.adapter else "")
 
 
 class Lineage:

@@ -96,11 +96,13 @@ def _round(settings: Settings, arg: str) -> Model:
                    "eval and serve run its strategy when none is named")
 def _recipe(settings: Settings, arg: str) -> Model:
     from selfcorrect.models.hf import HFModel
-    from selfcorrect.models.recipe import read_recipe
+    from selfcorrect.models.recipe import check_identity, read_recipe
 
     if not arg:
         raise ConfigError("--model recipe: needs a folder", "write --model recipe:DIR (the --out of `selfcorrect improve`)")
-    checkpoint = read_recipe(arg).checkpoint
+    recipe = read_recipe(arg)
+    check_identity(recipe, arg)
+    checkpoint = recipe.checkpoint
     if checkpoint.gguf and Path(checkpoint.gguf).is_file():
         return load_gguf(settings, checkpoint.gguf)
     return HFModel(checkpoint.path, checkpoint.adapter, batch=settings.hf.batch, threads=settings.hf.threads,

@@ -38,6 +38,38 @@ class Recipe(BaseModel):
     heldout: Measured  # the served system
     base_best: Measured  # the base's best strategy on the same items
     measured_at: float
+    # the content hash of the checkpoint's weights (and adapter) it was measured with, and the
+    # fingerprint of the GGUF it is served from: a recipe whose files changed is refused
+    weights: str | None = None
+    gguf: str | None = None
+
+
+def checkpoint_identity(checkpoint: Checkpoint) -> tuple[str, str | None]:
+    """(the weights' content hash, the GGUF's fingerprint where one is written)."""
+    from selfcorrect.models.embedded.files import file_fingerprint
+
+    gguf = Path(checkpoint.gguf) if checkpoint.gguf else None
+    return checkpoint.content_hash(), file_fingerprint(gguf) if gguf is not None and gguf.is_file() else None
+
+
+def check_identity(recipe: Recipe, folder: str | Path) -> None:
+    """Refuse a recipe whose checkpoint files are no longer what it measured: serving them
+    would serve another model under its figures (a recipe written before hashes were kept
+    cannot be checked, and is taken as it is)."""
+    if recipe.weights is None:
+        return
+    try:
+        weights, gguf = checkpoint_identity(recipe.checkpoint)
+    except (OSError, ConfigError) as e:
+        raise ConfigError(f"the checkpoint of the recipe in {folder} cannot be read: {e}",
+                          "restore its files, or run `selfcorrect improve` again to write a new recipe") from None
+    changed = [what for what, had, now in (("weights", recipe.weights, weights), ("GGUF", recipe.gguf, gguf))
+               if had is not None and had != now]
+    if changed:
+        raise ConfigError(f"the recipe in {folder} was measured with other {' and '.join(changed)} than its "
+                          f"checkpoint's files hold now (weights {recipe.weights}, now {weights})",
+                          "restore the checkpoint it names, or run `selfcorrect improve` again: its figures "
+                          "belong to the model it measured")
 
 
 def write_recipe(recipe: Recipe, folder: Path) -> Path:

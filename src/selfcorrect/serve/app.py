@@ -232,7 +232,8 @@ class Server:
         if request.return_trajectory:
             extension["trajectory"] = trajectory.model_dump()
         self.completions.put(completion_id, key, strategy.spec, {
-            "model": request.model, "kind": request.kind, "question": view.question, "messages": list(view.messages),
+            "model": request.model, "identity": self.model_name,  # what answered: its weights' content hash
+            "kind": request.kind, "question": view.question, "messages": list(view.messages),
             "finish_reason": result.finish_reason, "usage": usage, "trajectory": trajectory.model_dump(),
             "answer": result.final.answer if result.final is not None else None,
             "text": result.final.text if result.final is not None else None, "memory_arm": show,
