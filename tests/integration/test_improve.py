@@ -245,9 +245,17 @@ def test_the_memory_s_examples_join_the_data_unless_they_ask_a_held_out_question
            "item_id": "memory/desk/abc", "label": "user"}
     clean = tmp_path / "clean.jsonl"
     clean.write_text(json.dumps(row) + "\n")
-    report, _ = improve(settings, spec.model_copy(update={"rounds": 1, "extra_data": str(clean)}), tmp_path / "a")
+    # a label-free run takes no row a client's answer or the gold check labelled
+    with pytest.raises(ConfigError, match="1 rows were labelled 1 by a client's answer"):
+        Improvement(settings, spec.model_copy(update={"extra_data": str(clean)}), tmp_path / "c")
+    report, _ = improve(settings, spec.model_copy(update={"rounds": 1, "extra_data": str(clean), "labels": "gold"}),
+                        tmp_path / "a")
+    assert report["oracle"]  # an oracle run, and it says so
     data = [json.loads(line) for line in (tmp_path / "a" / "round-1" / "data.jsonl").read_text().splitlines()]
     assert sum(d["item_id"] == "memory/desk/abc" for d in data) == 1
+    agreed = tmp_path / "agreed.jsonl"  # a row a label-free check verified joins a label-free run
+    agreed.write_text(json.dumps({**row, "label": "programs"}) + "\n")
+    assert Improvement(settings, spec.model_copy(update={"extra_data": str(agreed)}), tmp_path / "d").extra
     leaking = tmp_path / "leaking.jsonl"
     leaking.write_text(json.dumps({**row, "prompt": [{"role": "user", "content": asked.view.question}]}) + "\n")
     with pytest.raises(ConfigError, match="held-out or probe question"):

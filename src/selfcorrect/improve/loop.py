@@ -53,6 +53,10 @@ from selfcorrect.verify.answers import vote_key
 # the best system each kind has measured (docs/FINDINGS.md sections 1-2): programs run for math,
 # samples chosen by the visible tests for code (self-debug repaired nothing there)
 TEACHERS = {"math": "program-aided", "code": "best-of-n:n=5"}
+# where a training row's label came from (Example.label): what --labels none may train on
+# (agreeing programs, the visible tests, a vote), and what it may not
+LABEL_FREE = frozenset({"programs", "tests", "vote", "program"})
+LABEL_SOURCES = {"gold": "the gold check", "user": "a client's answer (feedback)"}
 HOTTER, HOTTEST = 0.2, 1.0  # what a collapse adds to the sampling temperature, and its ceiling
 
 
@@ -189,12 +193,13 @@ class Improvement:
             self.split["curriculum"].append(len(ids))
             self.split["curriculum_dropped"].append(len(harder) - len(ids))
         measured = {normalised(i.view.question) for i in [*self.held_side.items(), *probe_items]}
-        self.extra = self._extra(spec.extra_data, measured) if spec.extra_data else []
+        self.extra = self._extra(spec.extra_data, measured, spec.labels) if spec.extra_data else []
         self.engine_factory, self.trainer = engine_factory, trainer or self._train
 
     @staticmethod
-    def _extra(path: str, measured: set[str]) -> list[Example]:
-        """Examples from elsewhere (the memory's), refused when one asks a measured question."""
+    def _extra(path: str, measured: set[str], labels: str) -> list[Example]:
+        """Examples from elsewhere (the memory's), refused when one asks a measured question,
+        and, in a label-free run, when a row's label came from gold or a client's answer."""
         from selfcorrect.train.data import read_jsonl
 
         rows = read_jsonl(Path(path))
@@ -206,6 +211,13 @@ class Improvement:
             if leaked is not None:
                 raise ConfigError(f"{path}: the example of {row.item_id} asks a held-out or probe question "
                                   f"({leaked!r})", "export it from a namespace that never saw the held-out side")
+        labelled = Counter(row.label for row in rows if row.label not in LABEL_FREE)
+        if labels == "none" and labelled:
+            kinds = ", ".join(f"{n} by {LABEL_SOURCES.get(k, k)}" for k, n in sorted(labelled.items()))
+            raise ConfigError(f"--extra-data {path}: {sum(labelled.values())} rows were labelled {kinds}; "
+                              "--labels none trains on no gold and no feedback",
+                              "run with --labels gold (an oracle run, and its report and recipe say so), or "
+                              "give rows a label-free check verified (label programs, tests or vote)")
         return rows
 
     def _train(self, start: Path, examples: list[Example], folder: Path) -> dict:
