@@ -221,7 +221,7 @@ def test_code_is_labelled_by_the_visible_tests_never_by_the_hidden_ones(tmp_path
     assert base["accuracy"] == sum(items[i] < 8 for i in held) / len(held)  # the hidden tests measure
     data = [json.loads(line) for line in (out / "round-1" / "data.jsonl").read_text().splitlines()]
     taught = {case(d["prompt"]) for d in data}
-    train = {n for i, n in items.items() if i not in held}
+    train = {items[i] for i in Improvement(settings, spec, out).train_ids}  # the confirmation side is neither
     assert taught == {n for n in train if n < 16}  # what passed the visible test reading its input, no other
     assert not {d["item_id"] for d in data} & held and {d["label"] for d in data} == {"tests"}
     assert {d["provenance"]["format"] for d in data} == {"best-of-n:n=5", "single"}
@@ -318,3 +318,26 @@ def test_a_recipe_names_the_weights_it_measured_and_refuses_others(tmp_path, set
     adapter.write_bytes(adapter.read_bytes()[:-8] + b"\0" * 8)  # another model under the recipe's figures
     with pytest.raises(ConfigError, match="was measured with other weights"):
         load_model(settings.model_copy(update={"model": f"recipe:{out}"}))
+
+
+def test_the_confirmation_side_is_measured_once_for_the_served_recipe_and_never_touched_before(tmp_path, setup):
+    from selfcorrect.store import Store
+
+    settings, spec = setup
+    out = tmp_path / "improve"
+    report, stages = improve(settings, spec.model_copy(update={"rounds": 1}), out)
+    confirm = set(Improvement(settings, spec, out).confirm_ids)
+    confirmed = report["confirmation"]
+    assert confirm and confirmed["items"] == len(confirm) == report["split"]["confirmation"]
+    served = served_round(report["rounds"])
+    assert (confirmed["round"], confirmed["strategy"]) == (served["round"], served["best"])
+    assert confirmed["base"]["strategy"] == report["rounds"][0]["best"]
+    with Store(settings.store) as store:
+        touching = [r for r in store.runs() if confirm & set(r.config["item_ids"])]
+    assert len(touching) == 2 and all(set(r.config["item_ids"]) == confirm for r in touching)  # the two, at the end
+    assert [s for s in stages if s.startswith("confirmation:")] == stages[-2:]
+    recipe = read_recipe(out)
+    assert recipe.confirmation.items == len(confirm) and recipe.confirmation.base.strategy == confirmed["base"]["strategy"]
+    assert "Confirmation (" in (out / "report.md").read_text()
+    again, stages = improve(settings, spec.model_copy(update={"rounds": 1}), out)
+    assert not stages and again["confirmation"] == confirmed  # measured once

@@ -190,10 +190,28 @@ def test_a_question_falls_on_one_side_whatever_its_id():
     assert not train & {prompt[i] for i in sides.held_ids}
     assert sides.dropped and not set(sides.dropped) & set(sides.train_ids)
     assert len(sides.train_ids) + len(sides.dropped) + len(sides.held_ids) == 40
-    assert sides.record() == {"train": len(sides.train_ids), "heldout": len(sides.held_ids),
+    assert sides.record() == {"train": len(sides.train_ids), "heldout": len(sides.held_ids), "confirmation": 0,
                               "dropped_for_a_shared_prompt": len(sides.dropped)}
     held = next(i for i in items if i.id in sides.held_ids)
     twin = next(i for i in items if i.id not in sides.held_ids and prompt[i.id] == prompt[held.id])
     leaked = Example(prompt=list(twin.view.messages), completion="The answer is 0.", item_id=twin.id)
     with pytest.raises(ConfigError, match="ask a held-out question under another id"):
-        check_heldout([leaked], sides.held_ids, sides.held_prompts)
+        check_heldout([leaked], sides.held_ids, sides.measured_prompts)
+
+
+def test_a_confirmation_side_is_set_aside_first_and_shares_no_question():
+    from selfcorrect.train.data import first_prompt, split_by_prompt
+    from tests.scripts import ListTask
+
+    problems = [(f"What is {k} + {k}?", str(2 * k)) for k in range(60)] * 2  # every question under two ids
+    items = ListTask(problems).items()
+    prompt = {i.id: first_prompt(i.view.messages) for i in items}
+    sides = split_by_prompt(items, 0.5, seed=0, confirmation=0.15)
+    confirm = {prompt[i] for i in sides.confirm_ids}
+    assert 0.05 < len(sides.confirm_ids) / len(items) < 0.3
+    assert not confirm & {prompt[i] for i in sides.held_ids} and not confirm & {prompt[i] for i in sides.train_ids}
+    assert not {prompt[i] for i in sides.train_ids} & {prompt[i] for i in sides.held_ids}
+    assert sides.measured_prompts == confirm | {prompt[i] for i in sides.held_ids}
+    # the confirmation side is the same whatever else is asked of the split
+    assert split_by_prompt(items, 0.3, seed=0, confirmation=0.15).confirm_ids == sides.confirm_ids
+    assert split_by_prompt(items, 0.5, seed=0).confirm_ids == []

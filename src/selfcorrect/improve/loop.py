@@ -36,9 +36,9 @@ from selfcorrect.config import Settings
 from selfcorrect.errors import ConfigError
 from selfcorrect.improve.labels import label_items, student_examples, teacher_examples
 from selfcorrect.improve.report import served_round, write as write_report
-from selfcorrect.stats import wilson
+from selfcorrect.stats import paired, wilson
 from selfcorrect.models.lineage import Checkpoint, Lineage
-from selfcorrect.models.recipe import Measured, Recipe, checkpoint_identity, write_recipe
+from selfcorrect.models.recipe import Confirmation, Measured, Recipe, checkpoint_identity, write_recipe
 from selfcorrect.precision import describe, resolve
 from selfcorrect.store import Store
 from selfcorrect.strategies import parse_strategy
@@ -98,6 +98,9 @@ class ImproveSpec(SplitSpec):
     budget_minutes: float | None = Field(None, gt=0, description="start no round after this many minutes")
     extra_data: str | None = Field(None, description="a data.jsonl added to every round's data, e.g. the worked "
                                                      "examples of `selfcorrect memory export-training`")
+    confirmation: float = Field(0.15, ge=0, lt=0.5, description="the share of the items set aside untouched: never "
+                                                                "sampled, never used to accept, stop or choose; "
+                                                                "measured once, for the served recipe, at the end")
 
 
 def _tokens(rows: list) -> float:
@@ -163,14 +166,14 @@ class Improvement:
         self.evaluated = spec.evaluate or list(dict.fromkeys([*spec.students, self.teacher]))
         for name in {self.teacher, *spec.students, *self.evaluated}:
             parse_strategy(name, settings.prompts)  # an unknown strategy fails before anything runs
-        items, split = split_items(self.task, spec)
-        self.held_ids = split.held_ids
+        items, split = split_items(self.task, spec, spec.confirmation)
+        self.held_ids, self.confirm_ids = split.held_ids, split.confirm_ids
         self.held_side = Subset(self.task, set(self.held_ids))
         self.probe = parse_task(spec.probe, settings.data) if spec.probe else None
         probe_items = self.probe.items() if self.probe else []
         # a question asked on a measured side (held-out, probe) never enters training, whatever its id
-        self.measured_prompts = split.held_prompts | {first_prompt(i.view.messages) for i in probe_items}
-        self.measured_ids = set(self.held_ids) | {i.id for i in probe_items}
+        self.measured_prompts = split.measured_prompts | {first_prompt(i.view.messages) for i in probe_items}
+        self.measured_ids = set(self.held_ids) | set(self.confirm_ids) | {i.id for i in probe_items}
         by_id = {i.id: i for i in items}
         self.train_ids = [i for i in split.train_ids if first_prompt(by_id[i].view.messages) not in self.measured_prompts]
         if set(self.train_ids) & self.measured_ids:
@@ -234,8 +237,6 @@ class Improvement:
                                                         self.say)
             out.mkdir(parents=True, exist_ok=True)
             report = resumed_report(out, spec, STOPPING, self.say, "improve") or self._new_report(base, use_gguf)
-            if report["stopped"]:
-                return report
             started = time.perf_counter() - report["seconds"]
             while not report["stopped"]:
                 number = len(report["rounds"])
@@ -251,12 +252,41 @@ class Improvement:
                 report["seconds"] = round(time.perf_counter() - started, 1)
                 self._write_recipe(report, lineage)
                 write_report(report, out)
+            if self.confirm_ids:
+                await self._confirm(report, lineage)
+                self._write_recipe(report, lineage)
         finally:
             lineage.close()
             store.close()
         report["seconds"] = round(time.perf_counter() - started, 1)
         write_report(report, out)
         return report
+
+    async def _confirm(self, report: dict, lineage: Lineage) -> None:
+        """When the run ends: the served recipe, and the base's best strategy, measured once on
+        the confirmation side, which nothing was sampled, accepted, stopped or chosen on. A
+        finished run read again measures nothing; one that went on to serve another recipe
+        measures that one."""
+        served, base = served_round(report["rounds"]), report["rounds"][0]
+        if served is None:
+            return
+        key = {"round": served["round"], "strategy": served["best"]}
+        if {k: (report.get("confirmation") or {}).get(k) for k in key} == key:
+            return
+        side = Subset(self.task, set(self.confirm_ids))
+        figures = {}
+        for name, entry in (("served", served), ("base", base)):
+            async with opened(self.open_model, lineage.get(entry["checkpoint"])) as engine:
+                self.say(f"confirmation: {name} round {entry['round']} with {entry['best']} on "
+                         f"{len(self.confirm_ids)} items set aside")
+                _, results = await measure_side(self.settings, side, [entry["best"]], engine, self.spec.seed,
+                                                MEASURE_TEMPERATURE, self.on_progress)
+            figures[name] = {"strategy": entry["best"], **_measured(results)[entry["best"]]}
+        heldout = served["heldout"][served["best"]]
+        accuracy = figures["served"]["accuracy"]
+        report["confirmation"] = {**key, **figures["served"], "base": figures["base"],
+                                  "inside_heldout_interval": heldout["interval"][0] <= accuracy <= heldout["interval"][1],
+                                  "versus_base": paired(figures["base"]["correct"], figures["served"]["correct"]).to_dict()}
 
     def _new_report(self, base: Checkpoint, use_gguf: bool) -> dict:
         spec = self.spec
@@ -442,18 +472,22 @@ class Improvement:
         served, base_best = accepted["best"], base["best"]
         checkpoint = lineage.get(accepted["checkpoint"])
 
-        def measured(entry: dict, strategy: str) -> Measured:
-            m = entry["heldout"][strategy]
+        def measured(m: dict, strategy: str) -> Measured:
             return Measured(strategy=strategy, accuracy=m["accuracy"], interval=tuple(m["interval"]), items=m["items"],
                             tokens_per_item=m["tokens_per_item"])
 
+        confirmed = report.get("confirmation")
+        confirmation = None
+        if confirmed and (confirmed["round"], confirmed["strategy"]) == (accepted["round"], served):
+            confirmation = Confirmation(**measured(confirmed, served).model_dump(),
+                                        base=measured(confirmed["base"], confirmed["base"]["strategy"]))
         weights, gguf = checkpoint_identity(checkpoint)
         write_recipe(Recipe(task=self.task.name if not self.spec.limit else self.spec.task, round=accepted["round"],
                             checkpoint=checkpoint, strategy=served,
                             sampling={"temperature": MEASURE_TEMPERATURE, "top_k": 40}, labels=self.spec.labels,
-                            oracle=self.spec.labels == "gold", heldout=measured(accepted, served),
-                            base_best=measured(base, base_best), measured_at=time.time(), weights=weights,
-                            gguf=gguf), self.out)
+                            oracle=self.spec.labels == "gold", heldout=measured(accepted["heldout"][served], served),
+                            base_best=measured(base["heldout"][base_best], base_best), measured_at=time.time(),
+                            weights=weights, gguf=gguf, confirmation=confirmation), self.out)
 
 
 def run(settings: Settings, spec: ImproveSpec, out: Path, on_stage=None, on_progress=None) -> dict:

@@ -108,6 +108,14 @@ def render(report: dict) -> str:
         served, base = accepted["best"], rounds[0]["best"]
         lines += ["", f"Recipe (recipe.json): round {accepted['round']} served with `{served}`: "
                   f"{_cell(accepted['heldout'][served])}; the base's best, `{base}`: {_cell(rounds[0]['heldout'][base])}."]
+        confirmed = report.get("confirmation")
+        if confirmed and (confirmed["round"], confirmed["strategy"]) == (accepted["round"], served):
+            v = confirmed["versus_base"]
+            lines += ["", f"Confirmation ({confirmed['items']} items set aside, nothing chosen on them, measured once "
+                          f"when the run ended): `{served}` {_cell(confirmed)}"
+                          f" ({'inside' if confirmed['inside_heldout_interval'] else 'OUTSIDE'} its held-out interval); "
+                          f"the base's `{confirmed['base']['strategy']}` {_cell(confirmed['base'])}; "
+                          f"paired {v['wrong_to_right']} / {v['right_to_wrong']}, p={v['p_value']:.2g}."]
     if report.get("stopped"):
         lines += ["", f"Stopped: {report['stopped']}."]
     return "\n".join(lines) + "\n"

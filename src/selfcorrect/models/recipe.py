@@ -27,6 +27,13 @@ class Measured(BaseModel):
     tokens_per_item: float
 
 
+class Confirmation(Measured):
+    """The served system measured once, when the run ended, on items set aside that nothing
+    was sampled, accepted, stopped or chosen on; beside it, the base's best strategy on them."""
+
+    base: Measured
+
+
 class Recipe(BaseModel):
     task: str
     round: int = Field(ge=0)  # the accepted round (0: the base itself was never beaten)
@@ -42,6 +49,7 @@ class Recipe(BaseModel):
     # fingerprint of the GGUF it is served from: a recipe whose files changed is refused
     weights: str | None = None
     gguf: str | None = None
+    confirmation: Confirmation | None = None  # None: no split was set aside, or the run has not ended
 
 
 def checkpoint_identity(checkpoint: Checkpoint) -> tuple[str, str | None]:

@@ -51,11 +51,12 @@ def round_folder(out: Path, number: int, say: Callable[[str], None]) -> Path:
     return folder
 
 
-def split_items(task: Task, spec: SplitSpec) -> tuple[list[Item], Split]:
+def split_items(task: Task, spec: SplitSpec, confirmation: float = 0.0) -> tuple[list[Item], Split]:
     """The items a run uses (a seeded selection of `spec.limit`, or all), split by id and then
-    by question (data.py `split_by_prompt`: no question on both sides)."""
+    by question (data.py `split_by_prompt`: no question on two sides), with a `confirmation`
+    share set aside first."""
     items = select(task.items(), seed=spec.seed)[: spec.limit] if spec.limit else task.items()
-    return items, split_by_prompt(items, spec.heldout, spec.seed)
+    return items, split_by_prompt(items, spec.heldout, spec.seed, confirmation)
 
 
 def merged_master(start: Checkpoint, folder: Path) -> Path:

@@ -32,7 +32,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pydantic import BaseModel, Field
@@ -106,28 +106,43 @@ def first_prompt(messages: Sequence[dict]) -> str:
 
 @dataclass
 class Split:
-    """The two sides of a task's items: ids by side, and the train items dropped because a
-    held-out item asks the same question under another id."""
+    """The sides of a task's items: ids by side, and what was dropped because an item of a
+    measured side asks the same question under another id. `measured_prompts`: every
+    question a measured side (held-out, confirmation) asks."""
 
     train_ids: list[str]
     held_ids: list[str]
     dropped: list[str]
-    held_prompts: set[str]
+    measured_prompts: set[str]
+    confirm_ids: list[str] = field(default_factory=list)
+    held_dropped: list[str] = field(default_factory=list)  # held out, but asked on the confirmation side
 
     def record(self) -> dict:
-        return {"train": len(self.train_ids), "heldout": len(self.held_ids),
-                "dropped_for_a_shared_prompt": len(self.dropped)}
+        return {"train": len(self.train_ids), "heldout": len(self.held_ids), "confirmation": len(self.confirm_ids),
+                "dropped_for_a_shared_prompt": len(self.dropped) + len(self.held_dropped)}
 
 
-def split_by_prompt(items: Sequence, heldout: float, seed: int = 0) -> Split:
+def split_by_prompt(items: Sequence, heldout: float, seed: int = 0, confirmation: float = 0.0) -> Split:
     """`split` by id, then every question on one side: a train item whose first user turn a
-    held-out item also asks is dropped (the held-out side stays as the id split made it)."""
-    train_ids, held_ids = split([i.id for i in items], heldout, seed)
+    measured item also asks is dropped (the held-out side stays as the id split made it).
+    With `confirmation`, that share of the items (by another hash of the id) is set aside
+    first, a side nothing is chosen on; a held-out item asking what it asks is dropped too."""
     by_id = {i.id: i for i in items}
-    held_prompts = {first_prompt(by_id[i].view.messages) for i in held_ids}
-    kept = [i for i in train_ids if first_prompt(by_id[i].view.messages) not in held_prompts]
-    dropped = sorted(set(train_ids) - set(kept))
-    return Split(kept, held_ids, dropped, held_prompts)
+    prompt = {i.id: first_prompt(i.view.messages) for i in items}
+    confirm_ids = [i.id for i in items if _share(f"confirm:{seed}:{i.id}") < confirmation]
+    confirm_prompts = {prompt[i] for i in confirm_ids}
+    aside = set(confirm_ids)
+    train_ids, held_all = split([i for i in by_id if i not in aside], heldout, seed)
+    held_ids = [i for i in held_all if prompt[i] not in confirm_prompts]
+    measured = {prompt[i] for i in held_ids} | confirm_prompts
+    kept = [i for i in train_ids if prompt[i] not in measured]
+    return Split(kept, held_ids, sorted(set(train_ids) - set(kept)), measured, confirm_ids,
+                 sorted(set(held_all) - set(held_ids)))
+
+
+def _share(key: str) -> float:
+    """Where a key's hash falls in [0, 1): the same key, the same place, whatever else there is."""
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") / 2**64
 
 
 def build_rft(store: Store, *, task: str, train_ids: Sequence[str], run_ids: Sequence[str] | None = None,

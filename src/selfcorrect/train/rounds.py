@@ -172,7 +172,7 @@ class Training:
         self.say(f"round {number}: building data from round {number - 1}'s samples")
         data = self.method.data(run, previous["train_runs"], self._carried(number - 1), previous)
         examples = data.examples
-        check_heldout(examples, self.held_ids, self.split.held_prompts)
+        check_heldout(examples, self.held_ids, self.split.measured_prompts)
         if not examples and not self.method.online:
             why = ("the judge ordered no pair of samples (no readable score, or equal scores)"
                    if spec.labels == "judge" else "no sample was verified right")

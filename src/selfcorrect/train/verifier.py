@@ -105,7 +105,7 @@ async def build(settings: Settings, spec: VerifierSpec, base: Path, out: Path, e
             write_labels(labelled[side], out / f"labels-{side}.jsonl")
     finally:
         store.close()
-    check_heldout([_as_example(r) for r in labelled["train"]], held_ids, sides.held_prompts)
+    check_heldout([_as_example(r) for r in labelled["train"]], held_ids, sides.measured_prompts)
     say(f"training the {spec.kind.upper()} on {len(labelled['train'])} train solutions")
     training = train_verifier(base, spec.kind, labelled["train"], out,
                               VerifierSettings(epochs=spec.epochs, learning_rate=spec.learning_rate, seed=spec.seed,
