@@ -341,3 +341,33 @@ def test_the_confirmation_side_is_measured_once_for_the_served_recipe_and_never_
     assert "Confirmation (" in (out / "report.md").read_text()
     again, stages = improve(settings, spec.model_copy(update={"rounds": 1}), out)
     assert not stages and again["confirmation"] == confirmed  # measured once
+
+
+def test_a_shuffled_control_trains_on_the_same_examples_with_other_items_replies(tmp_path, setup):
+    settings, spec = setup
+    out = tmp_path / "improve"
+    report, stages = improve(settings, spec.model_copy(update={"rounds": 1, "control": "shuffled"}), out)
+    control = report["rounds"][1]["control"]
+    assert control["checkpoint"] == "improve/round-1-control" and control["examples"] > 0
+    real = [json.loads(line) for line in (out / "round-1" / "data.jsonl").read_text().splitlines()]
+    shuffled = [json.loads(line) for line in (out / "round-1" / "control" / "data.jsonl").read_text().splitlines()]
+    assert len(shuffled) + control["left_out"] == len(real)
+    assert all(d["label"] == "shuffled" and d["provenance"]["reply_of"] != d["item_id"] for d in shuffled)
+    assert {d["item_id"] for d in shuffled} <= {d["item_id"] for d in real}
+    # the scripted control answers 7, round 1 answers 2: the right answer on the first 16 items
+    versus = control["real_minus_control"]["single"]
+    assert control["heldout"]["single"]["accuracy"] == 0 and versus["wrong_to_right"] > 0 and versus["difference"] > 0
+    assert report["rounds"][1]["accepted"] and "Control (round 1" in (out / "report.md").read_text()
+
+
+def test_shuffled_labels_give_every_item_another_item_s_reply():
+    from selfcorrect.train.data import Example, shuffled_labels
+
+    examples = [Example(prompt=[{"role": "user", "content": f"q{i}"}], completion=f"The answer is {i}.",
+                        item_id=f"i{i}", provenance={"format": fmt}) for i in range(6) for fmt in ("a", "b")]
+    examples.append(Example(prompt=[], completion="alone", item_id="i9", provenance={"format": "c"}))
+    shuffled, left_out = shuffled_labels(examples, seed=3)
+    assert left_out == 1 and len(shuffled) == 12
+    for e in shuffled:
+        assert e.completion != f"The answer is {e.item_id[1:]}." and e.completion == f"The answer is {e.provenance['reply_of'][1:]}."
+    assert shuffled_labels(examples, seed=3) == (shuffled, 1)  # seeded

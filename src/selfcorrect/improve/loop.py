@@ -45,8 +45,8 @@ from selfcorrect.strategies import parse_strategy
 from selfcorrect.tasks import Subset, parse_task
 from selfcorrect.train.cycle import (MEASURE_TEMPERATURE, decay_alarms, measure_side, open_base, opened,
                                      register_round, resumed_report, round_folder, split_items, start_of, versus)
-from selfcorrect.train.data import (Example, SplitSpec, check_heldout, first_prompt, normalised, to_dataset,
-                                    write_jsonl)
+from selfcorrect.train.data import (Example, SplitSpec, check_heldout, first_prompt, normalised, shuffled_labels,
+                                    to_dataset, write_jsonl)
 from selfcorrect.train.sft import SFTSettings, train_sft
 from selfcorrect.verify.answers import vote_key
 
@@ -98,6 +98,10 @@ class ImproveSpec(SplitSpec):
     budget_minutes: float | None = Field(None, gt=0, description="start no round after this many minutes")
     extra_data: str | None = Field(None, description="a data.jsonl added to every round's data, e.g. the worked "
                                                      "examples of `selfcorrect memory export-training`")
+    control: Literal["none", "shuffled"] = Field(
+        "none", description="shuffled: round 1 also trains a control arm on the same examples with the replies "
+                            "permuted across items (same format, wrong labels), measured on the same held-out items: "
+                            "how much of the gain the labels gave, and how much the format alone")
     confirmation: float = Field(0.15, ge=0, lt=0.5, description="the share of the items set aside untouched: never "
                                                                 "sampled, never used to accept, stop or choose; "
                                                                 "measured once, for the served recipe, at the end")
@@ -313,14 +317,15 @@ class Improvement:
             return f"budget: {spec.budget_minutes} minutes spent"
         return None
 
-    async def _measure(self, model_name: str, checkpoint: Checkpoint) -> tuple[dict, dict | None]:
+    async def _measure(self, model_name: str, checkpoint: Checkpoint,
+                       with_probe: bool = True) -> tuple[dict, dict | None]:
         """Every evaluated strategy on the held-out side (and the probe) with this checkpoint."""
         async with opened(self.open_model, checkpoint) as engine:
             self.say(f"{model_name}: measuring {', '.join(self.evaluated)} on {len(self.held_ids)} held-out items")
             _, held = await measure_side(self.settings, self.held_side, self.evaluated, engine, self.spec.seed,
                                          MEASURE_TEMPERATURE, self.on_progress)
             probe = None
-            if self.probe is not None:
+            if self.probe is not None and with_probe:
                 self.say(f"{model_name}: measuring the probe {self.spec.probe}")
                 _, probed = await measure_side(self.settings, self.probe, self.evaluated, engine, self.spec.seed,
                                                MEASURE_TEMPERATURE, self.on_progress)
@@ -427,9 +432,27 @@ class Improvement:
                      versus_base=_paired(held, report["rounds"][0]["heldout"]),
                      probe_versus_base=_paired(probe, report["rounds"][0]["probe"]) if probe else None,
                      data_hash=checkpoint.data_hash, loss=metrics.get("loss"))
+        if number == 1 and spec.control == "shuffled":
+            entry["control"] = await self._control(examples, start_path, folder, lineage, accepted_checkpoint, held)
         entry["alarms"], entry["next_temperature"] = self._steer(entry, report, temperature)
         self.say(f"round {number}: {'accepted' if ok else 'REJECTED'}: {why}")
         return entry
+
+    async def _control(self, examples: list[Example], start_path: Path, folder: Path, lineage: Lineage,
+                       parent: Checkpoint, held: dict) -> dict:
+        """Round 1's control arm: trained from the same start on the same examples with their
+        replies permuted across items, measured on the same held-out items. It only measures:
+        it decides nothing. `real_minus_control` pairs the real round against it."""
+        shuffled, left_out = shuffled_labels(examples, self.spec.seed)
+        self.say(f"round 1: the control arm trains on {len(shuffled)} examples with their replies shuffled across items")
+        write_jsonl(shuffled, folder / "control" / "data.jsonl")
+        metrics = self.trainer(start_path, shuffled, folder / "control")
+        checkpoint = register_round(lineage, self.out, 1, parent=parent.name, method="control", start_path=start_path,
+                                    folder=folder / "control", lora=self.spec.lora, examples=shuffled,
+                                    metrics=metrics, arm="control")
+        control_held, _ = await self._measure("round 1's control", checkpoint, with_probe=False)
+        return {"kind": "shuffled", "checkpoint": checkpoint.name, "examples": len(shuffled), "left_out": left_out,
+                "heldout": control_held, "real_minus_control": _paired(held, control_held)}
 
     def _with_earlier(self, examples: list[Example], report: dict, out: Path) -> list[Example]:
         """This round's examples, and the accepted rounds' examples of items it did not verify

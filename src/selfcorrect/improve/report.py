@@ -103,6 +103,14 @@ def render(report: dict) -> str:
                                        for r in rounds]
     alarms = [f"- round {r['round']}: {a}" for r in rounds for a in r.get("alarms", [])]
     lines += ["", "Alarms and steering:", "", *(alarms or ["- none"])]
+    control = next((r["control"] for r in rounds if r.get("control")), None)
+    if control:
+        lines += ["", f"Control (round 1, {control['examples']} examples with their replies shuffled across items: "
+                      "the same format, wrong labels; it decides nothing): "
+                  + "; ".join(f"`{s}` real {100 * rounds[1]['heldout'][s]['accuracy']:.1f}% against control "
+                              f"{100 * control['heldout'][s]['accuracy']:.1f}%, real minus control "
+                              f"{100 * v['difference']:+.1f} points ({_versus(v)})"
+                              for s, v in control["real_minus_control"].items()) + "."]
     accepted = served_round(rounds)
     if accepted:
         served, base = accepted["best"], rounds[0]["best"]

@@ -76,11 +76,12 @@ def start_of(start: Checkpoint, folder: Path) -> Path:
 
 
 def register_round(lineage: Lineage, out: Path, number: int, *, parent: str, method: str, start_path: Path,
-                   folder: Path, lora: bool, examples: list, metrics: dict) -> Checkpoint:
-    """Round `number`'s trained model in the lineage, as `<out's name>/round-N`, owned by the
-    run in `out`: another run's checkpoint of that name is refused, never replaced."""
+                   folder: Path, lora: bool, examples: list, metrics: dict, arm: str = "") -> Checkpoint:
+    """Round `number`'s trained model in the lineage, as `<out's name>/round-N` (`-arm` for
+    another arm of the round, a control), owned by the run in `out`: another run's checkpoint
+    of that name is refused, never replaced."""
     return lineage.register(Checkpoint(
-        name=f"{out.name}/round-{number}", round=number, parent=parent, method=method, run=str(out.resolve()),
+        name=f"{out.name}/round-{number}" + (f"-{arm}" if arm else ""), round=number, parent=parent, method=method, run=str(out.resolve()),
         path=str(start_path) if lora else str(folder / "model"), adapter=str(folder / "model") if lora else None,
         data_hash=data_hash(examples), metrics={k: v for k, v in metrics.items() if k not in ("log", "signals")}))
 

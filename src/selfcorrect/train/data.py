@@ -341,6 +341,33 @@ def pseudo_label_accuracy(record: dict) -> float | None:
     return sum(r["right"] for r in record.values()) / len(record) if record else None
 
 
+def shuffled_labels(examples: Sequence[Example], seed: int = 0) -> tuple[list[Example], int]:
+    """The control of a label-free run: the same examples with their replies permuted across
+    items, within each format (same format, wrong labels), so that what a model learns from
+    them is the format alone. Each item takes the replies of another item (a seeded
+    derangement); a format with a single item has nothing to swap with and is left out.
+    Returns the examples and how many were left out."""
+    import random
+
+    by_format: dict[str, dict[str, list[Example]]] = {}
+    for example in examples:
+        by_format.setdefault(str(example.provenance.get("format")), {}).setdefault(example.item_id, []).append(example)
+    out, left_out = [], 0
+    for fmt, by_item in sorted(by_format.items()):
+        items = sorted(by_item)
+        if len(items) < 2:
+            left_out += sum(len(v) for v in by_item.values())
+            continue
+        random.Random(f"{seed}:{fmt}").shuffle(items)
+        donor = {item: items[(k + 1) % len(items)] for k, item in enumerate(items)}  # nobody keeps their own
+        for item, group in by_item.items():
+            given = by_item[donor[item]]
+            out += [e.model_copy(update={"completion": given[k % len(given)].completion, "label": "shuffled",
+                                         "provenance": {**e.provenance, "control": "shuffled", "reply_of": donor[item]}})
+                    for k, e in enumerate(group)]
+    return out, left_out
+
+
 def check_heldout(examples: Iterable[Example | Pair], heldout_ids: Iterable[str],
                   heldout_prompts: Iterable[str] = ()) -> None:
     """Refuse a training set that holds a held-out item, by its id or by its question (the
