@@ -10,6 +10,7 @@
 #   docs/findings/run_studies.sh train-grpo train-score train-correction train-compare        # RL (issue 12)
 #   docs/findings/run_studies.sh verifier-prm search-prm                                     # search with a learned PRM (issue 11)
 #   docs/findings/run_studies.sh improve-arithmetic improve-mbpp                             # selfcorrect improve (issue 24)
+#   docs/findings/run_studies.sh improve-arithmetic-redrawn                                  # split by question, confirmation, control (issue 34)
 #   docs/findings/run_studies.sh online-arithmetic-gated online-mbpp-gated feedback-stream   # the gated memory (issue 25)
 # LIMIT=3 runs a quick check of the same commands.
 set -euo pipefail
@@ -53,6 +54,17 @@ for study in "${@:-arithmetic mbpp gsm8k online-arithmetic online-arithmetic-fee
           --probe arithmetic:digits=3,n=100,seed=2 --curriculum arithmetic:digits=3,n=100,seed=1 --per-item 1 \
           --budget-minutes 60 --out .selfcorrect/improve/arith
         mkdir -p "$out/$name" && cp .selfcorrect/improve/arith/{report.md,report.json,report.html,recipe.json} "$out/$name/" ;;
+      # The arithmetic study redrawn (issue 34): split by the question, a confirmation split (15%),
+      # and round 1's shuffled control; each round's data committed (gzip) so anyone can check it.
+      improve-arithmetic-redrawn)
+        "${sc[@]}" improve --task arithmetic:n=600 --limit "${LIMIT:-600}" --rounds 2 --labels none \
+          --probe arithmetic:digits=3,n=100,seed=2 --curriculum arithmetic:digits=3,n=100,seed=1 --per-item 1 \
+          --control shuffled --confirmation 0.15 --budget-minutes 90 --out .selfcorrect/improve/arith-redrawn
+        mkdir -p "$out/$name" && cp .selfcorrect/improve/arith-redrawn/{report.md,report.json,report.html,recipe.json} "$out/$name/"
+        for data in .selfcorrect/improve/arith-redrawn/round-*/data.jsonl .selfcorrect/improve/arith-redrawn/round-*/control/data.jsonl; do
+          [ -f "$data" ] && rel=${data#.selfcorrect/improve/arith-redrawn/} && mkdir -p "$out/$name/$(dirname "$rel")" \
+            && gzip -c "$data" > "$out/$name/$rel.gz"
+        done ;;
       # MBPP: best-of-n by the visible tests teaches, the hidden tests measure; 300 items (~150 each side).
       improve-mbpp) [ -n "$("${sc[@]}" models lineage 2>/dev/null | grep -w base)" ] || "${sc[@]}" models export
         "${sc[@]}" improve --task mbpp --limit "${LIMIT:-300}" --rounds 3 --patience 3 --budget-minutes 58 --labels none \
