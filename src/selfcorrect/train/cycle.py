@@ -2,7 +2,8 @@
 what every round of either does the same way. The loops keep only what differs: where a
 round's data come from and how a round is accepted.
 
-    split_items      the task's items, selected and split by id into a train and a held-out side
+    split_items      the task's items, selected and split (by id, then by question; a
+                     confirmation side set aside first where asked)
     start_of         a round's starting weights (an adapter merged into its base first)
     register_round   a trained round's checkpoint in the lineage, named for its run
     open_base        the base (exported on first use) and how the rounds open checkpoints
@@ -81,8 +82,9 @@ def register_round(lineage: Lineage, out: Path, number: int, *, parent: str, met
     another arm of the round, a control), owned by the run in `out`: another run's checkpoint
     of that name is refused, never replaced."""
     return lineage.register(Checkpoint(
-        name=f"{out.name}/round-{number}" + (f"-{arm}" if arm else ""), round=number, parent=parent, method=method, run=str(out.resolve()),
-        path=str(start_path) if lora else str(folder / "model"), adapter=str(folder / "model") if lora else None,
+        name=f"{out.name}/round-{number}" + (f"-{arm}" if arm else ""), round=number, parent=parent, method=method,
+        run=str(out.resolve()), path=str(start_path) if lora else str(folder / "model"),
+        adapter=str(folder / "model") if lora else None,
         data_hash=data_hash(examples), metrics={k: v for k, v in metrics.items() if k not in ("log", "signals")}))
 
 
