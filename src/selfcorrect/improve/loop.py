@@ -175,7 +175,8 @@ class Improvement:
         self.held_side = Subset(self.task, set(self.held_ids))
         self.probe = parse_task(spec.probe, settings.data) if spec.probe else None
         probe_items = self.probe.items() if self.probe else []
-        # a question asked on a measured side (held-out, probe) never enters training, whatever its id
+        # a question asked on a measured side (held-out, confirmation, probe) never enters training,
+        # whatever its id
         self.measured_prompts = split.measured_prompts | {first_prompt(i.view.messages) for i in probe_items}
         self.measured_ids = set(self.held_ids) | set(self.confirm_ids) | {i.id for i in probe_items}
         by_id = {i.id: i for i in items}
@@ -199,7 +200,8 @@ class Improvement:
             self.sides.append((parse_task(stage, settings.data), ids))
             self.split["curriculum"].append(len(ids))
             self.split["curriculum_dropped"].append(len(harder) - len(ids))
-        measured = {normalised(i.view.question) for i in [*self.held_side.items(), *probe_items]}
+        measured = {normalised(by_id[i].view.question) for i in [*self.held_ids, *self.confirm_ids]} | {
+            normalised(i.view.question) for i in probe_items}
         self.extra = self._extra(spec.extra_data, measured, spec.labels) if spec.extra_data else []
         self.engine_factory, self.trainer = engine_factory, trainer or self._train
 
