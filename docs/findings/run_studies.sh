@@ -57,7 +57,8 @@ for study in "${@:-arithmetic mbpp gsm8k online-arithmetic online-arithmetic-fee
       # The arithmetic study redrawn (issue 34): split by the question, a confirmation split (15%),
       # and round 1's shuffled control; each round's data committed (gzip) so anyone can check it.
       improve-arithmetic-redrawn)
-        "${sc[@]}" improve --task arithmetic:n=600 --limit "${LIMIT:-600}" --rounds 2 --labels none \
+        # ROUNDS=1: round 1 and its control only (what the session of 2026-12-07 ran: 27 minutes)
+        "${sc[@]}" improve --task arithmetic:n=600 --limit "${LIMIT:-600}" --rounds "${ROUNDS:-2}" --labels none \
           --probe arithmetic:digits=3,n=100,seed=2 --curriculum arithmetic:digits=3,n=100,seed=1 --per-item 1 \
           --control shuffled --confirmation 0.15 --budget-minutes 90 --out .selfcorrect/improve/arith-redrawn
         mkdir -p "$out/$name" && cp .selfcorrect/improve/arith-redrawn/{report.md,report.json,report.html,recipe.json} "$out/$name/"
