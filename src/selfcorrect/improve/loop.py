@@ -190,16 +190,17 @@ class Improvement:
         self.sides = [(self.task, list(self.train_ids))]
         taken = set(self.train_ids)
         for stage in spec.curriculum:
-            harder = parse_task(stage, settings.data).items()
-            ids = [i.id for i in harder if first_prompt(i.view.messages) not in self.measured_prompts
+            harder = parse_task(stage, settings.data)
+            offered = harder.items()
+            ids = [i.id for i in offered if first_prompt(i.view.messages) not in self.measured_prompts
                    and i.id not in self.measured_ids]
             if taken & set(ids):
                 raise ConfigError(f"the curriculum task {stage} shares item ids with an earlier train side",
                                   "give each curriculum task its own seed, e.g. arithmetic:digits=3,seed=1")
             taken |= set(ids)
-            self.sides.append((parse_task(stage, settings.data), ids))
+            self.sides.append((harder, ids))
             self.split["curriculum"].append(len(ids))
-            self.split["curriculum_dropped"].append(len(harder) - len(ids))
+            self.split["curriculum_dropped"].append(len(offered) - len(ids))
         measured = {normalised(by_id[i].view.question) for i in [*self.held_ids, *self.confirm_ids]} | {
             normalised(i.view.question) for i in probe_items}
         self.extra = self._extra(spec.extra_data, measured, spec.labels) if spec.extra_data else []

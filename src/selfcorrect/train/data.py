@@ -161,8 +161,10 @@ def build_rft(store: Store, *, task: str, train_ids: Sequence[str], run_ids: Seq
             continue
         tried.setdefault(graded.item_id, []).append(graded.correct)
         text = usable(graded, max_chars) if graded.correct else None
-        key = (graded.attempt.messages_hash, " ".join((text or "").split()))
-        if text is None or key in seen:
+        if text is None:
+            continue
+        key = (graded.attempt.messages_hash, " ".join(text.split()))
+        if key in seen:
             continue
         examples = kept.setdefault(graded.item_id, [])
         if len(examples) >= per_item:
