@@ -10,13 +10,23 @@
 #   docs/findings/run_studies.sh train-grpo train-score train-correction train-compare        # RL (issue 12)
 #   docs/findings/run_studies.sh verifier-prm search-prm                                     # search with a learned PRM (issue 11)
 #   docs/findings/run_studies.sh improve-arithmetic improve-mbpp                             # selfcorrect improve (issue 24)
-#   docs/findings/run_studies.sh improve-arithmetic-redrawn                                  # split by question, confirmation, control (issue 34)
+#   docs/findings/run_studies.sh improve-arithmetic-redrawn improve-mbpp-redrawn             # split by question, confirmation, control (issue 34)
 #   docs/findings/run_studies.sh online-arithmetic-gated online-mbpp-gated feedback-stream   # the gated memory (issue 25)
 # LIMIT=3 runs a quick check of the same commands.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 sc=("${PYTHON:-.venv/bin/python}" -m selfcorrect.cli --data "${DATA:-../shared/data}" --store "${STORE:-.selfcorrect/findings.sqlite}")
 out=${OUT:-docs/findings}
+# An improve run's reports and recipe, and each round's (and the control's) training data, gzipped,
+# so that anyone can check that no gold and no measured question entered training.
+keep_run() {
+  local run=$1 dest=$2 data rel
+  mkdir -p "$dest" && cp "$run"/{report.md,report.json,report.html,recipe.json} "$dest/"
+  for data in "$run"/round-*/data.jsonl "$run"/round-*/control/data.jsonl; do
+    [ -f "$data" ] || continue
+    rel=${data#"$run"/} && mkdir -p "$dest/$(dirname "$rel")" && gzip -nc "$data" > "$dest/$rel.gz"
+  done
+}
 for study in "${@:-arithmetic mbpp gsm8k online-arithmetic online-arithmetic-feedback online-mbpp}"; do
   for name in $study; do
     case $name in
@@ -61,16 +71,17 @@ for study in "${@:-arithmetic mbpp gsm8k online-arithmetic online-arithmetic-fee
         "${sc[@]}" improve --task arithmetic:n=600 --limit "${LIMIT:-600}" --rounds "${ROUNDS:-2}" --labels none \
           --probe arithmetic:digits=3,n=100,seed=2 --curriculum arithmetic:digits=3,n=100,seed=1 --per-item 1 \
           --control shuffled --confirmation 0.15 --budget-minutes 90 --out .selfcorrect/improve/arith-redrawn
-        mkdir -p "$out/$name" && cp .selfcorrect/improve/arith-redrawn/{report.md,report.json,report.html,recipe.json} "$out/$name/"
-        for data in .selfcorrect/improve/arith-redrawn/round-*/data.jsonl .selfcorrect/improve/arith-redrawn/round-*/control/data.jsonl; do
-          [ -f "$data" ] && rel=${data#.selfcorrect/improve/arith-redrawn/} && mkdir -p "$out/$name/$(dirname "$rel")" \
-            && gzip -c "$data" > "$out/$name/$rel.gz"
-        done ;;
+        keep_run .selfcorrect/improve/arith-redrawn "$out/$name" ;;
       # MBPP: best-of-n by the visible tests teaches, the hidden tests measure; 300 items (~150 each side).
       improve-mbpp) [ -n "$("${sc[@]}" models lineage 2>/dev/null | grep -w base)" ] || "${sc[@]}" models export
         "${sc[@]}" improve --task mbpp --limit "${LIMIT:-300}" --rounds 3 --patience 3 --budget-minutes 58 --labels none \
           --chains 1 --student-samples 1 --per-item 2 --out .selfcorrect/improve/mbpp
         mkdir -p "$out/$name" && cp .selfcorrect/improve/mbpp/{report.md,report.json,report.html,recipe.json} "$out/$name/" ;;
+      # MBPP redrawn (issue 34): split by the question and 15% set aside for confirmation; the rounds' data committed.
+      improve-mbpp-redrawn)
+        "${sc[@]}" improve --task mbpp --limit "${LIMIT:-300}" --rounds 3 --patience 3 --budget-minutes "${BUDGET:-70}" --labels none \
+          --chains 1 --student-samples 1 --per-item 2 --confirmation 0.15 --out .selfcorrect/improve/mbpp-redrawn
+        keep_run .selfcorrect/improve/mbpp-redrawn "$out/$name" ;;
       # Self-training on arithmetic: 600 items split by item id into ~300 train and ~300 held out.
       train-*) [ -n "$("${sc[@]}" models lineage 2>/dev/null | grep -w base)" ] || "${sc[@]}" models export
         train=(--task arithmetic:n=600 --limit "${LIMIT:-600}" --heldout 0.5 --sample self-consistency:n=6)
