@@ -215,3 +215,58 @@ def test_a_confirmation_side_is_set_aside_first_and_shares_no_question():
     # the confirmation side is the same whatever else is asked of the split
     assert split_by_prompt(items, 0.3, seed=0, confirmation=0.15).confirm_ids == sides.confirm_ids
     assert split_by_prompt(items, 0.5, seed=0).confirm_ids == []
+
+
+def test_options_added_later_leave_an_older_run_s_name_and_resume_it(tmp_path):
+    import json
+
+    pytest.importorskip("trl")
+    from selfcorrect.train.cycle import Scaling, resumed_report, run_folder, settings_named
+    from selfcorrect.train.rounds import STOPPING, TrainSpec
+
+    older = {k: v for k, v in TrainSpec().model_dump().items() if k not in Scaling.LATER}  # a report from before
+    assert settings_named(TrainSpec(), STOPPING) == {k: v for k, v in older.items() if k not in STOPPING}
+    store = tmp_path / "store.sqlite"
+    assert run_folder(store, "train", TrainSpec(engine="vllm", replicas=2), STOPPING) != run_folder(
+        store, "train", TrainSpec(engine="vllm"), STOPPING)  # at another value, another run
+    (tmp_path / "report.json").write_text(json.dumps({"spec": older, "rounds": [], "stopped": None}))
+    assert resumed_report(tmp_path, TrainSpec(), STOPPING, print, "train")["rounds"] == []
+    with pytest.raises(ConfigError, match=r"other settings \(launcher\)"):
+        resumed_report(tmp_path, TrainSpec(launcher="torchrun"), STOPPING, print, "train")
+
+
+@pytest.mark.parametrize("given, phrase", [
+    ({"replicas": 2}, "--replicas goes with a served engine, not --engine auto"),
+    ({"engine": "gguf", "engine_args": "--x", "replicas": 3}, "--replicas, --engine-args go with a served engine"),
+    ({"engine": "command"}, "--engine command needs --serve-command"),
+    ({"engine": "vllm", "serve_command": "x {model} {port}"}, "--serve-command goes with --engine command"),
+    ({"engine": "command", "serve_command": "my-server {model}"}, "has no {port}"),
+    ({"engine": "vllm", "engine_args": "'unclosed"}, "--engine-args .* does not parse"),
+    ({"launcher": "accelerate launch 'x"}, "--launcher .* does not parse"),
+    ({"method": "grpo", "launcher": "accelerate launch"}, "grpo samples while it trains: at scale, `--export verl`"),
+])
+def test_served_engines_and_launchers_are_checked_before_anything_runs(given, phrase):
+    pytest.importorskip("trl")
+    from pydantic import ValidationError
+
+    from selfcorrect.train.rounds import TrainSpec
+
+    with pytest.raises((ConfigError, ValidationError), match=phrase):
+        TrainSpec(**given)
+
+
+def test_each_engine_s_server_command_line():
+    from selfcorrect.models.served import Serving, server_argv
+
+    llama = server_argv(Serving("llama-server", engine_args="--n_batch 256"), "/m/x.gguf", 9001, "r1", threads=2, n_ctx=4096)
+    assert llama[1:3] == ["-m", "selfcorrect.models.llama_server"] and llama[-2:] == ["--n_batch", "256"]
+    assert llama[llama.index("--model_alias") + 1] == "r1" and llama[llama.index("--n_threads") + 1] == "2"
+    vllm = server_argv(Serving("vllm"), "/m/base", 9002, "base", lora=True)
+    assert vllm[:3] == ["vllm", "serve", "/m/base"] and "--enable-lora" in vllm
+    assert vllm[vllm.index("--port") + 1] == "9002" and vllm[vllm.index("--served-model-name") + 1] == "base"
+    sglang = server_argv(Serving("sglang", engine_args="--tp 2"), "/m/merged", 9003, "r2")
+    assert sglang[1:3] == ["-m", "sglang.launch_server"] and sglang[sglang.index("--model-path") + 1] == "/m/merged"
+    assert sglang[-2:] == ["--tp", "2"]
+    own = server_argv(Serving("command", command="ollama-ish serve {model} --listen :{port} --as {name}"),
+                      "/m/my model", 9004, "r3")
+    assert own == ["ollama-ish", "serve", "/m/my model", "--listen", ":9004", "--as", "r3"]

@@ -344,3 +344,35 @@ def test_rarely_solved_items_can_weigh_more(tmp_path):
                                       for e in examples)
     assert count(plain, 1) == len(PROBLEMS) // 2 and count(plain, 0) == 3 * len(PROBLEMS) // 2
     assert count(boosted, 1) == 3 * count(plain, 1) and count(boosted, 0) == count(plain, 0)
+
+
+def test_a_round_trains_under_a_two_process_launcher_as_in_one(tmp_path):
+    """`--launcher`: the round's training as `accelerate launch --multi_gpu --num_processes 2`
+    around `selfcorrect fit` (with no GPU: two CPU processes under torchrun, DDP on gloo; its
+    `--cpu` would run one process), data parallel (2 x 4 examples a step), against one process
+    (8 a step) on the same data: the same steps, the loss within noise, the model where the
+    round expects it."""
+    import sys
+
+    from selfcorrect.train.sft import SFTSettings, fit
+    from tests.tinymodel import make_tiny_model
+
+    base = make_tiny_model(tmp_path / "tiny")
+    examples = build_rft(sampled(tmp_path), task="list", train_ids=[f"list/{i}" for i in range(len(PROBLEMS))],
+                         per_item=2)
+    settings = dict(lora=False, epochs=4, learning_rate=3e-3, precision="fp32")
+    one = fit(base, examples, tmp_path / "one", SFTSettings(batch_size=8, **settings), launcher="")
+    launcher = (f"{Path(sys.executable).with_name('accelerate')} launch --multi_gpu --num_processes 2 "
+                "--num_machines 1 --mixed_precision no --dynamo_backend no")
+    two = fit(base, examples, tmp_path / "two", SFTSettings(batch_size=4, **settings), launcher=launcher)
+    assert two["launcher"] == launcher and two["steps"] == one["steps"] and two["examples"] == len(examples)
+    assert len(two["log"]) == len(one["log"]) and two["log"][-1] < two["log"][0]  # it learned
+    assert abs(two["loss"] - one["loss"]) < 0.15 * one["loss"], (one["log"], two["log"])
+    assert (tmp_path / "two" / "model" / "model.safetensors").is_file()
+    assert "--num_processes 2" in (tmp_path / "two" / "launcher.log").read_text()
+
+    with pytest.raises(ConfigError, match="failed .status 2.*launcher.log"):
+        fit(base, examples, tmp_path / "bad", SFTSettings(batch_size=4, **settings),
+            launcher=f"{Path(sys.executable).with_name('accelerate')} launch --no-such-flag")
+    with pytest.raises(ConfigError, match="not installed here"):
+        fit(base, examples, tmp_path / "none", SFTSettings(**settings), launcher="no-such-launcher --x")

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Annotated, Optional
@@ -136,5 +137,6 @@ def fit(
         metrics = train_dpo(base, to_preference_dataset(rows), out, settings)
     else:
         metrics = train_sft(base, to_dataset(rows), out, settings)
-    print(json.dumps({k: v for k, v in metrics.items() if k != "log"}))
-    err.print(f"model: {out / 'model'}")
+    if os.environ.get("RANK", "0") == "0":  # under a launcher, the main process speaks for all
+        print(json.dumps(metrics))  # one line, the loss log with it: what a launching round reads
+        err.print(f"model: {out / 'model'}")

@@ -43,11 +43,12 @@ from selfcorrect.precision import describe, resolve
 from selfcorrect.store import Store
 from selfcorrect.strategies import parse_strategy
 from selfcorrect.tasks import Subset, parse_task
-from selfcorrect.train.cycle import (MEASURE_TEMPERATURE, decay_alarms, measure_side, open_base, opened,
+from selfcorrect.train.cycle import (MEASURE_TEMPERATURE, Scaling, close_opener, decay_alarms, measure_side,
+                                     open_base, opened,
                                      register_round, resumed_report, round_folder, split_items, start_of, versus)
 from selfcorrect.train.data import (Example, SplitSpec, check_heldout, first_prompt, normalised, shuffled_labels,
-                                    to_dataset, write_jsonl)
-from selfcorrect.train.sft import SFTSettings, train_sft
+                                    write_jsonl)
+from selfcorrect.train.sft import SFTSettings, fit
 from selfcorrect.verify.answers import vote_key
 
 # the best system each kind has measured (docs/FINDINGS.md sections 1-2): programs run for math,
@@ -64,7 +65,7 @@ HOTTER, HOTTEST = 0.2, 1.0  # what a collapse adds to the sampling temperature, 
 STOPPING = ("rounds", "patience", "budget_minutes")
 
 
-class ImproveSpec(SplitSpec):
+class ImproveSpec(SplitSpec, Scaling):
     """What `selfcorrect improve` runs; each description is its option's help."""
 
     rounds: int = Field(3, ge=1, le=20, description="the most training rounds after the base's")
@@ -88,7 +89,6 @@ class ImproveSpec(SplitSpec):
     per_item: int = Field(2, ge=1, description="the most examples per item in each format")
     restart: Literal["base", "continue"] = Field("base", description="each round trains from the base, or from "
                                                                      "the accepted checkpoint")
-    engine: Literal["auto", "gguf", "hf"] = Field("auto", description="what samples and measures (as train's)")
     lora: bool = Field(True, description="LoRA, or full fine-tuning (--full)")
     epochs: float = Field(1.0, gt=0, description="epochs per round")
     learning_rate: float = Field(2e-4, gt=0, description="2e-4 suits LoRA; full fine-tuning wants about 1e-5")
@@ -232,18 +232,18 @@ class Improvement:
 
     def _train(self, start: Path, examples: list[Example], folder: Path) -> dict:
         spec = self.spec
-        return train_sft(start, to_dataset(examples), folder, SFTSettings(
+        return fit(start, examples, folder, SFTSettings(
             lora=spec.lora, epochs=spec.epochs, learning_rate=spec.learning_rate, batch_size=spec.batch_size,
-            seed=spec.seed, precision=self.settings.precision))
+            seed=spec.seed, precision=self.settings.precision), launcher=spec.launcher)
 
     async def run(self) -> dict:
         spec, out = self.spec, self.out
         lineage, store = Lineage(self.settings.store), Store(self.settings.store)
         try:
-            base, use_gguf, self.open_model = open_base(self.settings, lineage, spec.engine, self.engine_factory,
-                                                        self.say)
+            base, engine, self.open_model = open_base(self.settings, lineage, spec.engine, self.engine_factory,
+                                                      self.say, serving=spec.serving(), out=out, lora=spec.lora)
             out.mkdir(parents=True, exist_ok=True)
-            report = resumed_report(out, spec, STOPPING, self.say, "improve") or self._new_report(base, use_gguf)
+            report = resumed_report(out, spec, STOPPING, self.say, "improve") or self._new_report(base, engine)
             started = time.perf_counter() - report["seconds"]
             while not report["stopped"]:
                 number = len(report["rounds"])
@@ -263,6 +263,7 @@ class Improvement:
                 await self._confirm(report, lineage)
                 self._write_recipe(report, lineage)
         finally:
+            await close_opener(getattr(self, "open_model", None))
             lineage.close()
             store.close()
         report["seconds"] = round(time.perf_counter() - started, 1)
@@ -295,10 +296,10 @@ class Improvement:
                                   "inside_heldout_interval": heldout["interval"][0] <= accuracy <= heldout["interval"][1],
                                   "versus_base": paired(figures["base"]["correct"], figures["served"]["correct"]).to_dict()}
 
-    def _new_report(self, base: Checkpoint, use_gguf: bool) -> dict:
+    def _new_report(self, base: Checkpoint, engine: str) -> dict:
         spec = self.spec
         return {"spec": spec.model_dump(), "task": self.task.name, "kind": self.task.kind, "teacher": self.teacher,
-                "evaluated": self.evaluated, "oracle": spec.labels == "gold", "engine": "gguf" if use_gguf else "hf",
+                "evaluated": self.evaluated, "oracle": spec.labels == "gold", "engine": engine,
                 "precision": resolve(self.settings.precision), "machine": describe(),
                 "train_items": len(self.train_ids), "heldout_items": len(self.held_ids), "split": self.split,
                 "probe_items": len(self.probe.items()) if self.probe else 0,

@@ -7,7 +7,8 @@ round's data come from and how a round is accepted.
     start_of         a round's starting weights (an adapter merged into its base first)
     register_round   a trained round's checkpoint in the lineage, named for its run
     open_base        the base (exported on first use) and how the rounds open checkpoints
-    checkpoint_opener / opened   a round's checkpoint on an engine, closed when done
+    checkpoint_opener / served_opener / opened / close_opener   a round's checkpoint on an
+                     engine in process or on servers this run starts, closed when done
     measure_side     one side of the split run through the normal evaluation
     versus           the paired comparison of a round against an earlier one, per strategy
     decay_alarms     diversity collapse and tail narrowing against the first measured round
@@ -19,17 +20,21 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import inspect
 import json
 import shutil
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from pydantic import BaseModel
+from typing import ClassVar, Literal
+
+from pydantic import BaseModel, Field, model_validator
 
 from selfcorrect.config import Settings
 from selfcorrect.errors import ConfigError
 from selfcorrect.models.lineage import Checkpoint, Lineage
 from selfcorrect.models.load import load_gguf
+from selfcorrect.models.served import SERVED_ENGINES, ServedEngines, Serving
 from selfcorrect.runner import EvalSpec, Evaluation, results_by_strategy
 from selfcorrect.stats import paired
 from selfcorrect.tasks import Item, Task, select
@@ -40,6 +45,63 @@ from selfcorrect.train.to_gguf import fits_template, write_checkpoint_gguf
 MEASURE_TEMPERATURE = 0.3  # the held-out side, and program-aided pseudo-labels: as the studies measure
 DIVERSITY_ALARM = 0.5  # distinct answers per item below half of the first round's
 TAIL_ALARM = 0.1  # the share of unsolved train items up by ten points or more
+
+
+class Scaling(BaseModel):
+    """Where a run's rounds sample, measure and train: in this process (gguf, hf), or on
+    servers each round starts, with its training under a launcher. Each description is its
+    option's help (`train` and `improve`)."""
+
+    engine: Literal["auto", "gguf", "hf", "llama-server", "vllm", "sglang", "command"] = Field(
+        "auto", description="what samples and measures: gguf (each checkpoint written back to GGUF, on llama.cpp in "
+                            "process: ~2.5x faster on CPU, the embedded model's shape only), hf (transformers), auto; "
+                            "or servers each round starts: llama-server (llama.cpp's, on the GGUF), vllm or sglang (on "
+                            "the merged checkpoint; vllm loads LoRA rounds by name into one server), command "
+                            "(--serve-command)")
+    replicas: int = Field(1, ge=1, le=64, description="served engines: servers of each round's model, the requests "
+                                                      "spread over them")
+    engine_args: str = Field("", description="served engines: arguments added to each server's command line "
+                                             "(e.g. '--gpu-memory-utilization 0.8')")
+    serve_command: str = Field("", description="--engine command: the server's command line, with {model} and "
+                                               "{port} (and {name}, the model name to answer to)")
+    launcher: str = Field("", description="runs each round's training as this command around `selfcorrect fit` "
+                                          "(e.g. 'accelerate launch --num_processes 8'); in process when empty")
+
+    # options added after runs were named by their settings: at their defaults they leave the
+    # name (and a resumed run's settings) as they were
+    LATER: ClassVar[tuple[str, ...]] = ("replicas", "engine_args", "serve_command", "launcher")
+
+    @model_validator(mode="after")
+    def _served_options(self):
+        self.serving()
+        if self.launcher:
+            import shlex
+
+            try:
+                shlex.split(self.launcher)
+            except ValueError as e:
+                raise ConfigError(f"--launcher {self.launcher!r} does not parse: {e}", "quote it as a shell would") from None
+        return self
+
+    def serving(self) -> Serving | None:
+        """The served engine's settings, or None for an engine in this process."""
+        if self.engine in SERVED_ENGINES:
+            return Serving(self.engine, self.replicas, self.engine_args, self.serve_command)
+        given = [flag for flag, value in (("--replicas", self.replicas != 1), ("--engine-args", self.engine_args),
+                                          ("--serve-command", self.serve_command)) if value]
+        if given:
+            raise ConfigError(f"{', '.join(given)} go{'es' if len(given) == 1 else ''} with a served engine, not "
+                              f"--engine {self.engine}", f"add --engine {' or '.join(SERVED_ENGINES)}")
+        return None
+
+
+def settings_named(spec: BaseModel, stopping: tuple[str, ...]) -> dict:
+    """A run's settings as its folder's name and its resuming compare them: less the stopping
+    rules, and less options added later while they hold their defaults."""
+    fields = type(spec).model_fields
+    later = getattr(spec, "LATER", ())
+    return {k: v for k, v in spec.model_dump().items()
+            if k not in stopping and not (k in later and v == fields[k].default)}
 
 
 def round_folder(out: Path, number: int, say: Callable[[str], None]) -> Path:
@@ -88,16 +150,27 @@ def register_round(lineage: Lineage, out: Path, number: int, *, parent: str, met
         data_hash=data_hash(examples), metrics={k: v for k, v in metrics.items() if k not in ("log", "signals")}))
 
 
-def checkpoint_opener(settings: Settings, lineage: Lineage, use_gguf: bool, say: Callable[[str], None]):
-    """How a round's checkpoint is opened to sample and measure: written back to GGUF once (and
-    the lineage told) for the llama.cpp engine, or on transformers."""
-    from selfcorrect.models.hf import HFModel
+def gguf_writer(lineage: Lineage, say: Callable[[str], None]) -> Callable[[Checkpoint], str]:
+    """A checkpoint's GGUF file, written back once (and the lineage told) for llama.cpp."""
 
-    def open_gguf(c: Checkpoint):
+    def gguf_of(c: Checkpoint) -> str:
         if c.gguf is None or not Path(c.gguf).exists():
             say(f"writing {c.name} to GGUF for the llama.cpp engine")
             c = lineage.register(c.model_copy(update={"gguf": write_checkpoint_gguf(c)["path"]}))
-        return load_gguf(settings, c.gguf)
+        return c.gguf
+
+    return gguf_of
+
+
+def checkpoint_opener(settings: Settings, lineage: Lineage, use_gguf: bool, say: Callable[[str], None]):
+    """How a round's checkpoint is opened to sample and measure: written back to GGUF once for
+    the llama.cpp engine, or on transformers."""
+    from selfcorrect.models.hf import HFModel
+
+    gguf_of = gguf_writer(lineage, say)
+
+    def open_gguf(c: Checkpoint):
+        return load_gguf(settings, gguf_of(c))
 
     def open_hf(c: Checkpoint):
         return HFModel(c.path, c.adapter, batch=settings.hf.batch, threads=settings.hf.threads,
@@ -106,19 +179,40 @@ def checkpoint_opener(settings: Settings, lineage: Lineage, use_gguf: bool, say:
     return open_gguf if use_gguf else open_hf
 
 
-def open_base(settings: Settings, lineage: Lineage, engine: str, engine_factory, say: Callable[[str], None]):
-    """(the base, whether rounds run on llama.cpp, how a checkpoint is opened): round 0 of the
-    lineage (exported on first use), and `engine_factory` or the opener `engine` names
-    (gguf, hf, or auto: gguf where the checkpoint fits the embedded model's template)."""
+def served_opener(settings: Settings, lineage: Lineage, serving: Serving, out: Path, lora: bool,
+                  say: Callable[[str], None]) -> ServedEngines:
+    """Checkpoints on servers this run starts (models/served.py), their logs in `out/serving`;
+    vLLM and SGLang serve a LoRA round merged into its base (vLLM with `lora`: loaded by name)."""
+    logs = Path(out) / "serving"
+    return ServedEngines(settings, serving, logs, gguf_of=gguf_writer(lineage, say), say=say, lora=lora,
+                         merged_of=lambda c: merged_master(c, logs / c.name.replace("/", "_")))
+
+
+def open_base(settings: Settings, lineage: Lineage, engine: str, engine_factory, say: Callable[[str], None], *,
+              serving: Serving | None = None, out: Path | None = None, lora: bool = True):
+    """(the base, the engine's name, how a checkpoint is opened): round 0 of the lineage
+    (exported on first use), and `engine_factory`, or servers (`serving`), or the in-process
+    opener `engine` names (gguf, hf, or auto: gguf where the checkpoint fits the embedded
+    model's template)."""
     base = base_of(settings.store, lineage, settings.precision, say)
+    if serving is not None:
+        return base, serving.engine, engine_factory or served_opener(settings, lineage, serving, out, lora, say)
     use_gguf = engine == "gguf" or (engine == "auto" and fits_template(Path(base.path)))
-    return base, use_gguf, engine_factory or checkpoint_opener(settings, lineage, use_gguf, say)
+    return base, "gguf" if use_gguf else "hf", engine_factory or checkpoint_opener(settings, lineage, use_gguf, say)
+
+
+async def close_opener(open_model) -> None:
+    """What an opener keeps between rounds (a served engine's long-lived server), stopped."""
+    if hasattr(open_model, "aclose"):
+        await open_model.aclose()
 
 
 @contextlib.asynccontextmanager
 async def opened(open_model: Callable[[Checkpoint], object], checkpoint: Checkpoint):
     """A checkpoint's engine for the length of a block, closed however the block ends."""
     engine = open_model(checkpoint)
+    if inspect.isawaitable(engine):  # a served engine waits for its servers
+        engine = await engine
     try:
         yield engine
     finally:
@@ -161,8 +255,7 @@ def decay_alarms(diversity: Iterable[tuple[str, float, float]], unsolved: tuple[
 def run_folder(store: Path, command: str, spec: BaseModel, stopping: tuple[str, ...]) -> Path:
     """The default folder of a run: named by its settings (less the stopping rules), so that
     the same command again finds it and resumes, and other settings get a folder of their own."""
-    settings = {k: v for k, v in spec.model_dump().items() if k not in stopping}
-    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
+    digest = hashlib.sha256(json.dumps(settings_named(spec, stopping), sort_keys=True).encode()).hexdigest()[:10]
     return Path(store).parent / command / f"{command}-{digest}"
 
 
@@ -175,7 +268,10 @@ def resumed_report(out: Path, spec: BaseModel, stopping: tuple[str, ...], say: C
     if not path.is_file():
         return None
     report = json.loads(path.read_text())
-    mine, theirs = spec.model_dump(), dict(report.get("spec") or {})
+    fields = type(spec).model_fields
+    mine = spec.model_dump()
+    # a run from before an option existed ran with its default
+    theirs = {**{k: fields[k].default for k in getattr(spec, "LATER", ())}, **(report.get("spec") or {})}
     if {k: v for k, v in theirs.items() if k not in stopping} != {k: v for k, v in mine.items() if k not in stopping}:
         differ = sorted(k for k in set(mine) | set(theirs) if k not in stopping and mine.get(k) != theirs.get(k))
         raise ConfigError(f"{out} holds a {command} run with other settings ({', '.join(differ)})",

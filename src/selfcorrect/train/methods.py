@@ -36,13 +36,11 @@ from selfcorrect.train.data import (
     build_label_free,
     build_rft,
     pseudo_label_accuracy,
-    to_dataset,
-    to_preference_dataset,
 )
 from selfcorrect.train.grpo import GRPOSettings, train_grpo
 from selfcorrect.train.judge import judged_pairs
 from selfcorrect.train.score import REVIEW, SCoReSettings, train_score
-from selfcorrect.train.sft import SFTSettings, train_dpo, train_sft
+from selfcorrect.train.sft import SFTSettings, fit
 from selfcorrect.store import Store
 from selfcorrect.train.star import rationalize
 
@@ -89,6 +87,7 @@ class Method:
     labels: tuple[str, ...] = ("gold",)  # the labels it learns from
     # options only this method reads: giving one another value with another method is an error
     owns: tuple[str, ...] = ()
+    launchable = True  # trains on a data file: `selfcorrect fit` runs it under --launcher
     online = False  # rewarded by the check while it trains: no data from the samples
 
     def check(self, spec: BaseModel) -> None:
@@ -96,6 +95,9 @@ class Method:
         sets an option that only another method reads."""
         if spec.labels not in self.labels:
             raise ValueError(self.refuse(spec.labels))
+        if getattr(spec, "launcher", "") and not self.launchable:
+            raise ValueError(f"--launcher runs `selfcorrect fit` on a round's data file; {self.name} samples while it "
+                             "trains: at scale, `--export verl` or TRL's vLLM server mode (docs/train.md)")
         readers: dict[str, list[str]] = {}
         for entry in METHODS.entries():
             for option in entry.factory.owns:
@@ -125,8 +127,9 @@ class Method:
         return f"training on {len(examples)} examples"
 
     def train(self, run: TrainingRun, start: Path, folder: Path, examples: list) -> dict:
-        """Train from the checkpoint at `start` into `folder`/model; the training metrics."""
-        return train_sft(start, to_dataset(examples), folder, settings_of(run, SFTSettings))
+        """Train from the checkpoint at `start` into `folder`/model (under the run's launcher
+        where it has one); the training metrics."""
+        return fit(start, examples, folder, settings_of(run, SFTSettings), launcher=run.spec.launcher)
 
     prepared = ""  # the report entry's key for what `prepare` records
 
@@ -251,7 +254,7 @@ class DPO(Method):
         return "the model judges its own samples of the train side" if run.spec.labels == "judge" else ""
 
     def train(self, run, start, folder, examples):
-        return train_dpo(start, to_preference_dataset(examples), folder, settings_of(run, SFTSettings))
+        return fit(start, examples, folder, settings_of(run, SFTSettings), launcher=run.spec.launcher, dpo=True)
 
     async def prepare(self, run, engine, runs, rows):
         if run.spec.labels != "judge":
@@ -263,6 +266,7 @@ class DPO(Method):
 
 class Online(Method):
     online = True
+    launchable = False  # it samples while it trains: at scale, verl or TRL's vLLM server mode (docs/train.md)
 
     def data(self, run, runs, carried, previous):
         return RoundData([], None)

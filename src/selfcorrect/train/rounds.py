@@ -34,8 +34,8 @@ from selfcorrect.precision import describe, resolve
 from selfcorrect.store import Store
 from selfcorrect.strategies import parse_strategy
 from selfcorrect.tasks import Subset, parse_task
-from selfcorrect.train.cycle import (MEASURE_TEMPERATURE, decay_alarms, measure_side, merged_master, open_base,
-                                     opened, register_round, resumed_report, round_folder, split_items, start_of,
+from selfcorrect.train.cycle import (MEASURE_TEMPERATURE, Scaling, close_opener, decay_alarms, measure_side,
+                                     merged_master, open_base, opened, register_round, resumed_report, round_folder, split_items, start_of,
                                      versus)
 from selfcorrect.train.data import SplitSpec, check_heldout, read_jsonl, write_jsonl
 from selfcorrect.train.methods import METHODS, TrainingRun, method_of
@@ -45,7 +45,7 @@ from selfcorrect.verify.answers import vote_key
 __all__ = ["TrainSpec", "Training", "merged_master", "run", "train_rounds"]
 
 
-class TrainSpec(SplitSpec):
+class TrainSpec(SplitSpec, Scaling):
     """What a training runs. Each field's description is its `selfcorrect train` option's help
     (cli/train.py makes the options from these fields)."""
 
@@ -63,9 +63,6 @@ class TrainSpec(SplitSpec):
     evaluate: list[str] = Field(["single"], description="comma-separated strategies measured on the held-out side")
     restart: Literal["base", "continue"] = Field(
         "base", description="base (ReST-EM: each round from the base) or continue")
-    engine: Literal["auto", "gguf", "hf"] = Field(
-        "auto", description="what samples and evaluates: gguf (each checkpoint written back to GGUF, on llama.cpp: "
-                            "~2.5x faster on CPU, the embedded model's shape only), hf (transformers) or auto")
     per_item: int = Field(4, ge=1, description="the most training replies per item")
     rare_boost: int = Field(1, ge=1, le=10, description="rft: repeat the replies of items right in at most a quarter "
                                                         "of their samples this many times")
@@ -123,13 +120,13 @@ class Training:
         spec, out = self.spec, self.out
         lineage, store = Lineage(self.settings.store), Store(self.settings.store)
         try:
-            base, use_gguf, self.open_model = open_base(self.settings, lineage, spec.engine, self.engine_factory,
-                                                        self.say)
+            base, engine, self.open_model = open_base(self.settings, lineage, spec.engine, self.engine_factory,
+                                                      self.say, serving=spec.serving(), out=out, lora=spec.lora)
             self.training_run = TrainingRun(spec, store, self.task, self.train_ids, self.held_ids,
                                             self.train_side, parse_strategy(spec.sample).spec, self.settings.precision)
             out.mkdir(parents=True, exist_ok=True)
             report = resumed_report(out, spec, STOPPING, self.say, "train") or {
-                "spec": spec.model_dump(), "engine": "gguf" if use_gguf else "hf",
+                "spec": spec.model_dump(), "engine": engine,
                 "precision": resolve(self.settings.precision), "machine": describe(),
                 "train_items": len(self.train_ids), "heldout_items": len(self.held_ids),
                 "split": self.split.record(), "base": base.name,
@@ -146,6 +143,7 @@ class Training:
                 report["stopped"] = self._stop(report)
                 write_report(report, out)
         finally:
+            await close_opener(getattr(self, "open_model", None))
             lineage.close()
             store.close()
         write_report(report, out)

@@ -2,11 +2,14 @@
 LoRA adapter switched off as the reference model). Supervised fine-tuning: LoRA by default (PEFT), full fine-tuning as
 an option, the loss on completions only, checkpoints every `save_steps` so that a killed job
 resumes where it stopped. It runs in bf16 autocast where the hardware has bf16 units, fp32
-elsewhere (`precision`: precision.py); with several GPUs, run the
-same job under `accelerate launch` (docs/train.md)."""
+elsewhere (`precision`: precision.py); with several GPUs or machines, a round runs as
+`selfcorrect fit` under a launcher such as `accelerate launch` (`fit`, docs/train.md)."""
 
 from __future__ import annotations
 
+import json
+import shlex
+import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +49,65 @@ def train_sft(base: Path, dataset, out: Path, settings: SFTSettings = SFTSetting
     seconds = metrics["seconds"]
     return {**metrics, "examples": len(dataset), "tokens": int(tokens),
             "tokens_per_s": round(done_here / seconds, 1) if seconds else None}
+
+
+def fit(start: Path, examples: list, folder: Path, settings: SFTSettings, *, launcher: str = "",
+        dpo: bool = False) -> dict:
+    """A round's training from `start` into `folder`/model: in this process, or, with a
+    `launcher` (`accelerate launch --num_processes 8`, `torchrun --nproc_per_node 8`), as that
+    command around `selfcorrect fit` on the round's data file: the same training, data parallel
+    over the launcher's processes, with the same checkpoints and resuming."""
+    from selfcorrect.train.data import to_dataset, to_preference_dataset, write_jsonl
+
+    if not launcher:
+        if dpo:
+            return train_dpo(start, to_preference_dataset(examples), folder, settings)
+        return train_sft(start, to_dataset(examples), folder, settings)
+    data = folder / "data.jsonl"
+    if not data.is_file():
+        write_jsonl(examples, data)
+    return launched(launcher, data, start, folder, settings)
+
+
+def fit_command(launcher: str, data: Path, start: Path, folder: Path, settings: SFTSettings) -> list[str]:
+    """The launcher's command line around `python -m selfcorrect.cli fit`."""
+    return [*shlex.split(launcher), "-m", "selfcorrect.cli", "--precision", settings.precision, "fit", str(data),
+            "--base", str(start), "--out", str(folder), "--epochs", str(settings.epochs),
+            "--learning-rate", str(settings.learning_rate), "--batch-size", str(settings.batch_size),
+            "--seed", str(settings.seed), *([] if settings.lora else ["--full"])]
+
+
+def launched(launcher: str, data: Path, start: Path, folder: Path, settings: SFTSettings) -> dict:
+    """Run `fit` under the launcher, its output in folder/launcher.log; the metrics its main
+    process printed (one JSON line), or a clear error with the log's last lines."""
+    argv = fit_command(launcher, data, start, folder, settings)
+    log = folder / "launcher.log"
+    folder.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as sink:
+        sink.write(f"$ {shlex.join(argv)}\n".encode())
+        sink.flush()
+        try:
+            done = subprocess.run(argv, stdout=subprocess.PIPE, stderr=sink, check=False)
+        except FileNotFoundError:
+            raise ConfigError(f"--launcher {launcher!r}: {argv[0]} is not installed here",
+                              "install it (pip install accelerate), or give the launcher's full path") from None
+        sink.write(done.stdout)
+    printed = [_metrics(line) for line in done.stdout.decode(errors="replace").splitlines()]
+    printed = [m for m in printed if m is not None]
+    if done.returncode != 0 or not printed:
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-20:])
+        raise ConfigError(f"training under {launcher!r} failed (status {done.returncode}); the last lines of {log}:\n"
+                          f"{tail}", "read the log; run the command it starts with by hand to see it fail")
+    return {**printed[-1], "launcher": launcher}
+
+
+def _metrics(line: str) -> dict | None:
+    """`fit`'s metrics line (the trainer prints its own dicts to the same output)."""
+    try:
+        metrics = json.loads(line)
+    except ValueError:
+        return None
+    return metrics if isinstance(metrics, dict) and "steps" in metrics else None
 
 
 def train_dpo(base: Path, dataset, out: Path, settings: SFTSettings = SFTSettings(), *, beta: float = 0.1,
@@ -135,6 +197,7 @@ def run_trainer(trainer, tokenizer, out: Path):
     started = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=True if resumed_from else None)
     seconds = time.perf_counter() - started
-    trainer.save_model(str(out / "model"))
-    tokenizer.save_pretrained(out / "model")
+    trainer.save_model(str(out / "model"))  # the main process only, under a launcher
+    if trainer.is_world_process_zero():
+        tokenizer.save_pretrained(out / "model")
     return result, seconds, resumed_from
