@@ -81,6 +81,8 @@ def test_a_self_training_round_of_the_embedded_model_from_the_command_line(tmp_p
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads((tmp_path / "star" / "report.json").read_text())
     assert report["engine"] == "gguf" and [r["round"] for r in report["rounds"]] == [0, 1]
+    assert set(report["rounds"][1]["phases"]) == {"label", "train", "export", "measure", "sample"}
+    assert report["rounds"][1]["phases"]["export"]["seconds"] > 0  # the GGUF write-back
     held = set(report["rounds"][0]["heldout"]["correct"])
     data = [json.loads(line) for line in (tmp_path / "star" / "round-1" / "data.jsonl").read_text().splitlines()]
     assert data and not {d["item_id"] for d in data} & held

@@ -78,6 +78,13 @@ def test_improve_accepts_a_better_round_rejects_a_worse_one_and_hands_over_a_rec
     report, stages = improve(settings, spec, out)
 
     rounds = report["rounds"]
+    # where each round's time went: every phase timed, tokens/s where tokens were made
+    assert set(rounds[0]["phases"]) == {"export", "measure"}
+    phases = rounds[1]["phases"]
+    assert set(phases) == {"sample", "label", "train", "export", "measure"}
+    assert phases["sample"]["tokens"] > 0 and phases["train"]["tokens_per_s"] > 0 and "tokens" not in phases["label"]
+    assert sum(p["seconds"] for p in phases.values()) <= rounds[1]["seconds"] + 0.1
+    assert "Where the time went" in (out / "report.md").read_text()
     assert [r["round"] for r in rounds] == [0, 1, 2]
     assert [r["accepted"] for r in rounds] == [True, True, False], [r["why"] for r in rounds]
     assert "significantly worse" in rounds[2]["why"] and rounds[1]["gained"]

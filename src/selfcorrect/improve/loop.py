@@ -43,8 +43,8 @@ from selfcorrect.precision import describe, resolve
 from selfcorrect.store import Store
 from selfcorrect.strategies import parse_strategy
 from selfcorrect.tasks import Subset, parse_task
-from selfcorrect.train.cycle import (MEASURE_TEMPERATURE, Scaling, close_opener, decay_alarms, measure_side,
-                                     open_base, opened,
+from selfcorrect.train.cycle import (MEASURE_TEMPERATURE, Phases, Scaling, close_opener, decay_alarms,
+                                     measure_side, open_base, opened, tokens_of,
                                      register_round, resumed_report, round_folder, split_items, start_of, versus)
 from selfcorrect.train.data import (Example, SplitSpec, check_heldout, first_prompt, normalised, shuffled_labels,
                                     write_jsonl)
@@ -205,6 +205,10 @@ class Improvement:
             normalised(i.view.question) for i in probe_items}
         self.extra = self._extra(spec.extra_data, measured, spec.labels) if spec.extra_data else []
         self.engine_factory, self.trainer = engine_factory, trainer or self._train
+        self.phases = Phases()  # the round's, afresh each round
+
+    def _open(self, checkpoint: Checkpoint):
+        return self.phases.opener(self.open_model)(checkpoint)
 
     @staticmethod
     def _extra(path: str, measured: set[str], labels: str) -> list[Example]:
@@ -284,7 +288,7 @@ class Improvement:
         side = Subset(self.task, set(self.confirm_ids))
         figures = {}
         for name, entry in (("served", served), ("base", base)):
-            async with opened(self.open_model, lineage.get(entry["checkpoint"])) as engine:
+            async with opened(self._open, lineage.get(entry["checkpoint"])) as engine:
                 self.say(f"confirmation: {name} round {entry['round']} with {entry['best']} on "
                          f"{len(self.confirm_ids)} items set aside")
                 _, results = await measure_side(self.settings, side, [entry["best"]], engine, self.spec.seed,
@@ -324,22 +328,27 @@ class Improvement:
     async def _measure(self, model_name: str, checkpoint: Checkpoint,
                        with_probe: bool = True) -> tuple[dict, dict | None]:
         """Every evaluated strategy on the held-out side (and the probe) with this checkpoint."""
-        async with opened(self.open_model, checkpoint) as engine:
+        async with opened(self._open, checkpoint) as engine:
             self.say(f"{model_name}: measuring {', '.join(self.evaluated)} on {len(self.held_ids)} held-out items")
-            _, held = await measure_side(self.settings, self.held_side, self.evaluated, engine, self.spec.seed,
-                                         MEASURE_TEMPERATURE, self.on_progress)
+            with self.phases("measure"):
+                _, held = await measure_side(self.settings, self.held_side, self.evaluated, engine, self.spec.seed,
+                                             MEASURE_TEMPERATURE, self.on_progress)
+            self.phases.made("measure", tokens_of(held))
             probe = None
             if self.probe is not None and with_probe:
                 self.say(f"{model_name}: measuring the probe {self.spec.probe}")
-                _, probed = await measure_side(self.settings, self.probe, self.evaluated, engine, self.spec.seed,
-                                               MEASURE_TEMPERATURE, self.on_progress)
+                with self.phases("measure"):
+                    _, probed = await measure_side(self.settings, self.probe, self.evaluated, engine,
+                                                   self.spec.seed, MEASURE_TEMPERATURE, self.on_progress)
+                self.phases.made("measure", tokens_of(probed))
                 probe = _measured(probed)
         return _measured(held), probe
 
     async def _base_round(self, base: Checkpoint) -> dict:
+        self.phases = Phases()
         held, probe = await self._measure("the base", base)
         return {"round": 0, "checkpoint": base.name, "accepted": True, "gained": False, "heldout": held,
-                "probe": probe, "best": best_system(held), "why": "the base"}
+                "probe": probe, "best": best_system(held), "why": "the base", "phases": self.phases.record()}
 
     def _accepted(self, report: dict) -> dict:
         return next(r for r in reversed(report["rounds"]) if r["accepted"])
@@ -350,13 +359,15 @@ class Improvement:
         runs: dict = {"teacher": [], "students": {s: [] for s in self.spec.students}}
         diversity: dict[str, list[float]] = {s: [] for s in self.spec.students}
         teacher = self.teacher if self.spec.chains == 1 else f"{self.teacher}:chains={self.spec.chains}"
-        async with opened(self.open_model, checkpoint) as engine:
+        async with opened(self._open, checkpoint) as engine:
             for stage, (task, ids) in enumerate(self.sides[: number]):  # stage k joins in round k + 1
                 side = Subset(task, set(ids))
                 self.say(f"round {number}: {teacher} samples {len(ids)} train items of {task.name}"
                          + (f" (curriculum stage {stage})" if stage else ""))
-                run_id, _ = await measure_side(self.settings, side, [teacher], engine,
-                                               self.spec.seed + number, temperature, self.on_progress)
+                with self.phases("sample"):
+                    run_id, drawn = await measure_side(self.settings, side, [teacher], engine,
+                                                       self.spec.seed + number, temperature, self.on_progress)
+                self.phases.made("sample", tokens_of(drawn))
                 runs["teacher"].append((stage, run_id, teacher))
                 for student in self.spec.students:
                     sampler = student
@@ -364,8 +375,10 @@ class Improvement:
                         sampler = (f"best-of-n:n={self.spec.student_samples}" if task.kind == "code"
                                    else f"self-consistency:n={self.spec.student_samples}")
                     self.say(f"round {number}: the student {student} samples them ({sampler})")
-                    run_id, rows = await measure_side(self.settings, side, [sampler], engine,
-                                                      self.spec.seed + number, temperature, self.on_progress)
+                    with self.phases("sample"):
+                        run_id, rows = await measure_side(self.settings, side, [sampler], engine,
+                                                          self.spec.seed + number, temperature, self.on_progress)
+                    self.phases.made("sample", tokens_of(rows))
                     runs["students"][student].append((stage, run_id))
                     diversity[student].append(_diversity(rows[sampler]))
         return runs, {s: sum(v) / len(v) if v else 0.0 for s, v in diversity.items()}
@@ -405,8 +418,10 @@ class Improvement:
         accepted = self._accepted(report)
         accepted_checkpoint = lineage.get(accepted["checkpoint"])
         temperature = report["rounds"][-1].get("next_temperature", spec.temperature)
+        self.phases = Phases()
         runs, diversity = await self._sample(number, accepted_checkpoint, temperature)
-        examples, labels = self._label(store, runs)
+        with self.phases("label"):
+            examples, labels = self._label(store, runs)
         examples = self._with_earlier(examples, report, folder.parent) + self.extra
         check_heldout(examples, self.measured_ids, self.measured_prompts)
         pool = sum(len(ids) for _, ids in self.sides[:number])
@@ -419,12 +434,12 @@ class Improvement:
                  "formats": dict(Counter(e.provenance.get("format", "earlier") for e in examples))}
         if not examples:
             entry.update(accepted=False, gained=False, nothing_to_train="no train item was verified, nothing to train on",
-                         why="nothing to train on", checkpoint=None)
+                         why="nothing to train on", checkpoint=None, phases=self.phases.record())
             return entry
         write_jsonl(examples, folder / "data.jsonl")
         start_path = start_of(base if spec.restart == "base" else accepted_checkpoint, folder)
         self.say(f"round {number}: training on {len(examples)} examples ({entry['formats']})")
-        metrics = self.trainer(start_path, examples, folder)
+        metrics = self._trained(start_path, examples, folder)
         checkpoint = register_round(lineage, self.out, number, parent=accepted_checkpoint.name, method="improve",
                                     start_path=start_path, folder=folder, lora=spec.lora, examples=examples,
                                     metrics=metrics)
@@ -439,8 +454,15 @@ class Improvement:
         if number == 1 and spec.control == "shuffled":
             entry["control"] = await self._control(examples, start_path, folder, lineage, accepted_checkpoint, held)
         entry["alarms"], entry["next_temperature"] = self._steer(entry, report, temperature)
+        entry["phases"] = self.phases.record()
         self.say(f"round {number}: {'accepted' if ok else 'REJECTED'}: {why}")
         return entry
+
+    def _trained(self, start: Path, examples: list[Example], folder: Path) -> dict:
+        with self.phases("train"):
+            metrics = self.trainer(start, examples, folder)
+        self.phases.made("train", metrics.get("tokens") or 0)
+        return metrics
 
     async def _control(self, examples: list[Example], start_path: Path, folder: Path, lineage: Lineage,
                        parent: Checkpoint, held: dict) -> dict:
@@ -450,7 +472,7 @@ class Improvement:
         shuffled, left_out = shuffled_labels(examples, self.spec.seed)
         self.say(f"round 1: the control arm trains on {len(shuffled)} examples with their replies shuffled across items")
         write_jsonl(shuffled, folder / "control" / "data.jsonl")
-        metrics = self.trainer(start_path, shuffled, folder / "control")
+        metrics = self._trained(start_path, shuffled, folder / "control")
         checkpoint = register_round(lineage, self.out, 1, parent=parent.name, method="control", start_path=start_path,
                                     folder=folder / "control", lora=self.spec.lora, examples=shuffled,
                                     metrics=metrics, arm="control")

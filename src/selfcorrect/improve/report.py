@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from selfcorrect.train.report import split_note
+from selfcorrect.train.report import phases_table, split_note
 
 
 def served_round(rounds: list[dict]) -> dict | None:
@@ -103,6 +103,7 @@ def render(report: dict) -> str:
                                        for r in rounds]
     alarms = [f"- round {r['round']}: {a}" for r in rounds for a in r.get("alarms", [])]
     lines += ["", "Alarms and steering:", "", *(alarms or ["- none"])]
+    lines += phases_table(rounds)
     control = next((r["control"] for r in rounds if r.get("control")), None)
     if control:
         lines += ["", f"Control (round 1, {control['examples']} examples with their replies shuffled across items: "

@@ -12,6 +12,7 @@ round's data come from and how a round is accepted.
     measure_side     one side of the split run through the normal evaluation
     versus           the paired comparison of a round against an earlier one, per strategy
     decay_alarms     diversity collapse and tail narrowing against the first measured round
+    Phases           where a round's time goes (report.json's `phases`)
     run_folder / resumed_report / round_folder   where a run lives by default, going on
                      with one, and a round's folder, cleared when a killed run left it
 """
@@ -23,6 +24,7 @@ import hashlib
 import inspect
 import json
 import shutil
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -102,6 +104,52 @@ def settings_named(spec: BaseModel, stopping: tuple[str, ...]) -> dict:
     later = getattr(spec, "LATER", ())
     return {k: v for k, v in spec.model_dump().items()
             if k not in stopping and not (k in later and v == fields[k].default)}
+
+
+class Phases:
+    """Where a round's time goes: seconds per phase (sample, label, train, export: opening a
+    checkpoint on its engine, its GGUF write-back or its servers included; measure), and the
+    tokens made where tokens are made. `with phases("train"): ...`; `phases.made("sample", n)`."""
+
+    ORDER = ("sample", "label", "train", "export", "measure")
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+        self.tokens: dict[str, int] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, phase: str):
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - started
+
+    def made(self, phase: str, tokens: int) -> None:
+        self.tokens[phase] = self.tokens.get(phase, 0) + int(tokens)
+
+    def record(self) -> dict:
+        out = {}
+        for phase in sorted(self.seconds, key=lambda p: (self.ORDER.index(p) if p in self.ORDER else 99, p)):
+            seconds = self.seconds[phase]
+            out[phase] = {"seconds": round(seconds, 1)}
+            if self.tokens.get(phase):
+                out[phase].update(tokens=self.tokens[phase],
+                                  tokens_per_s=round(self.tokens[phase] / seconds, 1) if seconds else None)
+        return out
+
+    def opener(self, open_model):
+        """`open_model`, its time counted as export."""
+        async def open_timed(checkpoint):
+            with self("export"):
+                engine = open_model(checkpoint)
+                return await engine if inspect.isawaitable(engine) else engine
+        return open_timed
+
+
+def tokens_of(results: dict[str, list]) -> int:
+    """The tokens an evaluation's rows made, every strategy together."""
+    return sum(r.tokens for rows in results.values() for r in rows)
 
 
 def round_folder(out: Path, number: int, say: Callable[[str], None]) -> Path:

@@ -18,6 +18,26 @@ def split_note(split: dict | None) -> str:
     return f"; then by question: {dropped} train items dropped for asking what a measured item asks"
 
 
+def phases_table(rounds: list[dict]) -> list[str]:
+    """Where each round's time went (report.json's `phases`): seconds per phase, and tokens/s
+    where tokens were made (export: opening the checkpoint on its engine, GGUF write-back or
+    servers included). Empty for runs from before it was recorded."""
+    timed = [r for r in rounds if r.get("phases")]
+    if not timed:
+        return []
+    phases = ("sample", "label", "train", "export", "measure")
+
+    def cell(p: dict | None) -> str:
+        if not p:
+            return "—"
+        return f"{p['seconds']:.0f}" + (f" ({p['tokens_per_s']:.0f} tok/s)" if p.get("tokens_per_s") else "")
+
+    return ["", "Where the time went (seconds, tokens/s where tokens were made):", "",
+            "| round | " + " | ".join(phases) + " | all |", "|---|" + "---|" * (len(phases) + 1),
+            *(f"| {r['round']} | " + " | ".join(cell(r["phases"].get(p)) for p in phases)
+              + f" | {r.get('seconds', 0):.0f} |" for r in timed)]
+
+
 def write(report: dict, out: Path) -> None:
     from selfcorrect.report.html import render_training
 
@@ -123,6 +143,7 @@ def render(report: dict) -> str:
                   for r in labelled]
     alarms = [f"- round {r['round']}: {a}" for r in report["rounds"] for a in r["alarms"]]
     lines += ["", "Alarms:", "", *(alarms or ["- none"])]
+    lines += phases_table(report["rounds"])
     if report.get("stopped"):
         lines += ["", f"Stopped: {report['stopped']}."]
     return "\n".join(lines) + "\n"

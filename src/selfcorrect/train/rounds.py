@@ -34,8 +34,8 @@ from selfcorrect.precision import describe, resolve
 from selfcorrect.store import Store
 from selfcorrect.strategies import parse_strategy
 from selfcorrect.tasks import Subset, parse_task
-from selfcorrect.train.cycle import (MEASURE_TEMPERATURE, Scaling, close_opener, decay_alarms, measure_side,
-                                     merged_master, open_base, opened, register_round, resumed_report, round_folder, split_items, start_of,
+from selfcorrect.train.cycle import (MEASURE_TEMPERATURE, Phases, Scaling, close_opener, decay_alarms,
+                                     measure_side, merged_master, open_base, opened, register_round, tokens_of, resumed_report, round_folder, split_items, start_of,
                                      versus)
 from selfcorrect.train.data import SplitSpec, check_heldout, read_jsonl, write_jsonl
 from selfcorrect.train.methods import METHODS, TrainingRun, method_of
@@ -153,22 +153,24 @@ class Training:
         """Round `number`: train on the previous round's samples (round 0: the base as it is),
         then measure and sample; None when there was nothing to train on (report["stopped"] says why)."""
         entry: dict = {"round": number, "checkpoint": base.name}
-        current = base
+        current, self.phases = base, Phases()
         if number > 0:
             previous = report["rounds"][-1]
             current = await self._train(number, previous, lineage, base, folder, entry)
             if current is None:
                 report["stopped"] = entry["stopped"]
                 return None
-        async with opened(self.open_model, current) as engine:
+        async with opened(self.phases.opener(self.open_model), current) as engine:
             await self._measure_and_sample(number, engine, entry, report)
+        entry["phases"] = self.phases.record()
         return entry
 
     async def _train(self, number: int, previous: dict, lineage: Lineage, base: Checkpoint, folder: Path,
                      entry: dict) -> Checkpoint | None:
         spec, run = self.spec, self.training_run
         self.say(f"round {number}: building data from round {number - 1}'s samples")
-        data = self.method.data(run, previous["train_runs"], self._carried(number - 1), previous)
+        with self.phases("label"):
+            data = self.method.data(run, previous["train_runs"], self._carried(number - 1), previous)
         examples = data.examples
         check_heldout(examples, self.held_ids, self.split.measured_prompts)
         if not examples and not self.method.online:
@@ -184,7 +186,9 @@ class Training:
             self.say(f"round {number}: merging round {number - 1}'s adapter")
         start_path = start_of(start, folder)
         self.say(f"round {number}: {self.method.training(examples, run)}")
-        metrics = self.method.train(run, start_path, folder, examples)
+        with self.phases("train"):
+            metrics = self.method.train(run, start_path, folder, examples)
+        self.phases.made("train", metrics.get("tokens") or 0)
         current = register_round(lineage, self.out, number, parent=previous_checkpoint.name, method=spec.method,
                                  start_path=start_path, folder=folder, lora=spec.lora, examples=examples,
                                  metrics=metrics)
@@ -199,23 +203,30 @@ class Training:
         method prepares for the next round made), all by this round's model."""
         spec, run, settings = self.spec, self.training_run, self.settings
         self.say(f"round {number}: evaluating the held-out side")
-        held_run, held = await measure_side(settings, self.held_side, spec.evaluate, engine, spec.seed,
-                                            MEASURE_TEMPERATURE, self.on_progress)
+        with self.phases("measure"):
+            held_run, held = await measure_side(settings, self.held_side, spec.evaluate, engine, spec.seed,
+                                                MEASURE_TEMPERATURE, self.on_progress)
+        self.phases.made("measure", tokens_of(held))
         self.say(f"round {number}: sampling the train side")
-        sample_run, sampled = await measure_side(settings, self.train_side, [spec.sample], engine, spec.seed + number,
-                                                 spec.sample_temperature, self.on_progress)
+        with self.phases("sample"):
+            sample_run, sampled = await measure_side(settings, self.train_side, [spec.sample], engine,
+                                                     spec.seed + number, spec.sample_temperature, self.on_progress)
+        self.phases.made("sample", tokens_of(sampled))
         runs = [sample_run]
         # the labeller answers as it would be measured, not as it explores; the last round's
         # samples only measure, and need no labels
         if spec.labels == "program" and number < spec.rounds:
             self.say(f"round {number}: program-aided answers of the train side, the pseudo-labels")
-            label_run, _ = await measure_side(settings, self.train_side, ["program-aided"], engine,
-                                              spec.seed + number, MEASURE_TEMPERATURE, self.on_progress)
+            with self.phases("label"):
+                label_run, labelled = await measure_side(settings, self.train_side, ["program-aided"], engine,
+                                                         spec.seed + number, MEASURE_TEMPERATURE, self.on_progress)
+            self.phases.made("label", tokens_of(labelled))
             runs.append(label_run)
         if number < spec.rounds:
             if self.method.preparing(run):
                 self.say(f"round {number}: {self.method.preparing(run)}")
-            carried, record = await self.method.prepare(run, engine, runs, sampled[run.sampler])
+            with self.phases("label"):
+                carried, record = await self.method.prepare(run, engine, runs, sampled[run.sampler])
             if carried:  # kept on disk, so that a resumed run trains on them too
                 write_jsonl(carried, self.out / f"round-{number}" / "carried.jsonl")
             if record is not None:
