@@ -126,3 +126,62 @@ def test_the_review_turn_can_show_the_visible_tests_results(tmp_path):
         assert len(ran) == 1  # no code: nothing run
     finally:
         rollout.close()
+
+
+def test_grpo_at_scale_on_verl_and_on_trl_s_vllm_server(tmp_path):
+    """`--export verl DIR`: verl's row schema on the train and held-out sides, a reward that is
+    the task's own check (the same verdicts as the in-process reward), the command with GRPO
+    and group filtering; `--vllm-server URL`: TRL's GRPO in vLLM server mode."""
+    import subprocess
+    import sys
+
+    import pandas as pd
+
+    from selfcorrect.tasks import parse_task
+    from selfcorrect.train.grpo import grpo_config
+    from selfcorrect.train.verl import compute_score, export
+
+    task = parse_task("arithmetic:n=10")
+    items = task.items()
+    written = export(tmp_path / "verl", task_spec="arithmetic:n=10", data=None, train_items=items[:6],
+                     held_items=items[6:], kind="math", base=tmp_path / "base", steps=5, generations=4,
+                     learning_rate=1e-5, beta=0.01, temperature=0.7, max_response_length=192, lora=True, rank=16)
+    train = pd.read_parquet(tmp_path / "verl" / "train.parquet")
+    assert list(train.columns) == ["data_source", "prompt", "ability", "reward_model", "extra_info"] and len(train) == 6
+    row = train.iloc[0]
+    assert list(row["prompt"]) == list(items[0].view.messages) and row["reward_model"]["ground_truth"] == items[0].answer
+    assert set(pd.read_parquet(tmp_path / "verl" / "heldout.parquet")["extra_info"].map(lambda e: e["item_id"])) == {
+        i.id for i in items[6:]}
+    info = dict(row["extra_info"])
+    gold = items[0].answer
+    assert compute_score(row["data_source"], f"So it is {gold}. The answer is {gold}.", gold, info) == 1.0
+    assert compute_score(row["data_source"], f"The answer is {int(gold) + 1}.", gold, info) == 0.0
+    with pytest.raises(ValueError, match="needs extra_info"):
+        compute_score(row["data_source"], "The answer is 1.", gold, None)
+    reward = tmp_path / "verl" / "reward.py"
+    loaded = subprocess.run([sys.executable, "-c", f"import runpy; f = runpy.run_path({str(reward)!r})['compute_score']; "
+                             f"print(f('x', 'The answer is {gold}.', '{gold}', {info!r}))"],
+                            capture_output=True, text=True, cwd=tmp_path)
+    assert loaded.stdout.strip() == "1.0", loaded.stderr  # as verl loads it: by path
+    run = (tmp_path / "verl" / "run.sh").read_text()
+    for setting in ("python -m verl.trainer.main_ppo", "algorithm.adv_estimator=grpo", "algorithm.filter_groups.enable=True",
+                    'custom_reward_function.path="$here/reward.py"', "actor_rollout_ref.rollout.n=4",
+                    f"actor_rollout_ref.model.path={tmp_path / 'base'}"):
+        assert setting in run, setting
+    assert written["train"] == 6 and subprocess.run(["bash", "-n", str(tmp_path / "verl" / "run.sh")]).returncode == 0
+
+    server = grpo_config(GRPOSettings(vllm_server="http://10.0.0.2:8000", steps=1), tmp_path / "out")
+    assert server.use_vllm and server.vllm_mode == "server" and server.vllm_server_base_url == "http://10.0.0.2:8000"
+    assert not grpo_config(GRPOSettings(steps=1), tmp_path / "out").use_vllm
+
+
+def test_export_verl_is_for_grpo_and_names_its_trainer(tmp_path):
+    from typer.testing import CliRunner
+
+    from selfcorrect.cli import app
+
+    store = str(tmp_path / "store.sqlite")
+    done = CliRunner().invoke(app, ["--store", store, "train", "--method", "rft", "--export", "verl", str(tmp_path)])
+    assert done.exit_code == 1 and "--export verl writes a GRPO run, not --method rft" in str(done.exception)
+    done = CliRunner().invoke(app, ["--store", store, "train", "--method", "grpo", "--export", "openrlhf", str(tmp_path)])
+    assert done.exit_code == 1 and "--export openrlhf is not a trainer selfcorrect writes for" in str(done.exception)

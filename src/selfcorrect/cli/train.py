@@ -36,6 +36,9 @@ def train(
                                                    "train/train-HASH beside the store, named by the settings); "
                                                    "the same command again resumes a killed run, or goes on "
                                                    "with more --rounds")] = None,
+    export: Annotated[Optional[tuple[str, Path]], typer.Option(
+        help="verl DIR: write what verl's PPO entry point takes for this GRPO run (the train and held-out "
+             "sides as parquet, a reward calling the task's check, run.sh) and train nothing here")] = None,
 ) -> None:
     """Self-training rounds: sample the train side, keep what the check accepts, train, measure
     the held-out side, repeat (docs/train.md). On a store with no round 0 it first exports
@@ -45,6 +48,8 @@ def train(
     from selfcorrect.train.rounds import STOPPING, run
 
     settings: Settings = ctx.obj
+    if export is not None:
+        return _export_verl(settings, spec, *export)
     check_strategies([spec.sample, *spec.evaluate])
     out = folder or run_folder(settings.store, "train", spec, STOPPING)
     with progress_bars() as (progress, on_progress):
@@ -52,6 +57,38 @@ def train(
                      on_progress=on_progress)
     print(render(report))
     err.print(f"report: {out / 'report.md'}, {out / 'report.json'}")
+
+
+def _export_verl(settings: Settings, spec: TrainSpec, kind: str, folder: Path) -> None:
+    from selfcorrect.models.lineage import Lineage
+    from selfcorrect.tasks import parse_task
+    from selfcorrect.tasks.kinds import KINDS
+    from selfcorrect.train.cycle import split_items
+    from selfcorrect.train.export import base_of
+    from selfcorrect.train.methods import ONLINE_TEMPERATURE
+    from selfcorrect.train.verl import export
+
+    if kind != "verl":
+        raise ConfigError(f"--export {kind} is not a trainer selfcorrect writes for", "use --export verl DIR")
+    if spec.method != "grpo":
+        raise ConfigError(f"--export verl writes a GRPO run, not --method {spec.method}", "add --method grpo")
+    task = parse_task(spec.task, settings.data)
+    items, split = split_items(task, spec)
+    by_id = {i.id: i for i in items}
+    lineage = Lineage(settings.store)
+    try:
+        base = base_of(settings.store, lineage, settings.precision, err.print)
+    finally:
+        lineage.close()
+    written = export(folder.resolve(), task_spec=spec.task, data=str(settings.data) if settings.data else None,
+                     train_items=[by_id[i] for i in split.train_ids], held_items=[by_id[i] for i in split.held_ids],
+                     kind=task.kind, base=Path(base.path), steps=spec.grpo_steps, generations=spec.generations,
+                     learning_rate=spec.learning_rate, beta=spec.beta,
+                     temperature=max(spec.sample_temperature, ONLINE_TEMPERATURE),
+                     max_response_length=KINDS[task.kind].max_tokens, lora=spec.lora, rank=16)
+    print(json.dumps(written, indent=2))
+    err.print(f"verl: {written['train']} train and {written['heldout']} held-out items in {folder}; "
+              f"run it with GPUS=8 NODES=1 {written['command']}")
 
 
 @app.command(name="train-verifier")

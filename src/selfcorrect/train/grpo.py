@@ -56,6 +56,7 @@ class GRPOSettings(OnlineSettings):
     beta: float = 0.04  # the KL penalty towards the starting model
     format_reward: float = 0.0  # weight of the format term (0: off)
     partial_credit: bool = False
+    vllm_server: str = ""  # TRL's vLLM server mode: rollouts from `trl vllm-serve` at this URL
 
 
 class TaskReward:
@@ -104,6 +105,20 @@ class TaskReward:
         self._pool.shutdown()
 
 
+def grpo_config(settings: GRPOSettings, out: Path, progress: bool = True):
+    """TRL's GRPO settings; with `vllm_server`, rollouts from TRL's vLLM server (`trl vllm-serve`),
+    weights synced to it after each step."""
+    from trl import GRPOConfig
+
+    return GRPOConfig(
+        **trainer_args(out, settings.learning_rate, settings.seed, settings.save_steps, progress, settings.precision),
+        max_steps=settings.steps, per_device_train_batch_size=settings.generations * settings.prompts_per_step,
+        num_generations=settings.generations, max_completion_length=settings.max_completion_length,
+        temperature=settings.temperature, top_k=40, beta=settings.beta,
+        **({"use_vllm": True, "vllm_mode": "server", "vllm_server_base_url": settings.vllm_server}
+           if settings.vllm_server else {}))
+
+
 def train_grpo(base: Path, task: Task, items: list[Item], out: Path, settings: GRPOSettings = GRPOSettings(), *,
                progress: bool = True) -> dict:
     """GRPO on `items` (train items only) from the checkpoint at `base`; the adapter (LoRA) or
@@ -114,15 +129,11 @@ def train_grpo(base: Path, task: Task, items: list[Item], out: Path, settings: G
     tokenizer, model, peft = load_policy(base, settings.lora, settings.rank, padding_side="left",
                                          precision=settings.precision)
     from datasets import Dataset
-    from trl import GRPOConfig, GRPOTrainer
+    from trl import GRPOTrainer
 
     from selfcorrect.sandbox import Sandbox
 
-    config = GRPOConfig(
-        **trainer_args(out, settings.learning_rate, settings.seed, settings.save_steps, progress, settings.precision),
-        max_steps=settings.steps, per_device_train_batch_size=settings.generations * settings.prompts_per_step,
-        num_generations=settings.generations, max_completion_length=settings.max_completion_length,
-        temperature=settings.temperature, top_k=40, beta=settings.beta)
+    config = grpo_config(settings, out, progress)
     dataset = Dataset.from_list([{"prompt": list(item.view.messages), "item_id": item.id} for item in items])
     sandbox = Sandbox() if task.kind == "code" else None
     reward = TaskReward(task, items, settings.max_completion_length, format_weight=settings.format_reward,

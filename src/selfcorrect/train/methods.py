@@ -277,7 +277,7 @@ class GRPO(Online):
     """reinforcement learning on the train items, rewarded by the task's check"""
 
     name = "grpo"
-    owns = ("grpo_steps", "generations", "beta", "format_reward", "partial_credit")
+    owns = ("grpo_steps", "generations", "beta", "format_reward", "partial_credit", "vllm_server")
 
     def training(self, examples, run):
         return f"GRPO for {run.spec.grpo_steps} steps on {len(run.train_ids)} train items"

@@ -21,7 +21,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -76,6 +76,8 @@ class TrainSpec(SplitSpec, Scaling):
     beta: float = Field(0.04, ge=0, description="grpo: the KL penalty towards the starting model (score: Stage II's)")
     format_reward: float = Field(0.0, ge=0, le=1, description="grpo: reward for a readable answer (0: off)")
     partial_credit: bool = Field(False, description="grpo: up to 0.5 for a numeric answer near the gold")
+    vllm_server: str = Field("", description="grpo: TRL's vLLM server mode, the rollouts drawn by `trl vllm-serve "
+                                             "--model BASE` at this URL (e.g. http://10.0.0.2:8000) on other GPUs")
     stage1_steps: int = Field(20, ge=0, description="score: Stage I steps (reward attempt 2, strong KL)")
     stage2_steps: int = Field(20, ge=0, description="score: Stage II steps (reward both, bonus for improving)")
     alpha: float = Field(1.0, ge=0, description="score: Stage II's bonus weight on r2 - r1")
@@ -83,6 +85,8 @@ class TrainSpec(SplitSpec, Scaling):
     review_feedback: Literal["none", "tests"] = Field(
         "none", description="score: the review turn says nothing of attempt 1 (none: intrinsic) or shows its "
                             "visible tests' results (tests: code)")
+
+    LATER: ClassVar[tuple[str, ...]] = (*Scaling.LATER, "vllm_server")
 
     @model_validator(mode="after")
     def _method_takes_it(self):
