@@ -221,10 +221,10 @@ def test_options_added_later_leave_an_older_run_s_name_and_resume_it(tmp_path):
     import json
 
     pytest.importorskip("trl")
-    from selfcorrect.train.cycle import Scaling, resumed_report, run_folder, settings_named
+    from selfcorrect.train.cycle import resumed_report, run_folder, settings_named
     from selfcorrect.train.rounds import STOPPING, TrainSpec
 
-    older = {k: v for k, v in TrainSpec().model_dump().items() if k not in Scaling.LATER}  # a report from before
+    older = {k: v for k, v in TrainSpec().model_dump().items() if k not in TrainSpec.LATER}  # a report from before
     assert settings_named(TrainSpec(), STOPPING) == {k: v for k, v in older.items() if k not in STOPPING}
     store = tmp_path / "store.sqlite"
     assert run_folder(store, "train", TrainSpec(engine="vllm", replicas=2), STOPPING) != run_folder(
