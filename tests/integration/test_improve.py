@@ -378,3 +378,22 @@ def test_shuffled_labels_give_every_item_another_item_s_reply():
     for e in shuffled:
         assert e.completion != f"The answer is {e.item_id[1:]}." and e.completion == f"The answer is {e.provenance['reply_of'][1:]}."
     assert shuffled_labels(examples, seed=3) == (shuffled, 1)  # seeded
+
+
+def test_the_teacher_runs_more_chains_only_where_its_first_two_disagree(tmp_path, setup):
+    """Adaptive sampling: with 4 chains, an item whose first two programs print one answer is
+    labelled from those two; the other chains are never drawn. The scripted programs all print
+    2, so no item needs more."""
+    settings, spec = setup
+    report, _ = improve(settings, spec.model_copy(update={"rounds": 1, "chains": 4}), tmp_path / "adaptive")
+    store = Store(settings.store)
+    teacher_runs = [r for r in store.runs() if any("chains=4" in s for s in r.config["strategies"])]
+    assert [r.config["strategies"] for r in teacher_runs] == [["program-aided:chains=4,select=vote,adaptive=2"]]
+    attempts = list(store.graded_attempts(run_ids=[teacher_runs[0].run_id]))
+    assert attempts and {g.attempt.chain for g in attempts} == {0, 1}
+    assert report["rounds"][1]["train"]["labelled"] == report["train_items"]  # two agreeing chains label an item
+    fixed = spec.model_copy(update={"rounds": 1, "chains": 4, "adaptive": False})
+    improve(settings, fixed, tmp_path / "fixed")
+    runs = [r for r in Store(settings.store).runs() if r.config["strategies"] == ["program-aided:chains=4,select=vote"]]
+    assert {g.attempt.chain for g in Store(settings.store).graded_attempts(run_ids=[runs[0].run_id])} == {
+        0, 1, 2, 3}

@@ -264,13 +264,29 @@ def test_chains_vote_over_independent_chains(tmp_path):
     assert sorted(a.chain for a in result.trajectory.attempts) == [0, 1, 2]
 
 
+@pytest.mark.parametrize("answers, chains, chosen", [
+    ([4, 4, 5, 5], [0, 1], "4"),  # the first two agree: the others are never drawn
+    ([4, 5, 5, 7], [0, 1, 2, 3], "5"),  # they differ: all four, then the vote
+    ([4, 5, 4, 5], [0, 1, 2, 3], "4"),  # a tie goes to the earliest chain, as without adaptive
+])
+def test_adaptive_chains_go_on_only_where_the_first_disagree(tmp_path, answers, chains, chosen):
+    script = Script([(asked(INITIAL), lambda last, m, k: f"The answer is {answers[k]}.")])
+    spec = "single:chains=4,adaptive=2"
+    _, _, results = evaluate(tmp_path, script, [spec], ONE)
+    result = only(results, spec)
+    assert final_answer(result) == chosen and sorted(a.chain for a in result.trajectory.attempts) == chains
+    assert len(script.model.calls) == len(chains)
+
+
 def test_specs_are_checked():
     assert parse_strategy("self-debug:explain=true").spec == "self-debug:explain=true"
     assert parse_strategy("self-refine:rounds=2").spec == "self-refine"  # defaults are not spelled out
     for bad, message in (("nope", "unknown strategy"), ("single:n=3", "has no option 'n'"),
                          ("self-refine:round=2", "did you mean 'rounds'"), ("self-refin", "did you mean 'self-refine'"),
                          ("self-refine:rounds=many", "not a int"), ("single:greedy", "has no value"),
-                         ("single:chains=2,select=best", "unknown selection")):
+                         ("single:chains=2,select=best", "unknown selection"),
+                         ("single:chains=4,adaptive=4", "2 <= k < chains"), ("single:adaptive=2", "goes with chains"),
+                         ("single:chains=4,select=tests,adaptive=2", "it goes with select=vote")):
         with pytest.raises(ConfigError, match=message):
             parse_strategy(bad)
 

@@ -27,7 +27,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
@@ -68,6 +68,8 @@ STOPPING = ("rounds", "patience", "budget_minutes")
 class ImproveSpec(SplitSpec, Scaling):
     """What `selfcorrect improve` runs; each description is its option's help."""
 
+    LATER: ClassVar[dict[str, object]] = {**Scaling.LATER, "adaptive": False}
+
     rounds: int = Field(3, ge=1, le=20, description="the most training rounds after the base's")
     labels: Literal["none", "gold"] = Field(
         "none", description="none (label-free: agreement of independent programs, visible tests) or gold "
@@ -76,6 +78,8 @@ class ImproveSpec(SplitSpec, Scaling):
                                                   "for math, best-of-n:n=5 by the visible tests for code)")
     chains: int = Field(4, ge=1, le=16, description="the teacher's independent chains per train item")
     agree: int = Field(2, ge=1, description="math, labels none: the least chains that must print the same answer")
+    adaptive: bool = Field(True, description="math: the teacher's first chains (as many as --agree, at least 2) run "
+                                             "on every item, the rest only where those disagree")
     students: list[str] = Field(["single"], description="comma-separated cheaper strategies taught the "
                                                         "teacher's verified answers")
     student_samples: int = Field(4, ge=1, le=32, description="each student's own samples per train item")
@@ -358,7 +362,7 @@ class Improvement:
         students' diversity."""
         runs: dict = {"teacher": [], "students": {s: [] for s in self.spec.students}}
         diversity: dict[str, list[float]] = {s: [] for s in self.spec.students}
-        teacher = self.teacher if self.spec.chains == 1 else f"{self.teacher}:chains={self.spec.chains}"
+        teacher = self._teacher_spec()
         async with opened(self._open, checkpoint) as engine:
             for stage, (task, ids) in enumerate(self.sides[: number]):  # stage k joins in round k + 1
                 side = Subset(task, set(ids))
@@ -382,6 +386,17 @@ class Improvement:
                     runs["students"][student].append((stage, run_id))
                     diversity[student].append(_diversity(rows[sampler]))
         return runs, {s: sum(v) / len(v) if v else 0.0 for s, v in diversity.items()}
+
+    def _teacher_spec(self) -> str:
+        """The teacher in its chains; adaptive on math: the first chains (enough to agree) on
+        every item, the rest where they differ (strategies/compose.py)."""
+        spec = self.spec
+        if spec.chains == 1:
+            return self.teacher
+        first = max(2, spec.agree)
+        adaptive = spec.adaptive and self.task.kind == "math" and first < spec.chains
+        separator = "," if ":" in self.teacher else ":"
+        return f"{self.teacher}{separator}chains={spec.chains}" + (f",adaptive={first}" if adaptive else "")
 
     def _label(self, store: Store, runs: dict) -> tuple[list[Example], dict]:
         """The examples the checks verify in the teacher's and each student's format, and the

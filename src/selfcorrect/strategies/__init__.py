@@ -47,12 +47,15 @@ def parse_strategy(spec: str, prompts: dict[str, dict[str, str]] | None = None) 
     if not 1 <= chains <= 32:
         raise ConfigError(f"{name}:chains={chains} is outside 1 to 32", "choose chains from 2 to 32")
     select = raw.get("select", "vote")
-    strategy = entry.factory(**coerce(entry, "strategy", raw, extra=("chains", "select", "prompts")))
+    adaptive = typed_value(name, "strategy", "adaptive", raw.get("adaptive", "0"), 0)
+    strategy = entry.factory(**coerce(entry, "strategy", raw, extra=("chains", "select", "adaptive", "prompts")))
     if (prompts or {}).get(name):
         strategy.with_prompts(prompts[name], f"[prompts.{name}]")
     if "prompts" in raw:
         strategy.with_prompts(_prompt_file(raw["prompts"]), raw["prompts"])
-    return Chains(strategy, chains, select) if chains > 1 else strategy
+    if adaptive and chains < 2:
+        raise ConfigError(f"{spec}: adaptive goes with chains", "write e.g. program-aided:chains=4,adaptive=2")
+    return Chains(strategy, chains, select, adaptive) if chains > 1 else strategy
 
 
 def _prompt_file(path: str) -> dict[str, str]:

@@ -6,6 +6,10 @@ select:
   vote   majority over the chains' answers (for code, over behaviour on the visible
          tests' inputs); a tie goes to the earliest chain
   tests  the chain whose answer passes most visible tests (code)
+
+adaptive=k (with vote): the first k chains run; the rest only where those k did not all give
+one answer (`program-aided:chains=4,adaptive=2`). Chain c is chain c either way (its own
+draws), so an item that needs all the chains has the draws it would have had without.
 """
 
 from __future__ import annotations
@@ -21,12 +25,16 @@ SELECTIONS = ("vote", "tests")
 
 
 class Chains(Strategy):
-    def __init__(self, inner: Strategy, chains: int, select: str = "vote"):
+    def __init__(self, inner: Strategy, chains: int, select: str = "vote", adaptive: int = 0):
         if chains < 2:
             raise ConfigError(f"chains={chains}: composition needs at least 2", "use chains=2 or more")
         if select not in SELECTIONS:
             raise ConfigError(f"unknown selection {select!r}", f"use one of: {', '.join(SELECTIONS)}")
-        self.inner, self.chains, self.select = inner, chains, select
+        if adaptive and not (2 <= adaptive < chains and select == "vote"):
+            raise ConfigError(f"adaptive={adaptive} with chains={chains},select={select}",
+                              "adaptive=k runs k chains first (2 <= k < chains) and goes on where their votes differ: "
+                              "it goes with select=vote")
+        self.inner, self.chains, self.select, self.adaptive = inner, chains, select, adaptive
         self.name, self.kinds, self.prompts = inner.name, inner.kinds, inner.prompts
         self.oracle, self.settings, self.memory = inner.oracle, {}, inner.memory
 
@@ -46,10 +54,14 @@ class Chains(Strategy):
     @property
     def spec(self) -> str:
         separator = "," if ":" in self.inner.spec else ":"
-        return f"{self.inner.spec}{separator}chains={self.chains},select={self.select}"
+        return (f"{self.inner.spec}{separator}chains={self.chains},select={self.select}"
+                + (f",adaptive={self.adaptive}" if self.adaptive else ""))
 
     async def run(self, session: Session) -> Outcome:
-        outcomes = await asyncio.gather(*(self.inner.run(session.chain(c)) for c in range(self.chains)))
+        first = self.adaptive or self.chains
+        outcomes = await asyncio.gather(*(self.inner.run(session.chain(c)) for c in range(first)))
+        if first < self.chains and not await self._agreed(session, outcomes):
+            outcomes += await asyncio.gather(*(self.inner.run(session.chain(c)) for c in range(first, self.chains)))
         finals = [o.final for o in outcomes if o.final is not None]
         if not finals:
             return session.done(None, "no chain answered", signal=False, no_signal="no chain answered")
@@ -63,5 +75,13 @@ class Chains(Strategy):
             keys = await session.kind.vote_keys(session, finals)
             chosen = majority(finals, keys)
             signal = chosen is not None and keys.count(keys[finals.index(chosen)]) > 1
-        return session.done(chosen or finals[0], f"{self.select} over {self.chains} chains", signal=signal,
+        return session.done(chosen or finals[0], f"{self.select} over {len(outcomes)} chains", signal=signal,
                             no_signal="the chains' answers gave nothing to choose between")
+
+    async def _agreed(self, session: Session, outcomes: list[Outcome]) -> bool:
+        """Whether every chain run so far answered, and with one answer."""
+        finals = [o.final for o in outcomes]
+        if any(f is None for f in finals):
+            return False
+        keys = await session.kind.vote_keys(session, finals)
+        return None not in keys and len(set(keys)) == 1

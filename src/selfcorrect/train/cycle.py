@@ -69,9 +69,9 @@ class Scaling(BaseModel):
     launcher: str = Field("", description="runs each round's training as this command around `selfcorrect fit` "
                                           "(e.g. 'accelerate launch --num_processes 8'); in process when empty")
 
-    # options added after runs were named by their settings: at their defaults they leave the
-    # name (and a resumed run's settings) as they were
-    LATER: ClassVar[tuple[str, ...]] = ("replicas", "engine_args", "serve_command", "launcher")
+    # options added after runs were named by their settings, with the value every run had before:
+    # at that value they leave a run's name as it was, and an older report is read with it
+    LATER: ClassVar[dict[str, object]] = {"replicas": 1, "engine_args": "", "serve_command": "", "launcher": ""}
 
     @model_validator(mode="after")
     def _served_options(self):
@@ -100,10 +100,8 @@ class Scaling(BaseModel):
 def settings_named(spec: BaseModel, stopping: tuple[str, ...]) -> dict:
     """A run's settings as its folder's name and its resuming compare them: less the stopping
     rules, and less options added later while they hold their defaults."""
-    fields = type(spec).model_fields
-    later = getattr(spec, "LATER", ())
-    return {k: v for k, v in spec.model_dump().items()
-            if k not in stopping and not (k in later and v == fields[k].default)}
+    later = getattr(spec, "LATER", {})
+    return {k: v for k, v in spec.model_dump().items() if k not in stopping and not (k in later and v == later[k])}
 
 
 class Phases:
@@ -316,10 +314,8 @@ def resumed_report(out: Path, spec: BaseModel, stopping: tuple[str, ...], say: C
     if not path.is_file():
         return None
     report = json.loads(path.read_text())
-    fields = type(spec).model_fields
     mine = spec.model_dump()
-    # a run from before an option existed ran with its default
-    theirs = {**{k: fields[k].default for k in getattr(spec, "LATER", ())}, **(report.get("spec") or {})}
+    theirs = {**getattr(spec, "LATER", {}), **(report.get("spec") or {})}  # an option it predates: as it ran
     if {k: v for k, v in theirs.items() if k not in stopping} != {k: v for k, v in mine.items() if k not in stopping}:
         differ = sorted(k for k in set(mine) | set(theirs) if k not in stopping and mine.get(k) != theirs.get(k))
         raise ConfigError(f"{out} holds a {command} run with other settings ({', '.join(differ)})",

@@ -86,7 +86,7 @@ class TrainSpec(SplitSpec, Scaling):
         "none", description="score: the review turn says nothing of attempt 1 (none: intrinsic) or shows its "
                             "visible tests' results (tests: code)")
 
-    LATER: ClassVar[tuple[str, ...]] = (*Scaling.LATER, "vllm_server")
+    LATER: ClassVar[dict[str, object]] = {**Scaling.LATER, "vllm_server": ""}
 
     @model_validator(mode="after")
     def _method_takes_it(self):
