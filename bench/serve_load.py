@@ -114,7 +114,7 @@ async def through_server(url: str, requests: int, concurrency: int, max_tokens: 
             nonlocal tokens
             async with limit:
                 response = await http.post("/v1/chat/completions", json={
-                    "model": "smollm2", "max_tokens": max_tokens, "seed": i,
+                    "model": "default", "max_tokens": max_tokens, "seed": i,
                     "messages": [{"role": "user", "content": QUESTIONS[i]}]})
                 response.raise_for_status()
                 tokens += response.json()["usage"]["completion_tokens"]
@@ -139,7 +139,7 @@ async def in_process(requests: int, concurrency: int, max_tokens: int) -> dict:
     async def one(i: int) -> None:
         nonlocal tokens
         async with limit:
-            request = ChatRequest(model="smollm2", messages=[{"role": "user", "content": QUESTIONS[i]}])
+            request = ChatRequest(model="default", messages=[{"role": "user", "content": QUESTIONS[i]}])
             params = SamplingParams(temperature=0.3, top_k=model.capabilities.default_top_k, max_tokens=max_tokens, seed=i)
             result = await answer(parse_strategy("single"), view_of(request, f"bench-{i}"), model, params,
                                   budget=(None, None), timeout=600)

@@ -78,7 +78,7 @@ def test_a_strategy_answers_through_the_openai_client_and_usage_counts_every_cal
     stored = httpx.get(f"{url}/v1/selfcorrect/completions/{refined.id}").json()
     # both scored 2 by the critique: the earlier stands (the best attempt, never simply the last)
     assert stored["trajectory"] == trajectory and stored["answer"] == "41"
-    assert [m.id for m in c.models.list().data] == ["scripted"]
+    assert [m.id for m in c.models.list().data] == ["scripted", "default"]
 
 
 def test_streaming_sends_progress_then_the_answer_then_done(server):
@@ -202,7 +202,7 @@ def test_malformed_requests_get_openai_errors_and_never_hurt_other_requests(serv
 
 def test_the_embedded_model_serves_through_the_server(tmp_path):
     settings = load_settings(store=tmp_path / "store.sqlite", sandbox_workers=1, llama={"threads": 1, "n_ctx": 2048})
-    with serving(settings, ServeConfig(strategy="self-consistency:n=3")) as (url, _):
+    with serving(settings, ServeConfig(strategy="self-consistency:n=3", aliases=["smollm2"])) as (url, _):
         c = client(url)
         response = c.chat.completions.create(model="smollm2", max_tokens=48, messages=[
             {"role": "user", "content": "What is 2 + 3? End with: The answer is N."}])
@@ -212,6 +212,8 @@ def test_the_embedded_model_serves_through_the_server(tmp_path):
         chunks = list(c.chat.completions.create(model="single/smollm2", max_tokens=24, stream=True,
                                                 messages=[{"role": "user", "content": "Say hello."}]))
         assert "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices).strip()
+        with pytest.raises(openai.BadRequestError, match="the context holds 2048"):  # the engine's own check: a 400
+            c.chat.completions.create(model="smollm2", messages=[{"role": "user", "content": "many words " * 1500}])
     from selfcorrect.serve.records import Completions
 
     records = Completions(tmp_path / "store.sqlite")
@@ -232,7 +234,7 @@ def test_a_users_checker_verifies_answers_and_what_it_rejects_becomes_lessons(se
     assert lesson.wrong == "The answer is 41." and lesson.corrected is None
     assert lesson.provenance["completion"] == picked.id and "checker rejected" in lesson.feedback
     wrong_place = httpx.post(f"{url}/v1/chat/completions", json={
-        "model": "m", "messages": [{"role": "user", "content": "hi"}], "tests": ["assert f() == 1"]})
+        "model": "default", "messages": [{"role": "user", "content": "hi"}], "tests": ["assert f() == 1"]})
     assert wrong_place.status_code == 400 and "send kind=code" in wrong_place.json()["error"]["message"]
 
 
@@ -283,3 +285,61 @@ def test_gold_feedback_on_a_recurring_stream_admits_worked_examples_and_they_hel
     assert report["arms"]["examples"]["hurt"] == 0 and report["arms"]["examples"]["explored"] > 0
     assert right[False] == 0 and right[True] - right[False] >= len(stream) // 5, (right, report)
     assert arms["status"] == "ok"
+
+
+def test_the_api_answers_what_the_request_got_wrong_exactly(tmp_path):
+    """A prompt over the context: a 400 with the reason (not a 500 the client would retry); a
+    model name the server does not serve: OpenAI's 404 model_not_found; a strategy prefix that
+    does not parse: a 400 with "did you mean"; /metrics behind the key when keys are on."""
+    settings = load_settings(store=tmp_path / "store.sqlite", sandbox_workers=1)
+    keys = {"alice": hash_key("sc-alice")}
+    from selfcorrect.errors import ModelRequestError
+
+    def refusing(messages, params, k):  # as the OpenAI backend raises what vLLM refuses with a 400
+        if len(messages[-1]["content"]) > 1000:
+            raise ModelRequestError("the model server refused the request (400): this model's maximum context "
+                                    "length is 64 tokens", "shorten the messages")
+        return reply(messages, params, k)
+
+    with serving(settings, ServeConfig(keys=keys, aliases=["helpdesk"]), engine=ScriptedModel(refusing)) as (url, _):
+        c = client(url, "sc-alice")
+        with pytest.raises(openai.BadRequestError) as too_long:
+            c.chat.completions.create(model="default", messages=[{"role": "user", "content": "many words " * 200}])
+        assert "maximum context length is 64 tokens" in too_long.value.body["message"]
+        assert "shorten the messages" in too_long.value.body["message"]
+        with pytest.raises(openai.NotFoundError) as unknown:
+            c.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": QUESTION}])
+        assert unknown.value.body["code"] == "model_not_found" and "'helpdesk'" in unknown.value.body["message"]
+        for name, phrase in (("self-consistensy:n=3/default", "did you mean 'self-consistency'"),
+                             ("self-consistency:n=1000/helpdesk", "n=1000")):
+            with pytest.raises(openai.BadRequestError, match=phrase) as bad:
+                c.chat.completions.create(model=name, messages=[{"role": "user", "content": QUESTION}])
+            assert bad.value.body["param"] == "model"
+        for name in ("default", "helpdesk", "scripted", "single/helpdesk"):  # what it serves, with or without a strategy
+            answered = c.chat.completions.create(model=name, messages=[{"role": "user", "content": QUESTION}])
+            assert answered.model == name and answered.choices[0].message.content
+        assert httpx.get(url + "/metrics").status_code == 401
+        metrics = httpx.get(url + "/metrics", headers={"Authorization": "Bearer sc-alice"})
+        assert metrics.status_code == 200 and 'status="error"' in metrics.text  # the refused long prompt
+    with serving(settings, ServeConfig(keys=keys, open_metrics=True), engine=ScriptedModel(reply)) as (url, _):
+        assert httpx.get(url + "/metrics").status_code == 200  # --open-metrics: for a scraper
+
+
+def test_the_gate_counts_a_request_served_only_once_it_was_answered(tmp_path):
+    from selfcorrect.errors import ModelRequestError
+
+    def flaky(messages, params, k):
+        if "refuse me" in messages[-1]["content"]:
+            raise ModelRequestError("the model server refused the request (400)", "send less")
+        return reply(messages, params, k)
+
+    settings = load_settings(store=tmp_path / "store.sqlite", sandbox_workers=1)
+    with serving(settings, ServeConfig(memory="help", memory_explore=0.0), engine=ScriptedModel(flaky)) as (url, _):
+        c = client(url)
+        with pytest.raises(openai.BadRequestError):
+            c.chat.completions.create(model="default", messages=[{"role": "user", "content": "refuse me"}])
+        gate = Gate(settings.store)
+        assert sum(e.served for e in gate.arms("help").values()) == 0  # the refused request served nothing
+        c.chat.completions.create(model="default", messages=[{"role": "user", "content": QUESTION}])
+        assert sum(e.served for e in gate.arms("help").values()) == 1
+        gate.close()

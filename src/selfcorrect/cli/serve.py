@@ -32,6 +32,11 @@ def serve(
     max_body: Annotated[int, typer.Option(help="the largest request body in bytes")] = 1_000_000,
     timeout: Annotated[float, typer.Option(help="seconds a strategy may run before the best answer so far returns")] = 600.0,
     cors: Annotated[Optional[str], typer.Option(help="comma-separated origins allowed by CORS (default: off)")] = None,
+    alias: Annotated[Optional[list[str]], typer.Option(help="another model name requests may use (repeat it); the "
+                                                       "model's identity, its --model spec and `default` always "
+                                                       "work, any other name is answered 404")] = None,
+    open_metrics: Annotated[bool, typer.Option("--open-metrics", help="serve /metrics without a key when keys are "
+                                               "on (for a scraper inside your network)")] = False,
 ) -> None:
     """An OpenAI-compatible server whose answers are a strategy's (docs/serve.md)."""
     import uvicorn
@@ -59,7 +64,8 @@ def serve(
         err.print(f"[yellow]warning[/]: listening on {escape(host)} with no API keys: anyone who reaches it can use it")
     config = ServeConfig(strategy=strategy, memory=memory, memory_show=check_show(memory_show),
                          memory_explore=check_share("--memory-explore", memory_explore), critic=critic, retriever=retriever, keys=keys, rate_limit=rate_limit,
-                         max_body=max_body, timeout=timeout, cors=[o for o in (cors or "").split(",") if o], **sampling)
+                         max_body=max_body, timeout=timeout, cors=[o for o in (cors or "").split(",") if o],
+                         aliases=alias or [], open_metrics=open_metrics, **sampling)
     settings.store.parent.mkdir(parents=True, exist_ok=True)
     application = create_app(settings, config)  # checks the strategy and retriever before it listens
     err.print(f"serving {escape(strategy)} on http://{host}:{port}/v1 (model {escape(settings.model)}"

@@ -26,7 +26,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from pydantic import ValidationError
 
 from selfcorrect.config import Settings
-from selfcorrect.errors import SelfcorrectError
+from selfcorrect.errors import BackendUnavailableError, ConfigError, ModelRequestError, SelfcorrectError
 from selfcorrect.memory import GuidelineBook, Lesson, LessonBank, Recall, template_lesson
 from selfcorrect.memory.examples import ExampleBank
 from selfcorrect.memory.arms import SHOWN
@@ -67,6 +67,8 @@ class ServeConfig:
     timeout: float = 600.0  # seconds a strategy may run before the best answer so far is returned
     cors: list[str] = field(default_factory=list)  # allowed origins; none: CORS off
     distil_every: int = 20  # lessons from feedback between distillations of the guidelines
+    aliases: list[str] = field(default_factory=list)  # more model names requests may use (beside `default`)
+    open_metrics: bool = False  # /metrics without a key when keys are on (a scraper inside the network)
 
 
 class _BodyLimit:
@@ -143,17 +145,38 @@ class Server:
 
     # -- a request -------------------------------------------------------------------
 
+    @property
+    def names(self) -> list[str]:
+        """The model names requests may use: the model's identity, its spec (`embedded`,
+        `recipe:DIR`...), `default` and the aliases the server was given."""
+        spec = [self.settings.model] if self._given[0] is None else []  # an engine handed in has no spec
+        return list(dict.fromkeys([self.model_name, *spec, "default", *self.config.aliases]))
+
+    def requested(self, request: ChatRequest) -> str | None:
+        """The strategy a model name's prefix asks for (`self-consistency:n=5/NAME`), or None;
+        OpenAI's 404 `model_not_found` for a name that is none of `names`, a 400 with "did you
+        mean" for a prefix that does not parse."""
+        names = self.names
+        if request.model in names:
+            return None
+        prefix, slash, rest = request.model.partition("/")
+        if not slash or rest not in names:
+            raise RequestError(f"The model `{request.model}` does not exist: this server serves "
+                               f"{', '.join(repr(n) for n in names)}", "model",
+                               "name one of them, or prefix one with a strategy (single/default)", status=404,
+                               code="model_not_found")
+        try:
+            parse_strategy(prefix)
+        except SelfcorrectError as e:
+            raise RequestError(f"the strategy {prefix!r} in the model name does not parse: {e}", "model") from None
+        return prefix
+
     def strategy_for(self, request: ChatRequest) -> Strategy:
         """The request's strategy: its `strategy` field, else the model name's prefix
         (`self-consistency:n=5/MODEL`), else the server's default; memory on when the server
         has a memory, unless the request turns it off."""
-        spec = request.strategy
-        if spec is None and "/" in request.model:
-            prefix = request.model.split("/", 1)[0]
-            with contextlib.suppress(SelfcorrectError):
-                parse_strategy(prefix)
-                spec = prefix
-        spec = spec or self.config.strategy
+        prefix = self.requested(request)
+        spec = request.strategy or prefix or self.config.strategy
         use_memory = request.memory if request.memory is not None else bool(self.config.memory)
         if use_memory and not self.config.memory:
             raise RequestError("this server has no error memory", "memory", "start it with --memory NAMESPACE")
@@ -190,7 +213,6 @@ class Server:
             gated = self.config.memory_show == "gated"
             show = self.gate.served(self.config.memory) if gated else self.config.memory_show
             shadow = self.gate.explore(self.config.memory, completion_id, show) if gated else None
-            self.gate.count(self.config.memory, show, explored=False)
 
         def on_event(event: dict) -> None:
             if event["type"] == "messages":
@@ -212,9 +234,12 @@ class Server:
         if shadow is None:
             result = await run(show, strategy, on_event)
         else:  # the trial arm beside the served one, with the same draws' seed; its answer is kept, not sent
-            self.gate.count(self.config.memory, shadow, explored=True)
             result, tried = await asyncio.gather(run(show, strategy, on_event),
                                                  run(shadow, parse_strategy(strategy.spec, self.settings.prompts)))
+        if strategy.memory:  # counted once answered: a request that failed served nothing
+            self.gate.count(self.config.memory, show, explored=False)
+            if shadow is not None:
+                self.gate.count(self.config.memory, shadow, explored=True)
         trajectory = result.trajectory
         if self.bank is not None and strategy.memory:
             for lesson in await lessons_from(trajectory, view.question, self.config.memory,
@@ -305,10 +330,20 @@ class Server:
 
 
 class RequestError(Exception):
-    def __init__(self, message: str, param: str | None = None, fix: str = "", status: int = 400):
+    def __init__(self, message: str, param: str | None = None, fix: str = "", status: int = 400,
+                 code: str | None = None):
         super().__init__(message)
         self.message = message + (f": {fix}" if fix else "")
-        self.param, self.status = param, status
+        self.param, self.status, self.code = param, status, code
+
+
+def request_error_of(e: SelfcorrectError) -> RequestError:
+    """What a strategy or an engine raised about a request, as the client's error: its message
+    and fix, a 4xx (an OpenAI client retries a 5xx, and would send the same request again).
+    An engine that cannot be reached is the server's trouble: 503."""
+    if isinstance(e, BackendUnavailableError):
+        return RequestError(str(e), None, status=503, code="engine_unavailable")
+    return RequestError(str(e), "messages" if isinstance(e, (ConfigError, ModelRequestError)) else None)
 
 
 def _with_memory(spec: str, on: bool) -> str:
@@ -349,7 +384,7 @@ def create_app(settings: Settings, config: ServeConfig | None = None, *, engine:
 
     @app.exception_handler(RequestError)
     async def request_error(request: Request, exc: RequestError):
-        return error(exc.status, exc.message, param=exc.param)
+        return error(exc.status, exc.message, param=exc.param, code=exc.code)
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception):
@@ -401,6 +436,9 @@ def create_app(settings: Settings, config: ServeConfig | None = None, *, engine:
                                      media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
         try:
             result, extra = await server.run(chat, strategy, completion_id, key)
+        except SelfcorrectError as e:
+            server.metrics.requests.labels(strategy.name, "error").inc()
+            raise request_error_of(e) from None
         except BaseException:
             server.metrics.requests.labels(strategy.name, "error").inc()
             raise
@@ -424,8 +462,8 @@ def create_app(settings: Settings, config: ServeConfig | None = None, *, engine:
     @app.get("/v1/models")
     async def models(request: Request):
         authorize(request)
-        return {"object": "list", "data": [{"id": server.model_name, "object": "model", "created": int(server.started),
-                                            "owned_by": "selfcorrect"}]}
+        return {"object": "list", "data": [{"id": name, "object": "model", "created": int(server.started),
+                                            "owned_by": "selfcorrect"} for name in server.names]}
 
     @app.get("/health")
     async def health():
@@ -433,7 +471,9 @@ def create_app(settings: Settings, config: ServeConfig | None = None, *, engine:
                 "uptime_s": round(time.time() - server.started, 1)}
 
     @app.get("/metrics")
-    async def metrics():
+    async def metrics(request: Request):
+        if not config.open_metrics:
+            authorize(request)  # request counts and latencies are the operator's, not every client's
         return PlainTextResponse(server.metrics.render(), media_type="text/plain; version=0.0.4")
 
     return app
@@ -467,8 +507,13 @@ async def _stream(server: Server, chat: ChatRequest, strategy: Strategy, complet
         try:
             result, extra = task.result()
         except Exception as e:
-            log.exception("streamed request failed")
             server.metrics.requests.labels(strategy.name, "error").inc()
+            if isinstance(e, SelfcorrectError):  # about the request: its message (the status went out already)
+                refused = request_error_of(e)
+                yield data({"error": {"message": refused.message, "type": "invalid_request_error",
+                                      "param": refused.param, "code": refused.code}})
+                return
+            log.exception("streamed request failed")
             yield data({"error": {"message": f"the server failed on this request: {type(e).__name__}",
                                   "type": "server_error", "param": None, "code": None}})
             return
