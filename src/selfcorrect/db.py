@@ -5,6 +5,7 @@ is reported as locked, with the processes that hold it open, never as damaged.""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 from pathlib import Path
@@ -34,6 +35,29 @@ def connect(path: str | Path, schema: str) -> sqlite3.Connection:
             raise locked(path) from None
         raise
     return db
+
+
+def attach(path: str | Path, schema: str, db: sqlite3.Connection | None) -> tuple[sqlite3.Connection, bool]:
+    """A table's connection: `db` shared with other tables of the same file (so that one
+    transaction can span them), its `schema` put in place, or one of its own; and whether the
+    caller owns it (and closes it)."""
+    if db is None:
+        return connect(path, schema), True
+    db.executescript(schema)
+    return db, False
+
+
+@contextlib.contextmanager
+def transaction(db: sqlite3.Connection):
+    """Everything written through `db` inside the block, or nothing (rolled back on an error,
+    a crash leaves nothing half done)."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield db
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
 
 
 def is_locked(error: BaseException) -> bool:

@@ -343,3 +343,32 @@ def test_the_gate_counts_a_request_served_only_once_it_was_answered(tmp_path):
         c.chat.completions.create(model="default", messages=[{"role": "user", "content": QUESTION}])
         assert sum(e.served for e in gate.arms("help").values()) == 1
         gate.close()
+
+
+def test_a_feedback_is_one_transaction_and_a_retry_after_a_crash_counts_once(tmp_path):
+    """The server dies after the lesson, the gate's pair and the worked example were written but
+    before the completion was marked: nothing of it stays, and the client's retry records each
+    once (the pair is the gate's evidence: counted twice it would admit an arm on half the
+    evidence)."""
+    settings = load_settings(store=tmp_path / "store.sqlite", sandbox_workers=1)
+    config = ServeConfig(memory="desk", memory_explore=1.0)  # every request tries an arm in the shadow
+    with serving(settings, config, engine=ScriptedModel(lambda m, p, k: "The answer is 0.")) as (url, server):
+        c = client(url)
+        reply = c.chat.completions.create(model="default", messages=[{"role": "user", "content": "What is 2 + 3?"}],
+                                          extra_body={"kind": "math"})
+        sent = {"completion_id": reply.id, "correct": False, "answer": "5"}
+        mark = server.completions.set_feedback
+
+        def crash(*args, **kwargs):
+            raise RuntimeError("killed between the writes and the mark")
+
+        server.completions.set_feedback = crash
+        assert httpx.post(url + "/v1/feedback", json=sent).status_code == 500
+        server.completions.set_feedback = mark
+        assert server.bank.lessons("desk") == [] and server.examples.examples("desk") == []
+        assert sum(e.pairs for e in server.gate.arms("desk").values()) == 0  # rolled back, all of it
+        done = httpx.post(url + "/v1/feedback", json=sent).json()
+        assert done["recorded"] and done["lesson"] and done["pair"] is not None and done["example"]
+        assert httpx.post(url + "/v1/feedback", json=sent).json()["recorded"] is False  # the same again: once
+        assert len(server.bank.lessons("desk")) == 1 and len(server.examples.examples("desk")) == 1
+        assert sum(e.pairs for e in server.gate.arms("desk").values()) == 1

@@ -20,7 +20,7 @@ import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from selfcorrect.db import connect
+from selfcorrect.db import attach
 from selfcorrect.errors import ConfigError
 from selfcorrect.memory.lessons import SCHEMA, Lesson, check_writable
 
@@ -86,12 +86,12 @@ class _Vectors:
 
 class LessonBank:
     def __init__(self, path: str | Path, *, capacity: int = 10_000, batch: int = 256, min_uses: int = 4,
-                 embedder=None):
+                 embedder=None, db=None):
         """`embedder` (memory/embed.py): find lessons by meaning instead of by words."""
         if capacity < 1 or batch < 1 or min_uses < 1:
             raise ConfigError("invalid lesson bank settings", "capacity, batch and min_uses must be positive")
         self.capacity, self.batch, self.min_uses = capacity, batch, min_uses
-        self._db = connect(path, TABLE)
+        self._db, self._owns_db = attach(path, TABLE, db)  # db: shared, for one transaction across tables
         self._lock = threading.Lock()
         self._indexes: dict[str, _Index] = {}
         self.embedder = embedder
@@ -99,7 +99,8 @@ class LessonBank:
         self._active: dict[str, int] = {}  # active lessons per namespace, counted once
 
     def close(self) -> None:
-        self._db.close()
+        if self._owns_db:
+            self._db.close()
 
     # -- writing ---------------------------------------------------------------------
 
@@ -160,6 +161,13 @@ class LessonBank:
                 if lesson.uses >= self.min_uses and lesson.hurt > lesson.helped:
                     lesson.retired = True  # measured to hurt
                 self._put(lesson)
+
+    def forget_cached(self) -> None:
+        """Drop what is kept in memory of the table (a rolled-back transaction changed it back)."""
+        with self._lock:
+            self._indexes.clear()
+            self._vectors.clear()
+            self._active.clear()
 
     def remove(self, lesson_id: str) -> None:
         """Forget a lesson (one a client's later feedback replaced)."""

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from selfcorrect.db import connect
+from selfcorrect.db import attach
 from selfcorrect.memory.bank import bm25_index, bm25_search
 
 TABLE = """
@@ -47,14 +47,15 @@ class WorkedExample(BaseModel):
 
 
 class ExampleBank:
-    def __init__(self, path: str | Path, *, per_namespace: int = 5000):
+    def __init__(self, path: str | Path, *, per_namespace: int = 5000, db=None):
         self.per_namespace = per_namespace
-        self._db = connect(path, TABLE)
+        self._db, self._owns_db = attach(path, TABLE, db)  # db: shared, for one transaction across tables
         self._lock = threading.Lock()
         self._indexes: dict[str, tuple[list[str], object]] = {}
 
     def close(self) -> None:
-        self._db.close()
+        if self._owns_db:
+            self._db.close()
 
     def add(self, example: WorkedExample) -> str:
         with self._lock:

@@ -36,7 +36,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from selfcorrect.db import connect
+from selfcorrect.db import attach
 from selfcorrect.errors import ConfigError
 from selfcorrect.memory.arms import ARMS, SHOWN
 from selfcorrect.stats import Paired, evidence_of_gain, wilson
@@ -77,16 +77,17 @@ class ArmEvidence(BaseModel):
 
 
 class Gate:
-    def __init__(self, path: str | Path, *, explore: float = 0.2, alpha: float = 0.05):
+    def __init__(self, path: str | Path, *, explore: float = 0.2, alpha: float = 0.05, db=None):
         if not 0 <= explore <= 1 or not 0 < alpha < 1:
             raise ConfigError(f"invalid memory gate: explore={explore}, alpha={alpha}",
                               "explore is a share from 0 to 1; alpha between 0 and 1")
         self.explore_rate, self.alpha = explore, alpha
-        self._db = connect(path, TABLE)
+        self._db, self._owns_db = attach(path, TABLE, db)  # db: shared, for one transaction across tables
         self._lock = threading.Lock()
 
     def close(self) -> None:
-        self._db.close()
+        if self._owns_db:
+            self._db.close()
 
     def arms(self, namespace: str) -> dict[str, ArmEvidence]:
         with self._lock:

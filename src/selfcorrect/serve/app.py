@@ -26,6 +26,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from pydantic import ValidationError
 
 from selfcorrect.config import Settings
+from selfcorrect.db import connect, transaction
 from selfcorrect.errors import BackendUnavailableError, ConfigError, ModelRequestError, SelfcorrectError
 from selfcorrect.memory import GuidelineBook, Lesson, LessonBank, Recall, template_lesson
 from selfcorrect.memory.examples import ExampleBank
@@ -127,13 +128,15 @@ class Server:
         await self.resources.__aenter__()
         self.model_name = self.resources.model.identity
         self.code_version = code_version()  # asks git: once, not per request
-        self.completions = Completions(self.settings.store)
+        # one connection for the completions and the memory: a feedback is one transaction over them
+        self.db = connect(self.settings.store, "")
+        self.completions = Completions(self.settings.store, db=self.db)
         self.bank = self.guidelines = self.examples = self.gate = None
         if self.config.memory:
-            self.bank = LessonBank(self.settings.store, embedder=load_embedder(self.config.retriever))
+            self.bank = LessonBank(self.settings.store, embedder=load_embedder(self.config.retriever), db=self.db)
             self.guidelines = GuidelineBook(self.bank)
-            self.examples = ExampleBank(self.settings.store)
-            self.gate = Gate(self.settings.store, explore=self.config.memory_explore)
+            self.examples = ExampleBank(self.settings.store, db=self.db)
+            self.gate = Gate(self.settings.store, explore=self.config.memory_explore, db=self.db)
 
     async def close(self) -> None:
         await self.resources.__aexit__(None, None, None)
@@ -141,6 +144,7 @@ class Server:
         if self.bank is not None:
             for closing in (self.bank, self.examples, self.gate):
                 closing.close()
+        self.db.close()
         self.store.close()
 
     # -- a request -------------------------------------------------------------------
@@ -284,6 +288,18 @@ class Server:
     # -- feedback --------------------------------------------------------------------
 
     def feedback(self, request: FeedbackRequest, key: str | None) -> dict:
+        """The lesson, the gate's pair, the worked example, the counters and the completion's
+        mark, in one transaction: a crash part way leaves none of them, and the client's retry
+        counts once."""
+        try:
+            with transaction(self.db):
+                return self._feedback(request, key)
+        except BaseException:
+            if self.bank is not None:
+                self.bank.forget_cached()  # it may hold what was rolled back
+            raise
+
+    def _feedback(self, request: FeedbackRequest, key: str | None) -> dict:
         found = self.completions.get(request.completion_id)
         if found is None or found[0] != key:
             raise RequestError(f"no completion {request.completion_id!r}", "completion_id", status=404)

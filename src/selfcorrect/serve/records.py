@@ -9,7 +9,7 @@ import threading
 import time
 from pathlib import Path
 
-from selfcorrect.db import connect
+from selfcorrect.db import attach
 
 TABLE = """
 CREATE TABLE IF NOT EXISTS completions (
@@ -24,12 +24,13 @@ CREATE TABLE IF NOT EXISTS completions (
 
 
 class Completions:
-    def __init__(self, path: Path):
-        self._db = connect(path, TABLE)
+    def __init__(self, path: Path, db=None):
+        self._db, self._owns_db = attach(path, TABLE, db)  # db: shared, for one transaction across tables
         self._lock = threading.Lock()
 
     def close(self) -> None:
-        self._db.close()
+        if self._owns_db:
+            self._db.close()
 
     def put(self, completion_id: str, api_key: str | None, strategy: str, payload: dict) -> None:
         with self._lock:
