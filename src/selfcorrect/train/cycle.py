@@ -23,11 +23,11 @@ import contextlib
 import hashlib
 import inspect
 import json
+import shlex
 import shutil
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-
 from typing import ClassVar, Literal
 
 from pydantic import BaseModel, Field, model_validator
@@ -77,8 +77,6 @@ class Scaling(BaseModel):
     def _served_options(self):
         self.serving()
         if self.launcher:
-            import shlex
-
             try:
                 shlex.split(self.launcher)
             except ValueError as e:
