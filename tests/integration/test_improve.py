@@ -176,7 +176,7 @@ def test_the_recipe_loads_in_eval_and_serve(tmp_path, setup):
                 time.sleep(0.3)
         assert health.json()["strategy"] == recipe.strategy and "+lora:" in health.json()["model"]
         reply = httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", timeout=60, json={
-            "model": "any", "max_tokens": 8, "messages": [{"role": "user", "content": "What is 1 + 1?"}]})
+            "model": "default", "max_tokens": 8, "messages": [{"role": "user", "content": "What is 1 + 1?"}]})
         assert reply.status_code == 200 and reply.json()["choices"][0]["message"]["content"] is not None
     finally:
         server.terminate()
@@ -382,11 +382,32 @@ def test_shuffled_labels_give_every_item_another_item_s_reply():
 
 def test_the_teacher_runs_more_chains_only_where_its_first_two_disagree(tmp_path, setup):
     """Adaptive sampling: with 4 chains, an item whose first two programs print one answer is
-    labelled from those two; the other chains are never drawn. The scripted programs all print
-    2, so no item needs more."""
+    labelled from those two; the other chains are never drawn (the scripted programs all print
+    2, so no item needs more). The student samples each item once, and again only where that
+    sample missed the label: here its first sample says 2 on the even cases."""
     settings, spec = setup
-    report, _ = improve(settings, spec.model_copy(update={"rounds": 1, "chains": 4}), tmp_path / "adaptive")
+
+    def student_hits_even_cases(checkpoint: Checkpoint) -> ScriptedModel:
+        def reply(messages, params, k):
+            asked = messages[0]["content"]
+            if "Python program" in asked:
+                return "```python\nprint(2)\n```"
+            case = int(re.search(r"case (\d+)", asked).group(1))
+            return "The answer is 2." if k == 0 and case % 2 == 0 else "The answer is 5."
+        return ScriptedModel(reply, identity=f"even:{checkpoint.name}")
+
+    adaptive = spec.model_copy(update={"rounds": 1, "chains": 4})
+    report = asyncio.run(Improvement(settings, adaptive, tmp_path / "adaptive",
+                                     engine_factory=student_hits_even_cases).run())
     store = Store(settings.store)
+    student = [r for r in store.runs() if r.config["strategies"] in (["single"], ["self-consistency:n=2"])]
+    firsts = [r for r in student if r.config["strategies"] == ["single"]]
+    rests = [r for r in student if r.config["strategies"] == ["self-consistency:n=2"]]
+    asked = lambda run: {g.item_id for g in store.graded_attempts(run_ids=[run.run_id])}  # noqa: E731
+    cases = {i.id: int(re.search(r"case (\d+)", i.view.question).group(1)) for i in ListTask(PROBLEMS).items()}
+    assert len(firsts) == len(rests) == 1 and len(asked(firsts[0])) == report["train_items"]
+    assert asked(rests[0]) == {i for i in asked(firsts[0]) if cases[i] % 2}  # the label (2) missed: again
+    assert report["rounds"][1]["train"]["diversity"]["single"] is not None
     teacher_runs = [r for r in store.runs() if any("chains=4" in s for s in r.config["strategies"])]
     assert [r.config["strategies"] for r in teacher_runs] == [["program-aided:chains=4,select=vote,adaptive=2"]]
     attempts = list(store.graded_attempts(run_ids=[teacher_runs[0].run_id]))

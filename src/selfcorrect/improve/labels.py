@@ -114,11 +114,12 @@ def teacher_examples(found: dict[str, Label], *, teacher: str, label_kind: str, 
 
 
 def student_examples(store: Store, found: dict[str, Label], *, task, questions: dict[str, str],
-                     entry_points: dict[str, str | None], student: str, run_id: str, label_kind: str,
+                     entry_points: dict[str, str | None], student: str, run_ids: Sequence[str], label_kind: str,
                      per_item: int) -> tuple[list[Example], int]:
-    """Examples in the student's format, and how many were written rather than sampled."""
+    """Examples in the student's format from its runs (an adaptive student's first samples and
+    the rest: a sample in both is one), and how many were written rather than sampled."""
     examples, written = [], 0
-    samples = _by_item(store, task.name, [run_id], list(found))
+    samples = _by_item(store, task.name, list(run_ids), list(found))
     for item_id, label in found.items():
         mine = [g for g in samples.get(item_id, []) if usable(g) is not None]
         if not mine:

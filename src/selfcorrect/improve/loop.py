@@ -357,9 +357,12 @@ class Improvement:
     def _accepted(self, report: dict) -> dict:
         return next(r for r in reversed(report["rounds"]) if r["accepted"])
 
-    async def _sample(self, number: int, checkpoint: Checkpoint, temperature: float) -> tuple[dict, dict]:
+    async def _sample(self, number: int, checkpoint: Checkpoint, temperature: float,
+                      store: Store) -> tuple[dict, dict]:
         """The teacher's and the students' runs on every train side joined so far, and the
-        students' diversity."""
+        students' diversity. Adaptive on math: a student's first sample on every item, the rest
+        only where it missed the teacher's label (its diversity: among the items sampled in
+        full)."""
         runs: dict = {"teacher": [], "students": {s: [] for s in self.spec.students}}
         diversity: dict[str, list[float]] = {s: [] for s in self.spec.students}
         teacher = self._teacher_spec()
@@ -373,19 +376,39 @@ class Improvement:
                                                        self.spec.seed + number, temperature, self.on_progress)
                 self.phases.made("sample", tokens_of(drawn))
                 runs["teacher"].append((stage, run_id, teacher))
+                early = self.spec.adaptive and task.kind == "math" and self.spec.student_samples > 1
+                labels = self._stage_labels(store, stage, run_id)[0] if early else {}
                 for student in self.spec.students:
                     sampler = student
                     if student == "single":  # its own samples; code's are run against the visible tests
                         sampler = (f"best-of-n:n={self.spec.student_samples}" if task.kind == "code"
                                    else f"self-consistency:n={self.spec.student_samples}")
-                    self.say(f"round {number}: the student {student} samples them ({sampler})")
-                    with self.phases("sample"):
-                        run_id, rows = await measure_side(self.settings, side, [sampler], engine,
-                                                          self.spec.seed + number, temperature, self.on_progress)
-                    self.phases.made("sample", tokens_of(rows))
-                    runs["students"][student].append((stage, run_id))
-                    diversity[student].append(_diversity(rows[sampler]))
-        return runs, {s: sum(v) / len(v) if v else 0.0 for s, v in diversity.items()}
+                    student_runs, todo = [], side
+                    if early and student == "single":  # sample 0 first: the same draw as the rest's first
+                        self.say(f"round {number}: the student single samples them once")
+                        with self.phases("sample"):
+                            first_run, first = await measure_side(self.settings, side, ["single"], engine,
+                                                                  self.spec.seed + number, temperature,
+                                                                  self.on_progress)
+                        self.phases.made("sample", tokens_of(first))
+                        student_runs.append(first_run)
+                        reached = {r.item for r in first["single"] if r.item in labels and r.final.answer is not None
+                                   and vote_key(r.final.answer) == labels[r.item].answer}
+                        todo = Subset(task, set(ids) - reached)
+                    rows = {sampler: []}
+                    if todo.items():
+                        self.say(f"round {number}: the student {student} samples {len(todo.items())} items "
+                                 f"({sampler})")
+                        with self.phases("sample"):
+                            run_id, rows = await measure_side(self.settings, todo, [sampler], engine,
+                                                              self.spec.seed + number, temperature, self.on_progress)
+                        self.phases.made("sample", tokens_of(rows))
+                        student_runs.append(run_id)
+                    runs["students"][student].append((stage, student_runs))
+                    if rows[sampler]:
+                        diversity[student].append(_diversity(rows[sampler]))
+        # None: every item reached its label at the first sample, none was sampled in full
+        return runs, {s: sum(v) / len(v) if v else None for s, v in diversity.items()}
 
     def _teacher_spec(self) -> str:
         """The teacher in its chains; adaptive on math: the first chains (enough to agree) on
@@ -398,6 +421,17 @@ class Improvement:
         separator = "," if ":" in self.teacher else ":"
         return f"{self.teacher}{separator}chains={spec.chains}" + (f",adaptive={first}" if adaptive else "")
 
+    def _stage_labels(self, store: Store, stage: int, run_id: str) -> tuple[dict, int, dict]:
+        """A curriculum stage's labels from the teacher's run, the programs refused as hard-coded,
+        and the stage's items' views."""
+        task, ids = self.sides[stage]
+        wanted = set(ids)
+        views = {i.id: i.view for i in task.items() if i.id in wanted}
+        found, refused = label_items(store, task=task.name, kind=task.kind, run_id=run_id, item_ids=ids,
+                                     labels=self.spec.labels, agree=self.spec.agree,
+                                     entry_points={i: v.entry_point for i, v in views.items()})
+        return found, refused, views
+
     def _label(self, store: Store, runs: dict) -> tuple[list[Example], dict]:
         """The examples the checks verify in the teacher's and each student's format, and the
         train side's record: items labelled, how often the labels were right (by gold,
@@ -406,21 +440,18 @@ class Improvement:
         label_kind = "gold" if spec.labels == "gold" else ("tests" if self.task.kind == "code" else "programs")
         examples, written, hard_coded, found_all = [], 0, 0, {}
         for stage, run_id, _ in runs["teacher"]:
-            task, ids = self.sides[stage]
-            wanted = set(ids)
-            views = {i.id: i.view for i in task.items() if i.id in wanted}
+            task, _ids = self.sides[stage]
+            found, refused, views = self._stage_labels(store, stage, run_id)
             entry_points = {i: v.entry_point for i, v in views.items()}
-            found, refused = label_items(store, task=task.name, kind=task.kind, run_id=run_id, item_ids=ids,
-                                         labels=spec.labels, agree=spec.agree, entry_points=entry_points)
             found_all.update(found)
             hard_coded += refused
             examples += teacher_examples(found, teacher=self.teacher, label_kind=label_kind, per_item=spec.per_item)
             questions = {i: views[i].question for i in found}
             for student, student_runs in runs["students"].items():
-                student_run = next(r for s, r in student_runs if s == stage)
                 made, wrote = student_examples(store, found, task=task, questions=questions,
                                                entry_points=entry_points, student=student,
-                                               run_id=student_run, label_kind=label_kind, per_item=spec.per_item)
+                                               run_ids=next(r for s, r in student_runs if s == stage),
+                                               label_kind=label_kind, per_item=spec.per_item)
                 examples += made
                 written += wrote
         right = sum(bool(f.right) for f in found_all.values()) / len(found_all) if found_all else None
@@ -434,7 +465,7 @@ class Improvement:
         accepted_checkpoint = lineage.get(accepted["checkpoint"])
         temperature = report["rounds"][-1].get("next_temperature", spec.temperature)
         self.phases = Phases()
-        runs, diversity = await self._sample(number, accepted_checkpoint, temperature)
+        runs, diversity = await self._sample(number, accepted_checkpoint, temperature, store)
         with self.phases("label"):
             examples, labels = self._label(store, runs)
         examples = self._with_earlier(examples, report, folder.parent) + self.extra
@@ -522,8 +553,8 @@ class Improvement:
         temperature: a collapse raises it."""
         first = next((r for r in report["rounds"][1:] if "train" in r), entry)
         now, then = entry["train"], first["train"]
-        alarms = decay_alarms([(f"{student} gives ", d, then["diversity"].get(student, 0.0))
-                               for student, d in now["diversity"].items()],
+        alarms = decay_alarms([(f"{student} gives ", d, then["diversity"].get(student) or 0.0)
+                               for student, d in now["diversity"].items() if d is not None],
                               (now["unlabelled_share"], then["unlabelled_share"]), against="in round 1",
                               unsolved_what="the train items unlabelled")
         hotter = min(HOTTEST, temperature + HOTTER) if alarms else temperature

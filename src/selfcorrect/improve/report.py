@@ -97,7 +97,8 @@ def render(report: dict) -> str:
                          + (f"{100 * t['labels_right']:.1f}%" if t["labels_right"] is not None else "—")
                          + (f" | {t.get('hard_coded', 0)}" if code else "")
                          + f" | {r['examples']} | " + ", ".join(f"{k} {v}" for k, v in r["formats"].items())
-                         + f" | {r['written']} | " + ", ".join(f"{s} {d:.2f}" for s, d in t["diversity"].items())
+                         + f" | {r['written']} | " + ", ".join(f"{s} {d:.2f}" if d is not None else f"{s} —"
+                                                       for s, d in t["diversity"].items())
                          + " | " + (f"{r['loss']:.3f}" if r.get("loss") is not None else "—") + " |")
     lines += ["", "Decisions:", ""] + [f"- round {r['round']}: {'accepted' if r['accepted'] else 'rejected'}: {r['why']}"
                                        for r in rounds]

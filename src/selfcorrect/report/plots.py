@@ -225,7 +225,7 @@ def improvement_rounds(report: dict) -> list[tuple[str, str]]:
     if sampled:
         figure, axes = plt.subplots(figsize=(5.5, 3.4))
         for student in sampled[0]["train"]["diversity"]:
-            axes.plot([r["round"] for r in sampled], [r["train"]["diversity"][student] for r in sampled], "-o",
+            axes.plot([r["round"] for r in sampled], [_or_nan(r["train"]["diversity"].get(student)) for r in sampled], "-o",
                       label=f"{student}: distinct answers / item")
         axes.plot([r["round"] for r in sampled], [r["train"]["unlabelled_share"] for r in sampled], ":x",
                   label="train items left unlabelled (the tail)")
@@ -235,3 +235,8 @@ def improvement_rounds(report: dict) -> list[tuple[str, str]]:
         axes.legend(fontsize=7)
         figures.append(("Diversity and the tail", _svg(figure)))
     return figures
+
+
+def _or_nan(value: float | None) -> float:
+    """A point left out of a line (an adaptive round sampled no item in full: no diversity)."""
+    return float("nan") if value is None else value
