@@ -75,5 +75,23 @@ class Resources:
         while self._opened:
             await self._opened.pop().aclose()
 
+    async def swap_model(self, engine: Model) -> Model | None:
+        """Serve `engine` from now on (a new checkpoint loaded beside the incumbent); the
+        incumbent stays open for the requests that hold it, until `retire`. A critic that was
+        the model itself follows it."""
+        old = self.model
+        self._opened.append(engine)
+        self.model = self._cached(engine)
+        if self.critic is old:
+            self.critic = self.model
+        return old
+
+    async def retire(self, model: Model) -> None:
+        """Close a model `swap_model` replaced (no request holds it any more)."""
+        engine = getattr(model, "inner", model)
+        if engine in self._opened:
+            self._opened.remove(engine)
+            await engine.aclose()
+
     def _cached(self, engine: Model) -> Model:
         return CachedModel(engine, self.store) if self.settings.cache else engine

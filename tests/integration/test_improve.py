@@ -418,3 +418,61 @@ def test_the_teacher_runs_more_chains_only_where_its_first_two_disagree(tmp_path
     runs = [r for r in Store(settings.store).runs() if r.config["strategies"] == ["program-aided:chains=4,select=vote"]]
     assert {g.attempt.chain for g in Store(settings.store).graded_attempts(run_ids=[runs[0].run_id])} == {
         0, 1, 2, 3}
+
+
+def test_a_new_recipe_is_swapped_in_without_a_failed_request(tmp_path, setup):
+    """`serve --recipe DIR` watches DIR: round 1's recipe serves; a recipe.json naming another
+    checkpoint (the base) is written while requests keep coming; every request is answered,
+    each names the checkpoint that answered it (round 1's, then the base's, never mixed back),
+    and /health names the incumbent; a recipe whose weights changed is refused and the
+    incumbent keeps serving."""
+    import concurrent.futures
+
+    from selfcorrect.models.recipe import checkpoint_identity, write_recipe
+    from selfcorrect.serve.app import ServeConfig
+    from tests.serving import serving
+
+    settings, spec = setup
+    out = tmp_path / "improve"
+    improve(settings, spec.model_copy(update={"rounds": 1, "confirmation": 0.0}), out)
+    first = read_recipe(out)
+    lineage = Lineage(settings.store)
+    base = lineage.get("base")
+    lineage.close()
+    weights, gguf = checkpoint_identity(base)
+    second = first.model_copy(update={"round": 0, "checkpoint": base, "weights": weights, "gguf": gguf,
+                                      "strategy": "single"})
+    config = ServeConfig(strategy=first.strategy, recipe=str(out), recipe_strategy=True, watch_seconds=0.1)
+    served = settings.model_copy(update={"model": f"recipe:{out}"})
+    with serving(served, config) as (url, server):
+        def ask(n):
+            reply = httpx.post(f"{url}/v1/chat/completions", timeout=120, json={
+                "model": "default", "max_tokens": 4, "messages": [{"role": "user", "content": f"What is {n} + 1?"}]})
+            return reply.status_code, reply.json().get("selfcorrect", {}).get("checkpoint")
+
+        before = server.model_name
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            answered = list(pool.map(ask, range(8)))
+            write_recipe(second, out)  # while requests are in flight
+            answered += list(pool.map(ask, range(8, 40)))
+            deadline = time.monotonic() + 60
+            while httpx.get(f"{url}/health").json()["recipe"]["swaps"] < 1 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            answered += list(pool.map(ask, range(40, 48)))
+        health = httpx.get(f"{url}/health").json()
+        assert [status for status, _ in answered] == [200] * 48  # not one request failed or was lost
+        seen = [checkpoint for _, checkpoint in answered]
+        after = health["recipe"]["incumbent"]["identity"]
+        assert seen[0] == before and seen[-1] == after != before and set(seen) == {before, after}
+        assert health["model"] == after and health["recipe"]["incumbent"]["round"] == 0
+        assert health["strategy"] == "single" and health["recipe"]["retiring"] == 0  # the old model closed
+        assert "+lora" in before and "+lora" not in after
+
+        broken = second.model_copy(update={"weights": "0" * 16, "round": 1})
+        write_recipe(broken, out)
+        deadline = time.monotonic() + 30
+        while httpx.get(f"{url}/health").json()["recipe"]["swap_error"] is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        health = httpx.get(f"{url}/health").json()
+        assert "measured with other weights" in health["recipe"]["swap_error"]
+        assert health["model"] == after and ask(99) == (200, after)  # the incumbent kept serving

@@ -19,7 +19,8 @@ def serve(
     strategy: Annotated[Optional[str], typer.Option("--strategy", "-s", help="for requests that name none "
                                                     "(default: the recipe's, or single)")] = None,
     recipe: Annotated[Optional[Path], typer.Option(help="serve what `selfcorrect improve` accepted: its checkpoint "
-                                                   "and strategy (DIR/recipe.json)")] = None,
+                                                   "and strategy (DIR/recipe.json); a new recipe.json there is "
+                                                   "loaded and swapped in without a failed request")] = None,
     memory: Annotated[Optional[str], typer.Option(help="an error memory namespace: lessons shown, feedback learned")] = None,
     memory_show: MemoryShow = "gated",
     memory_explore: MemoryExplore = 0.2,
@@ -50,6 +51,7 @@ def serve(
 
         measured = read_recipe(recipe)  # a missing or broken recipe fails before anything loads
         settings = settings.model_copy(update={"model": f"recipe:{recipe}"})
+        from_recipe = strategy is None  # the recipe's strategy, and a swapped-in recipe's after it
         strategy = strategy or measured.strategy
         err.print(f"recipe {escape(str(recipe))}: round {measured.round}, {escape(measured.strategy)} measured "
                   f"{100 * measured.heldout.accuracy:.1f}% held out on {escape(measured.task)}")
@@ -65,7 +67,9 @@ def serve(
     config = ServeConfig(strategy=strategy, memory=memory, memory_show=check_show(memory_show),
                          memory_explore=check_share("--memory-explore", memory_explore), critic=critic, retriever=retriever, keys=keys, rate_limit=rate_limit,
                          max_body=max_body, timeout=timeout, cors=[o for o in (cors or "").split(",") if o],
-                         aliases=alias or [], open_metrics=open_metrics, **sampling)
+                         aliases=alias or [], open_metrics=open_metrics,
+                         recipe=str(recipe) if recipe is not None else None,
+                         recipe_strategy=recipe is not None and from_recipe, **sampling)
     settings.store.parent.mkdir(parents=True, exist_ok=True)
     application = create_app(settings, config)  # checks the strategy and retriever before it listens
     err.print(f"serving {escape(strategy)} on http://{host}:{port}/v1 (model {escape(settings.model)}"

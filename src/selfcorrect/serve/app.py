@@ -20,6 +20,7 @@ import random
 import time
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
@@ -35,6 +36,7 @@ from selfcorrect.memory.gate import Gate
 from selfcorrect.memory.embed import check_retriever, load_embedder
 from selfcorrect.memory.learn import lessons_from, verdict
 from selfcorrect.models.base import Model, SamplingParams
+from selfcorrect.models.recipe import RECIPE_FILE, read_recipe
 from selfcorrect.resources import Resources
 from selfcorrect.serve.keys import KeyRing
 from selfcorrect.serve.metrics import Metrics
@@ -69,6 +71,9 @@ class ServeConfig:
     cors: list[str] = field(default_factory=list)  # allowed origins; none: CORS off
     distil_every: int = 20  # lessons from feedback between distillations of the guidelines
     aliases: list[str] = field(default_factory=list)  # more model names requests may use (beside `default`)
+    recipe: str | None = None  # a recipe folder watched: a new recipe.json is loaded and swapped in
+    recipe_strategy: bool = False  # the default strategy and temperature are the recipe's (and follow a swap)
+    watch_seconds: float = 2.0
     open_metrics: bool = False  # /metrics without a key when keys are on (a scraper inside the network)
 
 
@@ -116,6 +121,11 @@ class Server:
         self.keys = KeyRing(config.keys, config.rate_limit) if config.keys else None
         self.started = time.time()
         self.feedback_lessons = 0
+        self.in_flight: dict[int, int] = {}  # requests holding each model (by id), so a swapped one closes after
+        self.retiring: dict[int, Model] = {}
+        self.swaps: list[dict] = []
+        self.swap_error: str | None = None
+        self._watcher: asyncio.Task | None = None
         parse_strategy(config.strategy, settings.prompts)  # a bad default fails at start, not at a request
         check_retriever(config.retriever)
 
@@ -137,8 +147,16 @@ class Server:
             self.guidelines = GuidelineBook(self.bank)
             self.examples = ExampleBank(self.settings.store, db=self.db)
             self.gate = Gate(self.settings.store, explore=self.config.memory_explore, db=self.db)
+        if self.config.recipe:
+            self.recipe_stamp = _stamp(self.config.recipe)
+            self.incumbent = self._described(read_recipe(self.config.recipe))
+            self._watcher = asyncio.ensure_future(self._watch())
 
     async def close(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(BaseException):
+                await self._watcher
         await self.resources.__aexit__(None, None, None)
         self.completions.close()
         if self.bank is not None:
@@ -146,6 +164,62 @@ class Server:
                 closing.close()
         self.db.close()
         self.store.close()
+
+    # -- a new recipe, swapped in --------------------------------------------------------
+
+    def _described(self, recipe) -> dict:
+        return {"identity": self.model_name, "round": recipe.round, "strategy": recipe.strategy,
+                "heldout": recipe.heldout.accuracy, "weights": recipe.weights}
+
+    async def _watch(self) -> None:
+        """Watch the recipe folder; a changed recipe.json is loaded beside the incumbent and
+        swapped in (`swap`). A recipe that fails to load leaves the incumbent serving, and the
+        reason in /health."""
+        while True:
+            await asyncio.sleep(self.config.watch_seconds)
+            stamp = _stamp(self.config.recipe)
+            if stamp is None or stamp == self.recipe_stamp:
+                continue
+            self.recipe_stamp = stamp
+            try:
+                await self.swap()
+            except Exception as e:  # the incumbent keeps serving whatever the new recipe did wrong
+                self.swap_error = f"{type(e).__name__}: {e}"
+                log.warning("the new recipe in %s was not swapped in: %s", self.config.recipe, e)
+
+    async def swap(self) -> dict:
+        """The recipe now in the folder: its checkpoint loaded (in a thread, while the incumbent
+        serves), then every new request goes to it; requests in flight finish on the model they
+        started with, which closes once the last of them is done."""
+        from selfcorrect.models.load import load_model
+        from selfcorrect.models.recipe import check_identity
+
+        recipe = read_recipe(self.config.recipe)
+        check_identity(recipe, self.config.recipe)
+        settings = self.settings.model_copy(update={"model": f"recipe:{self.config.recipe}"})
+        engine = await asyncio.to_thread(load_model, settings)
+        old = await self.resources.swap_model(engine)
+        before = self.incumbent
+        self.model_name = self.resources.model.identity
+        if self.config.recipe_strategy:
+            self.config.strategy = recipe.strategy
+            self.config.temperature = recipe.sampling.get("temperature", self.config.temperature)
+        self.incumbent, self.swap_error = self._described(recipe), None
+        self.swaps.append({"at": time.time(), "from": before, "to": self.incumbent})
+        self.retiring[id(old)] = old
+        await self._release(old, holding=False)
+        log.info("swapped in round %s of %s (%s)", recipe.round, self.config.recipe, self.model_name)
+        return self.incumbent
+
+    async def _release(self, model: Model, holding: bool = True) -> None:
+        """A request let go of `model` (or, `holding=False`, the swap did): a retired model with
+        no request left is closed."""
+        key = id(model)
+        if holding:
+            self.in_flight[key] -= 1
+        if key in self.retiring and not self.in_flight.get(key):
+            self.in_flight.pop(key, None)
+            await self.resources.retire(self.retiring.pop(key))
 
     # -- a request -------------------------------------------------------------------
 
@@ -210,6 +284,15 @@ class Server:
 
     async def run(self, request: ChatRequest, strategy: Strategy, completion_id: str, key: str | None,
                   record=None) -> tuple[Answer, dict]:
+        model = self.resources.model  # the request finishes on it, whatever is swapped in meanwhile
+        self.in_flight[id(model)] = self.in_flight.get(id(model), 0) + 1
+        try:
+            return await self._run(request, strategy, completion_id, key, record, model)
+        finally:
+            await self._release(model)
+
+    async def _run(self, request: ChatRequest, strategy: Strategy, completion_id: str, key: str | None,
+                   record, model: Model) -> tuple[Answer, dict]:
         view = view_of(request, completion_id)
         budget = request.budget
         show = shadow = None
@@ -228,7 +311,7 @@ class Server:
             recall = (Recall(self.bank, self.config.memory, k=self.config.memory_k, guidelines=self.guidelines,
                              exclude_same_input=False, show=arm, examples=self.examples)
                       if arm not in (None, "none") else None)
-            return answer(strategy, view, self.resources.model, params,
+            return answer(strategy, view, model, params,
                           budget=(budget.max_tokens, budget.max_calls) if budget else (None, None),
                           timeout=self.config.timeout, sandbox=self.resources.sandbox,
                           critic=self.resources.critic, recall=recall, record=record,
@@ -255,13 +338,13 @@ class Server:
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
         calls = sum(c.calls for c in costs)
         rounds = max((a.round for a in trajectory.attempts), default=0)
-        extension = {"strategy": strategy.spec, "stop": trajectory.stop, "internal_calls": calls, "rounds": rounds,
+        extension = {"strategy": strategy.spec, "checkpoint": model.identity, "stop": trajectory.stop, "internal_calls": calls, "rounds": rounds,
                      "attempts": len(trajectory.attempts), "memory": trajectory.memory, "memory_arm": show,
                      "memory_shadow": shadow}
         if request.return_trajectory:
             extension["trajectory"] = trajectory.model_dump()
         self.completions.put(completion_id, key, strategy.spec, {
-            "model": request.model, "identity": self.model_name,  # what answered: its weights' content hash
+            "model": request.model, "identity": model.identity,  # what answered: its weights' content hash
             "kind": request.kind, "question": view.question, "messages": list(view.messages),
             "finish_reason": result.finish_reason, "usage": usage, "trajectory": trajectory.model_dump(),
             "answer": result.final.answer if result.final is not None else None,
@@ -483,8 +566,11 @@ def create_app(settings: Settings, config: ServeConfig | None = None, *, engine:
 
     @app.get("/health")
     async def health():
+        recipe = {"incumbent": server.incumbent, "candidate": None, "swaps": len(server.swaps),
+                  "last_swap": server.swaps[-1] if server.swaps else None, "swap_error": server.swap_error,
+                  "retiring": len(server.retiring)} if config.recipe else None
         return {"status": "ok", "model": server.model_name, "strategy": config.strategy, "memory": config.memory,
-                "uptime_s": round(time.time() - server.started, 1)}
+                "uptime_s": round(time.time() - server.started, 1), "recipe": recipe}
 
     @app.get("/metrics")
     async def metrics(request: Request):
@@ -554,3 +640,12 @@ def _progress(event: dict) -> dict:
     keep = ("type", "index", "phase", "round", "answer", "kind", "source", "passed", "before", "after", "purpose",
             "lessons", "rules")
     return {k: v for k, v in event.items() if k in keep}
+
+
+def _stamp(folder: str) -> tuple[int, int] | None:
+    """What tells a rewritten recipe.json: its time and size (None while it is missing)."""
+    try:
+        stat = (Path(folder) / RECIPE_FILE).stat()
+    except OSError:
+        return None
+    return stat.st_mtime_ns, stat.st_size
