@@ -54,7 +54,7 @@ def test_serve_starts_from_the_command_line_with_a_key_made_by_serve_key(tmp_pat
     assert key not in made.stdout  # the file gets the hash, never the key
     port = free_port()
     server = subprocess.Popen([str(EXE), "--threads", "1", "serve", "--port", str(port), "--api-keys",
-                               str(tmp_path / "keys.txt"), "--strategy", "self-consistency:n=2"],
+                               str(tmp_path / "keys.txt"), "--strategy", "self-consistency:n=2", "--alias", "smollm2"],
                               cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 90

@@ -20,7 +20,7 @@ def options_of(command: str) -> set[str]:
 
 
 def test_every_spec_field_is_an_option_and_nothing_else():
-    assert options_of("train") == set(TrainSpec.model_fields) | {"folder"}
+    assert options_of("train") == set(TrainSpec.model_fields) | {"folder", "export"}
     assert options_of("train-verifier") == set(VerifierSpec.model_fields) | {"folder", "base"}
     assert options_of("improve") == set(ImproveSpec.model_fields) | {"folder"}
 

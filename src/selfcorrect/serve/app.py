@@ -20,7 +20,6 @@ import random
 import time
 import uuid
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
@@ -36,7 +35,6 @@ from selfcorrect.memory.gate import Gate
 from selfcorrect.memory.embed import check_retriever, load_embedder
 from selfcorrect.memory.learn import lessons_from, verdict
 from selfcorrect.models.base import Model, SamplingParams
-from selfcorrect.models.recipe import RECIPE_FILE, read_recipe
 from selfcorrect.resources import Resources
 from selfcorrect.serve.keys import KeyRing
 from selfcorrect.serve.metrics import Metrics
@@ -44,6 +42,7 @@ from selfcorrect.serve.protocol import ChatRequest, FeedbackRequest, chunk, comp
 from selfcorrect.serve.memory import learn_from_feedback
 from selfcorrect.serve.records import Completions
 from selfcorrect.serve.run import Answer, answer, view_of
+from selfcorrect.serve.swap import RecipeSwaps
 from selfcorrect.store import Store
 from selfcorrect.strategies import Strategy, parse_strategy
 from selfcorrect.tasks.kinds import KINDS
@@ -121,11 +120,7 @@ class Server:
         self.keys = KeyRing(config.keys, config.rate_limit) if config.keys else None
         self.started = time.time()
         self.feedback_lessons = 0
-        self.in_flight: dict[int, int] = {}  # requests holding each model (by id), so a swapped one closes after
-        self.retiring: dict[int, Model] = {}
-        self.swaps: list[dict] = []
-        self.swap_error: str | None = None
-        self._watcher: asyncio.Task | None = None
+        self.swaps = RecipeSwaps(self)
         parse_strategy(config.strategy, settings.prompts)  # a bad default fails at start, not at a request
         check_retriever(config.retriever)
 
@@ -148,15 +143,10 @@ class Server:
             self.examples = ExampleBank(self.settings.store, db=self.db)
             self.gate = Gate(self.settings.store, explore=self.config.memory_explore, db=self.db)
         if self.config.recipe:
-            self.recipe_stamp = _stamp(self.config.recipe)
-            self.incumbent = self._described(read_recipe(self.config.recipe))
-            self._watcher = asyncio.ensure_future(self._watch())
+            self.swaps.start()
 
     async def close(self) -> None:
-        if self._watcher is not None:
-            self._watcher.cancel()
-            with contextlib.suppress(BaseException):
-                await self._watcher
+        await self.swaps.stop()
         await self.resources.__aexit__(None, None, None)
         self.completions.close()
         if self.bank is not None:
@@ -164,62 +154,6 @@ class Server:
                 closing.close()
         self.db.close()
         self.store.close()
-
-    # -- a new recipe, swapped in --------------------------------------------------------
-
-    def _described(self, recipe) -> dict:
-        return {"identity": self.model_name, "round": recipe.round, "strategy": recipe.strategy,
-                "heldout": recipe.heldout.accuracy, "weights": recipe.weights}
-
-    async def _watch(self) -> None:
-        """Watch the recipe folder; a changed recipe.json is loaded beside the incumbent and
-        swapped in (`swap`). A recipe that fails to load leaves the incumbent serving, and the
-        reason in /health."""
-        while True:
-            await asyncio.sleep(self.config.watch_seconds)
-            stamp = _stamp(self.config.recipe)
-            if stamp is None or stamp == self.recipe_stamp:
-                continue
-            self.recipe_stamp = stamp
-            try:
-                await self.swap()
-            except Exception as e:  # the incumbent keeps serving whatever the new recipe did wrong
-                self.swap_error = f"{type(e).__name__}: {e}"
-                log.warning("the new recipe in %s was not swapped in: %s", self.config.recipe, e)
-
-    async def swap(self) -> dict:
-        """The recipe now in the folder: its checkpoint loaded (in a thread, while the incumbent
-        serves), then every new request goes to it; requests in flight finish on the model they
-        started with, which closes once the last of them is done."""
-        from selfcorrect.models.load import load_model
-        from selfcorrect.models.recipe import check_identity
-
-        recipe = read_recipe(self.config.recipe)
-        check_identity(recipe, self.config.recipe)
-        settings = self.settings.model_copy(update={"model": f"recipe:{self.config.recipe}"})
-        engine = await asyncio.to_thread(load_model, settings)
-        old = await self.resources.swap_model(engine)
-        before = self.incumbent
-        self.model_name = self.resources.model.identity
-        if self.config.recipe_strategy:
-            self.config.strategy = recipe.strategy
-            self.config.temperature = recipe.sampling.get("temperature", self.config.temperature)
-        self.incumbent, self.swap_error = self._described(recipe), None
-        self.swaps.append({"at": time.time(), "from": before, "to": self.incumbent})
-        self.retiring[id(old)] = old
-        await self._release(old, holding=False)
-        log.info("swapped in round %s of %s (%s)", recipe.round, self.config.recipe, self.model_name)
-        return self.incumbent
-
-    async def _release(self, model: Model, holding: bool = True) -> None:
-        """A request let go of `model` (or, `holding=False`, the swap did): a retired model with
-        no request left is closed."""
-        key = id(model)
-        if holding:
-            self.in_flight[key] -= 1
-        if key in self.retiring and not self.in_flight.get(key):
-            self.in_flight.pop(key, None)
-            await self.resources.retire(self.retiring.pop(key))
 
     # -- a request -------------------------------------------------------------------
 
@@ -284,12 +218,8 @@ class Server:
 
     async def run(self, request: ChatRequest, strategy: Strategy, completion_id: str, key: str | None,
                   record=None) -> tuple[Answer, dict]:
-        model = self.resources.model  # the request finishes on it, whatever is swapped in meanwhile
-        self.in_flight[id(model)] = self.in_flight.get(id(model), 0) + 1
-        try:
+        async with self.swaps.holding() as model:  # it finishes on this model, whatever is swapped in meanwhile
             return await self._run(request, strategy, completion_id, key, record, model)
-        finally:
-            await self._release(model)
 
     async def _run(self, request: ChatRequest, strategy: Strategy, completion_id: str, key: str | None,
                    record, model: Model) -> tuple[Answer, dict]:
@@ -566,9 +496,7 @@ def create_app(settings: Settings, config: ServeConfig | None = None, *, engine:
 
     @app.get("/health")
     async def health():
-        recipe = {"incumbent": server.incumbent, "candidate": None, "swaps": len(server.swaps),
-                  "last_swap": server.swaps[-1] if server.swaps else None, "swap_error": server.swap_error,
-                  "retiring": len(server.retiring)} if config.recipe else None
+        recipe = server.swaps.health() if config.recipe else None
         return {"status": "ok", "model": server.model_name, "strategy": config.strategy, "memory": config.memory,
                 "uptime_s": round(time.time() - server.started, 1), "recipe": recipe}
 
@@ -641,11 +569,3 @@ def _progress(event: dict) -> dict:
             "lessons", "rules")
     return {k: v for k, v in event.items() if k in keep}
 
-
-def _stamp(folder: str) -> tuple[int, int] | None:
-    """What tells a rewritten recipe.json: its time and size (None while it is missing)."""
-    try:
-        stat = (Path(folder) / RECIPE_FILE).stat()
-    except OSError:
-        return None
-    return stat.st_mtime_ns, stat.st_size
