@@ -367,7 +367,8 @@ def test_a_round_trains_under_a_two_process_launcher_as_in_one(tmp_path):
     two = fit(base, examples, tmp_path / "two", SFTSettings(batch_size=4, **settings), launcher=launcher)
     assert two["launcher"] == launcher and two["steps"] == one["steps"] and two["examples"] == len(examples)
     assert len(two["log"]) == len(one["log"]) and two["log"][-1] < two["log"][0]  # it learned
-    assert abs(two["loss"] - one["loss"]) < 0.15 * one["loss"], (one["log"], two["log"])
+    # the same examples in each step, the gradients averaged over the two processes: the same curve
+    assert all(abs(a - b) < 0.01 for a, b in zip(one["log"], two["log"])), (one["log"], two["log"])
     assert (tmp_path / "two" / "model" / "model.safetensors").is_file()
     assert "--num_processes 2" in (tmp_path / "two" / "launcher.log").read_text()
 
