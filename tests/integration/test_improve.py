@@ -83,6 +83,7 @@ def test_improve_accepts_a_better_round_rejects_a_worse_one_and_hands_over_a_rec
     phases = rounds[1]["phases"]
     assert set(phases) == {"sample", "label", "train", "export", "measure"}
     assert phases["sample"]["tokens"] > 0 and phases["train"]["tokens_per_s"] > 0 and "tokens" not in phases["label"]
+    assert 0 < phases["train"]["cpu_share"] < 2  # the share of its threads' time the training got
     assert sum(p["seconds"] for p in phases.values()) <= rounds[1]["seconds"] + 0.1
     assert "Where the time went" in (out / "report.md").read_text()
     assert [r["round"] for r in rounds] == [0, 1, 2]

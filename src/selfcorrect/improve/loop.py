@@ -508,6 +508,7 @@ class Improvement:
         with self.phases("train"):
             metrics = self.trainer(start, examples, folder)
         self.phases.made("train", metrics.get("tokens") or 0)
+        self.phases.note("train", cpu_share=metrics.get("cpu_share"))
         return metrics
 
     async def _control(self, examples: list[Example], start_path: Path, folder: Path, lineage: Lineage,

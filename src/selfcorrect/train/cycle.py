@@ -112,6 +112,7 @@ class Phases:
     def __init__(self):
         self.seconds: dict[str, float] = {}
         self.tokens: dict[str, int] = {}
+        self.notes: dict[str, dict] = {}
 
     @contextlib.contextmanager
     def __call__(self, phase: str):
@@ -124,6 +125,10 @@ class Phases:
     def made(self, phase: str, tokens: int) -> None:
         self.tokens[phase] = self.tokens.get(phase, 0) + int(tokens)
 
+    def note(self, phase: str, **figures) -> None:
+        """Figures of a phase beside its time (the training's cpu_share)."""
+        self.notes.setdefault(phase, {}).update({k: v for k, v in figures.items() if v is not None})
+
     def record(self) -> dict:
         out = {}
         for phase in sorted(self.seconds, key=lambda p: (self.ORDER.index(p) if p in self.ORDER else 99, p)):
@@ -132,6 +137,7 @@ class Phases:
             if self.tokens.get(phase):
                 out[phase].update(tokens=self.tokens[phase],
                                   tokens_per_s=round(self.tokens[phase] / seconds, 1) if seconds else None)
+            out[phase].update(self.notes.get(phase, {}))
         return out
 
     def opener(self, open_model):

@@ -30,9 +30,12 @@ def phases_table(rounds: list[dict]) -> list[str]:
     def cell(p: dict | None) -> str:
         if not p:
             return "—"
-        return f"{p['seconds']:.0f}" + (f" ({p['tokens_per_s']:.0f} tok/s)" if p.get("tokens_per_s") else "")
+        figures = [f"{p['tokens_per_s']:.0f} tok/s"] if p.get("tokens_per_s") else []
+        figures += [f"CPU share {100 * p['cpu_share']:.0f}%"] if p.get("cpu_share") is not None else []
+        return f"{p['seconds']:.0f}" + (f" ({', '.join(figures)})" if figures else "")
 
-    return ["", "Where the time went (seconds, tokens/s where tokens were made):", "",
+    return ["", "Where the time went (seconds, tokens/s where tokens were made; the training's CPU share: its "
+                "CPU time over its threads' wall time, well below 100% when other jobs share the cores):", "",
             "| round | " + " | ".join(phases) + " | all |", "|---|" + "---|" * (len(phases) + 1),
             *(f"| {r['round']} | " + " | ".join(cell(r["phases"].get(p)) for p in phases)
               + f" | {r.get('seconds', 0):.0f} |" for r in timed)]

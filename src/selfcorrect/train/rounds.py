@@ -193,6 +193,7 @@ class Training:
         with self.phases("train"):
             metrics = self.method.train(run, start_path, folder, examples)
         self.phases.made("train", metrics.get("tokens") or 0)
+        self.phases.note("train", cpu_share=metrics.get("cpu_share"))
         current = register_round(lineage, self.out, number, parent=previous_checkpoint.name, method=spec.method,
                                  start_path=start_path, folder=folder, lora=spec.lora, examples=examples,
                                  metrics=metrics)

@@ -142,6 +142,7 @@ def _fit(base: Path, out: Path, settings: SFTSettings, progress: bool, make_trai
     trainer = make_trainer(common, model, tokenizer, peft)
     result, seconds, resumed_from = run_trainer(trainer, tokenizer, out)
     return trainer, {"loss": result.training_loss, "steps": result.global_step, "seconds": round(seconds, 1),
+                     "cpu_share": trainer.cpu_share,
                      "log": [e["loss"] for e in trainer.state.log_history if "loss" in e],
                      "resumed": resumed_from > 0, "resumed_from_step": resumed_from,
                      "lora": settings.lora, "precision": "bf16" if trainer.args.bf16 else "fp32"}
@@ -188,15 +189,25 @@ def trainer_args(out: Path, learning_rate: float, seed: int, save_steps: int, pr
             "disable_tqdm": not progress}
 
 
+def cpu_share(cpu_seconds: float, seconds: float) -> float | None:
+    """The share of its threads' time a job got: its CPU seconds over wall seconds times torch's
+    threads. Near 1 on a quiet machine; well below when other jobs share the cores, which is
+    what slowed a round's training to half the benchmark's tokens/s (BENCHMARKS.md, issue 35)."""
+    import torch
+
+    return round(cpu_seconds / (seconds * torch.get_num_threads()), 2) if seconds > 0 else None
+
+
 def run_trainer(trainer, tokenizer, out: Path):
     """Train, from the last checkpoint under `out/steps` when a killed run left one; save the
     model and tokenizer to `out/model`. Returns (TRL's result, seconds of this process's
     training, the step it resumed from: 0 when it started afresh)."""
     steps = [int(p.name.split("-")[1]) for p in (out / "steps").glob("checkpoint-*") if p.name.split("-")[1].isdigit()]
     resumed_from = max(steps, default=0)
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     result = trainer.train(resume_from_checkpoint=True if resumed_from else None)
     seconds = time.perf_counter() - started
+    trainer.cpu_share = cpu_share(time.process_time() - cpu_started, seconds)
     trainer.save_model(str(out / "model"))  # the main process only, under a launcher
     if trainer.is_world_process_zero():
         tokenizer.save_pretrained(out / "model")
