@@ -377,38 +377,43 @@ class Improvement:
                 self.phases.made("sample", tokens_of(drawn))
                 runs["teacher"].append((stage, run_id, teacher))
                 early = self.spec.adaptive and task.kind == "math" and self.spec.student_samples > 1
-                labels = self._stage_labels(store, stage, run_id)[0] if early else {}
+                labels = self._stage_labels(store, stage, run_id)[0] if early else None
                 for student in self.spec.students:
-                    sampler = student
-                    if student == "single":  # its own samples; code's are run against the visible tests
-                        sampler = (f"best-of-n:n={self.spec.student_samples}" if task.kind == "code"
-                                   else f"self-consistency:n={self.spec.student_samples}")
-                    student_runs, todo = [], side
-                    if early and student == "single":  # sample 0 first: the same draw as the rest's first
-                        self.say(f"round {number}: the student single samples them once")
-                        with self.phases("sample"):
-                            first_run, first = await measure_side(self.settings, side, ["single"], engine,
-                                                                  self.spec.seed + number, temperature,
-                                                                  self.on_progress)
-                        self.phases.made("sample", tokens_of(first))
-                        student_runs.append(first_run)
-                        reached = {r.item for r in first["single"] if r.item in labels and r.final.answer is not None
-                                   and vote_key(r.final.answer) == labels[r.item].answer}
-                        todo = Subset(task, set(ids) - reached)
-                    rows = {sampler: []}
-                    if todo.items():
-                        self.say(f"round {number}: the student {student} samples {len(todo.items())} items "
-                                 f"({sampler})")
-                        with self.phases("sample"):
-                            run_id, rows = await measure_side(self.settings, todo, [sampler], engine,
-                                                              self.spec.seed + number, temperature, self.on_progress)
-                        self.phases.made("sample", tokens_of(rows))
-                        student_runs.append(run_id)
+                    student_runs, rows = await self._sample_student(number, student, task, ids, engine, temperature,
+                                                                    labels)
                     runs["students"][student].append((stage, student_runs))
-                    if rows[sampler]:
-                        diversity[student].append(_diversity(rows[sampler]))
+                    if rows:
+                        diversity[student].append(_diversity(rows))
         # None: every item reached its label at the first sample, none was sampled in full
         return runs, {s: sum(v) / len(v) if v else None for s, v in diversity.items()}
+
+    async def _sample_student(self, number: int, student: str, task, ids: list[str], engine, temperature: float,
+                              labels: dict | None) -> tuple[list[str], list]:
+        """A student's runs on a stage's items, and the rows of the items it sampled in full.
+        With `labels` (adaptive): sample 0 of every item first (`single` draws what the others'
+        sample 0 is), and the rest only where it missed the item's label."""
+        sampler = student
+        if student == "single":  # its own samples; code's are run against the visible tests
+            sampler = (f"best-of-n:n={self.spec.student_samples}" if task.kind == "code"
+                       else f"self-consistency:n={self.spec.student_samples}")
+        runs, todo = [], set(ids)
+        if labels is not None and student == "single":
+            self.say(f"round {number}: the student single samples them once")
+            with self.phases("sample"):
+                run_id, first = await measure_side(self.settings, Subset(task, todo), ["single"], engine,
+                                                   self.spec.seed + number, temperature, self.on_progress)
+            self.phases.made("sample", tokens_of(first))
+            runs.append(run_id)
+            todo -= {r.item for r in first["single"] if r.item in labels and r.final.answer is not None
+                     and vote_key(r.final.answer) == labels[r.item].answer}
+        if not todo:
+            return runs, []
+        self.say(f"round {number}: the student {student} samples {len(todo)} items ({sampler})")
+        with self.phases("sample"):
+            run_id, rows = await measure_side(self.settings, Subset(task, todo), [sampler], engine,
+                                              self.spec.seed + number, temperature, self.on_progress)
+        self.phases.made("sample", tokens_of(rows))
+        return [*runs, run_id], rows[sampler]
 
     def _teacher_spec(self) -> str:
         """The teacher in its chains; adaptive on math: the first chains (enough to agree) on
