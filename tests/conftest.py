@@ -3,7 +3,6 @@ as tests share the machine), and llama.cpp's OpenAI-compatible server on 127.0.0
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import time
@@ -12,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from selfcorrect.models.served import free_port  # noqa: F401  (tests import it from here)
 from selfcorrect.store import Store
 
 REPO = Path(__file__).resolve().parent.parent
@@ -31,10 +31,6 @@ def embedded():
         yield model
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")

@@ -65,6 +65,7 @@ def _export_verl(settings: Settings, spec: TrainSpec, kind: str, folder: Path) -
     from selfcorrect.tasks.kinds import KINDS
     from selfcorrect.train.cycle import split_items
     from selfcorrect.train.export import base_of
+    from selfcorrect.train.grpo import GRPOSettings
     from selfcorrect.train.methods import ONLINE_TEMPERATURE
     from selfcorrect.train.verl import export
 
@@ -85,7 +86,7 @@ def _export_verl(settings: Settings, spec: TrainSpec, kind: str, folder: Path) -
                      kind=task.kind, base=Path(base.path), steps=spec.grpo_steps, generations=spec.generations,
                      learning_rate=spec.learning_rate, beta=spec.beta,
                      temperature=max(spec.sample_temperature, ONLINE_TEMPERATURE),
-                     max_response_length=KINDS[task.kind].max_tokens, lora=spec.lora, rank=16)
+                     max_response_length=KINDS[task.kind].max_tokens, lora=spec.lora, rank=GRPOSettings.rank)
     print(json.dumps(written, indent=2))
     err.print(f"verl: {written['train']} train and {written['heldout']} held-out items in {folder}; "
               f"run it with GPUS=8 NODES=1 {written['command']}")

@@ -242,9 +242,12 @@ class ServedEngines:
             return self._model("base", urls, identity, lambda: None)
         async with httpx.AsyncClient(timeout=300) as client:
             for url in urls:
+                served = await client.get(url + "/models")
+                if checkpoint.name in {m.get("id") for m in served.json().get("data", [])}:
+                    continue  # loaded already (by the server's own list, not by reading its error text)
                 reply = await client.post(url + "/load_lora_adapter",
                                           json={"lora_name": checkpoint.name, "lora_path": checkpoint.adapter})
-                if reply.status_code != 200 and "already" not in reply.text:
+                if reply.status_code != 200:
                     raise BackendUnavailableError(
                         f"vLLM at {url} refused the adapter {checkpoint.adapter} ({reply.status_code}: {reply.text[:300]})",
                         f"vLLM loads adapters at run time only with VLLM_ALLOW_RUNTIME_LORA_UPDATING=True and a rank "

@@ -15,14 +15,14 @@ the rewards mean the same on one machine and on a verl cluster.
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import functools
 import json
 import shlex
 from pathlib import Path
 
 from selfcorrect.tasks import Item, parse_task
+from selfcorrect.tasks.kinds import KINDS
+from selfcorrect.train.grpo import TaskReward
 
 RUN = """#!/usr/bin/env bash
 # GRPO on verl for selfcorrect's {task}: written by `selfcorrect train --method grpo --export verl`.
@@ -88,31 +88,23 @@ def _shell(value) -> str:
 
 
 @functools.lru_cache(maxsize=8)
-def _task(task_spec: str, data: str):
+def _reward(task_spec: str, data: str) -> TaskReward:
+    """The in-process GRPO reward (grpo.py) for a task, one per task and process: its sandbox
+    (for code) and its event loop are made once, not per reply."""
     task = parse_task(task_spec, data or None)
-    return task, {item.id: item for item in task.items()}
+    sandbox = None
+    if task.kind == "code":
+        from selfcorrect.sandbox import Sandbox
 
-
-_checker = concurrent.futures.ThreadPoolExecutor(1)  # a loop of its own: verl may call from inside one
+        sandbox = Sandbox()
+    return TaskReward(task, task.items(), max_completion_length=KINDS[task.kind].max_tokens, sandbox=sandbox)
 
 
 def compute_score(data_source: str, solution_str: str, ground_truth: str, extra_info: dict | None = None) -> float:
-    """1.0 when the task's check accepts the reply, else 0.0 (verl's reward signature)."""
+    """1.0 when the task's check accepts the reply, else 0.0 (verl's reward signature): the
+    reward `train --method grpo` gives in process, so the rewards mean the same on verl."""
     if not extra_info or "item_id" not in extra_info:
         raise ValueError(f"a selfcorrect row needs extra_info with task and item_id (got {json.dumps(extra_info)})")
-    task, items = _task(extra_info["task"], extra_info.get("data") or "")
-    item = items[extra_info["item_id"]]
-
-    async def check():
-        sandbox = None
-        if task.kind == "code":
-            from selfcorrect.sandbox import Sandbox
-
-            sandbox = Sandbox()
-        try:
-            return await task.check(item, solution_str, sandbox, "stop")
-        finally:
-            if sandbox is not None:
-                sandbox.close()
-
-    return 1.0 if _checker.submit(asyncio.run, check()).result().correct else 0.0
+    reward = _reward(extra_info["task"], extra_info.get("data") or "")
+    # verl hands over the decoded reply, not its tokens: it finished ("stop"), as the check reads it
+    return reward(None, [solution_str], [[]], [extra_info["item_id"]])[0]
