@@ -11,7 +11,7 @@
 #   docs/findings/run_studies.sh verifier-prm search-prm                                     # search with a learned PRM (issue 11)
 #   docs/findings/run_studies.sh improve-arithmetic improve-mbpp                             # selfcorrect improve (issue 24)
 #   docs/findings/run_studies.sh improve-arithmetic-redrawn improve-mbpp-redrawn             # split by question, confirmation, control (issue 34)
-#   docs/findings/run_studies.sh improve-arithmetic-timed                                    # adaptive sampling, each phase timed (issue 35)
+#   docs/findings/run_studies.sh improve-arithmetic-timed                                    # adaptive sampling, each phase timed, 5 rounds (issue 35)
 #   docs/findings/run_studies.sh online-arithmetic-gated online-mbpp-gated feedback-stream   # the gated memory (issue 25)
 # LIMIT=3 runs a quick check of the same commands.
 set -euo pipefail
@@ -82,9 +82,9 @@ for study in "${@:-arithmetic mbpp gsm8k online-arithmetic online-arithmetic-fee
       # own (no draw from the cache: every phase's seconds are its own), rounds 1 and 2 (the curriculum's).
       improve-arithmetic-timed)
         "${PYTHON:-.venv/bin/python}" -m selfcorrect.cli --data "${DATA:-../shared/data}" --store "${TIMING_STORE:-.selfcorrect/timing.sqlite}" \
-          improve --task arithmetic:n=600 --limit "${LIMIT:-600}" --rounds "${ROUNDS:-2}" --labels none \
+          improve --task arithmetic:n=600 --limit "${LIMIT:-600}" --rounds "${ROUNDS:-5}" --patience 2 --labels none \
           --probe arithmetic:digits=3,n=100,seed=2 --curriculum arithmetic:digits=3,n=100,seed=1 --per-item 1 \
-          --confirmation 0.15 --budget-minutes 60 --out .selfcorrect/improve/arith-timed
+          --confirmation 0.15 --budget-minutes "${BUDGET:-120}" --out .selfcorrect/improve/arith-timed
         keep_run .selfcorrect/improve/arith-timed "$out/$name" ;;
       # MBPP redrawn (issue 34): split by the question and 15% set aside for confirmation; the rounds' data committed.
       improve-mbpp-redrawn)

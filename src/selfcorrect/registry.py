@@ -93,10 +93,12 @@ class Registry:
 
 def parse_spec(spec: str, kind: str) -> tuple[str, dict[str, str]]:
     """NAME or NAME:key=value,... as (name, raw options); a `.jsonl` path is the task
-    `jsonl` with its path as an option."""
+    `jsonl` with its path as an option, and `served:STORE,...` the task `served` of that store."""
     spec = spec.strip()
     if match := re.fullmatch(r"(?:jsonl:)?(.+?\.jsonl)(?::(.*))?", spec):
         name, rest, options = "jsonl", match.group(2) or "", {"path": match.group(1)}
+    elif match := re.fullmatch(r"served:([^,=]+)(?:,(.*))?", spec):  # served:STORE,key=value
+        name, rest, options = "served", match.group(2) or "", {"store": match.group(1)}
     else:
         name, _, rest = spec.partition(":")
         options = {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Annotated, Optional
 
 import typer
@@ -32,12 +33,25 @@ def tasks(
     task = parse_task(name, settings.data)
     items = task.items()
     out.print(f"[bold]{escape(task.name)}[/]: {len(items)} {task.kind} items")
+    served = hasattr(task, "referenced")
+    if served:  # traffic: where each item's reference comes from, and what was left out
+        sources = Counter(i.meta["reference"] or "none" for i in items)
+        out.print(f"{sum(i.meta['requests'] for i in items)} requests in {len(items)} questions, "
+                  f"{len({i.meta['family'] for i in items})} families (wordings of one question); references: "
+                  + ", ".join(f"{n} {s}" for s, n in sources.most_common())
+                  + "; left out: " + ", ".join(f"{n} {k} requests" for k, n in task.skipped.items()))
     for item in items[:limit]:
         view = item.view
         out.rule(escape(view.id), style="dim")
         out.print(preview(view.question), markup=False, highlight=False)
-        gold = item.answer if item.answer is not None else f"{len(item.tests)} hidden tests"
-        out.print(f"[dim]gold:[/] {escape(preview(gold))}")
+        if served:
+            feedback = item.meta["feedback"]
+            out.print(f"[dim]asked {item.meta['requests']}x; feedback {feedback['right']} right, {feedback['wrong']} "
+                      f"wrong; reference:[/] {escape(item.meta['reference'] or 'none (a run labels it by its check)')}"
+                      + (f" {escape(preview(item.answer))}" if item.answer is not None else ""))
+        else:
+            gold = item.answer if item.answer is not None else f"{len(item.tests)} hidden tests"
+            out.print(f"[dim]gold:[/] {escape(preview(gold))}")
         for test in view.visible_tests:
             out.print(f"[dim]visible:[/] {escape(preview(test))}")
 

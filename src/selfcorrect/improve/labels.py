@@ -8,6 +8,8 @@ labels
         tests' answers, and self-training learns to: FINDINGS.md section 9). No gold anywhere:
         what the gold check says of a label is measured afterwards, for the report only.
   gold  the task's gold check (the gold answer, the hidden tests): an oracle run.
+  feedback  served traffic (`served:STORE`): where clients' feedback gives the answer, attempts
+        that reach it; elsewhere as none. The run is feedback-labelled, and says so.
 
 examples
   teacher   the teacher's first prompt → a reply the labels verified (a program fixed after an
@@ -23,12 +25,20 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
+from selfcorrect.errors import ConfigError
 from selfcorrect.models.base import first_turn
 from selfcorrect.store import GradedAttempt, Store
-from selfcorrect.train.data import Example, usable
+from selfcorrect.train.data import Example, normalised, usable
 from selfcorrect.verify.answers import vote_key
 from selfcorrect.verify.code import extract_code, ignores_its_inputs
+
+
+# where a training row's label came from (Example.label): what --labels none may train on
+# (agreeing programs, the visible tests, a vote), and what it may not
+LABEL_FREE = frozenset({"programs", "tests", "vote", "program"})
+LABEL_SOURCES = {"gold": "the gold check", "user": "a client's answer (feedback)"}
 
 
 @dataclass
@@ -41,6 +51,7 @@ class Label:
     votes: int = 0  # chains that printed it (math, labels none)
     chains: int = 0
     right: bool | None = None  # measured against gold afterwards, never read by the data
+    source: str | None = None  # a training row's label kind where it is not the run's (feedback)
 
 
 def _passed_visible_tests(graded: GradedAttempt) -> bool:
@@ -60,18 +71,22 @@ def _by_item(store: Store, task: str, run_ids: Sequence[str], item_ids: Sequence
 
 
 def label_items(store: Store, *, task: str, kind: str, run_id: str, item_ids: Sequence[str], labels: str,
-                agree: int, entry_points: dict[str, str | None]) -> tuple[dict[str, Label], int]:
+                agree: int, entry_points: dict[str, str | None], scored: set[str] | None = None,
+                feedback: set[str] = frozenset()) -> tuple[dict[str, Label], int]:
     """The labels of the train items the teacher's run (`run_id`) verified, and how many of its
-    programs passed the visible tests hard-coded (refused; code, labels none)."""
+    programs passed the visible tests hard-coded (refused; code, labels none). `scored`: the
+    items the task's check can score (None: all), the others' `right` is unknown; `feedback`:
+    the items a client's feedback gives the answer of (labels feedback)."""
     out: dict[str, Label] = {}
     refused = 0
     for item_id, attempts in _by_item(store, task, [run_id], item_ids).items():
         fit = [g for g in attempts if usable(g) is not None]
-        if labels == "gold":
+        if labels == "gold" or (labels == "feedback" and item_id in feedback):
             verified = [g for g in fit if g.correct]
             answer = vote_key(verified[0].attempt.answer) if verified and kind == "math" and verified[0].attempt.answer else None
             if verified:
-                out[item_id] = Label(item_id, answer, verified, right=True)
+                out[item_id] = Label(item_id, answer, verified, right=True,
+                                     source="user" if labels == "feedback" else None)
             continue
         if kind == "code":
             passed = [g for g in fit if _passed_visible_tests(g)]
@@ -93,6 +108,9 @@ def label_items(store: Store, *, task: str, kind: str, run_id: str, item_ids: Se
         if verified:
             out[item_id] = Label(item_id, answer, verified, votes, len(per_chain),
                                  right=any(g.correct for g in verified))
+    for label in out.values():
+        if scored is not None and label.item_id not in scored:
+            label.right = None  # nothing to score it by (served traffic without feedback)
     return out, refused
 
 
@@ -108,7 +126,7 @@ def _unique(attempts: Sequence[GradedAttempt], per_item: int) -> list[GradedAtte
 
 def teacher_examples(found: dict[str, Label], *, teacher: str, label_kind: str, per_item: int) -> list[Example]:
     return [Example(prompt=first_turn(g.messages), completion=g.attempt.text.strip(), item_id=item_id,
-                    label=label_kind, provenance={"format": teacher, "run": g.run_id, "attempt": g.attempt.index,
+                    label=label.source or label_kind, provenance={"format": teacher, "run": g.run_id, "attempt": g.attempt.index,
                                                   "chain": g.attempt.chain, "model": g.model, "label": label.answer})
             for item_id, label in found.items() for g in _unique(label.verified, per_item)]
 
@@ -132,8 +150,8 @@ def student_examples(store: Store, found: dict[str, Label], *, task, questions: 
             agreeing = _unique([g for g in mine if _passed_visible_tests(g) and not _hard_coded(g, entry_points.get(item_id))],
                                per_item)
         for g in agreeing:
-            examples.append(Example(prompt=prompt, completion=g.attempt.text.strip(), item_id=item_id, label=label_kind,
-                                    provenance={"format": student, "run": g.run_id, "attempt": g.attempt.index,
+            examples.append(Example(prompt=prompt, completion=g.attempt.text.strip(), item_id=item_id,
+                                    label=label.source or label_kind, provenance={"format": student, "run": g.run_id, "attempt": g.attempt.index,
                                                 "model": g.model, "label": label.answer}))
         if not agreeing:
             if label.answer is not None:
@@ -142,6 +160,30 @@ def student_examples(store: Store, found: dict[str, Label], *, task, questions: 
                 code = extract_code(label.verified[0].attempt.text)
                 reply = f"```python\n{code}\n```" if code else label.verified[0].attempt.text.strip()
             written += 1
-            examples.append(Example(prompt=prompt, completion=reply, item_id=item_id, label=label_kind,
+            examples.append(Example(prompt=prompt, completion=reply, item_id=item_id, label=label.source or label_kind,
                                     provenance={"format": student, "written": True, "label": label.answer}))
     return examples, written
+
+
+def extra_examples(path: str, measured: set[str], labels: str) -> list[Example]:
+    """Examples from elsewhere (the memory's), refused when one asks a measured question,
+    and, in a label-free run, when a row's label came from gold or a client's answer."""
+    from selfcorrect.train.data import read_jsonl
+
+    rows = read_jsonl(Path(path))
+    if rows and not isinstance(rows[0], Example):
+        raise ConfigError(f"{path} holds preference pairs", "give prompt-completion examples")
+    for row in rows:
+        asked = normalised(" ".join(m["content"] for m in row.prompt if m["role"] == "user"))
+        leaked = next((q for q in measured if q in asked), None)
+        if leaked is not None:
+            raise ConfigError(f"{path}: the example of {row.item_id} asks a held-out or probe question "
+                              f"({leaked!r})", "export it from a namespace that never saw the held-out side")
+    labelled = Counter(row.label for row in rows if row.label not in LABEL_FREE)
+    if labels == "none" and labelled:
+        kinds = ", ".join(f"{n} by {LABEL_SOURCES.get(k, k)}" for k, n in sorted(labelled.items()))
+        raise ConfigError(f"--extra-data {path}: {sum(labelled.values())} rows were labelled {kinds}; "
+                          "--labels none trains on no gold and no feedback",
+                          "run with --labels gold (an oracle run, and its report and recipe say so), or "
+                          "give rows a label-free check verified (label programs, tests or vote)")
+    return rows

@@ -34,8 +34,9 @@ from pydantic import Field
 from selfcorrect import interrupt
 from selfcorrect.config import Settings
 from selfcorrect.errors import ConfigError
-from selfcorrect.improve.labels import label_items, student_examples, teacher_examples
+from selfcorrect.improve.labels import extra_examples, label_items, student_examples, teacher_examples
 from selfcorrect.improve.report import served_round, write as write_report
+from selfcorrect.improve.traffic import check_labels, is_traffic, prepare, scored
 from selfcorrect.stats import paired, wilson
 from selfcorrect.models.lineage import Checkpoint, Lineage
 from selfcorrect.models.recipe import Confirmation, Measured, Recipe, checkpoint_identity, write_recipe
@@ -54,10 +55,6 @@ from selfcorrect.verify.answers import vote_key
 # the best system each kind has measured (docs/FINDINGS.md sections 1-2): programs run for math,
 # samples chosen by the visible tests for code (self-debug repaired nothing there)
 TEACHERS = {"math": "program-aided", "code": "best-of-n:n=5"}
-# where a training row's label came from (Example.label): what --labels none may train on
-# (agreeing programs, the visible tests, a vote), and what it may not
-LABEL_FREE = frozenset({"programs", "tests", "vote", "program"})
-LABEL_SOURCES = {"gold": "the gold check", "user": "a client's answer (feedback)"}
 HOTTER, HOTTEST = 0.2, 1.0  # what a collapse adds to the sampling temperature, and its ceiling
 
 
@@ -71,9 +68,10 @@ class ImproveSpec(SplitSpec, Scaling):
     LATER: ClassVar[dict[str, object]] = {**Scaling.LATER, "adaptive": False}
 
     rounds: int = Field(3, ge=1, le=20, description="the most training rounds after the base's")
-    labels: Literal["none", "gold"] = Field(
-        "none", description="none (label-free: agreement of independent programs, visible tests) or gold "
-                            "(the task's gold check: an oracle run)")
+    labels: Literal["none", "gold", "feedback"] = Field(
+        "none", description="none (label-free: agreement of independent programs, visible tests), gold "
+                            "(the task's gold check: an oracle run) or feedback (served traffic: the clients' "
+                            "answers where they gave one: a feedback-labelled run)")
     teacher: str | None = Field(None, description="the system that labels and teaches (default: program-aided "
                                                   "for math, best-of-n:n=5 by the visible tests for code)")
     chains: int = Field(4, ge=1, le=16, description="the teacher's independent chains per train item")
@@ -171,6 +169,7 @@ class Improvement:
             # code's label is the visible tests, so agreement between chains only binds math
             raise ConfigError(f"--agree {spec.agree} needs at least as many chains (--chains {spec.chains})",
                               "lower --agree or raise --chains")
+        check_labels(self.task, spec.labels)
         self.evaluated = spec.evaluate or list(dict.fromkeys([*spec.students, self.teacher]))
         for name in {self.teacher, *spec.students, *self.evaluated}:
             parse_strategy(name, settings.prompts)  # an unknown strategy fails before anything runs
@@ -207,36 +206,12 @@ class Improvement:
             self.split["curriculum_dropped"].append(len(offered) - len(ids))
         measured = {normalised(by_id[i].view.question) for i in [*self.held_ids, *self.confirm_ids]} | {
             normalised(i.view.question) for i in probe_items}
-        self.extra = self._extra(spec.extra_data, measured, spec.labels) if spec.extra_data else []
+        self.extra = extra_examples(spec.extra_data, measured, spec.labels) if spec.extra_data else []
         self.engine_factory, self.trainer = engine_factory, trainer or self._train
         self.phases = Phases()  # the round's, afresh each round
 
     def _open(self, checkpoint: Checkpoint):
         return self.phases.opener(self.open_model)(checkpoint)
-
-    @staticmethod
-    def _extra(path: str, measured: set[str], labels: str) -> list[Example]:
-        """Examples from elsewhere (the memory's), refused when one asks a measured question,
-        and, in a label-free run, when a row's label came from gold or a client's answer."""
-        from selfcorrect.train.data import read_jsonl
-
-        rows = read_jsonl(Path(path))
-        if rows and not isinstance(rows[0], Example):
-            raise ConfigError(f"{path} holds preference pairs", "give prompt-completion examples")
-        for row in rows:
-            asked = normalised(" ".join(m["content"] for m in row.prompt if m["role"] == "user"))
-            leaked = next((q for q in measured if q in asked), None)
-            if leaked is not None:
-                raise ConfigError(f"{path}: the example of {row.item_id} asks a held-out or probe question "
-                                  f"({leaked!r})", "export it from a namespace that never saw the held-out side")
-        labelled = Counter(row.label for row in rows if row.label not in LABEL_FREE)
-        if labels == "none" and labelled:
-            kinds = ", ".join(f"{n} by {LABEL_SOURCES.get(k, k)}" for k, n in sorted(labelled.items()))
-            raise ConfigError(f"--extra-data {path}: {sum(labelled.values())} rows were labelled {kinds}; "
-                              "--labels none trains on no gold and no feedback",
-                              "run with --labels gold (an oracle run, and its report and recipe say so), or "
-                              "give rows a label-free check verified (label programs, tests or vote)")
-        return rows
 
     def _train(self, start: Path, examples: list[Example], folder: Path) -> dict:
         spec = self.spec
@@ -251,7 +226,11 @@ class Improvement:
             base, engine, self.open_model = open_base(self.settings, lineage, spec.engine, self.engine_factory,
                                                       self.say, serving=spec.serving(), out=out, lora=spec.lora)
             out.mkdir(parents=True, exist_ok=True)
-            report = resumed_report(out, spec, STOPPING, self.say, "improve") or self._new_report(base, engine)
+            report = resumed_report(out, spec, STOPPING, self.say, "improve")
+            traffic = await prepare(self, report, base) if is_traffic(self.task) else None
+            report = report or self._new_report(base, engine)
+            if traffic is not None:
+                report.update(traffic=traffic, heldout_items=len(self.held_ids))
             started = time.perf_counter() - report["seconds"]
             while not report["stopped"]:
                 number = len(report["rounds"])
@@ -307,7 +286,8 @@ class Improvement:
     def _new_report(self, base: Checkpoint, engine: str) -> dict:
         spec = self.spec
         return {"spec": spec.model_dump(), "task": self.task.name, "kind": self.task.kind, "teacher": self.teacher,
-                "evaluated": self.evaluated, "oracle": spec.labels == "gold", "engine": engine,
+                "evaluated": self.evaluated, "oracle": spec.labels == "gold",
+                "feedback_labelled": spec.labels == "feedback", "engine": engine,
                 "precision": resolve(self.settings.precision), "machine": describe(),
                 "train_items": len(self.train_ids), "heldout_items": len(self.held_ids), "split": self.split,
                 "probe_items": len(self.probe.items()) if self.probe else 0,
@@ -432,9 +412,11 @@ class Improvement:
         task, ids = self.sides[stage]
         wanted = set(ids)
         views = {i.id: i.view for i in task.items() if i.id in wanted}
+        scores, answered = scored(task)
         found, refused = label_items(store, task=task.name, kind=task.kind, run_id=run_id, item_ids=ids,
                                      labels=self.spec.labels, agree=self.spec.agree,
-                                     entry_points={i: v.entry_point for i, v in views.items()})
+                                     entry_points={i: v.entry_point for i, v in views.items()},
+                                     scored=scores, feedback=answered)
         return found, refused, views
 
     def _label(self, store: Store, runs: dict) -> tuple[list[Example], dict]:
@@ -459,7 +441,8 @@ class Improvement:
                                                label_kind=label_kind, per_item=spec.per_item)
                 examples += made
                 written += wrote
-        right = sum(bool(f.right) for f in found_all.values()) / len(found_all) if found_all else None
+        checked = [f.right for f in found_all.values() if f.right is not None]  # traffic: where something scores it
+        right = sum(checked) / len(checked) if checked else None
         return examples, {"labelled": len(found_all), "labels_right": right, "hard_coded": hard_coded,
                           "written": written}
 
@@ -586,7 +569,8 @@ class Improvement:
         write_recipe(Recipe(task=self.task.name if not self.spec.limit else self.spec.task, round=accepted["round"],
                             checkpoint=checkpoint, strategy=served,
                             sampling={"temperature": MEASURE_TEMPERATURE, "top_k": 40}, labels=self.spec.labels,
-                            oracle=self.spec.labels == "gold", heldout=measured(accepted["heldout"][served], served),
+                            oracle=self.spec.labels == "gold", feedback_labelled=self.spec.labels == "feedback",
+                            heldout=measured(accepted["heldout"][served], served),
                             base_best=measured(base["heldout"][base_best], base_best), measured_at=time.time(),
                             weights=weights, gguf=gguf, confirmation=confirmation), self.out)
 

@@ -56,6 +56,11 @@ def render(report: dict) -> str:
     if report["oracle"]:
         lines += ["> **ORACLE run**: the training data was verified with the task's gold check (labels gold). "
                   "The held-out side is untouched; a user without labels could not make this data.", ""]
+    if report.get("feedback_labelled"):
+        lines += ["> **FEEDBACK-LABELLED run**: where clients' feedback gave an item's answer, the training data "
+                  "was verified against it (labels feedback); elsewhere by the checks alone.", ""]
+    if report.get("traffic"):
+        lines += [traffic_note(report["traffic"]), ""]
     lines += [f"{report['train_items']} train items, {report['heldout_items']} held-out items (split by item id, seed "
               f"{spec['seed']}{split_note(report.get('split'))})" + (f", probe `{spec['probe']}` ({report['probe_items']} items, never trained on)"
                                     if spec.get("probe") else "")
@@ -129,3 +134,17 @@ def render(report: dict) -> str:
     if report.get("stopped"):
         lines += ["", f"Stopped: {report['stopped']}."]
     return "\n".join(lines) + "\n"
+
+
+def traffic_note(traffic: dict) -> str:
+    """Where a served-traffic run's measured sides got their references, and how the check
+    compared with the clients' feedback."""
+    sides = "; ".join(f"{side}: " + ", ".join(f"{n} by {source}" for source, n in sorted(counts.items()))
+                      for side, counts in traffic["references"].items() if counts)
+    agreement = traffic.get("check_vs_feedback")
+    agreed = (f" Where clients gave feedback, the check labelled {agreement['check_labelled']} of "
+              f"{agreement['feedback_items']} items and agreed with the feedback on {agreement['agreed']}."
+              if agreement and agreement["feedback_items"] else "")
+    return (f"Served traffic: {traffic['requests']} requests, {traffic['items']} questions, no gold. The measured "
+            f"sides are scored by the clients' feedback, else the request's check, else the base teacher's label "
+            f"('check'); 'none' were left unmeasured ({sides}).{agreed}")

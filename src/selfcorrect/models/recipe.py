@@ -40,8 +40,9 @@ class Recipe(BaseModel):
     checkpoint: Checkpoint
     strategy: str
     sampling: dict  # temperature, top_k, max_tokens: as it was measured
-    labels: str  # none (label-free) or gold
+    labels: str  # none (label-free), gold, or feedback (served traffic)
     oracle: bool  # gold answers shaped the training data
+    feedback_labelled: bool = False  # clients' answers shaped the training data (served traffic)
     heldout: Measured  # the served system
     base_best: Measured  # the base's best strategy on the same items
     measured_at: float

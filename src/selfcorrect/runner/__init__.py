@@ -78,7 +78,11 @@ class Evaluation:
         self.memory: Memory | None = None
 
     def _items(self) -> list[Item]:
-        items = select(self.task.items(), ids=self.spec.ids, sample=self.spec.sample, seed=self.spec.seed)
+        items = self.task.items()
+        if hasattr(self.task, "referenced"):  # served traffic: only the questions something can score
+            scored = set(self.task.referenced())
+            items = [i for i in items if i.id in scored]
+        items = select(items, ids=self.spec.ids, sample=self.spec.sample, seed=self.spec.seed)
         items = items[: self.spec.limit] if self.spec.limit else items
         if self.task.kind == "code":
             _refuse_visible_gold(items)

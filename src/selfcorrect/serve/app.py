@@ -276,6 +276,9 @@ class Server:
         self.completions.put(completion_id, key, strategy.spec, {
             "model": request.model, "identity": model.identity,  # what answered: its weights' content hash
             "kind": request.kind, "question": view.question, "messages": list(view.messages),
+            # what the request carried to check an answer by: `--task served:STORE` scores by it
+            "tests": list(request.tests), "checker": request.checker, "numeric": request.numeric,
+            "namespace": self.config.memory,
             "finish_reason": result.finish_reason, "usage": usage, "trajectory": trajectory.model_dump(),
             "answer": result.final.answer if result.final is not None else None,
             "text": result.final.text if result.final is not None else None, "memory_arm": show,

@@ -53,6 +53,13 @@ def _jsonl(path: str = "", visible: int = 1, tolerance: float = 0.0, max_chars: 
     return load_jsonl(path, visible=visible, tolerance=tolerance, max_chars=max_chars)
 
 
+@TASKS.register("served", about="math or code: the traffic a server answered (served:STORE, its --store), no gold")
+def _served(store: str = "", namespace: str | None = None, kind: str | None = None) -> Task:
+    from selfcorrect.tasks.served import Served
+
+    return Served(store, namespace=namespace, kind=kind)
+
+
 def parse_task(spec: str, data: str | Path | None = None) -> Task:
     """A task from its spec: NAME, NAME:key=value,... ("arithmetic:digits=1,steps=2") or a
     .jsonl path ("items.jsonl:visible=2"). `data` is where datasets are (a dataset's file,

@@ -129,10 +129,16 @@ def split_by_prompt(items: Sequence, heldout: float, seed: int = 0, confirmation
     first, a side nothing is chosen on; a held-out item asking what it asks is dropped too."""
     by_id = {i.id: i for i in items}
     prompt = {i.id: first_prompt(i.view.messages) for i in items}
-    confirm_ids = [i.id for i in items if _share(f"confirm:{seed}:{i.id}") < confirmation]
+    # the key an item's side is drawn by: its id, or its family (served traffic: every wording
+    # of one question), so that the wordings of one question share a side
+    key = {i.id: i.meta.get("family", i.id) for i in items}
+    confirm_ids = [i.id for i in items if _share(f"confirm:{seed}:{key[i.id]}") < confirmation]
     confirm_prompts = {prompt[i] for i in confirm_ids}
     aside = set(confirm_ids)
-    train_ids, held_all = split([i for i in by_id if i not in aside], heldout, seed)
+    _, held_keys = split(dict.fromkeys(key[i] for i in by_id if i not in aside), heldout, seed)
+    held_keys = set(held_keys)
+    held_all = [i for i in by_id if i not in aside and key[i] in held_keys]
+    train_ids = [i for i in by_id if i not in aside and key[i] not in held_keys]
     held_ids = [i for i in held_all if prompt[i] not in confirm_prompts]
     measured = {prompt[i] for i in held_ids} | confirm_prompts
     kept = [i for i in train_ids if prompt[i] not in measured]
