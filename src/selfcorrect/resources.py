@@ -80,11 +80,16 @@ class Resources:
         incumbent stays open for the requests that hold it, until `retire`. A critic that was
         the model itself follows it."""
         old = self.model
-        self._opened.append(engine)
+        self.adopt(engine)
         self.model = self._cached(engine)
         if self.critic is old:
             self.critic = self.model
         return old
+
+    def adopt(self, engine: Model) -> None:
+        """An engine opened beside the model (a candidate on trial), closed with the rest."""
+        if engine not in self._opened:
+            self._opened.append(engine)
 
     async def retire(self, model: Model) -> None:
         """Close a model `swap_model` replaced (no request holds it any more)."""

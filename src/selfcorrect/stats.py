@@ -58,6 +58,37 @@ def paired(before: Mapping[str, bool], after: Mapping[str, bool]) -> Paired:
                             sum(before[i] and not after[i] for i in shared))
 
 
+# the bets mixed in `evidence_not_worse`: a share of the most a bet may stake (it must never
+# lose everything on one pair), from timid (slow, safe when pairs are noisy) to bold
+_BETS = (0.02, 0.05, 0.1, 0.2, 0.35, 0.5, 0.7, 0.9)
+
+
+def evidence_not_worse(helped: int, hurt: int, pairs: int, margin: float) -> float:
+    """An e-value that a candidate's accuracy is above the incumbent's minus `margin`, from
+    paired trials: `helped` right with the candidate only, `hurt` right with the incumbent
+    only, of `pairs`. Valid however often it is looked at.
+
+    Each pair is a bet on X + margin, X = +1, -1 or 0 (the candidate's side won, lost, tied):
+    the wealth (1 + l (X + margin)) grows with a gain. Under "the candidate is worse by at least
+    the margin" (E[X] <= -margin) every bet's wealth is a nonnegative supermartingale, and so is
+    their average over the stakes l in `_BETS` (scaled so that a loss never takes it all): by
+    Ville's inequality it reaches 1/alpha with chance at most alpha, over any number of looks.
+    It depends only on the counts, so the order of the pairs does not matter. At margin 0 it is
+    a test of gain, like `evidence_of_gain`, with ties counted (they stake margin * l = 0)."""
+    if not 0 <= margin < 1:
+        raise ValueError(f"a non-inferiority margin of {margin} is not in [0, 1)")
+    ties = pairs - helped - hurt
+    if ties < 0:
+        raise ValueError(f"{helped} + {hurt} discordant pairs of {pairs}")
+    total = 0.0
+    for share in _BETS:
+        stake = share / (1 - margin)  # the loss (1 - margin) * stake stays below 1
+        log = (helped * math.log1p(stake * (1 + margin)) + hurt * math.log1p(-stake * (1 - margin))
+               + ties * math.log1p(stake * margin))
+        total += math.exp(min(log, 700.0))
+    return total / len(_BETS)
+
+
 def evidence_of_gain(gains: int, losses: int) -> float:
     """An e-value that the chance of a gain among discordant pairs exceeds one half, valid
     however often it is looked at (a test of power one: Ville's inequality).

@@ -15,6 +15,7 @@ from selfcorrect.memory.gate import Gate
 from selfcorrect.memory.recall import HEADER
 from selfcorrect.models.scripted import ScriptedModel
 from selfcorrect.serve.app import ServeConfig
+from selfcorrect.tasks import parse_task
 from selfcorrect.serve.keys import hash_key
 from tests.serving import serving
 
@@ -236,6 +237,10 @@ def test_a_users_checker_verifies_answers_and_what_it_rejects_becomes_lessons(se
     wrong_place = httpx.post(f"{url}/v1/chat/completions", json={
         "model": "default", "messages": [{"role": "user", "content": "hi"}], "tests": ["assert f() == 1"]})
     assert wrong_place.status_code == 400 and "send kind=code" in wrong_place.json()["error"]["message"]
+    # what the request carried to check its answer is recorded: its traffic is a task scored by it
+    ask(client(url), extra_body={"kind": "math", "checker": checker})
+    [item] = parse_task(f"served:{tmp_path / 'store.sqlite'},kind=math").items()
+    assert item.view.checker == checker and item.meta["reference"] == "checker"
 
 
 def test_gold_feedback_on_a_recurring_stream_admits_worked_examples_and_they_help(tmp_path):

@@ -44,7 +44,7 @@ def test_harm_retires_and_a_blind_check_never_admits(gate):
     assert gate.arms("ns")["rules"].status == "trial" and gate.served("ns") == "none"
     explored = [gate.explore("ns", f"x{k}", "none") for k in range(200)]
     assert {"examples", "rules"} <= set(explored) and "lessons" not in explored  # a retired arm is never tried
-    with pytest.raises(ConfigError, match="unknown memory arm"):
+    with pytest.raises(ConfigError, match="unknown arm"):
         gate.record("ns", "none", True, False)
 
 
@@ -165,3 +165,56 @@ def test_verdict_only_feedback_records_no_pair_seen_in_one_direction_only(tmp_pa
     arm = gate.arms("ns")["examples"]
     assert (arm.helped, arm.hurt) == (1, 1)  # with the correct answer, both directions count
     examples.close()
+
+
+def _not_worse_streams(helped: float, hurt: float, streams: int, pairs: int, seed: int, margin: float):
+    """Whether each seeded stream of paired trials ever reaches 1/0.05 on `evidence_not_worse`
+    (checked after every trial), and at which trial it first did (pairs + 1: never)."""
+    import numpy as np
+
+    from selfcorrect.stats import _BETS
+
+    draws = np.random.default_rng(seed).random((streams, pairs))
+    h, l = (draws < helped).cumsum(axis=1), ((draws >= helped) & (draws < helped + hurt)).cumsum(axis=1)
+    t = np.arange(1, pairs + 1) - h - l
+    wealth = np.zeros((streams, pairs))
+    for share in _BETS:
+        stake = share / (1 - margin)
+        wealth += np.exp(h * np.log1p(stake * (1 + margin)) + l * np.log1p(-stake * (1 - margin))
+                         + t * np.log1p(stake * margin))
+    reached = wealth / len(_BETS) >= 20
+    return np.where(reached.any(axis=1), reached.argmax(axis=1) + 1, pairs + 1)
+
+
+def test_a_candidate_worse_by_the_margin_is_promoted_at_most_alpha_of_the_time_however_long_the_stream():
+    """At the null's edge (the candidate 2 points worse, 20% of trials discordant), 2,000 streams
+    of 1,000 trials, looked at after every trial."""
+    first = _not_worse_streams(0.09, 0.11, 2000, 1000, seed=3, margin=0.02)
+    assert (first <= 1000).mean() <= 0.05
+
+
+def test_a_candidate_ten_points_better_is_promoted_within_a_few_hundred_trials():
+    first = _not_worse_streams(0.15, 0.05, 1000, 300, seed=4, margin=0.02)
+    assert (first <= 300).mean() >= 0.95
+
+
+def test_the_gate_promotes_a_checkpoint_only_past_the_margin_and_the_flip_cap(tmp_path):
+    from selfcorrect.stats import evidence_not_worse
+
+    gate = Gate(tmp_path / "s.sqlite", explore=0.0, margin=0.02, flip_cap=0.15, arms=None)
+    for k in range(30):  # a tie on every trial: not worse, by the margin's bet alone
+        evidence = gate.record("checkpoint:a", "gguf:b", True, True)
+    assert evidence.status == "trial"  # 30 ties: e = 1.26, short of 20
+    while gate.arms("checkpoint:a")["gguf:b"].status == "trial":
+        gate.record("checkpoint:a", "gguf:b", True, True)
+    admitted = gate.arms("checkpoint:a")["gguf:b"]
+    assert admitted.status == "admitted" and admitted.helped == admitted.hurt == 0
+    assert evidence_not_worse(0, 0, admitted.pairs, 0.02) >= 20 > evidence_not_worse(0, 0, admitted.pairs - 1, 0.02)
+    capped = Gate(tmp_path / "s.sqlite", explore=0.0, margin=0.5, flip_cap=0.1, arms=None)
+    for k in range(40):  # as often better as worse, far inside a 50-point margin, but a fifth of its trials
+        capped.record("checkpoint:a", "gguf:c", k % 5 != 0, k % 5 != 1)  # flipped right to wrong
+    assert evidence_not_worse(8, 8, 40, 0.5) >= 20 and capped.arms("checkpoint:a")["gguf:c"].status == "trial"
+    with pytest.raises(ConfigError, match="baseline"):
+        gate.record("checkpoint:a", "none", True, False)
+    gate.close()
+    capped.close()

@@ -38,6 +38,12 @@ def serve(
                                                        "work, any other name is answered 404")] = None,
     open_metrics: Annotated[bool, typer.Option("--open-metrics", help="serve /metrics without a key when keys are "
                                                "on (for a scraper inside your network)")] = False,
+    canary: Annotated[float, typer.Option(help="with --recipe: a new recipe first answers this share of requests in "
+                                               "the shadow, and is promoted only on the evidence (0: swap at once)")] = 0.0,
+    canary_margin: Annotated[float, typer.Option(help="promote a candidate not worse than the incumbent by more than "
+                                                      "this much accuracy (the non-inferiority margin)")] = 0.02,
+    canary_flip_cap: Annotated[float, typer.Option(help="... and with at most this share of its trials turned "
+                                                        "right into wrong")] = 0.15,
 ) -> None:
     """An OpenAI-compatible server whose answers are a strategy's (docs/serve.md)."""
     import uvicorn
@@ -69,7 +75,11 @@ def serve(
                          max_body=max_body, timeout=timeout, cors=[o for o in (cors or "").split(",") if o],
                          aliases=alias or [], open_metrics=open_metrics,
                          recipe=str(recipe) if recipe is not None else None,
-                         recipe_strategy=recipe is not None and from_recipe, **sampling)
+                         recipe_strategy=recipe is not None and from_recipe, canary=check_share("--canary", canary),
+                         canary_margin=check_share("--canary-margin", canary_margin),
+                         canary_flip_cap=check_share("--canary-flip-cap", canary_flip_cap), **sampling)
+    if canary and recipe is None:
+        raise ConfigError("--canary puts a new recipe on trial, and there is no --recipe to watch", "add --recipe DIR")
     settings.store.parent.mkdir(parents=True, exist_ok=True)
     application = create_app(settings, config)  # checks the strategy and retriever before it listens
     err.print(f"serving {escape(strategy)} on http://{host}:{port}/v1 (model {escape(settings.model)}"

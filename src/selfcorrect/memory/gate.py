@@ -22,6 +22,13 @@ fixed-sample Wilson bound re-checked after every pair admitted it in 10-23%). An
 of harm retires it. A check that cannot tell (a program that merely printed a number) gives
 no pair, so it can never admit anything.
 
+The same gate decides between checkpoints (serve/canary.py): there "none" is the incumbent and
+an arm is a candidate checkpoint, named by its identity. A candidate need not be better to be
+promoted, only not worse by more than a margin the user sets (`margin`): its evidence is then
+`evidence_not_worse`, the same kind of e-value (valid under continuous monitoring) with the
+margin added to every pair's bet, and at most `flip_cap` of its pairs may have turned right
+into wrong. At margin 0 the test is of gain, as for the memory's arms. Harm retires either.
+
 The served arm is the admitted one with the most evidence of gain, else none. On a small share
 of inputs (`explore`, reported) an arm still on trial is tried as well, in the shadow: its
 answer is scored, never returned. So until an arm is admitted the answers are exactly those
@@ -39,7 +46,7 @@ from pydantic import BaseModel
 from selfcorrect.db import attach
 from selfcorrect.errors import ConfigError
 from selfcorrect.memory.arms import ARMS, SHOWN
-from selfcorrect.stats import Paired, evidence_of_gain, wilson
+from selfcorrect.stats import Paired, evidence_not_worse, evidence_of_gain, wilson
 
 TABLE = """
 CREATE TABLE IF NOT EXISTS memory_arms (
@@ -77,11 +84,15 @@ class ArmEvidence(BaseModel):
 
 
 class Gate:
-    def __init__(self, path: str | Path, *, explore: float = 0.2, alpha: float = 0.05, db=None):
-        if not 0 <= explore <= 1 or not 0 < alpha < 1:
-            raise ConfigError(f"invalid memory gate: explore={explore}, alpha={alpha}",
-                              "explore is a share from 0 to 1; alpha between 0 and 1")
-        self.explore_rate, self.alpha = explore, alpha
+    """`arms`: the arms there are (the memory's), or None for any name (checkpoints)."""
+
+    def __init__(self, path: str | Path, *, explore: float = 0.2, alpha: float = 0.05, db=None,
+                 margin: float = 0.0, flip_cap: float = 1.0, arms: tuple[str, ...] | None = ARMS):
+        if not 0 <= explore <= 1 or not 0 < alpha < 1 or not 0 <= margin < 1 or not 0 < flip_cap <= 1:
+            raise ConfigError(f"invalid gate: explore={explore}, alpha={alpha}, margin={margin}, flip_cap={flip_cap}",
+                              "explore is a share from 0 to 1; alpha between 0 and 1; the margin from 0 below 1; "
+                              "the flip cap above 0, at most 1")
+        self.explore_rate, self.alpha, self.margin, self.flip_cap, self.names = explore, alpha, margin, flip_cap, arms
         self._db, self._owns_db = attach(path, TABLE, db)  # db: shared, for one transaction across tables
         self._lock = threading.Lock()
 
@@ -93,8 +104,9 @@ class Gate:
         with self._lock:
             rows = dict(self._db.execute("SELECT arm, payload FROM memory_arms WHERE namespace = ?",
                                          (namespace,)).fetchall())
+        names = self.names if self.names is not None else ("none", *sorted(set(rows) - {"none"}))
         return {arm: ArmEvidence.model_validate_json(rows[arm]) if arm in rows else ArmEvidence(arm=arm)
-                for arm in ARMS}
+                for arm in names}
 
     def served(self, namespace: str) -> str:
         admitted = [e for e in self.arms(namespace).values() if e.status == "admitted"]
@@ -123,29 +135,38 @@ class Gate:
 
     def record(self, namespace: str, arm: str, shown_right: bool, none_right: bool) -> ArmEvidence:
         """A paired trial of `arm` against none on one input, both scored by a check that can tell."""
-        if arm not in SHOWN:
-            raise ConfigError(f"unknown memory arm {arm!r}", f"use one of: {', '.join(SHOWN)}")
+        if (arm not in SHOWN) if self.names is not None else arm == "none":
+            raise ConfigError(f"unknown arm {arm!r}", f"use one of: {', '.join(SHOWN)}" if self.names is not None
+                              else "name a candidate: the baseline is 'none'")
         with self._lock:
             evidence = self._get(namespace, arm)
             evidence.pairs += 1
             evidence.helped += shown_right and not none_right
             evidence.hurt += none_right and not shown_right
-            gain, harm = evidence.evidence
-            if evidence.status != "retired" and harm >= 1 / self.alpha:
+            if evidence.status != "retired" and evidence.evidence[1] >= 1 / self.alpha:
                 evidence.status = "retired"
-            elif evidence.status == "trial" and gain >= 1 / self.alpha:
+            elif evidence.status == "trial" and self.admits(evidence):
                 evidence.status = "admitted"
             self._put(namespace, evidence)
             return evidence
+
+    def admits(self, evidence: ArmEvidence) -> bool:
+        """Gain (margin 0), or not worse by more than the margin with few right-to-wrong flips."""
+        if self.margin == 0:
+            return evidence.evidence[0] >= 1 / self.alpha
+        return (evidence_not_worse(evidence.helped, evidence.hurt, evidence.pairs, self.margin) >= 1 / self.alpha
+                and evidence.hurt <= self.flip_cap * evidence.pairs)
 
     def reset(self, namespace: str) -> None:
         with self._lock:
             self._db.execute("DELETE FROM memory_arms WHERE namespace = ?", (namespace,))
 
     def report(self, namespace: str) -> dict:
-        return {"explore": self.explore_rate, "alpha": self.alpha, "served": self.served(namespace),
+        return {"explore": self.explore_rate, "alpha": self.alpha, "margin": self.margin, "flip_cap": self.flip_cap,
+                "served": self.served(namespace),
                 "arms": {arm: {**e.model_dump(exclude={"arm"}), "bounds": [round(b, 3) for b in e.bounds],
                                "evidence": [round(v, 3) for v in e.evidence],
+                               "not_worse": round(evidence_not_worse(e.helped, e.hurt, e.pairs, self.margin), 3),
                        "versus_none": e.paired().to_dict()}
                          for arm, e in self.arms(namespace).items() if arm != "none"}}
 

@@ -39,7 +39,7 @@ from selfcorrect.resources import Resources
 from selfcorrect.serve.keys import KeyRing
 from selfcorrect.serve.metrics import Metrics
 from selfcorrect.serve.protocol import ChatRequest, FeedbackRequest, chunk, completion, error
-from selfcorrect.serve.memory import learn_from_feedback
+from selfcorrect.serve.memory import learn_from_feedback, shadow_verdict
 from selfcorrect.serve.records import Completions
 from selfcorrect.serve.run import Answer, answer, view_of
 from selfcorrect.serve.swap import RecipeSwaps
@@ -73,6 +73,9 @@ class ServeConfig:
     recipe: str | None = None  # a recipe folder watched: a new recipe.json is loaded and swapped in
     recipe_strategy: bool = False  # the default strategy and temperature are the recipe's (and follow a swap)
     watch_seconds: float = 2.0
+    canary: float = 0.0  # serve/canary.py: the share of requests a new recipe answers in the shadow; 0: swap at once
+    canary_margin: float = 0.02  # promoted when not worse than the incumbent by more than this (accuracy)
+    canary_flip_cap: float = 0.15  # ... and at most this share of its trials turned right into wrong
     open_metrics: bool = False  # /metrics without a key when keys are on (a scraper inside the network)
 
 
@@ -237,7 +240,7 @@ class Server:
             elif record is not None:
                 record(event)
 
-        def run(arm: str | None, strategy: Strategy, record=None):
+        def run(arm: str | None, strategy: Strategy, record=None, model: Model = model):
             recall = (Recall(self.bank, self.config.memory, k=self.config.memory_k, guidelines=self.guidelines,
                              exclude_same_input=False, show=arm, examples=self.examples)
                       if arm not in (None, "none") else None)
@@ -248,11 +251,15 @@ class Server:
                           precision=self.settings.precision)
 
         started, params = time.perf_counter(), self.params(request)
-        if shadow is None:
-            result = await run(show, strategy, on_event)
-        else:  # the trial arm beside the served one, with the same draws' seed; its answer is kept, not sent
-            result, tried = await asyncio.gather(run(show, strategy, on_event),
-                                                 run(shadow, parse_strategy(strategy.spec, self.settings.prompts)))
+        candidate = self.swaps.canary.shadowing(completion_id) if self.swaps.canary else None
+        jobs = [run(show, strategy, on_event)]
+        if shadow is not None:  # the trial arm beside the served one, with the same draws' seed; its answer is kept, not sent
+            jobs.append(run(shadow, parse_strategy(strategy.spec, self.settings.prompts)))
+        if candidate is not None:  # a candidate checkpoint on trial answers it too, in the shadow
+            jobs.append(self.swaps.canary.shadow(candidate, run, show, strategy))
+        result, *others = await asyncio.gather(*jobs)
+        tried = others[0] if shadow is not None else None
+        canary = await self.swaps.canary.trial(candidate, others[-1], view, request.kind, result) if candidate else None
         if strategy.memory:  # counted once answered: a request that failed served nothing
             self.gate.count(self.config.memory, show, explored=False)
             if shadow is not None:
@@ -286,7 +293,7 @@ class Server:
                 "arm": shadow, "answer": tried.final.answer if tried.final is not None else None,
                 "text": tried.final.text if tried.final is not None else None,
                 "tokens": sum(c.prompt_tokens + c.completion_tokens for c in tried.trajectory.cost.values())},
-            "code_version": self.code_version})
+            "canary": canary, "code_version": self.code_version})
         m = self.metrics
         m.latency.labels(strategy.name).observe(time.perf_counter() - started)
         m.tokens.labels("prompt").inc(usage["prompt_tokens"])
@@ -342,6 +349,11 @@ class Server:
             if earlier is None and "memory_arm" in payload:
                 learned = learn_from_feedback(self.gate, self.examples, self.config.memory, payload, request.correct,
                                               request.answer, {"completion": request.completion_id, "api_key": key})
+        trial = payload.get("canary")
+        if earlier is None and trial and not trial["recorded"] and self.swaps.canary is not None:
+            right = shadow_verdict(payload["kind"], payload.get("answer"), trial["answer"], request.correct, request.answer)
+            if right is not None:  # the client's verdict scores the candidate's shadow answer too
+                self.swaps.canary.record(trial["identity"], right, request.correct)
         self.completions.set_feedback(request.completion_id, {**sent, "lesson": lesson_id, "at": time.time()})
         return {"completion_id": request.completion_id, "recorded": True, "lesson": lesson_id, **learned}
 

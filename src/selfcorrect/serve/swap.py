@@ -1,7 +1,9 @@
 """A new recipe, swapped into a running server (`serve --recipe DIR`): the folder is watched,
 a changed recipe.json is checked and its checkpoint loaded beside the incumbent, and new
 requests go to it; requests in flight finish on the model they started with, which is closed
-once the last of them is done. A recipe that does not load leaves the incumbent serving."""
+once the last of them is done. A recipe that does not load leaves the incumbent serving.
+With a canary share (serve/canary.py) the new checkpoint is a candidate instead, swapped in
+only once the evidence promotes it."""
 
 from __future__ import annotations
 
@@ -30,23 +32,31 @@ class RecipeSwaps:
         self.incumbent: dict | None = None
         self._stamp: tuple[int, int] | None = None
         self._watcher: asyncio.Task | None = None
+        self.canary = None
+        self.load = None  # how a recipe's checkpoint is opened (models/load.py; a test gives its own)
 
     def start(self) -> None:
-        folder = self.server.config.recipe
-        self._stamp = _stamp(folder)
-        self.incumbent = self._described(read_recipe(folder))
+        from selfcorrect.serve.canary import Canary
+
+        config = self.server.config
+        self._stamp = _stamp(config.recipe)
+        self.incumbent = self._described(read_recipe(config.recipe), self.server.model_name)
+        if config.canary > 0:
+            self.canary = Canary(self.server, config.canary, config.canary_margin, config.canary_flip_cap)
         self._watcher = asyncio.ensure_future(self._watch())
 
     async def stop(self) -> None:
+        if self.canary is not None:
+            self.canary.close()
         if self._watcher is not None:
             self._watcher.cancel()
             with contextlib.suppress(BaseException):
                 await self._watcher
 
     @contextlib.asynccontextmanager
-    async def holding(self):
-        """The model a request runs on, for as long as it runs."""
-        model = self.server.resources.model
+    async def holding(self, model: Model | None = None):
+        """The model a request runs on (the serving one, or a candidate's shadow), for as long as it runs."""
+        model = model or self.server.resources.model
         self.in_flight[id(model)] = self.in_flight.get(id(model), 0) + 1
         try:
             yield model
@@ -55,12 +65,13 @@ class RecipeSwaps:
             await self._close_if_done(model)
 
     def health(self) -> dict:
-        return {"incumbent": self.incumbent, "candidate": None, "swaps": len(self.swaps),
-                "last_swap": self.swaps[-1] if self.swaps else None, "swap_error": self.error,
-                "retiring": len(self.retiring)}
+        return {"incumbent": self.incumbent, "candidate": self.canary.health() if self.canary else None,
+                "swaps": len(self.swaps), "last_swap": self.swaps[-1] if self.swaps else None,
+                "swap_error": self.error, "retiring": len(self.retiring)}
 
-    def _described(self, recipe) -> dict:
-        return {"identity": self.server.model_name, "round": recipe.round, "strategy": recipe.strategy,
+    @staticmethod
+    def _described(recipe, identity: str) -> dict:
+        return {"identity": identity, "round": recipe.round, "strategy": recipe.strategy,
                 "heldout": recipe.heldout.accuracy, "weights": recipe.weights}
 
     async def _watch(self) -> None:
@@ -79,26 +90,42 @@ class RecipeSwaps:
 
     async def swap(self) -> dict:
         """The recipe now in the folder: checked, its checkpoint loaded in a thread (the
-        incumbent serves meanwhile), then every new request goes to it."""
+        incumbent serves meanwhile), then every new request goes to it; with a canary, it
+        goes on trial instead."""
         from selfcorrect.models.load import load_model
         from selfcorrect.models.recipe import check_identity
 
         server, config = self.server, self.server.config
         recipe = read_recipe(config.recipe)
         check_identity(recipe, config.recipe)
-        engine = await asyncio.to_thread(load_model, server.settings.model_copy(update={"model": f"recipe:{config.recipe}"}))
+        settings = server.settings.model_copy(update={"model": f"recipe:{config.recipe}"})
+        engine = await asyncio.to_thread(self.load or load_model, settings)
+        described = self._described(recipe, engine.identity)
+        if self.canary is not None:
+            self.canary.offer(engine, recipe, described)
+            return described
+        return await self.promote(engine, recipe, described)
+
+    async def promote(self, engine, recipe, described: dict, evidence: dict | None = None) -> dict:
+        """`engine` serves every new request from now on."""
+        server, config = self.server, self.server.config
         old = await server.resources.swap_model(engine)
         before = self.incumbent
         server.model_name = server.resources.model.identity
         if config.recipe_strategy:
             config.strategy = recipe.strategy
             config.temperature = recipe.sampling.get("temperature", config.temperature)
-        self.incumbent, self.error = self._described(recipe), None
-        self.swaps.append({"at": time.time(), "from": before, "to": self.incumbent})
+        self.incumbent, self.error = described, None
+        self.swaps.append({"at": time.time(), "from": before, "to": self.incumbent, "evidence": evidence})
         self.retiring[id(old)] = old
         await self._close_if_done(old)
         log.info("swapped in round %s of %s (%s)", recipe.round, config.recipe, server.model_name)
         return self.incumbent
+
+    async def drop(self, model: Model) -> None:
+        """A candidate rolled back or replaced: closed once no shadow run holds it."""
+        self.retiring[id(model)] = model
+        await self._close_if_done(model)
 
     async def _close_if_done(self, model: Model) -> None:
         key = id(model)
