@@ -123,3 +123,39 @@ def test_a_worse_candidate_is_rolled_back_and_a_better_one_promoted_under_32_cli
         assert last["decision"] == "rolled back" and last["candidate"]["identity"] == "scripted:worse-again"
         assert {body["selfcorrect"]["checkpoint"] for _, body in answered} == {"scripted:better"}
         assert last["evidence"]["pairs"] > 0  # every trial scored by a client: the requests carried no check
+
+
+def test_a_recipe_s_confirmation_pairs_against_the_incumbent_count_first(tmp_path):
+    """improve's confirmation side on the same traffic, against the model now serving, starts the
+    candidate's evidence: enough of it promotes before any shadow trial; measured against another
+    model, or on a benchmark rather than traffic, it counts for nothing."""
+    out = tmp_path / "recipe"
+    out.mkdir()
+    write_recipe(recipe(0, out), out)
+    settings = load_settings(store=tmp_path / "store.sqlite", sandbox_workers=1, model=f"recipe:{out}")
+    config = ServeConfig(strategy="single", recipe=str(out), watch_seconds=0.05, canary=0.2)
+    pairs = {"items": 40, "wrong_to_right": 12, "right_to_wrong": 0}
+    with serving(settings, config, engine=MODELS[0]) as (url, server):
+        server.swaps.load = lambda s: MODELS[read_recipe(out).round]
+
+        def offered(round_: int, task: str, against: str) -> dict:
+            write_recipe(recipe(round_, out).model_copy(update={"task": task, "evidence": {"against": [against], **pairs}}), out)
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                health = httpx.get(f"{url}/health").json()["recipe"]
+                candidate = health["candidate"]["candidate"]
+                if health["candidate"]["decisions"] or (candidate and candidate["round"] == round_):
+                    return health
+                time.sleep(0.05)
+            raise AssertionError("the recipe was never offered")
+
+        for task, against in (("arithmetic", "incumbent"), ("served:store.sqlite", "another-model")):
+            health = offered(1, task, against) if task == "arithmetic" else offered(3, task, against)
+            assert not health["candidate"]["decisions"] and health["candidate"]["candidate"]["evidence"] is None
+        health = offered(2, "served:store.sqlite", "incumbent")
+        [promoted] = health["candidate"]["decisions"]
+        assert promoted["decision"] == "promoted" and promoted["evidence"]["pairs"] == 40
+        deadline = time.monotonic() + 10
+        while httpx.get(f"{url}/health").json()["model"] != "scripted:better" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert httpx.get(f"{url}/health").json()["model"] == "scripted:better"

@@ -78,6 +78,10 @@ def test_a_feedback_labelled_run_on_traffic_says_so_and_scores_every_measured_it
         assert label == ("user" if by_id[item_id].meta["reference"] == "feedback" else "programs")
         assert by_id[item_id].answer != "3"  # the client's 3 is never taught: no program printed it
     assert "user" in labels.values() and "programs" in labels.values()
-    assert report["feedback_labelled"] and read_recipe(tmp_path / "run").feedback_labelled
+    recipe = read_recipe(tmp_path / "run")
+    assert report["feedback_labelled"] and recipe.feedback_labelled
+    # the confirmation pairs against the base, for a canary against it to start from
+    assert recipe.evidence["items"] == len(run.confirm_ids) and recipe.evidence["against"]
+    assert recipe.evidence["wrong_to_right"] == report["confirmation"]["versus_base"]["wrong_to_right"]
     markdown = (tmp_path / "run" / "report.md").read_text()
     assert "FEEDBACK-LABELLED" in markdown and "Served traffic:" in markdown

@@ -561,10 +561,13 @@ class Improvement:
                             tokens_per_item=m["tokens_per_item"])
 
         confirmed = report.get("confirmation")
-        confirmation = None
+        confirmation = evidence = None
         if confirmed and (confirmed["round"], confirmed["strategy"]) == (accepted["round"], served):
             confirmation = Confirmation(**measured(confirmed, served).model_dump(),
                                         base=measured(confirmed["base"], confirmed["base"]["strategy"]))
+            pairs = confirmed["versus_base"]
+            evidence = {"against": [f for f in checkpoint_identity(lineage.get(base["checkpoint"])) if f],
+                        **{k: pairs[k] for k in ("items", "wrong_to_right", "right_to_wrong")}}
         weights, gguf = checkpoint_identity(checkpoint)
         write_recipe(Recipe(task=self.task.name if not self.spec.limit else self.spec.task, round=accepted["round"],
                             checkpoint=checkpoint, strategy=served,
@@ -572,7 +575,7 @@ class Improvement:
                             oracle=self.spec.labels == "gold", feedback_labelled=self.spec.labels == "feedback",
                             heldout=measured(accepted["heldout"][served], served),
                             base_best=measured(base["heldout"][base_best], base_best), measured_at=time.time(),
-                            weights=weights, gguf=gguf, confirmation=confirmation), self.out)
+                            weights=weights, gguf=gguf, confirmation=confirmation, evidence=evidence), self.out)
 
 
 def run(settings: Settings, spec: ImproveSpec, out: Path, on_stage=None, on_progress=None) -> dict:

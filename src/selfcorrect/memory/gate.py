@@ -143,12 +143,26 @@ class Gate:
             evidence.pairs += 1
             evidence.helped += shown_right and not none_right
             evidence.hurt += none_right and not shown_right
-            if evidence.status != "retired" and evidence.evidence[1] >= 1 / self.alpha:
-                evidence.status = "retired"
-            elif evidence.status == "trial" and self.admits(evidence):
-                evidence.status = "admitted"
+            self._decide(evidence)
             self._put(namespace, evidence)
             return evidence
+
+    def seed(self, namespace: str, arm: str, pairs: int, helped: int, hurt: int) -> ArmEvidence:
+        """Trials made elsewhere, before any here (a recipe's confirmation side), counted first:
+        an arm that already has trials is left as it is."""
+        with self._lock:
+            evidence = self._get(namespace, arm)
+            if evidence.pairs == 0:
+                evidence.pairs, evidence.helped, evidence.hurt = pairs, helped, hurt
+                self._decide(evidence)
+                self._put(namespace, evidence)
+            return evidence
+
+    def _decide(self, evidence: ArmEvidence) -> None:
+        if evidence.status != "retired" and evidence.evidence[1] >= 1 / self.alpha:
+            evidence.status = "retired"
+        elif evidence.status == "trial" and self.admits(evidence):
+            evidence.status = "admitted"
 
     def admits(self, evidence: ArmEvidence) -> bool:
         """Gain (margin 0), or not worse by more than the margin with few right-to-wrong flips."""

@@ -43,6 +43,10 @@ class Recipe(BaseModel):
     labels: str  # none (label-free), gold, or feedback (served traffic)
     oracle: bool  # gold answers shaped the training data
     feedback_labelled: bool = False  # clients' answers shaped the training data (served traffic)
+    # the served system against the base's on the confirmation side, nothing chosen on it:
+    # {"against": [the base's weights hash, GGUF fingerprint], "items", "wrong_to_right",
+    # "right_to_wrong"}; a canary against that base starts from these pairs (serve/canary.py)
+    evidence: dict | None = None
     heldout: Measured  # the served system
     base_best: Measured  # the base's best strategy on the same items
     measured_at: float

@@ -64,6 +64,9 @@ class Evaluation:
         self.spec = spec
         self.force = force
         self.task = task or parse_task(spec.task, settings.data)
+        # served traffic evaluated by itself: only the questions something can score (improve hands
+        # its sides over as `task`, the unscored train side included)
+        self._scored_only = task is None and hasattr(self.task, "referenced")
         self.engine, self.critic_engine = engine, critic_engine
         self.items = self._items()
         self.strategies = self._strategies()
@@ -79,7 +82,7 @@ class Evaluation:
 
     def _items(self) -> list[Item]:
         items = self.task.items()
-        if hasattr(self.task, "referenced"):  # served traffic: only the questions something can score
+        if self._scored_only:
             scored = set(self.task.referenced())
             items = [i for i in items if i.id in scored]
         items = select(items, ids=self.spec.ids, sample=self.spec.sample, seed=self.spec.seed)

@@ -75,6 +75,20 @@ class Canary:
                           "namespace": f"checkpoint:{self.server.model_name}", "since": time.time()}
         log.info("candidate %s on trial against %s on %.0f%% of requests", model.identity,
                  self.server.model_name, 100 * self.share)
+        seeded = self._seed(recipe)
+        if seeded is not None and seeded.status != "trial":
+            self._decided(seeded.status)
+
+    def _seed(self, recipe):
+        """The recipe's confirmation pairs, where they were measured against the incumbent on its
+        own traffic: items drawn as the shadow's are, so one e-process runs over both."""
+        evidence, candidate = recipe.evidence, self.candidate
+        if not evidence or not recipe.task.startswith("served:"):
+            return None
+        if not any(f in self.server.model_name for f in evidence["against"]):
+            return None  # measured against another model than the one serving
+        return self.gate.seed(candidate["namespace"], candidate["identity"], evidence["items"],
+                              evidence["wrong_to_right"], evidence["right_to_wrong"])
 
     def shadowing(self, completion_id: str):
         """The candidate model to answer this request in the shadow, or None."""
@@ -116,15 +130,18 @@ class Canary:
         if candidate is None or candidate["identity"] != identity:
             return None
         evidence = self.gate.record(candidate["namespace"], identity, candidate_right, incumbent_right)
-        if evidence.status == "trial":
-            return None
-        decision = {"at": time.time(), "decision": "promoted" if evidence.status == "admitted" else "rolled back",
+        return None if evidence.status == "trial" else self._decided(evidence.status)
+
+    def _decided(self, status: str) -> dict:
+        """Promote (status admitted) or roll back (retired) the candidate."""
+        candidate, identity = self.candidate, self.candidate["identity"]
+        decision = {"at": time.time(), "decision": "promoted" if status == "admitted" else "rolled back",
                     "candidate": candidate["described"], "incumbent": self.server.model_name,
                     "evidence": self.gate.report(candidate["namespace"])["arms"][identity]}
         self.decisions.append(decision)
         self.candidate = None
         log.info("candidate %s %s: %s", identity, decision["decision"], decision["evidence"])
-        if evidence.status == "admitted":
+        if status == "admitted":
             asyncio.ensure_future(self.server.swaps.promote(candidate["model"], candidate["recipe"], candidate["described"],
                                                             decision))
         else:
