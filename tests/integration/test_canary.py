@@ -5,6 +5,7 @@ even first numbers only, one candidate is always wrong, another always right. Th
 its store, the sandbox that runs each request's checker, and HTTP are real."""
 
 import concurrent.futures
+import json
 import re
 import time
 
@@ -159,3 +160,70 @@ def test_a_recipe_s_confirmation_pairs_against_the_incumbent_count_first(tmp_pat
         while httpx.get(f"{url}/health").json()["model"] != "scripted:better" and time.monotonic() < deadline:
             time.sleep(0.05)
         assert httpx.get(f"{url}/health").json()["model"] == "scripted:better"
+
+
+def test_serve_improve_runs_cycles_on_its_traffic_and_promotes_only_through_the_canary(tmp_path, monkeypatch):
+    """Every 20 answered requests a cycle runs (a stand-in for `improve`, as a child process); its
+    recipe goes on trial and is promoted by the evidence; the cycle's state, the promotion and
+    the counters survive a restart, and a failed cycle changes nothing served."""
+    import sys
+
+    from selfcorrect.serve.improver import ImproveSchedule, Improver
+
+    fail = {"on": False}
+    monkeypatch.setattr(Improver, "command", lambda self, out: [sys.executable, "tests/fake_improve.py", str(out)]
+                        + (["--fail"] if fail["on"] else []))
+    folder = tmp_path / "cycle"
+    settings = load_settings(store=tmp_path / "store.sqlite", sandbox_workers=2)
+
+    def config():
+        return ServeConfig(strategy="single", watch_seconds=0.05, canary=0.5,
+                           improve=ImproveSchedule(folder=str(folder), every=20, nice=0))
+
+    def ask(url, n):
+        a, b = n % 50, 7
+        reply = httpx.post(f"{url}/v1/chat/completions", timeout=60, json={
+            "model": "default", "kind": "math", "checker": CHECKER.format(a=a, b=b),
+            "messages": [{"role": "user", "content": f"What is {a} + {b}?"}]})
+        assert reply.status_code == 200
+        return reply.json()["selfcorrect"]["checkpoint"]
+
+    with serving(settings, config(), engine=MODELS[0]) as (url, server):
+        server.swaps.load = lambda s: MODELS[2]
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            served = list(pool.map(lambda n: ask(url, n), range(19)))
+            time.sleep(1.5)
+            assert httpx.get(f"{url}/health").json()["improve"]["cycles"] == 0  # 19 of 20: not yet
+            n = 19
+            deadline = time.monotonic() + 60
+            while httpx.get(f"{url}/health").json()["model"] != "scripted:better":
+                assert time.monotonic() < deadline, httpx.get(f"{url}/health").json()
+                served += list(pool.map(lambda k: ask(url, k), range(n, n + 8)))
+                n += 8
+        health = httpx.get(f"{url}/health").json()
+        cycle = json.loads((folder / "cycle.json").read_text())["cycles"][0]  # a second may have begun since
+        assert cycle["cycle"] == 1 and cycle["status"] == "offered" and cycle["requests"] >= 20
+        assert health["recipe"]["candidate"]["decisions"][-1]["decision"] == "promoted"
+        assert set(served) <= {"scripted:incumbent", "scripted:better"} and served[0] == "scripted:incumbent"
+        metrics = httpx.get(f"{url}/metrics").text
+        assert re.search(r'selfcorrect_improve_cycles_total\{status="offered"\} [1-9]', metrics)  # a 2nd may be done
+        assert 'selfcorrect_canary_decisions_total{decision="promoted"} 1.0' in metrics
+    assert (folder / "incumbent" / "recipe.json").is_file()  # what a restart serves (the CLI loads it)
+    state = json.loads((folder / "cycle.json").read_text())["cycles"]
+    assert state[0]["status"] == "offered"
+
+    # restarted: the state is read back, and counting goes on from it; a cycle the stop cut short
+    # runs again from its folder; the next cycle fails, and nothing served changes
+    cut = state[-1]["status"] == "running"
+    fail["on"] = True
+    with serving(settings, config(), engine=MODELS[2]) as (url, server):
+        for k in range(0 if cut else 20):
+            ask(url, k)
+        deadline = time.monotonic() + 60
+        while not any(c["status"] == "failed" for c in json.loads((folder / "cycle.json").read_text())["cycles"]):
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        failed = next(c for c in json.loads((folder / "cycle.json").read_text())["cycles"] if c["status"] == "failed")
+        assert failed["cycle"] == (len(state) if cut else len(state) + 1) and "no train item was verified" in failed["error"]
+        assert (folder / "cycles" / str(failed["cycle"]) / "calls").read_text() == ("2" if cut else "1")
+        assert ask(url, 99) == "scripted:better" and (folder / "cycles" / str(failed["cycle"]) / "improve.log").is_file()

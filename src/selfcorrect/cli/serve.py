@@ -38,12 +38,22 @@ def serve(
                                                        "work, any other name is answered 404")] = None,
     open_metrics: Annotated[bool, typer.Option("--open-metrics", help="serve /metrics without a key when keys are "
                                                "on (for a scraper inside your network)")] = False,
-    canary: Annotated[float, typer.Option(help="with --recipe: a new recipe first answers this share of requests in "
-                                               "the shadow, and is promoted only on the evidence (0: swap at once)")] = 0.0,
+    canary: Annotated[Optional[float], typer.Option(help="with --recipe or --improve: a new recipe first answers this "
+                                                         "share of requests in the shadow, and is promoted only on the "
+                                                         "evidence (0: swap at once; default 0, and 0.2 with --improve)")] = None,
     canary_margin: Annotated[float, typer.Option(help="promote a candidate not worse than the incumbent by more than "
                                                       "this much accuracy (the non-inferiority margin)")] = 0.02,
     canary_flip_cap: Annotated[float, typer.Option(help="... and with at most this share of its trials turned "
                                                         "right into wrong")] = 0.15,
+    improve: Annotated[Optional[Path], typer.Option(help="improve on the traffic in the background, into this folder: "
+                                                         "every --improve-every requests a cycle of `improve --task "
+                                                         "served:STORE`, its recipe put on trial by the canary")] = None,
+    improve_every: Annotated[int, typer.Option(help="answered requests between improve cycles")] = 200,
+    improve_minutes: Annotated[Optional[float], typer.Option(help="or a cycle this often, when there is new traffic")] = None,
+    improve_threads: Annotated[int, typer.Option(help="threads a cycle uses (the server keeps the rest)")] = 1,
+    improve_args: Annotated[str, typer.Option(help="more `improve` options for each cycle, e.g. "
+                                                   "'--labels feedback --chains 4'")] = "",
+    improve_launcher: Annotated[str, typer.Option(help="train each cycle under this launcher (improve --launcher)")] = "",
 ) -> None:
     """An OpenAI-compatible server whose answers are a strategy's (docs/serve.md)."""
     import uvicorn
@@ -52,6 +62,20 @@ def serve(
     from selfcorrect.serve.keys import read_keys
 
     settings: Settings = ctx.obj
+    schedule = None
+    if improve is not None:
+        from selfcorrect.serve.improver import ImproveSchedule
+
+        if recipe is not None:
+            raise ConfigError("--improve serves its own recipes (FOLDER/incumbent, FOLDER/serving)", "drop --recipe")
+        if improve_every < 1 or improve_threads < 1:
+            raise ConfigError("--improve-every and --improve-threads must be at least 1", "give a positive count")
+        schedule = ImproveSchedule(folder=str(improve), every=improve_every, minutes=improve_minutes,
+                                   threads=improve_threads, args=improve_args, launcher=improve_launcher)
+        canary = 0.2 if canary is None else canary
+        if (improve / "incumbent" / "recipe.json").is_file():  # promoted before a restart: it serves again
+            recipe = improve / "incumbent"
+    canary = canary or 0.0
     if recipe is not None:
         from selfcorrect.models.recipe import read_recipe
 
@@ -78,7 +102,8 @@ def serve(
                          recipe_strategy=recipe is not None and from_recipe, canary=check_share("--canary", canary),
                          canary_margin=check_share("--canary-margin", canary_margin),
                          canary_flip_cap=check_share("--canary-flip-cap", canary_flip_cap), **sampling)
-    if canary and recipe is None:
+    config.improve = schedule
+    if canary and recipe is None and schedule is None:
         raise ConfigError("--canary puts a new recipe on trial, and there is no --recipe to watch", "add --recipe DIR")
     settings.store.parent.mkdir(parents=True, exist_ok=True)
     application = create_app(settings, config)  # checks the strategy and retriever before it listens

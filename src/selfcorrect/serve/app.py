@@ -36,6 +36,7 @@ from selfcorrect.memory.embed import check_retriever, load_embedder
 from selfcorrect.memory.learn import lessons_from, verdict
 from selfcorrect.models.base import Model, SamplingParams
 from selfcorrect.resources import Resources
+from selfcorrect.serve.improver import ImproveSchedule, Improver
 from selfcorrect.serve.keys import KeyRing
 from selfcorrect.serve.metrics import Metrics
 from selfcorrect.serve.protocol import ChatRequest, FeedbackRequest, chunk, completion, error
@@ -76,6 +77,7 @@ class ServeConfig:
     canary: float = 0.0  # serve/canary.py: the share of requests a new recipe answers in the shadow; 0: swap at once
     canary_margin: float = 0.02  # promoted when not worse than the incumbent by more than this (accuracy)
     canary_flip_cap: float = 0.15  # ... and at most this share of its trials turned right into wrong
+    improve: ImproveSchedule | None = None  # serve/improver.py: improve on the traffic in the background
     open_metrics: bool = False  # /metrics without a key when keys are on (a scraper inside the network)
 
 
@@ -145,10 +147,18 @@ class Server:
             self.guidelines = GuidelineBook(self.bank)
             self.examples = ExampleBank(self.settings.store, db=self.db)
             self.gate = Gate(self.settings.store, explore=self.config.memory_explore, db=self.db)
+        self.improver = None
+        if self.config.improve is not None:
+            self.config.recipe = str(self.config.improve.serving)  # where each cycle's recipe is offered
         if self.config.recipe:
             self.swaps.start()
+        if self.config.improve is not None:
+            self.improver = Improver(self, self.config.improve)
+            self.improver.start()
 
     async def close(self) -> None:
+        if self.improver is not None:
+            await self.improver.stop()
         await self.swaps.stop()
         await self.resources.__aexit__(None, None, None)
         self.completions.close()
@@ -513,7 +523,8 @@ def create_app(settings: Settings, config: ServeConfig | None = None, *, engine:
     async def health():
         recipe = server.swaps.health() if config.recipe else None
         return {"status": "ok", "model": server.model_name, "strategy": config.strategy, "memory": config.memory,
-                "uptime_s": round(time.time() - server.started, 1), "recipe": recipe}
+                "uptime_s": round(time.time() - server.started, 1), "recipe": recipe,
+                "improve": server.improver.health() if server.improver else None}
 
     @app.get("/metrics")
     async def metrics(request: Request):

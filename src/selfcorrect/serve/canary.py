@@ -68,6 +68,8 @@ class Canary:
 
     def offer(self, model, recipe, described: dict) -> None:
         """A candidate beside the incumbent (one at a time: a newer recipe replaces an undecided one)."""
+        if model.identity == self.server.model_name:
+            return  # the incumbent itself (its recipe written again)
         if self.candidate is not None:
             asyncio.ensure_future(self.server.swaps.drop(self.candidate["model"]))
         self.server.resources.adopt(model)
@@ -75,6 +77,11 @@ class Canary:
                           "namespace": f"checkpoint:{self.server.model_name}", "since": time.time()}
         log.info("candidate %s on trial against %s on %.0f%% of requests", model.identity,
                  self.server.model_name, 100 * self.share)
+        known = self.gate.arms(self.candidate["namespace"]).get(model.identity)
+        if known is not None and known.pairs:  # offered again (a restart): decided or on trial as it was
+            if known.status != "trial":
+                self._decided(known.status)
+            return
         seeded = self._seed(recipe)
         if seeded is not None and seeded.status != "trial":
             self._decided(seeded.status)
@@ -95,7 +102,10 @@ class Canary:
         if self.candidate is None or self.share == 0:
             return None
         digest = hashlib.sha256(f"canary:{completion_id}".encode()).digest()
-        return self.candidate["model"] if int.from_bytes(digest[:8], "big") / 2**64 < self.share else None
+        if int.from_bytes(digest[:8], "big") / 2**64 >= self.share:
+            return None
+        self.server.metrics.shadowed.inc()
+        return self.candidate["model"]
 
     async def shadow(self, candidate, run, arm, strategy):
         """The candidate's shadow answer to a request (`run`: the server's, on another model); its
@@ -139,6 +149,7 @@ class Canary:
                     "candidate": candidate["described"], "incumbent": self.server.model_name,
                     "evidence": self.gate.report(candidate["namespace"])["arms"][identity]}
         self.decisions.append(decision)
+        self.server.metrics.canary.labels(decision["decision"]).inc()
         self.candidate = None
         log.info("candidate %s %s: %s", identity, decision["decision"], decision["evidence"])
         if status == "admitted":

@@ -19,6 +19,11 @@ class Metrics:
         self.flips = Counter("selfcorrect_flips", "Revisions whose verified verdict changed", ["direction"], registry=r)
         self.memory_hits = Counter("selfcorrect_memory_hits", "Requests shown at least one lesson or rule", registry=r)
         self.feedback = Counter("selfcorrect_feedback", "Client feedback received", ["verdict"], registry=r)
+        self.cycles = Counter("selfcorrect_improve_cycles", "Improve cycles on the traffic, by outcome", ["status"],
+                              registry=r)
+        self.canary = Counter("selfcorrect_canary_decisions", "Candidate checkpoints promoted or rolled back",
+                              ["decision"], registry=r)
+        self.shadowed = Counter("selfcorrect_canary_shadowed", "Requests a candidate answered in the shadow", registry=r)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from selfcorrect.models.base import Model
-from selfcorrect.models.recipe import RECIPE_FILE, read_recipe
+from selfcorrect.models.recipe import RECIPE_FILE, read_recipe, write_recipe
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,12 @@ class RecipeSwaps:
 
         config = self.server.config
         self._stamp = _stamp(config.recipe)
-        self.incumbent = self._described(read_recipe(config.recipe), self.server.model_name)
+        described_by = config.recipe
+        if config.improve is not None:
+            self._stamp = None  # a cycle's recipe offered before a restart is offered again
+            described_by = Path(config.improve.folder) / "incumbent"  # the last promoted, if any
+        self.incumbent = (self._described(read_recipe(described_by), self.server.model_name)
+                          if _stamp(described_by) else {"identity": self.server.model_name, "round": None})
         if config.canary > 0:
             self.canary = Canary(self.server, config.canary, config.canary_margin, config.canary_flip_cap)
         self._watcher = asyncio.ensure_future(self._watch())
@@ -116,6 +121,9 @@ class RecipeSwaps:
             config.strategy = recipe.strategy
             config.temperature = recipe.sampling.get("temperature", config.temperature)
         self.incumbent, self.error = described, None
+        if config.improve is not None:  # what a restart serves
+            (Path(config.improve.folder) / "incumbent").mkdir(parents=True, exist_ok=True)
+            write_recipe(recipe, Path(config.improve.folder) / "incumbent")
         self.swaps.append({"at": time.time(), "from": before, "to": self.incumbent, "evidence": evidence})
         self.retiring[id(old)] = old
         await self._close_if_done(old)
