@@ -1,0 +1,290 @@
+"""Issue 36's study: a server that improves itself from its traffic (`serve --improve`).
+
+Arithmetic requests in three wordings stream to `selfcorrect serve --improve` serving `single`
+on the embedded model; a client sends feedback (its verdict and the right answer) on a share of
+them, chosen by a hash of the request's number. Nothing else about the answers reaches the
+server: the gold answers below score the served answers for this report only (an oracle
+measurement of a label-free loop). Every `--every` answered requests the server runs an improve
+cycle on its traffic in the background; a cycle's recipe goes on trial in the shadow of
+`--canary` of the requests, and is promoted only on the gate's evidence.
+
+Then the adversarial arm: a recipe whose checkpoint was trained on shuffled labels (the control
+arm of the first cycle that trained one, `--control shuffled`) is offered as the candidate, and
+more requests stream: it must be rolled back, or at least never answer a client.
+
+    .venv/bin/python docs/findings/serve_improve_study.py --requests 1200 --every 300
+writes docs/findings/serve-improve/{report.md,report.json,requests.jsonl}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import hashlib
+import json
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "src"))
+
+from selfcorrect.models.recipe import read_recipe, write_recipe  # noqa: E402
+from selfcorrect.stats import wilson  # noqa: E402
+from selfcorrect.tasks.arithmetic import Arithmetic  # noqa: E402
+from selfcorrect.verify.answers import answers_match, read_answer  # noqa: E402
+
+# the arithmetic task's own two worked examples, as turns of the conversation
+SHOTS = [{"role": "user", "content": "What is 12 + 5?"}, {"role": "assistant", "content": "12 + 5 = 17. The answer is 17."},
+         {"role": "user", "content": "What is 8 * 6?"}, {"role": "assistant", "content": "8 * 6 = 48. The answer is 48."}]
+WORDINGS = ["What is {e}?", "Compute {e}.", "How much is {e}?"]
+
+
+def requests(n: int, seed: int) -> list[dict]:
+    """n requests: n/3 questions, each in the three wordings, in a seeded order."""
+    import random
+
+    task = Arithmetic(n=(n + 2) // 3, seed=seed)
+    out = [{"question": w.format(e=item.view.question[len("What is "):-1]), "gold": item.answer, "item": item.id}
+           for item in task.items() for w in WORDINGS][:n]
+    random.Random(seed).shuffle(out)
+    return out
+
+
+def gives_feedback(k: int, share: float) -> bool:
+    return int.from_bytes(hashlib.sha256(f"feedback:{k}".encode()).digest()[:8], "big") / 2**64 < share
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--requests", type=int, default=1200)
+    ap.add_argument("--every", type=int, default=300)
+    ap.add_argument("--canary", type=float, default=0.5)
+    ap.add_argument("--feedback", type=float, default=0.2)
+    ap.add_argument("--clients", type=int, default=2)
+    ap.add_argument("--window", type=int, default=200)
+    ap.add_argument("--pause", type=float, default=0.0, help="seconds between a client's requests")
+    ap.add_argument("--adversarial", type=int, default=300, help="requests streamed with the shuffled-label candidate")
+    ap.add_argument("--improve-args", default="--chains 4 --student-samples 4 --confirmation 0.15 --control shuffled")
+    ap.add_argument("--folder", type=Path, default=ROOT / ".selfcorrect" / "serve-improve")
+    ap.add_argument("--out", type=Path, default=ROOT / "docs" / "findings" / "serve-improve")
+    ap.add_argument("--seed", type=int, default=7)
+    args = ap.parse_args()
+
+    if args.folder.exists():
+        shutil.rmtree(args.folder)  # a study starts from nothing: no traffic, no cycle
+    args.folder.mkdir(parents=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    command = [sys.executable, "-m", "selfcorrect.cli", "--store", str(args.folder / "server.sqlite"), "--threads", "1",
+               "serve", "--port", str(port), "--strategy", "single", "--improve", str(args.folder),
+               "--improve-every", str(args.every), "--canary", str(args.canary), "--improve-threads", "1",
+               f"--improve-args={args.improve_args}"]
+    log = (args.folder / "server.log").open("w")
+    server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+                              env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    started = time.time()
+    while True:
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if server.poll() is not None or time.time() - started > 600:
+            raise SystemExit(f"the server did not start: see {args.folder / 'server.log'}")
+        time.sleep(1)
+
+    health_log: list[dict] = []
+    stop = threading.Event()
+
+    def watch():
+        while not stop.is_set():
+            try:
+                h = httpx.get(f"{url}/health", timeout=10).json()
+                health_log.append({"at": time.time() - started, "model": h["model"], "improve": h["improve"],
+                                   "candidate": (h["recipe"] or {}).get("candidate")})
+            except httpx.HTTPError:
+                pass
+            stop.wait(5)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    rows: list[dict] = []
+    lock = threading.Lock()
+
+    def ask(k: int, req: dict, phase: str) -> None:
+        body = {"model": "default", "kind": "math", "messages": [*SHOTS, {"role": "user", "content": req["question"]}]}
+        t0 = time.perf_counter()
+        try:
+            reply = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=600)
+            status, data = reply.status_code, reply.json()
+        except httpx.HTTPError as e:
+            status, data = 0, {"error": str(e)}
+        seconds = time.perf_counter() - t0
+        row = {"k": k, "phase": phase, "status": status, "seconds": round(seconds, 3), **req,
+               "training": bool(health_log and health_log[-1]["improve"] and health_log[-1]["improve"]["running"])}
+        if status == 200:
+            text = data["choices"][0]["message"]["content"]
+            answer = read_answer(text).answer
+            row.update(answer=answer, correct=answer is not None and answers_match(answer, req["gold"]),
+                       checkpoint=data["selfcorrect"]["checkpoint"], id=data["id"])
+            if gives_feedback(k, args.feedback):
+                sent = httpx.post(f"{url}/v1/feedback", timeout=60, json={
+                    "completion_id": data["id"], "correct": row["correct"], "answer": req["gold"]})
+                row["feedback"] = sent.status_code
+        with lock:
+            rows.append(row)
+        if args.pause:
+            time.sleep(args.pause)
+
+    stream = requests(args.requests, args.seed)
+    with concurrent.futures.ThreadPoolExecutor(args.clients) as pool:
+        list(pool.map(lambda kr: ask(kr[0], kr[1], "stream"), enumerate(stream)))
+    # wait for a cycle still running, so that its candidate gets its trial below
+    adversarial = _adversarial_recipe(args.folder)
+    if adversarial is not None:
+        serving = args.folder / "serving"
+        serving.mkdir(parents=True, exist_ok=True)
+        write_recipe(adversarial, serving)
+        extra = requests(args.requests + args.adversarial, args.seed + 1)[: args.adversarial]
+        with concurrent.futures.ThreadPoolExecutor(args.clients) as pool:
+            list(pool.map(lambda kr: ask(args.requests + kr[0], kr[1], "adversarial"), enumerate(extra)))
+    time.sleep(6)
+    stop.set()
+    watcher.join()
+    final = httpx.get(f"{url}/health", timeout=10).json()
+    metrics = httpx.get(f"{url}/metrics", timeout=10).text
+    server.terminate()
+    server.wait(60)
+    report = summarise(rows, final, health_log, metrics, args, adversarial)
+    (args.out / "report.json").write_text(json.dumps(report, indent=2))
+    (args.out / "requests.jsonl").write_text("".join(json.dumps(r) + "\n" for r in sorted(rows, key=lambda r: r["k"])))
+    (args.out / "report.md").write_text(render(report))
+    print(render(report))
+
+
+def _adversarial_recipe(folder: Path):
+    """A recipe serving the shuffled-label control of the first cycle that trained one."""
+    for cycle in sorted((folder / "cycles").glob("*"), key=lambda p: int(p.name)):
+        report = cycle / "report.json"
+        if not report.is_file():
+            continue
+        rounds = json.loads(report.read_text())["rounds"]
+        control = next((r["control"] for r in rounds if r.get("control")), None)
+        if control is None:
+            continue
+        recipe = read_recipe(cycle)
+        from selfcorrect.models.lineage import Lineage
+
+        lineage = Lineage(folder / "improve.sqlite")
+        checkpoint = lineage.get(control["checkpoint"])
+        lineage.close()
+        from selfcorrect.models.recipe import checkpoint_identity
+
+        weights, gguf = checkpoint_identity(checkpoint)
+        return recipe.model_copy(update={"checkpoint": checkpoint, "round": 1, "weights": weights, "gguf": gguf,
+                                         "evidence": None, "task": recipe.task + " (shuffled-label control)"})
+    return None
+
+
+def _quantile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))]
+
+
+def summarise(rows, final, health_log, metrics, args, adversarial) -> dict:
+    ordered = sorted(rows, key=lambda r: r["k"])
+    stream = [r for r in ordered if r["phase"] == "stream"]
+    windows = []
+    for start in range(0, len(stream), args.window):
+        part = stream[start: start + args.window]
+        right = sum(r.get("correct", False) for r in part)
+        windows.append({"requests": f"{start + 1}-{start + len(part)}", "accuracy": right / len(part),
+                        "interval": list(wilson(right, len(part))), "checkpoints": sorted({r.get("checkpoint") for r in part} - {None})})
+    latency = {name: {"p50": _quantile([r["seconds"] for r in group], 0.5), "p99": _quantile([r["seconds"] for r in group], 0.99),
+                      "requests": len(group)}
+               for name, group in (("while a cycle ran", [r for r in ordered if r["training"]]),
+                                   ("otherwise", [r for r in ordered if not r["training"]]))}
+    adversarial_rows = [r for r in ordered if r["phase"] == "adversarial"]
+    candidate = (final.get("recipe") or {}).get("candidate") or {}
+    return {"requests": len(stream), "every": args.every, "canary": args.canary, "feedback": args.feedback,
+            "clients": args.clients, "windows": windows, "latency": latency,
+            "failed": sum(r["status"] != 200 for r in ordered), "feedback_sent": sum("feedback" in r for r in ordered),
+            "cycles": final["improve"], "cycle_state": json.loads((args.folder / "cycle.json").read_text())
+            if (args.folder / "cycle.json").is_file() else {"cycles": []},
+            "decisions": candidate.get("decisions", []), "swaps": (final.get("recipe") or {}).get("swaps"),
+            "adversarial": {"offered": adversarial is not None, "requests": len(adversarial_rows),
+                            "answered_by_it": sum(r.get("checkpoint") == (candidate.get("candidate") or {}).get("identity")
+                                                  for r in adversarial_rows) if adversarial is not None else None,
+                            "still_on_trial": candidate.get("candidate")},
+            "shadowed": _metric(metrics, "selfcorrect_canary_shadowed_total"),
+            "machine": _machine(), "command": " ".join(sys.argv), "date": time.strftime("%Y-%m-%d")}
+
+
+def _metric(text: str, name: str) -> float | None:
+    match = re.search(rf"^{name} (\S+)$", text, re.M)
+    return float(match.group(1)) if match else None
+
+
+def _machine() -> str:
+    from selfcorrect.precision import describe
+
+    machine = describe()
+    return f"{machine['cpu']} ({', '.join(machine['bf16_flags']) or 'no bf16'}), {os.cpu_count()} cores"
+
+
+def render(report: dict) -> str:
+    lines = ["# A server that improves itself from its traffic (serve --improve)", "",
+             f"{report['requests']} arithmetic requests in three wordings, `single` on the embedded model, "
+             f"{report['clients']} clients; feedback on {100 * report['feedback']:.0f}% ({report['feedback_sent']} sent); "
+             f"a cycle every {report['every']} answered requests; the canary on {100 * report['canary']:.0f}% of "
+             f"requests. Scored against gold by this script only. {report['machine']}, {report['date']}.", "",
+             f"Command: `{report['command']}`", "", "| requests | served accuracy | 95% interval | answered by |",
+             "|---|---|---|---|"]
+    for w in report["windows"]:
+        lines.append(f"| {w['requests']} | {100 * w['accuracy']:.1f}% | {100 * w['interval'][0]:.1f}–{100 * w['interval'][1]:.1f}% "
+                     f"| {', '.join(c.split(':')[-1][:12] for c in w['checkpoints'])} |")
+    lines += ["", "Latency (seconds per request):", ""]
+    for name, l in report["latency"].items():
+        if l["requests"]:
+            lines.append(f"- {name}: p50 {l['p50']:.2f}, p99 {l['p99']:.2f} ({l['requests']} requests)")
+    lines += ["", f"Failed requests: {report['failed']}. Swaps: {report['swaps']}. Requests a candidate answered in "
+              f"the shadow: {report['shadowed']}.", "", "Cycles:", ""]
+    for c in report["cycle_state"]["cycles"]:
+        lines.append(f"- cycle {c['cycle']} at {c['requests']} requests: {c['status']}"
+                     + (f", round {c.get('round')}, held out {100 * c['heldout']:.1f}% against the base's "
+                        f"{100 * c['base']:.1f}%" if c.get("heldout") is not None else "")
+                     + (f" ({c.get('seconds')} s)" if c.get("seconds") else "") + (f": {c['error']}" if c.get("error") else ""))
+    lines += ["", "Decisions:", ""]
+    for d in report["decisions"] or [{"decision": "none"}]:
+        e = d.get("evidence") or {}
+        lines.append(f"- {d['decision']}" + (f" {d['candidate'].get('identity')}: {e.get('pairs')} trials, "
+                                              f"{e.get('helped')} helped, {e.get('hurt')} hurt, not-worse e-value "
+                                              f"{e.get('not_worse')}, harm e-value {(e.get('evidence') or [None, None])[1]}"
+                                              if "candidate" in d else ""))
+    a = report["adversarial"]
+    lines += ["", f"Adversarial arm (shuffled-label control offered): offered {a['offered']}, {a['requests']} requests, "
+              f"answered by it {a['answered_by_it']}, still on trial: {bool(a['still_on_trial'])}."]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
