@@ -1,6 +1,6 @@
 """A stand-in for `selfcorrect improve` in the serve --improve tests: it writes the recipe and
 report a finished one-round run would (round 1 accepted), after a pause, and counts its calls.
-Usage: python tests/fake_improve.py OUT [--fail]"""
+Usage: python tests/fake_improve.py OUT [--fail] [--sleep SECONDS]"""
 
 import json
 import sys
@@ -10,7 +10,7 @@ from pathlib import Path
 out = Path(sys.argv[1])
 calls = out / "calls"
 calls.write_text(str(int(calls.read_text()) + 1 if calls.exists() else 1))
-time.sleep(0.3)
+time.sleep(float(sys.argv[sys.argv.index("--sleep") + 1]) if "--sleep" in sys.argv else 0.3)
 if "--fail" in sys.argv:
     print("improve failed: no train item was verified", flush=True)
     sys.exit(1)

@@ -5,9 +5,11 @@ even first numbers only, one candidate is always wrong, another always right. Th
 its store, the sandbox that runs each request's checker, and HTTP are real."""
 
 import concurrent.futures
+import contextlib
 import json
 import re
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -227,3 +229,72 @@ def test_serve_improve_runs_cycles_on_its_traffic_and_promotes_only_through_the_
         assert failed["cycle"] == (len(state) if cut else len(state) + 1) and "no train item was verified" in failed["error"]
         assert (folder / "cycles" / str(failed["cycle"]) / "calls").read_text() == ("2" if cut else "1")
         assert ask(url, 99) == "scripted:better" and (folder / "cycles" / str(failed["cycle"]) / "improve.log").is_file()
+
+
+def test_a_kill_9_in_a_cycle_loses_no_request_or_feedback_and_the_restart_resumes_it(tmp_path):
+    """`selfcorrect serve --improve` on the embedded model, killed with SIGKILL (its whole process
+    group, the cycle's child too) while a cycle runs: every answered request and every feedback
+    is in the store after, and the restarted server runs the cut cycle again from its folder."""
+    import os
+    import signal
+    import sqlite3
+    import subprocess
+    import sys
+
+    from tests.cli import EXE
+    from tests.conftest import free_port
+
+    folder, store = tmp_path / "cycle", tmp_path / "store.sqlite"
+    root = Path(__file__).parents[2]
+
+    def start(port: int) -> subprocess.Popen:
+        process = subprocess.Popen(
+            [str(EXE), "--store", str(store), "--threads", "1", "serve", "--port", str(port), "--strategy", "single",
+             "--improve", str(folder), "--improve-every", "6",
+             "--improve-command", f"{{python}} {root / 'tests' / 'fake_improve.py'} {{out}} --sleep 8"],
+            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                    return process
+            assert process.poll() is None, "the server exited"
+            time.sleep(0.2)
+        raise AssertionError("the server did not start")
+
+    port = free_port()
+    server = start(port)
+    url = f"http://127.0.0.1:{port}"
+    ids = []
+    for k in range(8):
+        reply = httpx.post(f"{url}/v1/chat/completions", timeout=120, json={
+            "model": "default", "kind": "math", "max_tokens": 16, "messages": [{"role": "user", "content": f"What is {k} + 1?"}]})
+        assert reply.status_code == 200
+        ids.append(reply.json()["id"])
+        if k % 3 == 0:
+            assert httpx.post(f"{url}/v1/feedback", json={"completion_id": ids[-1], "correct": False,
+                                                          "answer": str(k + 1)}).status_code == 200
+    deadline = time.monotonic() + 30
+    while not (folder / "cycles" / "1" / "calls").is_file():  # the cycle's child is at work
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert json.loads((folder / "cycle.json").read_text())["cycles"][-1]["status"] == "running"
+    os.killpg(server.pid, signal.SIGKILL)  # the server and the cycle it started
+    server.wait()
+
+    db = sqlite3.connect(store)
+    assert db.execute("SELECT COUNT(*), SUM(feedback IS NOT NULL) FROM completions").fetchone() == (8, 3)
+    db.close()
+    server = start(port)
+    try:
+        deadline = time.monotonic() + 60
+        while json.loads((folder / "cycle.json").read_text())["cycles"][0]["status"] == "running":
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        cycles = json.loads((folder / "cycle.json").read_text())["cycles"]
+        assert len(cycles) == 1 and cycles[0]["status"] == "offered" and cycles[0]["requests"] == 8
+        assert (folder / "cycles" / "1" / "calls").read_text() == "2"  # run again from its folder
+        assert httpx.get(f"{url}/health").json()["improve"]["cycles"] == 1
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(60)

@@ -54,6 +54,9 @@ def serve(
     improve_args: Annotated[str, typer.Option(help="more `improve` options for each cycle, e.g. "
                                                    "'--labels feedback --chains 4'")] = "",
     improve_launcher: Annotated[str, typer.Option(help="train each cycle under this launcher (improve --launcher)")] = "",
+    improve_command: Annotated[str, typer.Option(help="run each cycle as this command instead (a batch job that waits "
+                                                      "for its end), with {out} {task} {store} {python}; it must "
+                                                      "leave an improve run's recipe.json and report.json in {out}")] = "",
 ) -> None:
     """An OpenAI-compatible server whose answers are a strategy's (docs/serve.md)."""
     import uvicorn
@@ -71,7 +74,8 @@ def serve(
         if improve_every < 1 or improve_threads < 1:
             raise ConfigError("--improve-every and --improve-threads must be at least 1", "give a positive count")
         schedule = ImproveSchedule(folder=str(improve), every=improve_every, minutes=improve_minutes,
-                                   threads=improve_threads, args=improve_args, launcher=improve_launcher)
+                                   threads=improve_threads, args=improve_args, launcher=improve_launcher,
+                                   command=improve_command)
         canary = 0.2 if canary is None else canary
         if (improve / "incumbent" / "recipe.json").is_file():  # promoted before a restart: it serves again
             recipe = improve / "incumbent"

@@ -43,6 +43,7 @@ class ImproveSchedule:
     args: str = ""  # more `improve` options, e.g. "--labels feedback --chains 4"
     task: str = ""  # default: served:STORE (with the server's memory namespace)
     launcher: str = ""  # improve --launcher, for training elsewhere
+    command: str = ""  # a command run instead, with {out} {task} {store} {python} (a batch job that waits)
 
     @property
     def serving(self) -> Path:
@@ -115,6 +116,9 @@ class Improver:
     def command(self, out: Path) -> list[str]:
         s, config = self.schedule, self.server.config
         task = s.task or f"served:{self.server.settings.store}" + (f",namespace={config.memory}" if config.memory else "")
+        if s.command:
+            return shlex.split(s.command.format(out=out, task=task, store=self.folder / "improve.sqlite",
+                                                python=sys.executable))
         command = [sys.executable, "-m", "selfcorrect.cli", "--store", str(self.folder / "improve.sqlite"),
                    "--threads", str(s.threads), "improve", "--task", task, "--rounds", "1", "--out", str(out),
                    *shlex.split(s.args)]
