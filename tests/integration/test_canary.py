@@ -239,7 +239,6 @@ def test_a_kill_9_in_a_cycle_loses_no_request_or_feedback_and_the_restart_resume
     import signal
     import sqlite3
     import subprocess
-    import sys
 
     from tests.cli import EXE
     from tests.conftest import free_port
