@@ -43,9 +43,10 @@ from selfcorrect.stats import wilson  # noqa: E402
 from selfcorrect.tasks.arithmetic import Arithmetic  # noqa: E402
 from selfcorrect.verify.answers import answers_match, read_answer  # noqa: E402
 
-# the arithmetic task's own two worked examples, as turns of the conversation
-SHOTS = [{"role": "user", "content": "What is 12 + 5?"}, {"role": "assistant", "content": "12 + 5 = 17. The answer is 17."},
-         {"role": "user", "content": "What is 8 * 6?"}, {"role": "assistant", "content": "8 * 6 = 48. The answer is 48."}]
+# the arithmetic task's own two worked examples, in a system message: a request is one user turn
+# (a run on traffic leaves out requests with earlier assistant turns: tasks/served.py)
+SHOTS = [{"role": "system", "content": "Answer in one line, like this.\nQ: What is 12 + 5?\nA: 12 + 5 = 17. The answer "
+                                       "is 17.\nQ: What is 8 * 6?\nA: 8 * 6 = 48. The answer is 48."}]
 WORDINGS = ["What is {e}?", "Compute {e}.", "How much is {e}?"]
 
 

@@ -56,6 +56,9 @@ def store(tmp_path):
         (request("What is 3 * 3?", "9"), None),  # nothing: a run's check labels it
         (request("Is 7 prime?", "yes", checker="def check(a):\n    return a.strip().lower() == 'yes'"), None),
         (request("Say hi", None, kind="chat"), None),
+        ({**request("What is 2 + 2?", "4"), "messages": [  # a few-shot conversation: left out, counted
+            {"role": "user", "content": "What is 1 + 1?"}, {"role": "assistant", "content": "The answer is 2."},
+            {"role": "user", "content": "What is 2 + 2?"}]}, None),
     ])
 
 
@@ -68,7 +71,7 @@ def test_traffic_items_carry_their_references_and_no_gold(store):
         ("9", "feedback"), ("9", "feedback"), (None, None), (None, None), (None, "checker")]
     assert items["What is 12 + 5?"].meta["feedback"] == {"right": 2, "wrong": 0}
     assert items["What is 48 - 39?"].meta["family"] == items["Subtract 39 from 48."].meta["family"]
-    assert task.skipped["chat"] == 1
+    assert task.skipped["chat"] == 1 and task.skipped["conversations"] == 1
     assert set(task.referenced()) == {items[q].id for q in ("What is 48 - 39?", "Subtract 39 from 48.", "Is 7 prime?")}
     task.adopt({items["What is 3 * 3?"].id: "9", items["What is 48 - 39?"].id: "1"})  # never over a client's
     assert task.reference(items["What is 3 * 3?"]) == ("9", "check")

@@ -2,8 +2,10 @@
 completions, with what each request carried (kind, visible tests, checker) and the feedback
 its clients sent. There is no gold:
 
-- an item is a question (the same words, in case and white space aside, asked again are one
-  item); its `family` holds every wording of the same numbers (math) or the same question
+- an item is a question: a request of one user turn (beside system messages; a request that
+  holds earlier assistant turns is left out, counted in `skipped`, since a run cannot yet tell
+  them from a strategy's revision turns); the same words (case and white space aside) asked
+  again are one item; its `family` holds every wording of the same numbers (math) or the same question
   (code), and a run's split puts a family on one side (train/data.py `split_by_prompt`), so a
   reworded question never lands on both sides;
 - its reference, what `grade` scores against, is the strongest there is: the clients' feedback
@@ -78,9 +80,14 @@ class Served(Task):
         by_question: dict[str, list[tuple[dict, dict | None]]] = {}
         for payload, feedback in rows:
             by_question.setdefault(" ".join(payload["question"].lower().split()), []).append((payload, feedback))
-        self.skipped["untestable"] = 0
+        self.skipped.update(untestable=0, conversations=0)
         items = []
         for question, asked in by_question.items():
+            if any(m["role"] == "assistant" for m in asked[0][0]["messages"]):
+                # earlier turns (a few-shot conversation, a chat's history): a run cannot yet tell them
+                # from a strategy's own revision turns, which its data and split cut off
+                self.skipped["conversations"] += len(asked)
+                continue
             first = asked[0][0]
             tests = tuple(dict.fromkeys(t for p, _ in asked for t in p.get("tests") or ()))
             checker = next((p["checker"] for p, _ in asked if p.get("checker")), "")
