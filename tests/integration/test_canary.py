@@ -173,7 +173,7 @@ def test_serve_improve_runs_cycles_on_its_traffic_and_promotes_only_through_the_
     from selfcorrect.serve.improver import ImproveSchedule, Improver
 
     fail = {"on": False}
-    monkeypatch.setattr(Improver, "command", lambda self, out: [sys.executable, "tests/fake_improve.py", str(out)]
+    monkeypatch.setattr(Improver, "command", lambda self, out, requests: [sys.executable, "tests/fake_improve.py", str(out)]
                         + (["--fail"] if fail["on"] else []))
     folder = tmp_path / "cycle"
     settings = load_settings(store=tmp_path / "store.sqlite", sandbox_workers=2)
@@ -297,3 +297,17 @@ def test_a_kill_9_in_a_cycle_loses_no_request_or_feedback_and_the_restart_resume
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(60)
+
+
+def test_a_cycle_improves_on_all_the_traffic_it_began_with_and_no_more(tmp_path):
+    """improve's default --limit (400 items) would keep a cycle to the oldest questions, and a
+    resumed cycle would find more traffic than it began with: the command fixes both."""
+    from types import SimpleNamespace
+
+    from selfcorrect.serve.improver import ImproveSchedule, Improver
+
+    server = SimpleNamespace(settings=SimpleNamespace(store=tmp_path / "s.sqlite"), config=SimpleNamespace(memory="help"))
+    improver = Improver(server, ImproveSchedule(folder=str(tmp_path / "c"), args="--labels feedback"))
+    command = improver.command(tmp_path / "c" / "cycles" / "3", 900)
+    assert command[command.index("--task") + 1] == f"served:{tmp_path / 's.sqlite'},until=900,namespace=help"
+    assert command[command.index("--limit") + 1] == "900" and command[-2:] == ["--labels", "feedback"]

@@ -110,6 +110,7 @@ def test_a_namespace_reads_only_its_own_traffic(tmp_path):
                                               (request("What is 2 + 2?", "4", namespace="b"), None)])
     assert [i.view.question for i in parse_task(f"served:{store},namespace=b").items()] == ["What is 2 + 2?"]
     assert len(parse_task(f"served:{store}").items()) == 2
+    assert [i.view.question for i in parse_task(f"served:{store},until=1").items()] == ["What is 1 + 1?"]  # the first
 
 
 def test_a_store_that_is_missing_or_not_a_server_s_is_named(tmp_path):

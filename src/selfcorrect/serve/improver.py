@@ -113,15 +113,18 @@ class Improver:
             except Exception as e:  # a failed cycle is reported; serving goes on, and so do later cycles
                 log.exception("improve cycle failed: %s", e)
 
-    def command(self, out: Path) -> list[str]:
+    def command(self, out: Path, requests: int) -> list[str]:
+        """The cycle's command: `improve` on every question of the first `requests` answered, the
+        same traffic when it resumes."""
         s, config = self.schedule, self.server.config
-        task = s.task or f"served:{self.server.settings.store}" + (f",namespace={config.memory}" if config.memory else "")
+        task = s.task or (f"served:{self.server.settings.store},until={requests}"
+                          + (f",namespace={config.memory}" if config.memory else ""))
         if s.command:
             return shlex.split(s.command.format(out=out, task=task, store=self.folder / "improve.sqlite",
                                                 python=sys.executable))
         command = [sys.executable, "-m", "selfcorrect.cli", "--store", str(self.folder / "improve.sqlite"),
                    "--threads", str(s.threads), "improve", "--task", task, "--rounds", "1", "--out", str(out),
-                   *shlex.split(s.args)]
+                   "--limit", str(max(requests, 2)), *shlex.split(s.args)]
         if s.launcher:
             command += ["--launcher", s.launcher]
         return command
@@ -135,7 +138,7 @@ class Improver:
         log.info("improve cycle %s on %s answered requests: %s", cycle["cycle"], cycle["requests"], out)
         with (out / "improve.log").open("ab") as output:
             self.running = await asyncio.create_subprocess_exec(
-                *self.command(out), stdout=output, stderr=asyncio.subprocess.STDOUT, env=env,
+                *self.command(out, cycle["requests"]), stdout=output, stderr=asyncio.subprocess.STDOUT, env=env,
                 preexec_fn=(lambda: os.nice(self.schedule.nice)) if self.schedule.nice else None)
             code = await self.running.wait()
         self.running = None

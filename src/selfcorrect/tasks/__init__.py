@@ -54,10 +54,10 @@ def _jsonl(path: str = "", visible: int = 1, tolerance: float = 0.0, max_chars: 
 
 
 @TASKS.register("served", about="math or code: the traffic a server answered (served:STORE, its --store), no gold")
-def _served(store: str = "", namespace: str | None = None, kind: str | None = None) -> Task:
+def _served(store: str = "", namespace: str | None = None, kind: str | None = None, until: int = 0) -> Task:
     from selfcorrect.tasks.served import Served
 
-    return Served(store, namespace=namespace, kind=kind)
+    return Served(store, namespace=namespace, kind=kind, until=until or None)  # until: the first requests only
 
 
 def parse_task(spec: str, data: str | Path | None = None) -> Task:

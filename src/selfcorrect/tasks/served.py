@@ -56,12 +56,13 @@ class Served(Task):
 
     template = "{question}"  # the client's own conversation, as it was sent
 
-    def __init__(self, store: str | Path, namespace: str | None = None, kind: str | None = None):
+    def __init__(self, store: str | Path, namespace: str | None = None, kind: str | None = None,
+                 until: int | None = None):
         self.store = Path(store)
         if not self.store.is_file():
             raise ConfigError(f"served:{store}: no such store file",
                               "give the path of a server's --store (e.g. served:.selfcorrect/store.sqlite)")
-        rows = _completions(self.store, namespace)
+        rows = _completions(self.store, namespace)[:until]  # until: the first requests only (a cycle's)
         kinds = Counter(p["kind"] for p, _ in rows)
         self.skipped = {"chat": kinds.pop("chat", 0)}
         if kind is None:
