@@ -26,7 +26,6 @@ import os
 import re
 import shutil
 import socket
-import statistics
 import subprocess
 import sys
 import threading
@@ -80,6 +79,8 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=2)
     ap.add_argument("--window", type=int, default=200)
     ap.add_argument("--pause", type=float, default=0.0, help="seconds between a client's requests")
+    ap.add_argument("--after", type=int, default=600, help="requests streamed after the stream while a cycle runs "
+                                                           "or a candidate is on trial, at most")
     ap.add_argument("--adversarial", type=int, default=300, help="requests streamed with the shuffled-label candidate")
     ap.add_argument("--improve-args", default="--chains 4 --student-samples 4 --confirmation 0.15 --control shuffled")
     ap.add_argument("--folder", type=Path, default=ROOT / ".selfcorrect" / "serve-improve")
@@ -154,18 +155,23 @@ def main() -> None:
         if args.pause:
             time.sleep(args.pause)
 
-    stream = requests(args.requests, args.seed)
+    stream = requests(args.requests + args.after + args.adversarial, args.seed)
     with concurrent.futures.ThreadPoolExecutor(args.clients) as pool:
-        list(pool.map(lambda kr: ask(kr[0], kr[1], "stream"), enumerate(stream)))
-    # wait for a cycle still running, so that its candidate gets its trial below
+        list(pool.map(lambda kr: ask(kr[0], kr[1], "stream"), enumerate(stream[: args.requests])))
+    # the stream goes on ("after") while a cycle runs or its candidate is on trial, up to --after more
+    k = args.requests
+    with concurrent.futures.ThreadPoolExecutor(args.clients) as pool:
+        while k < args.requests + args.after and _busy(url):
+            list(pool.map(lambda j: ask(j, stream[j], "after"), range(k, k + 2 * args.clients)))
+            k += 2 * args.clients
     adversarial = _adversarial_recipe(args.folder)
     if adversarial is not None:
         serving = args.folder / "serving"
         serving.mkdir(parents=True, exist_ok=True)
         write_recipe(adversarial, serving)
-        extra = requests(args.requests + args.adversarial, args.seed + 1)[: args.adversarial]
+        extra = stream[k: k + args.adversarial]
         with concurrent.futures.ThreadPoolExecutor(args.clients) as pool:
-            list(pool.map(lambda kr: ask(args.requests + kr[0], kr[1], "adversarial"), enumerate(extra)))
+            list(pool.map(lambda kr: ask(k + kr[0], kr[1], "adversarial"), enumerate(extra)))
     time.sleep(6)
     stop.set()
     watcher.join()
@@ -178,6 +184,12 @@ def main() -> None:
     (args.out / "requests.jsonl").write_text("".join(json.dumps(r) + "\n" for r in sorted(rows, key=lambda r: r["k"])))
     (args.out / "report.md").write_text(render(report))
     print(render(report))
+
+
+def _busy(url: str) -> bool:
+    """A cycle running, or a candidate on trial."""
+    h = httpx.get(f"{url}/health", timeout=10).json()
+    return bool(h["improve"]["running"] or ((h["recipe"] or {}).get("candidate") or {}).get("candidate"))
 
 
 def _adversarial_recipe(folder: Path):
@@ -213,7 +225,7 @@ def _quantile(values: list[float], q: float) -> float | None:
 
 def summarise(rows, final, health_log, metrics, args, adversarial) -> dict:
     ordered = sorted(rows, key=lambda r: r["k"])
-    stream = [r for r in ordered if r["phase"] == "stream"]
+    stream = [r for r in ordered if r["phase"] in ("stream", "after")]
     windows = []
     for start in range(0, len(stream), args.window):
         part = stream[start: start + args.window]
@@ -226,7 +238,7 @@ def summarise(rows, final, health_log, metrics, args, adversarial) -> dict:
                                    ("otherwise", [r for r in ordered if not r["training"]]))}
     adversarial_rows = [r for r in ordered if r["phase"] == "adversarial"]
     candidate = (final.get("recipe") or {}).get("candidate") or {}
-    return {"requests": len(stream), "every": args.every, "canary": args.canary, "feedback": args.feedback,
+    return {"requests": len(stream), "after": sum(r["phase"] == "after" for r in ordered), "every": args.every, "canary": args.canary, "feedback": args.feedback,
             "clients": args.clients, "windows": windows, "latency": latency,
             "failed": sum(r["status"] != 200 for r in ordered), "feedback_sent": sum("feedback" in r for r in ordered),
             "cycles": final["improve"], "cycle_state": json.loads((args.folder / "cycle.json").read_text())
@@ -254,7 +266,8 @@ def _machine() -> str:
 
 def render(report: dict) -> str:
     lines = ["# A server that improves itself from its traffic (serve --improve)", "",
-             f"{report['requests']} arithmetic requests in three wordings, `single` on the embedded model, "
+             f"{report['requests']} arithmetic requests in three wordings ({report['after']} of them after the first "
+             f"{report['requests'] - report['after']}, while a cycle ran or a candidate was on trial), `single` on the embedded model, "
              f"{report['clients']} clients; feedback on {100 * report['feedback']:.0f}% ({report['feedback_sent']} sent); "
              f"a cycle every {report['every']} answered requests; the canary on {100 * report['canary']:.0f}% of "
              f"requests. Scored against gold by this script only. {report['machine']}, {report['date']}.", "",
