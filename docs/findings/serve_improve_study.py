@@ -13,13 +13,15 @@ arm of the first cycle that trained one, `--control shuffled`) is offered as the
 more requests stream: it must be rolled back, or at least never answer a client.
 
     .venv/bin/python docs/findings/serve_improve_study.py --requests 1200 --every 300
-writes docs/findings/serve-improve/{report.md,report.json,requests.jsonl}.
+writes docs/findings/serve-improve/{report.md,report.json,requests.jsonl.gz} (the cycles' own reports
+stay in --folder; the committed study copied cycle 1's and cycle.json beside them).
 """
 
 from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import gzip
 import hashlib
 import json
 import os
@@ -181,7 +183,8 @@ def main() -> None:
     server.wait(60)
     report = summarise(rows, final, health_log, metrics, args, adversarial)
     (args.out / "report.json").write_text(json.dumps(report, indent=2))
-    (args.out / "requests.jsonl").write_text("".join(json.dumps(r) + "\n" for r in sorted(rows, key=lambda r: r["k"])))
+    with gzip.open(args.out / "requests.jsonl.gz", "wt") as f:  # every request: its answer, latency, checkpoint
+        f.writelines(json.dumps(r) + "\n" for r in sorted(rows, key=lambda r: r["k"]))
     (args.out / "report.md").write_text(render(report))
     print(render(report))
 
