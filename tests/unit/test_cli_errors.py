@@ -219,6 +219,10 @@ def test_an_eval_against_a_server_that_is_down_ends_in_one_error_with_the_resume
     (["--api-keys", "/no/such/keys.txt"], ["keys file not found: /no/such/keys.txt", "serve-key"]),
     (["--strategy", "self-refien"], ["unknown strategy 'self-refien'", "did you mean 'self-refine'"]),
     (["--retriever", "magic"], ["unknown retriever 'magic'"]),
+    (["--canary", "0.2"], ["--canary puts a new recipe on trial", "--recipe DIR"]),
+    (["--canary", "1.5", "--improve", "cycle"], ["--canary 1.5 is out of range"]),
+    (["--improve", "cycle", "--recipe", "elsewhere"], ["--improve serves its own recipes", "drop --recipe"]),
+    (["--improve", "cycle", "--improve-every", "0"], ["--improve-every and --improve-threads must be at least 1"]),
 ])
 def test_bad_serve_options_are_refused_before_it_listens(tmp_path, args, phrases):
     done = selfcorrect("serve", *args, cwd=tmp_path, timeout=60)
