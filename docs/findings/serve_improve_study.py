@@ -84,6 +84,10 @@ def main() -> None:
     ap.add_argument("--after", type=int, default=600, help="requests streamed after the stream while a cycle runs "
                                                            "or a candidate is on trial, at most")
     ap.add_argument("--adversarial", type=int, default=300, help="requests streamed with the shuffled-label candidate")
+    ap.add_argument("--adversarial-feedback", type=float, default=None,
+                    help="the feedback share in the adversarial arm (default: --feedback)")
+    ap.add_argument("--control-from", type=Path, default=None,
+                    help="the folder of an earlier run whose first control is the adversarial candidate (default: --folder)")
     ap.add_argument("--improve-args", default="--chains 4 --student-samples 4 --confirmation 0.15 --control shuffled")
     ap.add_argument("--folder", type=Path, default=ROOT / ".selfcorrect" / "serve-improve")
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "findings" / "serve-improve")
@@ -148,7 +152,8 @@ def main() -> None:
             answer = read_answer(text).answer
             row.update(answer=answer, correct=answer is not None and answers_match(answer, req["gold"]),
                        checkpoint=data["selfcorrect"]["checkpoint"], id=data["id"])
-            if gives_feedback(k, args.feedback):
+            share = args.adversarial_feedback if phase == "adversarial" and args.adversarial_feedback is not None else args.feedback
+            if gives_feedback(k, share):
                 sent = httpx.post(f"{url}/v1/feedback", timeout=60, json={
                     "completion_id": data["id"], "correct": row["correct"], "answer": req["gold"]})
                 row["feedback"] = sent.status_code
@@ -166,7 +171,7 @@ def main() -> None:
         while k < args.requests + args.after and _busy(url):
             list(pool.map(lambda j: ask(j, stream[j], "after"), range(k, k + 2 * args.clients)))
             k += 2 * args.clients
-    adversarial = _adversarial_recipe(args.folder)
+    adversarial = _adversarial_recipe(args.control_from or args.folder)
     if adversarial is not None:
         serving = args.folder / "serving"
         serving.mkdir(parents=True, exist_ok=True)
@@ -248,6 +253,9 @@ def summarise(rows, final, health_log, metrics, args, adversarial) -> dict:
             if (args.folder / "cycle.json").is_file() else {"cycles": []},
             "decisions": candidate.get("decisions", []), "swaps": (final.get("recipe") or {}).get("swaps"),
             "adversarial": {"offered": adversarial is not None, "requests": len(adversarial_rows),
+                            "feedback": args.adversarial_feedback if args.adversarial_feedback is not None else args.feedback,
+                            "trials": (candidate.get("decisions") or [{}])[-1].get("evidence", {}).get("pairs")
+                            if candidate.get("decisions") else None,
                             "answered_by_it": sum(r.get("checkpoint") == (candidate.get("candidate") or {}).get("identity")
                                                   for r in adversarial_rows) if adversarial is not None else None,
                             "still_on_trial": candidate.get("candidate")},
@@ -298,7 +306,8 @@ def render(report: dict) -> str:
                                               f"{e.get('not_worse')}, harm e-value {(e.get('evidence') or [None, None])[1]}"
                                               if "candidate" in d else ""))
     a = report["adversarial"]
-    lines += ["", f"Adversarial arm (shuffled-label control offered): offered {a['offered']}, {a['requests']} requests, "
+    lines += ["", f"Adversarial arm (shuffled-label control offered, feedback on {100 * a['feedback']:.0f}% of its "
+              f"requests): offered {a['offered']}, {a['requests']} requests, "
               f"answered by it {a['answered_by_it']}, still on trial: {bool(a['still_on_trial'])}."]
     return "\n".join(lines) + "\n"
 
