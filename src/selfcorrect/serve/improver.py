@@ -97,11 +97,11 @@ class Improver:
 
     async def _loop(self) -> None:
         cycles = self.state["cycles"]
-        if cycles and cycles[-1]["status"] == "running":  # killed mid-cycle: improve resumes its folder
-            await self._run(cycles[-1])
         while True:
-            await asyncio.sleep(1.0)
             try:
+                if cycles and cycles[-1]["status"] == "running":  # cut short (a kill): improve resumes its folder
+                    await self._run(cycles[-1])
+                await asyncio.sleep(1.0)
                 answered = await asyncio.to_thread(self.answered)
                 if self.due(answered):
                     cycle = {"cycle": len(cycles) + 1, "requests": answered, "started": time.time(), "status": "running"}
@@ -112,6 +112,10 @@ class Improver:
                 raise
             except Exception as e:  # a failed cycle is reported; serving goes on, and so do later cycles
                 log.exception("improve cycle failed: %s", e)
+                if cycles and cycles[-1]["status"] == "running":
+                    cycles[-1].update(status="failed", error=f"{type(e).__name__}: {e}")
+                    self._save()
+                await asyncio.sleep(1.0)
 
     def command(self, out: Path, requests: int) -> list[str]:
         """The cycle's command: `improve` on every question of the first `requests` answered, the
