@@ -211,6 +211,8 @@ def test_serve_improve_runs_cycles_on_its_traffic_and_promotes_only_through_the_
         assert re.search(r'selfcorrect_improve_cycles_total\{status="offered"\} [1-9]', metrics)  # a 2nd may be done
         assert 'selfcorrect_canary_decisions_total{decision="promoted"} 1.0' in metrics
     assert (folder / "incumbent" / "recipe.json").is_file()  # what a restart serves (the CLI loads it)
+    report = (folder / "report.md").read_text()  # for people: the cycles and the decisions
+    assert "| 1 | " in report and "offered" in report and "- promoted scripted:better (round 1)" in report
     state = json.loads((folder / "cycle.json").read_text())["cycles"]
     assert state[0]["status"] == "offered"
 

@@ -150,6 +150,8 @@ class Canary:
                     "evidence": self.gate.report(candidate["namespace"])["arms"][identity]}
         self.decisions.append(decision)
         self.server.metrics.canary.labels(decision["decision"]).inc()
+        if getattr(self.server, "improver", None) is not None:
+            self.server.improver.decided(decision)
         self.candidate = None
         log.info("candidate %s %s: %s", identity, decision["decision"], decision["evidence"])
         if status == "admitted":

@@ -170,9 +170,35 @@ class Improver:
             log.info("cycle %s offers round %s (%.1f%% held out, the base %.1f%%)", cycle["cycle"], recipe.round,
                      100 * served.accuracy, 100 * recipe.base_best.accuracy)
 
+    def decided(self, decision: dict) -> None:
+        """A canary decision, kept with the cycles (and in the report)."""
+        self.state.setdefault("decisions", []).append(
+            {k: decision[k] for k in ("at", "decision", "incumbent")} | {
+                "candidate": decision["candidate"].get("identity"), "round": decision["candidate"].get("round"),
+                "evidence": {k: decision["evidence"].get(k) for k in ("pairs", "helped", "hurt", "not_worse", "evidence")}})
+        self._save()
+
     def _save(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
-        tmp = self.state_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.state, indent=2))
-        tmp.replace(self.state_path)  # whole or not at all
+        for path, text in ((self.state_path, json.dumps(self.state, indent=2)), (self.folder / "report.md", self.render())):
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(text)
+            tmp.replace(path)  # whole or not at all
+
+    def render(self) -> str:
+        """DIR/report.md: the cycles and the canary's decisions, for people."""
+        lines = ["# serve --improve", "", f"A cycle every {self.schedule.every} answered requests"
+                 + (f" or {self.schedule.minutes:g} minutes" if self.schedule.minutes else "") + ".", "",
+                 "| cycle | on requests | outcome | round | held out (served / base) | seconds |", "|---|---|---|---|---|---|"]
+        for c in self.state["cycles"]:
+            measured = (f"{100 * c['heldout']:.1f}% / {100 * c['base']:.1f}%" if c.get("heldout") is not None else "—")
+            lines.append(f"| {c['cycle']} | {c['requests']} | {c['status']}{': ' + c['error'] if c.get('error') else ''} "
+                         f"| {c.get('round', '—')} | {measured} | {c.get('seconds', '—')} |")
+        lines += ["", "Canary decisions (the candidate against the model serving):", ""]
+        for d in self.state.get("decisions", []) or [{"decision": "none yet"}]:
+            e = d.get("evidence") or {}
+            lines.append(f"- {d['decision']}" + (f" {d['candidate']} (round {d['round']}): {e.get('pairs')} trials, "
+                                                 f"{e.get('helped')} helped, {e.get('hurt')} hurt; not-worse e-value "
+                                                 f"{e.get('not_worse')}" if "candidate" in d else ""))
+        return "\n".join(lines) + "\n"
 
