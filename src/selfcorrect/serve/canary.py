@@ -33,8 +33,8 @@ import time
 
 from selfcorrect.memory.gate import Gate
 from selfcorrect.sandbox import Sandbox
-from selfcorrect.strategies.session import visible_cases
 from selfcorrect.tasks.items import ItemView
+from selfcorrect.tasks.served import run_request_check
 
 log = logging.getLogger(__name__)
 
@@ -46,11 +46,7 @@ async def checked(sandbox: Sandbox | None, view: ItemView, kind: str, answer: st
         return None
     if answer is None:
         return False
-    if kind == "code":
-        run = await sandbox.arun(answer, visible_cases(view.visible_tests))
-    else:
-        run = await sandbox.arun(view.checker, visible_cases([f"assert check({answer!r})"]))
-    return run.passed
+    return (await run_request_check(sandbox, kind, answer, view.visible_tests, view.checker)).passed
 
 
 class Canary:

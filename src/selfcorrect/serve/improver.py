@@ -59,6 +59,7 @@ class Improver:
         self.running: asyncio.subprocess.Process | None = None
         self._task: asyncio.Task | None = None
         self._last_started = time.time()
+        self._answered = 0  # as the loop last counted (each second): /health does not query the store
 
     def start(self) -> None:
         self._task = asyncio.ensure_future(self._loop())
@@ -77,7 +78,7 @@ class Improver:
         cycles = self.state["cycles"]
         return {"folder": str(self.folder), "every": self.schedule.every, "minutes": self.schedule.minutes,
                 "cycles": len(cycles), "running": bool(cycles and cycles[-1]["status"] == "running"),
-                "last": cycles[-1] if cycles else None, "answered": self.answered()}
+                "last": cycles[-1] if cycles else None, "answered": self._answered}
 
     def answered(self) -> int:
         """Requests the server's store holds answers to."""
@@ -102,7 +103,7 @@ class Improver:
                 if cycles and cycles[-1]["status"] == "running":  # cut short (a kill): improve resumes its folder
                     await self._run(cycles[-1])
                 await asyncio.sleep(1.0)
-                answered = await asyncio.to_thread(self.answered)
+                answered = self._answered = await asyncio.to_thread(self.answered)
                 if self.due(answered):
                     cycle = {"cycle": len(cycles) + 1, "requests": answered, "started": time.time(), "status": "running"}
                     cycles.append(cycle)

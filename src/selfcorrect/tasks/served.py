@@ -31,7 +31,7 @@ from hashlib import sha256
 from pathlib import Path
 
 from selfcorrect.errors import ConfigError
-from selfcorrect.sandbox import Sandbox
+from selfcorrect.sandbox import Sandbox, TestCase
 from selfcorrect.tasks.base import Check, Task
 from selfcorrect.tasks.items import Item, ItemView
 from selfcorrect.verify.answers import NO_ANSWER, answers_match, vote_key
@@ -139,25 +139,23 @@ class Served(Task):
         if answer is None:
             failure = failure or NO_ANSWER
             return Check(False, True, None, expected, f"no answer in the reply ({failure})", failure=failure)
-        if source == "tests":
-            return await _run_tests(item, answer, sandbox)
-        if source == "checker":
+        if source in ("tests", "checker"):
             if sandbox is None:
                 raise ConfigError(f"checking {self.name} needs a sandbox", "pass one to Task.check")
-            run = await sandbox.arun(item.view.checker, [f"assert check({answer!r})"])
-            return Check(run.passed, False, answer, "the request's checker", f"the checker said {run.passed}", run)
+            run = await run_request_check(sandbox, self.kind, answer, item.tests, item.view.checker)
+            return Check(run.passed, False, answer, f"the request's {source}", f"{run.n_passed} of the request's "
+                         f"{source} passed" if source == "tests" else f"the checker said {run.passed}", run)
         return Check(answers_match(answer, expected), False, answer, expected,
                      f"answer {answer}; {source} says {expected}")
 
 
-async def _run_tests(item: Item, program: str, sandbox: Sandbox | None) -> Check:
-    from selfcorrect.sandbox import TestCase
-
-    if sandbox is None:
-        raise ConfigError("checking served code needs a sandbox", "pass one to Task.check")
-    run = await sandbox.arun(program, [TestCase(f"visible {i + 1}", t) for i, t in enumerate(item.tests)])
-    return Check(run.passed, False, program, f"{len(item.tests)} tests the request carried",
-                 f"{run.n_passed} of {len(item.tests)} of the request's tests passed", run)
+async def run_request_check(sandbox: Sandbox, kind: str, answer: str, tests, checker: str):
+    """The check a request carried, run on an answer: its tests on a program (code), or its
+    checker's `check(answer)` (math, chat). Served traffic is scored by it, and so is a canary's
+    shadow answer (serve/canary.py)."""
+    if kind == "code":
+        return await sandbox.arun(answer, [TestCase(f"test {i + 1}", t) for i, t in enumerate(tests)])
+    return await sandbox.arun(checker, [f"assert check({answer!r})"])
 
 
 def _from_feedback(asked: list[tuple[dict, dict | None]]) -> tuple[str | None, dict]:
