@@ -88,11 +88,26 @@ def main() -> None:
                     help="the feedback share in the adversarial arm (default: --feedback)")
     ap.add_argument("--control-from", type=Path, default=None,
                     help="the folder of an earlier run whose first control is the adversarial candidate (default: --folder)")
+    ap.add_argument("--burst", type=int, default=0, help="the first this many requests are sent without --pause")
+    ap.add_argument("--adversary-epochs", type=float, default=None,
+                    help="train the adversarial candidate again: the first cycle's round-1 examples with their replies "
+                         "shuffled, this many epochs (default: the cycle's own --control shuffled arm)")
+    ap.add_argument("--adversary-learning-rate", type=float, default=2e-4)
+    ap.add_argument("--improve-threads", type=int, default=1)
     ap.add_argument("--improve-args", default="--chains 4 --student-samples 4 --confirmation 0.15 --control shuffled")
     ap.add_argument("--folder", type=Path, default=ROOT / ".selfcorrect" / "serve-improve")
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "findings" / "serve-improve")
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--rescore", action="store_true", help="only write --out's report again from its report.json, "
+                                                          "its requests and --folder's store (after a change to the report)")
     args = ap.parse_args()
+    if args.rescore:
+        report = json.loads((args.out / "report.json").read_text())
+        with gzip.open(args.out / "requests.jsonl.gz", "rt") as f:
+            report["shadow_scores"] = shadow_scores(args.folder / "server.sqlite", [json.loads(line) for line in f])
+        (args.out / "report.json").write_text(json.dumps(report, indent=2))
+        (args.out / "report.md").write_text(render(report))
+        return
 
     if args.folder.exists():
         shutil.rmtree(args.folder)  # a study starts from nothing: no traffic, no cycle
@@ -102,7 +117,7 @@ def main() -> None:
     url = f"http://127.0.0.1:{port}"
     command = [sys.executable, "-m", "selfcorrect.cli", "--store", str(args.folder / "server.sqlite"), "--threads", "1",
                "serve", "--port", str(port), "--strategy", "single", "--improve", str(args.folder),
-               "--improve-every", str(args.every), "--canary", str(args.canary), "--improve-threads", "1",
+               "--improve-every", str(args.every), "--canary", str(args.canary), "--improve-threads", str(args.improve_threads),
                f"--improve-args={args.improve_args}"]
     log = (args.folder / "server.log").open("w")
     server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
@@ -159,7 +174,7 @@ def main() -> None:
                 row["feedback"] = sent.status_code
         with lock:
             rows.append(row)
-        if args.pause:
+        if args.pause and k >= args.burst:
             time.sleep(args.pause)
 
     stream = requests(args.requests + args.after + args.adversarial, args.seed)
@@ -171,7 +186,8 @@ def main() -> None:
         while k < args.requests + args.after and _busy(url):
             list(pool.map(lambda j: ask(j, stream[j], "after"), range(k, k + 2 * args.clients)))
             k += 2 * args.clients
-    adversarial = _adversarial_recipe(args.control_from or args.folder)
+    adversarial = (_adversary(args.control_from or args.folder, args.adversary_epochs, args.adversary_learning_rate)
+                   if args.adversary_epochs else _adversarial_recipe(args.control_from or args.folder))
     if adversarial is not None:
         serving = args.folder / "serving"
         serving.mkdir(parents=True, exist_ok=True)
@@ -224,6 +240,40 @@ def _adversarial_recipe(folder: Path):
     return None
 
 
+def _adversary(folder: Path, epochs: float, learning_rate: float):
+    """A recipe serving a checkpoint trained here, `epochs` epochs on the first trained cycle's
+    round-1 examples with their replies shuffled across items (train/data.shuffled_labels: the
+    control's data, trained harder than its one epoch, to a model that has learned wrong answers)."""
+    from selfcorrect.models.lineage import Lineage
+    from selfcorrect.models.recipe import checkpoint_identity
+    from selfcorrect.train.cycle import register_round
+    from selfcorrect.train.data import read_jsonl, shuffled_labels
+    from selfcorrect.train.sft import SFTSettings, fit
+    from selfcorrect.train.to_gguf import write_checkpoint_gguf
+
+    cycle = next((c for c in sorted((folder / "cycles").glob("*"), key=lambda p: int(p.name))
+                  if (c / "round-1" / "data.jsonl").is_file()), None)
+    if cycle is None:
+        return None
+    lineage = Lineage(folder / "improve.sqlite")
+    try:
+        real = lineage.get(f"{cycle.name}/round-1")
+        shuffled, _ = shuffled_labels(read_jsonl(cycle / "round-1" / "data.jsonl"), seed=0)
+        out = folder / "adversary"
+        print(f"training the adversary: {len(shuffled)} shuffled examples, {epochs:g} epochs", flush=True)
+        metrics = fit(Path(real.path), shuffled, out / "round-1",
+                      SFTSettings(epochs=epochs, learning_rate=learning_rate, seed=0))
+        checkpoint = register_round(lineage, out, 1, parent=real.parent, method="control", start_path=Path(real.path),
+                                    folder=out / "round-1", lora=True, examples=shuffled, metrics=metrics, arm="control")
+        checkpoint = lineage.register(checkpoint.model_copy(update={"gguf": write_checkpoint_gguf(checkpoint)["path"]}))
+    finally:
+        lineage.close()
+    weights, gguf = checkpoint_identity(checkpoint)
+    recipe = read_recipe(cycle)
+    return recipe.model_copy(update={"checkpoint": checkpoint, "round": 1, "weights": weights, "gguf": gguf, "evidence": None,
+                                     "task": recipe.task + f" (shuffled labels, {epochs:g} epochs)"})
+
+
 def _quantile(values: list[float], q: float) -> float | None:
     if not values:
         return None
@@ -254,13 +304,38 @@ def summarise(rows, final, health_log, metrics, args, adversarial) -> dict:
             "decisions": candidate.get("decisions", []), "swaps": (final.get("recipe") or {}).get("swaps"),
             "adversarial": {"offered": adversarial is not None, "requests": len(adversarial_rows),
                             "feedback": args.adversarial_feedback if args.adversarial_feedback is not None else args.feedback,
+                            "epochs": args.adversary_epochs, "learning_rate": args.adversary_learning_rate,
                             "trials": (candidate.get("decisions") or [{}])[-1].get("evidence", {}).get("pairs")
                             if candidate.get("decisions") else None,
                             "answered_by_it": sum(r.get("checkpoint") == (candidate.get("candidate") or {}).get("identity")
                                                   for r in adversarial_rows) if adversarial is not None else None,
                             "still_on_trial": candidate.get("candidate")},
             "shadowed": _metric(metrics, "selfcorrect_canary_shadowed_total"),
+            "shadow_scores": shadow_scores(args.folder / "server.sqlite", ordered),
             "machine": _machine(), "command": " ".join(sys.argv), "date": time.strftime("%Y-%m-%d")}
+
+
+def shadow_scores(store: Path, rows: list[dict]) -> list[dict]:
+    """Each candidate's shadow answers, scored against gold here (for this report only: the server
+    saw only the clients' feedback), beside the served answers to the same requests."""
+    import sqlite3
+
+    by_id = {r["id"]: r for r in rows if r.get("id")}
+    scores: dict[str, dict] = {}
+    db = sqlite3.connect(f"file:{store}?mode=ro", uri=True)
+    try:
+        for completion_id, payload in db.execute("SELECT id, payload FROM completions"):
+            trial, row = json.loads(payload).get("canary"), by_id.get(completion_id)
+            if not trial or row is None:
+                continue
+            s = scores.setdefault(trial["identity"], {"candidate": trial["identity"], "shadow_answers": 0, "right": 0,
+                                                      "served_right": 0})
+            s["shadow_answers"] += 1
+            s["right"] += trial.get("answer") is not None and answers_match(trial["answer"], row["gold"])
+            s["served_right"] += bool(row.get("correct"))
+    finally:
+        db.close()
+    return list(scores.values())
 
 
 def _metric(text: str, name: str) -> float | None:
@@ -277,6 +352,7 @@ def _machine() -> str:
 
 def render(report: dict) -> str:
     lines = ["# A server that improves itself from its traffic (serve --improve)", "",
+             *(["The adversarial arm alone: no stream before it, the base serving."] if not report["requests"] else []),
              f"{report['requests']} arithmetic requests in three wordings ({report['after']} of them after the first "
              f"{report['requests'] - report['after']}, while a cycle ran or a candidate was on trial), `single` on the embedded model, "
              f"{report['clients']} clients; feedback on {100 * report['feedback']:.0f}% ({report['feedback_sent']} sent); "
@@ -305,8 +381,17 @@ def render(report: dict) -> str:
                                               f"{e.get('helped')} helped, {e.get('hurt')} hurt, not-worse e-value "
                                               f"{e.get('not_worse')}, harm e-value {(e.get('evidence') or [None, None])[1]}"
                                               if "candidate" in d else ""))
+    if report.get("shadow_scores"):
+        lines += ["", "Candidates' shadow answers, scored against gold by this script (never by the server):", "",
+                  "| candidate | shadow answers | candidate right | served answer right (same requests) |", "|---|---|---|---|"]
+        for s in report["shadow_scores"]:
+            n = s["shadow_answers"]
+            lines.append(f"| {s['candidate'].split(':')[-1][:12]} | {n} | {s['right']} ({100 * s['right'] / n:.1f}%) "
+                         f"| {s['served_right']} ({100 * s['served_right'] / n:.1f}%) |")
     a = report["adversarial"]
-    lines += ["", f"Adversarial arm (shuffled-label control offered, feedback on {100 * a['feedback']:.0f}% of its "
+    trained = (f"trained {a['epochs']:g} epochs at lr {a['learning_rate']:g} on the first cycle's examples with their "
+               f"replies shuffled" if a.get("epochs") else "the first cycle's shuffled-label control")
+    lines += ["", f"Adversarial arm ({trained}, offered as the candidate; feedback on {100 * a['feedback']:.0f}% of its "
               f"requests): offered {a['offered']}, {a['requests']} requests, "
               f"answered by it {a['answered_by_it']}, still on trial: {bool(a['still_on_trial'])}."]
     return "\n".join(lines) + "\n"
