@@ -352,12 +352,13 @@ def _machine() -> str:
 
 def render(report: dict) -> str:
     lines = ["# A server that improves itself from its traffic (serve --improve)", "",
-             *(["The adversarial arm alone: no stream before it, the base serving."] if not report["requests"] else []),
-             f"{report['requests']} arithmetic requests in three wordings ({report['after']} of them after the first "
-             f"{report['requests'] - report['after']}, while a cycle ran or a candidate was on trial), `single` on the embedded model, "
-             f"{report['clients']} clients; feedback on {100 * report['feedback']:.0f}% ({report['feedback_sent']} sent); "
-             f"a cycle every {report['every']} answered requests; the canary on {100 * report['canary']:.0f}% of "
-             f"requests. Scored against gold by this script only. {report['machine']}, {report['date']}.", "",
+             (f"{report['requests']} arithmetic requests in three wordings ({report['after']} of them after the first "
+              f"{report['requests'] - report['after']}, while a cycle ran or a candidate was on trial), `single` on the embedded "
+              f"model, {report['clients']} clients; feedback on {100 * report['feedback']:.0f}% ({report['feedback_sent']} "
+              f"sent); a cycle every {report['every']} answered requests; " if report["requests"] else
+              f"The adversarial arm alone, the base serving, {report['clients']} clients; ")
+             + f"the canary on {100 * report['canary']:.0f}% of requests. Scored against gold by this script only. "
+               f"{report['machine']}, {report['date']}.", "",
              f"Command: `{report['command']}`", "", "| requests | served accuracy | 95% interval | answered by |",
              "|---|---|---|---|"]
     for w in report["windows"]:
