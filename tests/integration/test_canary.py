@@ -131,14 +131,23 @@ def test_a_worse_candidate_is_rolled_back_and_a_better_one_promoted_under_32_cli
 def test_a_recipe_s_confirmation_pairs_against_the_incumbent_count_first(tmp_path):
     """improve's confirmation side on the same traffic, against the model now serving, starts the
     candidate's evidence: enough of it promotes before any shadow trial; measured against another
-    model, or on a benchmark rather than traffic, it counts for nothing."""
+    model, or on a benchmark rather than traffic, it counts for nothing. The model serving is
+    recognised by the tensors of the GGUF it runs, as improve's base written back to GGUF is
+    another file of the embedded model's tensors than the server's."""
+    from tests.unit.test_gguf_identity import TENSORS, write
+
+    from selfcorrect.models.embedded.files import gguf_tensors_hash
+
     out = tmp_path / "recipe"
     out.mkdir()
     write_recipe(recipe(0, out), out)
     settings = load_settings(store=tmp_path / "store.sqlite", sandbox_workers=1, model=f"recipe:{out}")
     config = ServeConfig(strategy="single", recipe=str(out), watch_seconds=0.05, canary=0.2)
     pairs = {"items": 40, "wrong_to_right": 12, "right_to_wrong": 0}
-    with serving(settings, config, engine=MODELS[0]) as (url, server):
+    incumbent = model("incumbent", lambda a: a % 2 == 0)
+    incumbent.path = write(tmp_path / "served.gguf", TENSORS, "the server's file")
+    measured = write(tmp_path / "measured.gguf", TENSORS, "improve's base", order=list(TENSORS)[::-1])
+    with serving(settings, config, engine=incumbent) as (url, server):
         server.swaps.load = lambda s: MODELS[read_recipe(out).round]
 
         def offered(round_: int, task: str, against: str) -> dict:
@@ -155,7 +164,7 @@ def test_a_recipe_s_confirmation_pairs_against_the_incumbent_count_first(tmp_pat
         for task, against in (("arithmetic", "incumbent"), ("served:store.sqlite", "another-model")):
             health = offered(1, task, against) if task == "arithmetic" else offered(3, task, against)
             assert not health["candidate"]["decisions"] and health["candidate"]["candidate"]["evidence"] is None
-        health = offered(2, "served:store.sqlite", "incumbent")
+        health = offered(2, "served:store.sqlite", f"tensors:{gguf_tensors_hash(measured)}")
         [promoted] = health["candidate"]["decisions"]
         assert promoted["decision"] == "promoted" and promoted["evidence"]["pairs"] == 40
         deadline = time.monotonic() + 10

@@ -39,7 +39,8 @@ from selfcorrect.improve.report import served_round, write as write_report
 from selfcorrect.improve.traffic import check_labels, is_traffic, prepare, scored
 from selfcorrect.stats import paired, wilson
 from selfcorrect.models.lineage import Checkpoint, Lineage
-from selfcorrect.models.recipe import Confirmation, Measured, Recipe, checkpoint_identity, write_recipe
+from selfcorrect.models.recipe import (Confirmation, Measured, Recipe, checkpoint_identity, measured_against,
+                                      write_recipe)
 from selfcorrect.precision import describe, resolve
 from selfcorrect.store import Store
 from selfcorrect.strategies import parse_strategy
@@ -566,7 +567,7 @@ class Improvement:
             confirmation = Confirmation(**measured(confirmed, served).model_dump(),
                                         base=measured(confirmed["base"], confirmed["base"]["strategy"]))
             pairs = confirmed["versus_base"]
-            evidence = {"against": [f for f in checkpoint_identity(lineage.get(base["checkpoint"])) if f],
+            evidence = {"against": measured_against(lineage.get(base["checkpoint"])),
                         **{k: pairs[k] for k in ("items", "wrong_to_right", "right_to_wrong")}}
         weights, gguf = checkpoint_identity(checkpoint)
         write_recipe(Recipe(task=self.task.name if not self.spec.limit else self.spec.task, round=accepted["round"],

@@ -44,7 +44,7 @@ class Recipe(BaseModel):
     oracle: bool  # gold answers shaped the training data
     feedback_labelled: bool = False  # clients' answers shaped the training data (served traffic)
     # the served system against the base's on the confirmation side, nothing chosen on it:
-    # {"against": [the base's weights hash, GGUF fingerprint], "items", "wrong_to_right",
+    # {"against": measured_against(the base), "items", "wrong_to_right",
     # "right_to_wrong"}; a canary against that base starts from these pairs (serve/canary.py)
     evidence: dict | None = None
     heldout: Measured  # the served system
@@ -55,6 +55,33 @@ class Recipe(BaseModel):
     weights: str | None = None
     gguf: str | None = None
     confirmation: Confirmation | None = None  # None: no split was set aside, or the run has not ended
+
+
+def measured_against(base: Checkpoint) -> list[str]:
+    """How the base that evidence was measured against is recognised where a model serves: its
+    weights' content hash, its GGUF's fingerprint, and `tensors:` its GGUF's tensors hash, which
+    also matches another file of the same weights (the embedded model's own Q8_0, which a
+    server runs, is one)."""
+    from selfcorrect.models.embedded.files import gguf_tensors_hash
+
+    weights, gguf = checkpoint_identity(base)
+    tensors = gguf_tensors_hash(Path(base.gguf)) if gguf else None
+    return [f for f in (weights, gguf, tensors and f"tensors:{tensors}") if f]
+
+
+def is_measured_against(against: list[str], model) -> bool:
+    """Whether `model` (an engine) is that base: its identity names one of the fingerprints, or
+    the GGUF file it runs holds the same tensors."""
+    from selfcorrect.models.embedded.files import gguf_tensors_hash
+
+    if any(f in model.identity for f in against if not f.startswith("tensors:")):
+        return True
+    tensors = {f.removeprefix("tensors:") for f in against if f.startswith("tensors:")}
+    while hasattr(model, "inner"):  # the cache's wrapper (cache.CachedModel)
+        model = model.inner
+    path = getattr(model, "path", None)
+    return bool(tensors) and path is not None and Path(path).suffix == ".gguf" and Path(path).is_file() \
+        and gguf_tensors_hash(Path(path)) in tensors
 
 
 def checkpoint_identity(checkpoint: Checkpoint) -> tuple[str, str | None]:

@@ -32,6 +32,7 @@ import logging
 import time
 
 from selfcorrect.memory.gate import Gate
+from selfcorrect.models.recipe import is_measured_against
 from selfcorrect.sandbox import Sandbox
 from selfcorrect.tasks.items import ItemView
 from selfcorrect.tasks.served import run_request_check
@@ -88,7 +89,7 @@ class Canary:
         evidence, candidate = recipe.evidence, self.candidate
         if not evidence or not recipe.task.startswith("served:"):
             return None
-        if not any(f in self.server.model_name for f in evidence["against"]):
+        if not is_measured_against(evidence["against"], self.server.resources.model):
             return None  # measured against another model than the one serving
         return self.gate.seed(candidate["namespace"], candidate["identity"], evidence["items"],
                               evidence["wrong_to_right"], evidence["right_to_wrong"])

@@ -98,7 +98,7 @@ class RecipeSwaps:
         incumbent serves meanwhile), then every new request goes to it; with a canary, it
         goes on trial instead."""
         from selfcorrect.models.load import load_model
-        from selfcorrect.models.recipe import check_identity
+        from selfcorrect.models.recipe import check_identity, is_measured_against
 
         server, config = self.server, self.server.config
         recipe = read_recipe(config.recipe)
@@ -107,6 +107,8 @@ class RecipeSwaps:
         engine = await asyncio.to_thread(self.load or load_model, settings)
         described = self._described(recipe, engine.identity)
         if self.canary is not None:
+            if recipe.evidence:  # whether it was measured against the model serving reads its GGUF: off the loop (cached)
+                await asyncio.to_thread(is_measured_against, recipe.evidence["against"], server.resources.model)
             self.canary.offer(engine, recipe, described)
             return described
         return await self.promote(engine, recipe, described)

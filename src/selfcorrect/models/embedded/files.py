@@ -5,6 +5,7 @@ model identities."""
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import importlib.util
 import json
@@ -104,6 +105,28 @@ def _sha256(path: Path) -> str:
             h.update(chunk)
     return h.hexdigest()
 
+
+
+@functools.lru_cache(maxsize=16)
+def _tensors_hash(path: str, fingerprint: str) -> str | None:
+    try:
+        import gguf
+    except ImportError:  # the train extra's reader: without it, no conversion is recognised as the same model
+        return None
+    h = hashlib.blake2b(digest_size=8)
+    for tensor in sorted(gguf.GGUFReader(path).tensors, key=lambda t: t.name):  # the order in the file is no part of the model
+        h.update(f"{tensor.name}:{int(tensor.tensor_type)}:{[int(n) for n in tensor.shape]}".encode())
+        h.update(tensor.data.tobytes())
+    return h.hexdigest()
+
+
+def gguf_tensors_hash(path: Path) -> str | None:
+    """What a GGUF file's weights are, whatever its metadata: a hash of its tensors' names,
+    types, shapes and bytes, in name order (a read of the whole file, cached by its fingerprint). The server's
+    Q8_0 of the embedded model (llama.cpp's quantizer) and improve's base written back to Q8_0
+    hold the same 272 tensors bit for bit but other metadata: other `file_fingerprint`s, one
+    hash here. None where the `gguf` package is not installed."""
+    return _tensors_hash(str(Path(path).resolve()), file_fingerprint(Path(path)))
 
 
 def file_fingerprint(path: Path) -> str:
