@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "src"))
 
 from selfcorrect.models.recipe import read_recipe, write_recipe  # noqa: E402
-from selfcorrect.stats import wilson  # noqa: E402
+from selfcorrect.stats import Paired, wilson  # noqa: E402
 from selfcorrect.tasks.arithmetic import Arithmetic  # noqa: E402
 from selfcorrect.verify.answers import answers_match, read_answer  # noqa: E402
 
@@ -105,6 +105,7 @@ def main() -> None:
         report = json.loads((args.out / "report.json").read_text())
         with gzip.open(args.out / "requests.jsonl.gz", "rt") as f:
             report["shadow_scores"] = shadow_scores(args.folder / "server.sqlite", [json.loads(line) for line in f])
+        report["seeded_replay"] = seeded_replay(args.folder)
         (args.out / "report.json").write_text(json.dumps(report, indent=2))
         (args.out / "report.md").write_text(render(report))
         return
@@ -312,6 +313,7 @@ def summarise(rows, final, health_log, metrics, args, adversarial) -> dict:
                             "still_on_trial": candidate.get("candidate")},
             "shadowed": _metric(metrics, "selfcorrect_canary_shadowed_total"),
             "shadow_scores": shadow_scores(args.folder / "server.sqlite", ordered),
+            "seeded_replay": seeded_replay(args.folder),
             "machine": _machine(), "command": " ".join(sys.argv), "date": time.strftime("%Y-%m-%d")}
 
 
@@ -330,12 +332,62 @@ def shadow_scores(store: Path, rows: list[dict]) -> list[dict]:
                 continue
             s = scores.setdefault(trial["identity"], {"candidate": trial["identity"], "shadow_answers": 0, "right": 0,
                                                       "served_right": 0})
+            right = trial.get("answer") is not None and answers_match(trial["answer"], row["gold"])
             s["shadow_answers"] += 1
-            s["right"] += trial.get("answer") is not None and answers_match(trial["answer"], row["gold"])
+            s["right"] += right
             s["served_right"] += bool(row.get("correct"))
+            s["helped"] = s.get("helped", 0) + (right and not row.get("correct"))
+            s["hurt"] = s.get("hurt", 0) + (not right and bool(row.get("correct")))
     finally:
         db.close()
     return list(scores.values())
+
+
+def seeded_replay(folder: Path, margin: float = 0.02, flip_cap: float = 0.15) -> list[dict]:
+    """Each offered cycle's candidate, its shadow trials replayed in the order their feedback came
+    through the gate (memory/gate.py) after the recipe's confirmation pairs: what the canary
+    would have decided had it counted them first. A run before c666c6e did not: it took the
+    server's Q8_0 of the embedded model for another model than improve's base of the same tensors."""
+    import sqlite3
+    import tempfile
+
+    from selfcorrect.memory.gate import Gate
+    from selfcorrect.serve.memory import shadow_verdict
+    from selfcorrect.stats import evidence_not_worse
+
+    out = []
+    db = sqlite3.connect(f"file:{folder / 'server.sqlite'}?mode=ro", uri=True)
+    trials: dict[str, list] = {}
+    for payload, feedback in db.execute("SELECT payload, feedback FROM completions WHERE feedback IS NOT NULL"):
+        payload, feedback = json.loads(payload), json.loads(feedback)
+        if payload.get("canary"):
+            right = shadow_verdict(payload["kind"], payload.get("answer"), payload["canary"]["answer"],
+                                   feedback["correct"], feedback.get("answer"))
+            if right is not None:
+                trials.setdefault(payload["canary"]["identity"], []).append((feedback["at"], right, feedback["correct"]))
+    db.close()
+    for cycle in sorted((folder / "cycles").glob("*"), key=lambda p: int(p.name)):
+        if not (cycle / "recipe.json").is_file() or read_recipe(cycle).round < 1 or not read_recipe(cycle).evidence:
+            continue
+        recipe = read_recipe(cycle)
+        identity = next((i for i in trials if recipe.gguf and i.endswith(recipe.gguf)), None)
+        with tempfile.TemporaryDirectory() as tmp:
+            gate = Gate(Path(tmp) / "gate.sqlite", explore=0.0, margin=margin, flip_cap=flip_cap, arms=None)
+            e = recipe.evidence
+            evidence = gate.seed("replay", "candidate", e["items"], e["wrong_to_right"], e["right_to_wrong"])
+            row = {"cycle": int(cycle.name), "seed": {k: e[k] for k in ("items", "wrong_to_right", "right_to_wrong")},
+                   "seed_not_worse": evidence_not_worse(evidence.helped, evidence.hurt, evidence.pairs, margin), "decision": evidence.status, "after_trials": 0}
+            for k, (_, candidate_right, served_right) in enumerate(sorted(trials.get(identity, [])), 1):
+                if evidence.status != "trial":
+                    break
+                evidence = gate.record("replay", "candidate", candidate_right, served_right)
+                row.update(decision=evidence.status, after_trials=k)
+            row.update(trials=len(trials.get(identity, [])), final={
+                **{k: getattr(evidence, k) for k in ("pairs", "helped", "hurt")},
+                "not_worse": evidence_not_worse(evidence.helped, evidence.hurt, evidence.pairs, margin)})
+            gate.close()
+        out.append(row)
+    return out
 
 
 def _metric(text: str, name: str) -> float | None:
@@ -384,11 +436,19 @@ def render(report: dict) -> str:
                                               if "candidate" in d else ""))
     if report.get("shadow_scores"):
         lines += ["", "Candidates' shadow answers, scored against gold by this script (never by the server):", "",
-                  "| candidate | shadow answers | candidate right | served answer right (same requests) |", "|---|---|---|---|"]
+                  "| candidate | shadow answers | candidate right | served answer right (same requests) | w→r / r→w, p |",
+                  "|---|---|---|---|---|"]
         for s in report["shadow_scores"]:
             n = s["shadow_answers"]
             lines.append(f"| {s['candidate'].split(':')[-1][:12]} | {n} | {s['right']} ({100 * s['right'] / n:.1f}%) "
-                         f"| {s['served_right']} ({100 * s['served_right'] / n:.1f}%) |")
+                         f"| {s['served_right']} ({100 * s['served_right'] / n:.1f}%) | {s['helped']} / {s['hurt']}, "
+                         f"p={Paired.of_counts(n, s['helped'], s['hurt']).p_value:.2g} |")
+    for r in report.get("seeded_replay") or []:
+        lines.append(f"\nCycle {r['cycle']}'s candidate replayed through the gate after its confirmation pairs "
+                     f"({r['seed']['items']} pairs, {r['seed']['wrong_to_right']} helped, {r['seed']['right_to_wrong']} hurt: "
+                     f"not-worse e-value {r['seed_not_worse']:.1f}), then its {r['trials']} shadow trials in feedback order: "
+                     f"{r['decision']} after {r['after_trials']} ({r['final']['pairs']} pairs, {r['final']['helped']} helped, "
+                     f"{r['final']['hurt']} hurt, not-worse e-value {r['final']['not_worse']:.1f}).")
     a = report["adversarial"]
     trained = (f"trained {a['epochs']:g} epochs at lr {a['learning_rate']:g} on the first cycle's examples with their "
                f"replies shuffled" if a.get("epochs") else "the first cycle's shuffled-label control")
