@@ -94,6 +94,9 @@ def main() -> None:
                          "shuffled, this many epochs (default: the cycle's own --control shuffled arm)")
     ap.add_argument("--adversary-learning-rate", type=float, default=2e-4)
     ap.add_argument("--improve-threads", type=int, default=1)
+    ap.add_argument("--offer", type=Path, default=None,
+                    help="an earlier run's --folder: its first offered cycle's recipe goes on trial when the server starts, "
+                         "with its base named as improve now names it (recipe.measured_against)")
     ap.add_argument("--improve-args", default="--chains 4 --student-samples 4 --confirmation 0.15 --control shuffled")
     ap.add_argument("--folder", type=Path, default=ROOT / ".selfcorrect" / "serve-improve")
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "findings" / "serve-improve")
@@ -134,6 +137,9 @@ def main() -> None:
             raise SystemExit(f"the server did not start: see {args.folder / 'server.log'}")
         time.sleep(1)
 
+    if args.offer is not None:  # an earlier run's cycle offered at once, as its recipe on trial
+        (args.folder / "serving").mkdir(parents=True, exist_ok=True)
+        write_recipe(_offered(args.offer), args.folder / "serving")
     health_log: list[dict] = []
     stop = threading.Event()
 
@@ -239,6 +245,23 @@ def _adversarial_recipe(folder: Path):
         return recipe.model_copy(update={"checkpoint": checkpoint, "round": 1, "weights": weights, "gguf": gguf,
                                          "evidence": None, "task": recipe.task + " (shuffled-label control)"})
     return None
+
+
+def _offered(folder: Path):
+    """The first cycle of an earlier run that offered a round: its recipe, its evidence's base
+    named by recipe.measured_against (a recipe written before c666c6e lacks the tensors hash)."""
+    from selfcorrect.models.lineage import Lineage
+    from selfcorrect.models.recipe import measured_against
+
+    cycle = next(c for c in sorted((folder / "cycles").glob("*"), key=lambda p: int(p.name))
+                 if (c / "recipe.json").is_file() and read_recipe(c).round >= 1)
+    recipe = read_recipe(cycle)
+    lineage = Lineage(folder / "improve.sqlite")
+    try:
+        against = measured_against(lineage.get("base"))
+    finally:
+        lineage.close()
+    return recipe.model_copy(update={"evidence": {**recipe.evidence, "against": against}})
 
 
 def _adversary(folder: Path, epochs: float, learning_rate: float):
