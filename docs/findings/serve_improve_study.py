@@ -89,6 +89,8 @@ def main() -> None:
     ap.add_argument("--control-from", type=Path, default=None,
                     help="the folder of an earlier run whose first control is the adversarial candidate (default: --folder)")
     ap.add_argument("--burst", type=int, default=0, help="the first this many requests are sent without --pause")
+    ap.add_argument("--pause-while-cycling", action="store_true",
+                    help="--pause only while a cycle runs (a day's traffic compressed: the hours a cycle takes elsewhere)")
     ap.add_argument("--adversary-epochs", type=float, default=None,
                     help="train the adversarial candidate again: the first cycle's round-1 examples with their replies "
                          "shuffled, this many epochs (default: the cycle's own --control shuffled arm)")
@@ -181,7 +183,8 @@ def main() -> None:
                 row["feedback"] = sent.status_code
         with lock:
             rows.append(row)
-        if args.pause and k >= args.burst:
+        cycling = bool(health_log and health_log[-1]["improve"] and health_log[-1]["improve"]["running"])
+        if args.pause and k >= args.burst and (cycling or not args.pause_while_cycling):
             time.sleep(args.pause)
 
     stream = requests(args.requests + args.after + args.adversarial, args.seed)
