@@ -106,9 +106,8 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-
 @functools.lru_cache(maxsize=16)
-def _tensors_hash(path: str, fingerprint: str) -> str | None:
+def _tensors_hash(path: str, fingerprint: str) -> str | None:  # the fingerprint keys the cache: a rewritten file is read again
     try:
         import gguf
     except ImportError:  # the train extra's reader: without it, no conversion is recognised as the same model
@@ -122,10 +121,10 @@ def _tensors_hash(path: str, fingerprint: str) -> str | None:
 
 def gguf_tensors_hash(path: Path) -> str | None:
     """What a GGUF file's weights are, whatever its metadata: a hash of its tensors' names,
-    types, shapes and bytes, in name order (a read of the whole file, cached by its fingerprint). The server's
-    Q8_0 of the embedded model (llama.cpp's quantizer) and improve's base written back to Q8_0
-    hold the same 272 tensors bit for bit but other metadata: other `file_fingerprint`s, one
-    hash here. None where the `gguf` package is not installed."""
+    types, shapes and bytes, in name order (a read of the whole file, cached by its
+    fingerprint). The server's Q8_0 of the embedded model (llama.cpp's quantizer) and improve's
+    base written back to Q8_0 hold the same 272 tensors bit for bit but other metadata: other
+    `file_fingerprint`s, one hash here. None where the `gguf` package is not installed."""
     return _tensors_hash(str(Path(path).resolve()), file_fingerprint(Path(path)))
 
 
