@@ -228,6 +228,8 @@ def test_serve_improve_runs_cycles_on_its_traffic_and_promotes_only_through_the_
     # restarted: the state is read back, and counting goes on from it; a cycle the stop cut short
     # runs again from its folder; the next cycle fails, and nothing served changes
     cut = state[-1]["status"] == "running"
+    calls = folder / "cycles" / str(len(state)) / "calls"  # a cycle cut as it began may not have counted its call
+    before = int(calls.read_text()) if cut and calls.is_file() else 0
     fail["on"] = True
     with serving(settings, config(), engine=MODELS[2]) as (url, server):
         for k in range(0 if cut else 20):
@@ -238,7 +240,7 @@ def test_serve_improve_runs_cycles_on_its_traffic_and_promotes_only_through_the_
             time.sleep(0.1)
         failed = next(c for c in json.loads((folder / "cycle.json").read_text())["cycles"] if c["status"] == "failed")
         assert failed["cycle"] == (len(state) if cut else len(state) + 1) and "no train item was verified" in failed["error"]
-        assert (folder / "cycles" / str(failed["cycle"]) / "calls").read_text() == ("2" if cut else "1")
+        assert (folder / "cycles" / str(failed["cycle"]) / "calls").read_text() == str(before + 1)
         assert ask(url, 99) == "scripted:better" and (folder / "cycles" / str(failed["cycle"]) / "improve.log").is_file()
 
 
