@@ -393,9 +393,9 @@ def seeded_replay(folder: Path, margin: float = 0.02, flip_cap: float = 0.15) ->
                 trials.setdefault(payload["canary"]["identity"], []).append((feedback["at"], right, feedback["correct"]))
     db.close()
     for cycle in sorted((folder / "cycles").glob("*"), key=lambda p: int(p.name)):
-        if not (cycle / "recipe.json").is_file() or read_recipe(cycle).round < 1 or not read_recipe(cycle).evidence:
+        recipe = read_recipe(cycle) if (cycle / "recipe.json").is_file() else None
+        if recipe is None or recipe.round < 1 or not recipe.evidence:
             continue
-        recipe = read_recipe(cycle)
         identity = next((i for i in trials if recipe.gguf and i.endswith(recipe.gguf)), None)
         with tempfile.TemporaryDirectory() as tmp:
             gate = Gate(Path(tmp) / "gate.sqlite", explore=0.0, margin=margin, flip_cap=flip_cap, arms=None)
